@@ -1,0 +1,258 @@
+"""Attack registry with one interface (the torchattacks pattern): ``attack.run(model, x, y)``
+returns adversarial images and per-sample robust flags. L-infinity threat model in [0, 1]
+pixel space (SPEC sections 1 and 4).
+
+Every attack runs with the model in eval mode, restores each module's previous mode afterwards,
+and draws randomness only from a private, seeded ``torch.Generator``.
+"""
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .errors import UserError
+from .modes import eval_mode, preserved_global_rng, private_generator
+from .registry import Registry
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def ce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy, summed over the batch (so each sample's gradient is independent of B)."""
+    return F.cross_entropy(logits, y, reduction="sum")
+
+
+def cw_margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Carlini-Wagner margin max_{j != y} z_j - z_y, summed over the batch (AALP's "CW-k")."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.scatter(1, y[:, None], float("-inf")).amax(1)
+    return (others - true).sum()
+
+
+def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Project onto the L-infinity ball of radius eps around x, intersected with [0, 1]."""
+    return torch.max(torch.min(x_adv, x + eps), x - eps).clamp_(0.0, 1.0)
+
+
+def pgd_perturb(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_size: float,
+                steps: int, loss_fn: LossFn = ce_loss, random_start: bool = True,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Plain PGD (Madry et al. 2018): the last iterate, for adversarial training.
+
+    Uses the model in whatever mode the caller set (training code puts it in eval mode first)."""
+    x = x.detach()
+    if random_start:
+        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        x_adv = project_linf(x + (2 * noise - 1) * eps, x, eps)
+    else:
+        x_adv = x.clone()
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        grad, = torch.autograd.grad(loss_fn(model(x_adv), y), x_adv)
+        x_adv = project_linf(x_adv.detach() + step_size * grad.sign(), x, eps)
+    return x_adv.detach()
+
+
+@dataclass
+class AttackOutput:
+    """Adversarial images and per-sample flags: robust = correct on x and on every iterate tried."""
+
+    x_adv: torch.Tensor
+    robust: torch.Tensor
+    warnings: list[str] = field(default_factory=list)
+
+
+class Attack(ABC):
+    """Base class: subclasses implement :meth:`attack_batch`; :meth:`run` batches, shows progress,
+    and handles model mode and randomness."""
+
+    name: str = "attack"
+
+    def __init__(self, eps: float, seed: int = 0, **params: Any):
+        if not 0.0 <= eps <= 1.0:
+            raise UserError(f"eps must lie in [0, 1] (images are in [0, 1]); got {eps}")
+        self.eps = float(eps)
+        self.seed = int(seed)
+        self.params = params
+
+    def config(self) -> dict[str, Any]:
+        """The full configuration, read off the attack object (logged with every result)."""
+        return {"attack": self.name, "eps": self.eps, "seed": self.seed, **self.params}
+
+    @abstractmethod
+    def attack_batch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                     generator: torch.Generator) -> AttackOutput:
+        ...
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
+            progress: bool = True) -> AttackOutput:
+        generator = private_generator(self.seed, x.device)
+        outputs = []
+        with eval_mode(model):
+            batches = range(0, len(y), batch_size)
+            for start in tqdm(batches, desc=f"  {self.name}", leave=False, disable=not progress or None):
+                sl = slice(start, start + batch_size)
+                outputs.append(self.attack_batch(model, x[sl], y[sl], generator))
+        return AttackOutput(torch.cat([o.x_adv for o in outputs]),
+                            torch.cat([o.robust for o in outputs]),
+                            [w for o in outputs for w in o.warnings])
+
+
+ATTACKS: Registry[type[Attack]] = Registry("attack")
+
+
+def _check_steps(steps: int, name: str) -> int:
+    if int(steps) < 1:
+        raise UserError(f"{name} needs steps >= 1; got {steps}")
+    return int(steps)
+
+
+@ATTACKS.register("fgsm")
+class FGSM(Attack):
+    """Fast Gradient Sign Method (Goodfellow et al. 2015): one signed step of size eps."""
+
+    name = "fgsm"
+
+    def attack_batch(self, model, x, y, generator):
+        x_req = x.detach().clone().requires_grad_(True)
+        logits = model(x_req)
+        grad, = torch.autograd.grad(ce_loss(logits, y), x_req)
+        x_adv = project_linf(x + self.eps * grad.sign(), x, self.eps)
+        with torch.no_grad():
+            robust = (logits.argmax(1) == y) & (model(x_adv).argmax(1) == y)
+        return AttackOutput(x_adv, robust)
+
+
+@ATTACKS.register("pgd")
+class PGD(Attack):
+    """PGD-k on cross-entropy (Madry et al. 2018) with random start and restarts.
+
+    A sample is robust only if it is classified correctly at every iterate of every restart (the
+    worst case, as AutoAttack counts it); samples are dropped as soon as one iterate fools the model,
+    so their gradient is no longer computed."""
+
+    name = "pgd"
+    loss_fn: LossFn = staticmethod(ce_loss)
+
+    def __init__(self, eps: float, seed: int = 0, steps: int = 20, step_size: float | None = None,
+                 restarts: int = 1, random_start: bool = True):
+        steps = _check_steps(steps, self.name)
+        if int(restarts) < 1:
+            raise UserError(f"{self.name} needs restarts >= 1; got {restarts}")
+        if step_size is None:
+            step_size = 2.5 * eps / steps  # Madry et al.'s rule of thumb
+        if step_size < 0:
+            raise UserError(f"{self.name} step_size must be >= 0; got {step_size}")
+        super().__init__(eps, seed, steps=steps, step_size=float(step_size), restarts=int(restarts),
+                         random_start=bool(random_start))
+
+    def attack_batch(self, model, x, y, generator):
+        p = self.params
+        x = x.detach()
+        x_adv = x.clone()
+        with torch.no_grad():
+            robust = model(x).argmax(1) == y
+        for _ in range(p["restarts"]):
+            active = robust.nonzero().squeeze(1)
+            if active.numel() == 0:
+                break
+            xa, ya = x[active], y[active]
+            if p["random_start"]:
+                noise = torch.rand(xa.shape, generator=generator, device=x.device, dtype=x.dtype)
+                current = project_linf(xa + (2 * noise - 1) * self.eps, xa, self.eps)
+            else:
+                current = xa.clone()
+            for step in range(p["steps"] + 1):
+                leaf = current.detach().requires_grad_(True)
+                logits = model(leaf)
+                keep = logits.argmax(1) == ya
+                if not keep.all():
+                    fooled = ~keep
+                    robust[active[fooled]] = False
+                    x_adv[active[fooled]] = leaf.detach()[fooled]
+                if step == p["steps"] or not keep.any():
+                    active, current = active[keep], leaf.detach()[keep]
+                    break
+                grad, = torch.autograd.grad(self.loss_fn(logits[keep], ya[keep]), leaf)
+                active, xa, ya = active[keep], xa[keep], ya[keep]
+                current = project_linf(leaf.detach()[keep] + p["step_size"] * grad[keep].sign(), xa, self.eps)
+            x_adv[active] = current.detach()
+        return AttackOutput(x_adv, robust)
+
+
+@ATTACKS.register("cw")
+class CW(PGD):
+    """PGD under the same L-infinity ball on the CW margin loss max_{j!=y} z_j - z_y ("CW-k")."""
+
+    name = "cw"
+    loss_fn: LossFn = staticmethod(cw_margin_loss)
+
+
+class _WarningCollector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@ATTACKS.register("autoattack")
+class AutoAttackLinf(Attack):
+    """AutoAttack (Croce & Hein 2020), the reference implementation from PyPI ``pyautoattack``.
+
+    Versions ``standard`` / ``plus`` / ``rand`` / ``custom`` (with ``attacks``). Its gradient-masking
+    and sanity warnings (logger ``auto-attack``) are captured and returned with the result; the
+    caller's global RNG state is preserved around the library, which seeds it."""
+
+    name = "autoattack"
+    VERSIONS = ("standard", "plus", "rand", "custom")
+    ATTACK_NAMES = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
+
+    def __init__(self, eps: float, seed: int = 0, version: str = "standard",
+                 attacks: list[str] | None = None):
+        if version not in self.VERSIONS:
+            raise UserError(f"autoattack version '{version}' is unknown; use one of {', '.join(self.VERSIONS)}")
+        if version == "custom":
+            if not attacks or any(a not in self.ATTACK_NAMES for a in attacks):
+                raise UserError(f"autoattack version 'custom' needs attacks from {', '.join(self.ATTACK_NAMES)}")
+        elif attacks:
+            raise UserError("autoattack 'attacks' can only be given with version = 'custom'")
+        super().__init__(eps, seed, version=version, attacks=list(attacks) if attacks else None)
+
+    def attack_batch(self, model, x, y, generator):  # pragma: no cover - run() is overridden
+        raise NotImplementedError
+
+    def run(self, model, x, y, batch_size: int = 256, progress: bool = True) -> AttackOutput:
+        from pyautoattack import AutoAttack
+
+        collector = _WarningCollector()
+        logger = logging.getLogger("auto-attack")
+        logger.addHandler(collector)
+        try:
+            with eval_mode(model), preserved_global_rng(x.device):
+                kwargs = {"attacks": self.params["attacks"]} if self.params["version"] == "custom" else {}
+                adversary = AutoAttack(model, eps=self.eps, norm="Linf", version=self.params["version"],
+                                       seed=self.seed, device=x.device, **kwargs)
+                if progress:
+                    tqdm.write(f"  autoattack ({self.params['version']}) on {len(y)} samples ...")
+                x_adv, y_adv = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
+        finally:
+            logger.removeHandler(collector)
+        return AttackOutput(x_adv.detach(), (y_adv == y), collector.messages)
+
+
+def build_attack(name: str, eps: float, seed: int = 0, **params: Any) -> Attack:
+    """Instantiate a registered attack; unknown parameters are a one-line error."""
+    cls = ATTACKS.get(name)
+    try:
+        return cls(eps=eps, seed=seed, **params)
+    except TypeError as exc:
+        raise UserError(f"bad parameters for attack '{name}' ({exc}); see `robdistill list attacks`") from None

@@ -1,0 +1,202 @@
+"""The ``robdistill`` command line (click). Bad input ends in one line on stderr that says how
+to fix it, exit status 2, no traceback."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from .errors import UserError
+
+EPILOG = "Runs are logged to MLflow (default sqlite:///mlflow.db); see README.md."
+
+
+class FriendlyGroup(click.Group):
+    """Turns :class:`UserError` into ``error: <message>`` and exit 2; Ctrl-C into exit 130."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted: the MLflow run was marked KILLED", err=True)
+            sys.exit(130)
+
+
+def common_options(func: Callable) -> Callable:
+    options = [
+        click.option("--dataset", default="digits", show_default=True,
+                     help="Dataset name (see `robdistill list datasets`)."),
+        click.option("--seed", default=0, show_default=True, type=int, help="Seed for model init, data order, attacks."),
+        click.option("--data-root", type=click.Path(path_type=Path), default=None,
+                     help="Where torchvision-format datasets live [default: $ROBDISTILL_DATA or ~/.cache/robdistill/data]."),
+        click.option("--download", is_flag=True, help="Download a missing dataset (needs internet)."),
+        click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 ... or auto."),
+        click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
+                     help="MLflow store or server [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db]."),
+        click.option("--experiment", default="robdistill", show_default=True, help="MLflow experiment name."),
+        click.option("--cache-dir", type=click.Path(path_type=Path), envvar="ROBDISTILL_CACHE",
+                     default=Path(".robdistill"), show_default=True,
+                     help="Trained teachers (reused across runs) and student checkpoints."),
+        click.option("--quiet", is_flag=True, help="No progress bars."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def overrides_option(help_text: str) -> Callable:
+    return click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=help_text)
+
+
+def eval_options(func: Callable) -> Callable:
+    func = click.option("--n-eval", type=int, default=None,
+                        help="Evaluate the first N test images (0 = all) [default: the suite's n_eval].")(func)
+    func = click.option("--eps", type=float, default=None,
+                        help="L-inf radius in [0, 1] [default: the suite's, else the dataset's].")(func)
+    func = click.option("--suite", default=None,
+                        help="Attack suite name or .toml path [default: fast on digits, paper elsewhere].")(func)
+    return func
+
+
+def make_settings(kw: dict[str, Any]):
+    from .stages import Settings
+
+    device = kw.pop("device")
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        import torch
+
+        try:
+            if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+                raise UserError("--device cuda asked for, but no CUDA GPU is available; use --device cpu")
+        except RuntimeError:
+            raise UserError(f"unknown --device '{device}'; use cpu, cuda, cuda:N or auto") from None
+    return Settings(dataset=kw.pop("dataset"), data_root=kw.pop("data_root"), download=kw.pop("download"),
+                    seed=kw.pop("seed"), device=device, tracking_uri=kw.pop("tracking_uri"),
+                    experiment=kw.pop("experiment"), cache_dir=kw.pop("cache_dir"), progress=not kw.pop("quiet"))
+
+
+def print_outcome(outcome, heading: str) -> None:
+    from .report import failed_checks
+
+    if outcome.results:
+        click.echo(f"\n{heading} (accuracy %, 95% Wilson interval)")
+        click.echo(outcome.table)
+        failures = failed_checks(outcome.results)
+        click.echo("\nsanity checks: " + ("all passed" if not failures else "FAILED\n  " + "\n  ".join(failures)))
+        for name, result in outcome.results.items():
+            for key, messages in result.warnings.items():
+                for message in messages:
+                    click.echo(f"warning ({name}, {key}): {message}")
+    for role, path in outcome.checkpoints.items():
+        reused = " (reused from cache)" if role == "teacher" and outcome.teacher_reused else ""
+        click.echo(f"{role} checkpoint: {path}{reused}")
+    click.echo(f"MLflow run: {outcome.run_id}  (store: {outcome.tracking_uri})")
+    click.echo(f"open the UI:  mlflow ui --backend-store-uri {outcome.tracking_uri}   -> http://127.0.0.1:5000")
+
+
+@click.group(cls=FriendlyGroup, epilog=EPILOG)
+@click.version_option(package_name="robdistill")
+def main() -> None:
+    """How much adversarial robustness does a student inherit when it is distilled, on clean
+    inputs only, from an adversarially trained teacher -- and which parts of the teacher's logits
+    carry it?
+
+    \b
+    Quick start (embedded digits dataset, a few minutes on a laptop CPU):
+      robdistill run --teacher alp --perturb nonmax-shuffle
+      robdistill list
+    """
+
+
+@main.command()
+@click.option("--teacher", required=True, help="Teacher recipe: standard, at, alp, aalp ... or a .toml path.")
+@click.option("--perturb", default="keep", show_default=True,
+              help="What to do to the teacher's non-max logits: keep, nonmax-shuffle, nonmax-flatten.")
+@click.option("--student", default="default", show_default=True, help="Student recipe name or .toml path.")
+@eval_options
+@click.option("--skip-teacher-eval", is_flag=True, help="Attack only the student.")
+@overrides_option("Override a recipe field: teacher.epochs=5, student.temperature=2, suite.n_eval=100 (repeatable).")
+@common_options
+def run(teacher, perturb, student, suite, eps, n_eval, skip_teacher_eval, overrides, **kw) -> None:
+    """Train (or reuse) a teacher, distill a student on clean inputs, attack both.
+
+    \b
+    Examples:
+      robdistill run --teacher alp --perturb nonmax-shuffle
+      robdistill run --teacher at --perturb nonmax-flatten --set student.temperature=2
+      robdistill run --teacher aalp --dataset fashion-mnist --set teacher.epochs=5
+    """
+    from .pipeline import run_experiment
+
+    outcome = run_experiment(make_settings(kw), teacher=teacher, perturb=perturb, student=student,
+                             suite=suite, eps=eps, n_eval=n_eval, overrides=overrides,
+                             evaluate_teacher=not skip_teacher_eval)
+    print_outcome(outcome, "results")
+
+
+@main.command("train-teacher")
+@click.option("--teacher", required=True, help="Teacher recipe name or .toml path.")
+@overrides_option("Override a recipe field, e.g. epochs=2 or objective=at (repeatable).")
+@common_options
+def train_teacher(teacher, overrides, **kw) -> None:
+    """Train a teacher (or find it in the cache) and save its checkpoint."""
+    from .pipeline import train_teacher_only
+
+    print_outcome(train_teacher_only(make_settings(kw), teacher, overrides), "teacher")
+
+
+@main.command()
+@click.option("--teacher", required=True, help="Teacher recipe name or .toml path (trained if not cached).")
+@click.option("--perturb", default="keep", show_default=True, help="keep, nonmax-shuffle, nonmax-flatten.")
+@click.option("--student", default="default", show_default=True, help="Student recipe name or .toml path.")
+@overrides_option("Override a recipe field: teacher.epochs=5 or student.epochs=3 (repeatable).")
+@common_options
+def distill(teacher, perturb, student, overrides, **kw) -> None:
+    """Distill a student from a teacher's (perturbed) logits on clean inputs only; no attacks."""
+    from .pipeline import distill_only
+
+    print_outcome(distill_only(make_settings(kw), teacher, perturb, student, overrides), "distillation")
+
+
+@main.command()
+@click.argument("checkpoints", nargs=-1, required=True, type=click.Path(path_type=Path))
+@eval_options
+@overrides_option("Override a suite field, e.g. n_eval=100 or seed=3 (repeatable).")
+@common_options
+def evaluate(checkpoints, suite, eps, n_eval, overrides, **kw) -> None:
+    """Attack saved checkpoints (teacher or student .pt files) with an attack suite."""
+    from .pipeline import evaluate_checkpoints
+
+    settings = make_settings(kw)
+    print_outcome(evaluate_checkpoints(settings, list(checkpoints), suite, eps, n_eval, overrides), "evaluation")
+
+
+LISTS = ("datasets", "models", "teachers", "students", "perturbations", "attacks", "suites", "objectives")
+
+
+@main.command("list")
+@click.argument("what", required=False, type=click.Choice(LISTS))
+def list_(what: str | None) -> None:
+    """List what can be named on the command line (all kinds, or one)."""
+    from .catalog import catalog
+
+    for kind, entries in catalog().items():
+        if what and kind != what:
+            continue
+        click.echo(f"{kind}:")
+        width = max((len(n) for n in entries), default=0)
+        for name, text in entries.items():
+            click.echo(f"  {name.ljust(width)}  {text}".rstrip())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

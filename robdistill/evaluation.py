@@ -1,0 +1,126 @@
+"""The benchmark runner (SPEC section 4): clean accuracy, every attack of a suite, the per-sample
+worst case, 95% Wilson intervals, and sanity checks on every evaluation."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .attacks import Attack, build_attack
+from .data import Split
+from .modes import eval_mode
+from .recipes import SuiteRecipe
+from .stats import Proportion, wilson
+
+TOLERANCE = 1e-6
+
+
+@dataclass
+class SanityCheck:
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class EvaluationResult:
+    """Per-sample flags (``clean`` and one per attack key) plus everything derived from them."""
+
+    model: str
+    eps: float
+    labels: torch.Tensor
+    clean: torch.Tensor
+    robust: dict[str, torch.Tensor]
+    attack_configs: dict[str, dict[str, Any]]
+    seconds: dict[str, float]
+    warnings: dict[str, list[str]] = field(default_factory=dict)
+    checks: list[SanityCheck] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.labels)
+
+    @property
+    def worst(self) -> torch.Tensor:
+        """Per-sample AND over clean and every attack: robust to the whole suite."""
+        flags = self.clean.clone()
+        for robust in self.robust.values():
+            flags &= robust
+        return flags
+
+    def accuracies(self) -> dict[str, Proportion]:
+        rows = {"clean": self.clean, **self.robust}
+        if self.robust:
+            rows["worst"] = self.worst
+        return {key: wilson(int(flags.sum()), self.n) for key, flags in rows.items()}
+
+    def metrics(self) -> dict[str, float]:
+        """Flat metric names for MLflow: acc/<key>, acc/<key>_ci_low, acc/<key>_ci_high."""
+        out: dict[str, float] = {}
+        for key, p in self.accuracies().items():
+            out[f"acc/{key}"] = p.value
+            out[f"acc/{key}_ci_low"] = p.low
+            out[f"acc/{key}_ci_high"] = p.high
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "eps": self.eps, "n": self.n,
+            "accuracy": {k: p.as_dict() for k, p in self.accuracies().items()},
+            "attacks": self.attack_configs, "seconds": self.seconds, "warnings": self.warnings,
+            "sanity_checks": [vars(c) for c in self.checks],
+            "per_sample": {"label": self.labels.tolist(), "clean": self.clean.int().tolist(),
+                           **{k: v.int().tolist() for k, v in self.robust.items()}},
+        }
+
+
+def suite_attacks(suite: SuiteRecipe, eps: float) -> dict[str, Attack]:
+    """Build the suite's attacks, keyed by metric name (``key``, default the attack name)."""
+    attacks = {}
+    for entry in suite.attack:
+        params = {k: v for k, v in entry.items() if k not in ("name", "key")}
+        attacks[entry.get("key", entry["name"])] = build_attack(entry["name"], eps, suite.seed, **params)
+    return attacks
+
+
+def clean_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
+    with eval_mode(model), torch.no_grad():
+        return torch.cat([model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]
+                          for i in range(0, len(y), batch_size)])
+
+
+def _perturbation_checks(key: str, x: torch.Tensor, x_adv: torch.Tensor, eps: float) -> list[SanityCheck]:
+    linf = (x_adv - x).abs().flatten(1).amax(1).max().item() if len(x) else 0.0
+    box = bool(((x_adv >= -TOLERANCE) & (x_adv <= 1 + TOLERANCE)).all())
+    return [SanityCheck(f"{key}: ||x_adv - x||_inf <= eps", linf <= eps + TOLERANCE,
+                        f"max {linf:.6f} vs eps {eps:.6f}"),
+            SanityCheck(f"{key}: x_adv in [0, 1]", box, "all pixels in range" if box else "out of range")]
+
+
+def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, name: str = "model",
+             progress: bool = True) -> EvaluationResult:
+    """Run a suite on ``data`` (already cut to n_eval) and check the evaluation's sanity."""
+    x, y = data.x, data.y
+    started = time.perf_counter()
+    clean = clean_flags(model, x, y, suite.batch_size)
+    result = EvaluationResult(name, eps, y.clone(), clean, {}, {}, {"clean": time.perf_counter() - started})
+    for key, attack in suite_attacks(suite, eps).items():
+        started = time.perf_counter()
+        out = attack.run(model, x, y, batch_size=suite.batch_size, progress=progress)
+        result.seconds[key] = time.perf_counter() - started
+        result.robust[key] = out.robust.to(clean.device)
+        result.attack_configs[key] = attack.config()
+        if out.warnings:
+            result.warnings[key] = out.warnings
+        result.checks += _perturbation_checks(key, x, out.x_adv, eps)
+        over = int((result.robust[key] & ~clean).sum())
+        result.checks.append(SanityCheck(f"{key}: robust only where clean is correct", over == 0,
+                                         f"{over} samples robust but misclassified clean"))
+    zero = build_attack("fgsm", 0.0).run(model, x, y, batch_size=suite.batch_size, progress=False)
+    same = bool((zero.robust == clean).all())
+    result.checks.append(SanityCheck("eps = 0 gives clean accuracy", same,
+                                     f"{int(zero.robust.sum())} vs {int(clean.sum())} correct"))
+    return result

@@ -1,0 +1,188 @@
+"""Commands end to end. Everything the user typed is resolved and validated *before* any MLflow run
+starts, so bad input leaves nothing half-written."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from . import tracking
+from .analysis import logits_of, plot_logit_statistics
+from .checkpoints import load_checkpoint
+from .data import Splits, load_dataset
+from .errors import UserError
+from .evaluation import EvaluationResult
+from .perturbations import PERTURBATIONS
+from .recipes import StudentRecipe, SuiteRecipe, TeacherRecipe, load_recipe, to_dict
+from .report import failed_checks, results_table, results_table_records
+from .stages import (Settings, distill_student, evaluate_model, obtain_teacher, resolved_teacher,
+                     suite_eps)
+
+DEFAULT_SUITES = {"digits": "fast"}  # every other dataset: "paper"
+STAGES = ("teacher", "student", "suite")
+
+
+def default_suite(dataset: str) -> str:
+    return DEFAULT_SUITES.get(dataset, "paper")
+
+
+def split_overrides(overrides: Iterable[str], allowed: Iterable[str] = STAGES) -> dict[str, list[str]]:
+    """``teacher.epochs=2`` -> {"teacher": ["epochs=2"]}; an unprefixed key is an error."""
+    allowed = tuple(allowed)
+    out: dict[str, list[str]] = {stage: [] for stage in allowed}
+    for text in overrides:
+        stage, _, rest = text.partition(".")
+        if stage not in out or not rest or "=" not in rest:
+            raise UserError(f"--set '{text}': prefix the field with one of "
+                            f"{', '.join(s + '.' for s in allowed)} (e.g. teacher.epochs=2)")
+        out[stage].append(rest)
+    return out
+
+
+def check_eps(eps: float | None) -> None:
+    if eps is not None and not 0.0 <= eps <= 1.0:
+        raise UserError(f"--eps must lie in [0, 1] (images are in [0, 1]); got {eps}")
+
+
+@dataclass
+class Plan:
+    """A validated request: recipes, data and suite, ready to run."""
+
+    splits: Splits
+    teacher: TeacherRecipe | None = None
+    student: StudentRecipe | None = None
+    perturb: str | None = None
+    suite: SuiteRecipe | None = None
+    eps: float | None = None
+    test_n: int = 0
+
+    def test(self):
+        return self.splits.test.head(self.test_n or None)
+
+
+def make_plan(settings: Settings, *, teacher: str | None = None, student: str | None = None,
+              perturb: str | None = None, suite: str | None = None, eps: float | None = None,
+              n_eval: int | None = None, overrides: dict[str, list[str]] | None = None) -> Plan:
+    overrides = overrides or {}
+    if perturb is not None:
+        PERTURBATIONS.get(perturb)
+    check_eps(eps)
+    if n_eval is not None and n_eval < 0:
+        raise UserError(f"--n-eval must be >= 0 (0 = the whole test set); got {n_eval}")
+    teacher_recipe = load_recipe("teacher", teacher, overrides.get("teacher", [])) if teacher else None
+    student_recipe = load_recipe("student", student, overrides.get("student", [])) if student else None
+    suite_recipe = None
+    if suite is not None:
+        suite_recipe = load_recipe("suite", suite, overrides.get("suite", []))
+    splits = load_dataset(settings.dataset, settings.data_root, settings.download)
+    plan = Plan(splits, teacher_recipe, student_recipe, perturb, suite_recipe)
+    if suite_recipe is not None:
+        plan.eps = suite_eps(suite_recipe, splits.info, eps)
+        plan.test_n = n_eval if n_eval is not None else suite_recipe.n_eval
+    return plan
+
+
+@dataclass
+class Outcome:
+    run_id: str
+    tracking_uri: str
+    results: dict[str, EvaluationResult] = field(default_factory=dict)
+    checkpoints: dict[str, Path] = field(default_factory=dict)
+    teacher_reused: bool = False
+
+    @property
+    def table(self) -> str:
+        return results_table(self.results)
+
+
+def _log_comparison(results: dict[str, EvaluationResult], models: dict, plan: Plan) -> None:
+    """Parent-run summary: prefixed metrics, the results table, and the logit-statistics figure."""
+    import mlflow
+
+    for name, result in results.items():
+        tracking.log_metrics({f"{name}/{k}": v for k, v in result.metrics().items()})
+    mlflow.log_table(results_table_records(results), artifact_file="results_table.json")
+    tracking.log_json({name: r.to_json() for name, r in results.items()}, "results.json")
+    with tracking.scratch_dir() as tmp:
+        logits = {name: logits_of(model, plan.test().x) for name, model in models.items()}
+        plot_logit_statistics(logits, tmp / "logit_statistics.png",
+                              title=f"Logit statistics on {plan.splits.info.name} test")
+        tracking.log_file(tmp / "logit_statistics.png")
+
+
+def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: str, suite: str | None,
+                   eps: float | None = None, n_eval: int | None = None, overrides: Iterable[str] = (),
+                   evaluate_teacher: bool = True) -> Outcome:
+    """`robdistill run`: teacher (trained or reused) -> distilled student -> attacks on both."""
+    plan = make_plan(settings, teacher=teacher, student=student, perturb=perturb,
+                     suite=suite or default_suite(settings.dataset), eps=eps, n_eval=n_eval,
+                     overrides=split_overrides(overrides))
+    assert plan.teacher and plan.student and plan.suite and plan.eps is not None
+    uri = tracking.configure(settings.tracking_uri, settings.experiment)
+    tags = {"dataset": settings.dataset, "teacher": plan.teacher.name, "perturb": perturb,
+            "student": plan.student.name, "seed": str(settings.seed), "suite": plan.suite.name}
+    name = f"{plan.teacher.name} -> {plan.student.name} [{perturb}] on {settings.dataset} s{settings.seed}"
+    with tracking.tracked_run(name, tags={"stage": "run", **tags}) as parent:
+        tracking.log_params("", {"dataset": settings.dataset, "seed": settings.seed, "perturb": perturb,
+                                 "eps": plan.eps, "n_eval": len(plan.test())})
+        tracking.log_params("student", to_dict(plan.student))
+        tracking.log_params("suite", to_dict(plan.suite))
+        handle = obtain_teacher(plan.teacher, plan.splits, settings)
+        tracking.log_params("teacher", {"key": handle.key, **resolved_teacher(plan.teacher, plan.splits.info)})
+        student_model, student_path = distill_student(handle, plan.student, perturb, plan.splits,
+                                                      settings, plan.teacher.name)
+        models = {"teacher": handle.model, "student": student_model} if evaluate_teacher else {"student": student_model}
+        results = {role: evaluate_model(model, role, plan.test(), plan.suite, plan.eps, settings, tags)
+                   for role, model in models.items()}
+        _log_comparison(results, models, plan)
+    return Outcome(parent.info.run_id, uri, results, {"teacher": handle.path, "student": student_path},
+                   handle.reused)
+
+
+def train_teacher_only(settings: Settings, teacher: str, overrides: Iterable[str]) -> Outcome:
+    plan = make_plan(settings, teacher=teacher, overrides={"teacher": list(overrides)})
+    assert plan.teacher
+    uri = tracking.configure(settings.tracking_uri, settings.experiment)
+    handle = obtain_teacher(plan.teacher, plan.splits, settings)
+    return Outcome(handle.run_id, uri, checkpoints={"teacher": handle.path}, teacher_reused=handle.reused)
+
+
+def distill_only(settings: Settings, teacher: str, perturb: str, student: str,
+                 overrides: Iterable[str]) -> Outcome:
+    plan = make_plan(settings, teacher=teacher, student=student, perturb=perturb,
+                     overrides=split_overrides(overrides, ("teacher", "student")))
+    assert plan.teacher and plan.student
+    uri = tracking.configure(settings.tracking_uri, settings.experiment)
+    name = f"distill {plan.teacher.name} -> {plan.student.name} [{perturb}] on {settings.dataset}"
+    with tracking.tracked_run(name, tags={"stage": "distill", "dataset": settings.dataset}) as parent:
+        handle = obtain_teacher(plan.teacher, plan.splits, settings)
+        _, path = distill_student(handle, plan.student, perturb, plan.splits, settings, plan.teacher.name)
+    return Outcome(parent.info.run_id, uri, checkpoints={"teacher": handle.path, "student": path},
+                   teacher_reused=handle.reused)
+
+
+def evaluate_checkpoints(settings: Settings, checkpoints: list[Path], suite: str | None,
+                         eps: float | None, n_eval: int | None, overrides: Iterable[str]) -> Outcome:
+    """`robdistill evaluate`: attack saved checkpoints (teachers or students) with a suite."""
+    loaded = [load_checkpoint(path, settings.device) for path in checkpoints]
+    datasets = {payload["dataset"] for _, payload in loaded}
+    if len(datasets) != 1:
+        raise UserError(f"checkpoints come from different datasets ({', '.join(sorted(datasets))}); "
+                        f"evaluate them separately")
+    dataset = datasets.pop()
+    settings = Settings(**{**vars(settings), "dataset": dataset})
+    plan = make_plan(settings, suite=suite or default_suite(dataset), eps=eps, n_eval=n_eval,
+                     overrides={"suite": list(overrides)})
+    assert plan.suite and plan.eps is not None
+    uri = tracking.configure(settings.tracking_uri, settings.experiment)
+    names = [f"{payload['kind']}:{Path(path).stem}" for path, (_, payload) in zip(checkpoints, loaded)]
+    with tracking.tracked_run(f"evaluate on {dataset}", tags={"stage": "evaluate", "dataset": dataset}) as parent:
+        results = {name: evaluate_model(model, name, plan.test(), plan.suite, plan.eps, settings,
+                                        {"dataset": dataset})
+                   for name, (model, _) in zip(names, loaded)}
+        _log_comparison(results, {n: m for n, (m, _) in zip(names, loaded)}, plan)
+    return Outcome(parent.info.run_id, uri, results)
+
+
+__all__ = ["run_experiment", "train_teacher_only", "distill_only", "evaluate_checkpoints",
+           "failed_checks", "Settings", "default_suite"]

@@ -1,0 +1,49 @@
+"""Plain-text tables of evaluation results: accuracy in % with the 95% Wilson interval."""
+from __future__ import annotations
+
+from .evaluation import EvaluationResult
+
+
+def format_cell(value: float, low: float, high: float) -> str:
+    return f"{100 * value:5.1f} [{100 * low:4.1f}, {100 * high:5.1f}]"
+
+
+def results_rows(results: dict[str, EvaluationResult]) -> tuple[list[str], list[list[str]]]:
+    keys: list[str] = []
+    for result in results.values():
+        for key in result.accuracies():
+            if key not in keys:
+                keys.append(key)
+    keys.sort(key=lambda k: (k == "worst", k != "clean"))  # clean first, worst last
+    header = ["model", "n"] + keys
+    rows = []
+    for name, result in results.items():
+        acc = result.accuracies()
+        rows.append([name, str(result.n)] + [format_cell(acc[k].value, acc[k].low, acc[k].high)
+                                              if k in acc else "-" for k in keys])
+    return header, rows
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def results_table(results: dict[str, EvaluationResult]) -> str:
+    """Rows per model, columns clean / each attack / worst: 'acc% [low, high]'."""
+    return format_table(*results_rows(results))
+
+
+def results_table_records(results: dict[str, EvaluationResult]) -> dict[str, list]:
+    """Column-oriented records for ``mlflow.log_table``."""
+    columns: dict[str, list] = {"model": [], "n": [], "metric": [], "accuracy": [], "ci_low": [], "ci_high": []}
+    for name, result in results.items():
+        for key, p in result.accuracies().items():
+            for column, value in zip(columns, [name, result.n, key, p.value, p.low, p.high]):
+                columns[column].append(value)
+    return columns
+
+
+def failed_checks(results: dict[str, EvaluationResult]) -> list[str]:
+    return [f"{name}: {c.name} ({c.detail})" for name, r in results.items() for c in r.checks if not c.passed]

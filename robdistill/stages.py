@@ -1,0 +1,218 @@
+"""The stages of the pipeline, each in its own MLflow child run: train (or reuse) a teacher,
+distill a student from its logits on clean inputs only, evaluate models with an attack suite."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import tracking
+from .analysis import mean_statistics, logits_of
+from .attacks import PGD
+from .checkpoints import load_checkpoint, save_checkpoint
+from .data import DatasetInfo, Split, Splits
+from .evaluation import EvaluationResult, evaluate
+from .models import Classifier, build_model
+from .modes import eval_mode, private_generator
+from .objectives import OBJECTIVES, LossOutput, TrainContext
+from .perturbations import PERTURBATIONS
+from .recipes import StudentRecipe, SuiteRecipe, TeacherRecipe, fingerprint, to_dict
+from .training import accuracy, fit
+
+# Bump when a change to training code makes old cached teachers stale.
+TRAINING_CODE_VERSION = 1
+VAL_ROBUST_SAMPLES = 256
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every command shares: data, seed, device, tracking and cache locations."""
+
+    dataset: str = "digits"
+    data_root: Path | None = None
+    download: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    tracking_uri: str | None = None
+    experiment: str = tracking.DEFAULT_EXPERIMENT
+    cache_dir: Path = Path(os.environ.get("ROBDISTILL_CACHE", ".robdistill"))
+    progress: bool = True
+
+
+def teacher_eps(recipe: TeacherRecipe, info: DatasetInfo) -> float:
+    return info.eps if recipe.eps is None else recipe.eps
+
+
+def teacher_step_size(recipe: TeacherRecipe, info: DatasetInfo) -> float:
+    eps = teacher_eps(recipe, info)
+    return recipe.attack_step_size if recipe.attack_step_size is not None else 2.5 * eps / recipe.attack_steps
+
+
+def resolved_teacher(recipe: TeacherRecipe, info: DatasetInfo) -> dict[str, Any]:
+    """The recipe with dataset defaults filled in: what is logged and what the cache key hashes."""
+    values = to_dict(recipe)
+    values["eps"] = teacher_eps(recipe, info)
+    values["attack_step_size"] = teacher_step_size(recipe, info)
+    values["pairing_convention"] = "sum over classes, mean over batch (AALP Eq. 1)"
+    values["guided_dropout_rescale"] = False
+    return values
+
+
+def teacher_key(recipe: TeacherRecipe, info: DatasetInfo, seed: int) -> str:
+    hashed = {k: v for k, v in resolved_teacher(recipe, info).items() if k not in ("name", "description")}
+    return fingerprint({"recipe": hashed, "dataset": info.name, "seed": seed,
+                        "code_version": TRAINING_CODE_VERSION})
+
+
+def _validator(eps: float, steps: int, step_size: float, val: Split, seed: int):
+    """Per-epoch validation: clean accuracy, and PGD accuracy on a fixed validation subset."""
+    subset = val.head(VAL_ROBUST_SAMPLES)
+    attack = PGD(eps, seed=seed, steps=steps, step_size=step_size)
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        robust = attack.run(model, subset.x, subset.y, progress=False).robust
+        return {"acc": accuracy(model, val), "pgd_acc": robust.float().mean().item()}
+
+    return validate
+
+
+def _new_model(name: str, info: DatasetInfo, seed: int, device: str) -> Classifier:
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = build_model(name, info.shape, info.num_classes, info.mean, info.std)
+    return model.to(device)
+
+
+@dataclass
+class TeacherHandle:
+    model: Classifier
+    key: str
+    path: Path
+    reused: bool
+    run_id: str
+
+
+def obtain_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) -> TeacherHandle:
+    """Train a teacher, or reuse the cached one with the same resolved recipe, dataset and seed."""
+    import mlflow
+
+    info = splits.info
+    key = teacher_key(recipe, info, settings.seed)
+    path = settings.cache_dir / "teachers" / f"{info.name}-{recipe.name}-s{settings.seed}-{key}.pt"
+    reused = path.is_file()
+    tags = {"stage": "teacher", "dataset": info.name, "teacher": recipe.name, "seed": str(settings.seed),
+            "teacher_key": key, "reused": str(reused).lower()}
+    with tracking.tracked_run(f"teacher {recipe.name}", nested=True, tags=tags) as run:
+        tracking.log_params("teacher", resolved_teacher(recipe, info))
+        if reused:
+            model, payload = load_checkpoint(path, settings.device)
+            mlflow.set_tag("source_run_id", payload["extra"].get("run_id", ""))
+            tracking.log_metrics(payload["extra"].get("final_metrics", {}))
+        else:
+            model = _train_teacher(recipe, splits, settings)
+            history = model.history  # type: ignore[attr-defined]
+            save_checkpoint(path, model, kind="teacher", model_name=recipe.model, dataset=info.name,
+                            recipe=resolved_teacher(recipe, info), seed=settings.seed,
+                            extra={"run_id": run.info.run_id, "final_metrics": history[-1]})
+            tracking.log_file(path, "checkpoint")
+    return TeacherHandle(model, key, path, reused, run.info.run_id)
+
+
+def _train_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) -> Classifier:
+    info = splits.info
+    model = _new_model(recipe.model, info, settings.seed, settings.device)
+    eps, step = teacher_eps(recipe, info), teacher_step_size(recipe, info)
+    ctx = TrainContext(eps=eps, step_size=step, steps=recipe.attack_steps,
+                       generator=private_generator(settings.seed + 1, settings.device),
+                       pairing_weight=recipe.pairing_weight, alpha=recipe.alpha)
+    objective = OBJECTIVES.get(recipe.objective)
+    history = fit(model, splits.train, recipe, lambda m, idx, x, y: objective(m, x, y, ctx),
+                  seed=settings.seed, desc=f"teacher {recipe.name}",
+                  validate=_validator(eps, recipe.attack_steps, step, splits.val, settings.seed),
+                  on_epoch_end=lambda epoch, metrics: tracking.log_metrics(metrics, step=epoch),
+                  progress=settings.progress)
+    model.history = history  # type: ignore[attr-defined]
+    return model
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
+                      labels: torch.Tensor | None = None, hard_label_weight: float = 0.0) -> torch.Tensor:
+    """T^2 KL(softmax(z_t'/T) || softmax(z_s/T)), mean over the batch, + a CE(z_s, y) (SPEC section 3)."""
+    t = temperature
+    loss = t * t * F.kl_div(F.log_softmax(student_logits / t, 1), F.log_softmax(teacher_logits / t, 1),
+                            reduction="batchmean", log_target=True)
+    if hard_label_weight and labels is not None:
+        loss = loss + hard_label_weight * F.cross_entropy(student_logits, labels)
+    return loss
+
+
+def resolved_student(recipe: StudentRecipe, perturb: str) -> dict[str, Any]:
+    values = to_dict(recipe)
+    values["perturb"] = perturb
+    values["inputs"] = "clean training inputs only"
+    return values
+
+
+def distill_student(teacher: TeacherHandle, recipe: StudentRecipe, perturb: str, splits: Splits,
+                    settings: Settings, teacher_name: str) -> tuple[Classifier, Path]:
+    """Distill on clean inputs only from the (perturbed) teacher logits, computed once in eval mode."""
+    info = splits.info
+    perturbation = PERTURBATIONS.get(perturb)
+    tags = {"stage": "student", "dataset": info.name, "teacher": teacher_name, "perturb": perturb,
+            "student": recipe.name, "seed": str(settings.seed), "teacher_key": teacher.key}
+    with tracking.tracked_run(f"student {recipe.name} <- {teacher_name} [{perturb}]", nested=True, tags=tags) as run:
+        tracking.log_params("student", resolved_student(recipe, perturb))
+        teacher_logits = logits_of(teacher.model, splits.train.x)
+        generator = private_generator(settings.seed + 2, teacher_logits.device)
+        targets: dict[str, torch.Tensor] = {}
+
+        def refresh(epoch: int) -> None:  # a fresh perturbation each epoch (matters for shuffle)
+            targets["z"] = perturbation(teacher_logits, generator, recipe.temperature)
+
+        def step(model, idx, x, y) -> LossOutput:
+            logits = model(x)
+            loss = distillation_loss(logits, targets["z"][idx], recipe.temperature, y, recipe.hard_label_weight)
+            agree = (logits.argmax(1) == targets["z"][idx].argmax(1)).float().mean().item()
+            return LossOutput(loss, logits.detach(), {"teacher_agreement": agree})
+
+        model = _new_model(recipe.model, info, settings.seed, settings.device)
+        history = fit(model, splits.train, recipe, step, seed=settings.seed,
+                      desc=f"student [{perturb}]", on_epoch_start=refresh,
+                      validate=_validator(info.eps, 10, 2.5 * info.eps / 10, splits.val, settings.seed),
+                      on_epoch_end=lambda epoch, metrics: tracking.log_metrics(metrics, step=epoch),
+                      progress=settings.progress)
+        name = f"{info.name}-{teacher_name}-{perturb}-{recipe.name}-s{settings.seed}-{run.info.run_id[:8]}.pt"
+        path = save_checkpoint(settings.cache_dir / "students" / name, model, kind="student",
+                               model_name=recipe.model, dataset=info.name,
+                               recipe=resolved_student(recipe, perturb), seed=settings.seed,
+                               extra={"run_id": run.info.run_id, "teacher_key": teacher.key,
+                                      "final_metrics": history[-1]})
+        tracking.log_file(path, "checkpoint")
+    return model, path
+
+
+def evaluate_model(model: nn.Module, name: str, test: Split, suite: SuiteRecipe, eps: float,
+                   settings: Settings, tags: dict[str, str]) -> EvaluationResult:
+    """Attack one model with a suite in a child run; log accuracies, intervals, checks, logits."""
+    with tracking.tracked_run(f"eval {name}", nested=True, tags={"stage": "evaluation", **tags}):
+        tracking.log_params("suite", {**to_dict(suite), "eps": eps, "n": len(test)})
+        result = evaluate(model, test, suite, eps, name=name, progress=settings.progress)
+        tracking.log_metrics({**result.metrics(), **mean_statistics(logits_of(model, test.x))})
+        tracking.log_metrics({f"seconds/{k}": v for k, v in result.seconds.items()})
+        failed = [c.name for c in result.checks if not c.passed]
+        import mlflow
+
+        mlflow.set_tag("sanity_checks", "passed" if not failed else "FAILED: " + "; ".join(failed))
+        tracking.log_json(result.to_json(), "results.json")
+    return result
+
+
+def suite_eps(suite: SuiteRecipe, info: DatasetInfo, override: float | None = None) -> float:
+    if override is not None:
+        return override
+    return info.eps if suite.eps is None else suite.eps

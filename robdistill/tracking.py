@@ -1,0 +1,109 @@
+"""MLflow tracking: one parent run per command, child runs per stage, and runs that always end
+in a terminal state (FINISHED, FAILED, or KILLED on Ctrl-C) -- never left RUNNING."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import UserError
+from .recipes import PROJECT_ROOT
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "robdistill"
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def configure(uri: str | None, experiment: str) -> str:
+    """Point MLflow at a store and experiment; an unreachable server is a one-line error."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    import mlflow
+
+    for name in ("mlflow", "alembic", "sqlalchemy"):  # after the import: mlflow sets its own level
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    resolved = resolve_tracking_uri(uri)
+    mlflow.set_tracking_uri(resolved)
+    try:
+        mlflow.set_experiment(experiment)
+    except Exception as exc:  # MlflowException, requests errors, sqlalchemy errors ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"cannot use tracking store {resolved} ({first}); start the server or pass "
+                        f"--tracking-uri") from None
+    return resolved
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@contextmanager
+def tracked_run(name: str, *, nested: bool = False, tags: dict[str, str] | None = None) -> Iterator[Any]:
+    """Start an MLflow run and end it FINISHED, FAILED (exception) or KILLED (Ctrl-C / SystemExit)."""
+    import mlflow
+
+    run = mlflow.start_run(run_name=name, nested=nested, tags={"git_commit": git_commit(), **(tags or {})})
+    try:
+        yield run
+    except (KeyboardInterrupt, SystemExit):
+        mlflow.end_run(status="KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    else:
+        mlflow.end_run(status="FINISHED")
+
+
+def flatten(prefix: str, values: dict[str, Any]) -> dict[str, str]:
+    """``{"epochs": 2}`` -> ``{"teacher.epochs": "2"}``; nested values become JSON."""
+    out = {}
+    for key, value in values.items():
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        out[f"{prefix}.{key}" if prefix else key] = text[:6000]
+    return out
+
+
+def log_params(prefix: str, values: dict[str, Any]) -> None:
+    import mlflow
+
+    mlflow.log_params(flatten(prefix, values))
+
+
+def log_metrics(values: dict[str, float], step: int | None = None) -> None:
+    import mlflow
+
+    finite = {k.replace("@", "_"): float(v) for k, v in values.items() if v == v}  # drop NaN
+    mlflow.log_metrics(finite, step=step)
+
+
+def log_json(payload: Any, artifact_file: str) -> None:
+    import mlflow
+
+    mlflow.log_dict(json.loads(json.dumps(payload, default=str)), artifact_file)
+
+
+def log_file(path: Path, artifact_path: str | None = None) -> None:
+    import mlflow
+
+    mlflow.log_artifact(str(path), artifact_path)
+
+
+@contextmanager
+def scratch_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="robdistill-") as tmp:
+        yield Path(tmp)

@@ -1,0 +1,106 @@
+"""The training loop shared by teachers and students: in-memory mini-batches, a registered
+optimiser and learning-rate schedule, per-epoch metrics handed to a callback (MLflow)."""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data import Split, iterate_batches
+from .objectives import LossOutput
+from .recipes import TrainingRecipe
+from .registry import Registry
+
+OptimizerFactory = Callable[[list[nn.Parameter], TrainingRecipe], torch.optim.Optimizer]
+ScheduleFactory = Callable[[int], Callable[[int], float]]  # total steps -> (step -> lr factor)
+OPTIMIZERS: Registry[OptimizerFactory] = Registry("optimizer")
+SCHEDULES: Registry[ScheduleFactory] = Registry("lr schedule")
+
+
+@OPTIMIZERS.register("adam")
+def adam(params, recipe):
+    """Adam (the AALP paper's optimiser)."""
+    return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(params, recipe):
+    """SGD with Nesterov momentum 0.9."""
+    return torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay)
+
+
+@SCHEDULES.register("constant")
+def constant(total_steps: int) -> Callable[[int], float]:
+    """Constant learning rate."""
+    return lambda step: 1.0
+
+
+@SCHEDULES.register("cosine")
+def cosine(total_steps: int) -> Callable[[int], float]:
+    """Cosine decay to zero over the whole run."""
+    return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+
+
+StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], LossOutput]
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+def accuracy(model: nn.Module, split: Split, batch_size: int = 512) -> float:
+    """Clean accuracy in eval mode (restoring the previous mode)."""
+    from .modes import eval_mode
+
+    correct = 0
+    with eval_mode(model), torch.no_grad():
+        for _, x, y in iterate_batches(split, batch_size):
+            correct += (model(x).argmax(1) == y).sum().item()
+    return correct / max(len(split), 1)
+
+
+def fit(model: nn.Module, train: Split, recipe: TrainingRecipe, step_fn: StepFn, *, seed: int,
+        desc: str, on_epoch_start: Callable[[int], None] | None = None,
+        validate: Callable[[nn.Module], dict[str, float]] | None = None,
+        on_epoch_end: EpochCallback | None = None, progress: bool = True) -> list[dict[str, float]]:
+    """Train ``model`` for ``recipe.epochs`` epochs; returns the per-epoch metrics."""
+    optimizer = OPTIMIZERS.get(recipe.optimizer)(list(model.parameters()), recipe)
+    steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, SCHEDULES.get(recipe.lr_schedule)(recipe.epochs * steps_per_epoch))
+    order = torch.Generator().manual_seed(seed)
+    history: list[dict[str, float]] = []
+    bar = tqdm(range(1, recipe.epochs + 1), desc=desc, disable=not progress or None, leave=True)
+    for epoch in bar:
+        if on_epoch_start is not None:
+            on_epoch_start(epoch)
+        model.train()
+        started = time.perf_counter()
+        totals: dict[str, float] = {}
+        seen = correct = 0
+        for idx, x, y in iterate_batches(train, recipe.batch_size, order):
+            out = step_fn(model, idx, x, y)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            optimizer.step()
+            scheduler.step()
+            n = len(y)
+            seen += n
+            correct += (out.logits.argmax(1) == y).sum().item()
+            totals["loss"] = totals.get("loss", 0.0) + out.loss.item() * n
+            for key, value in out.logs.items():
+                totals[key] = totals.get(key, 0.0) + value * n
+        metrics = {f"train/{k}": v / seen for k, v in totals.items()}
+        metrics["train/acc"] = correct / seen
+        metrics["train/epoch_seconds"] = time.perf_counter() - started
+        metrics["train/lr"] = scheduler.get_last_lr()[0]
+        if validate is not None:
+            metrics.update({f"val/{k}": v for k, v in validate(model).items()})
+        history.append(metrics)
+        bar.set_postfix(loss=f"{metrics['train/loss']:.3f}",
+                        **({"val_acc": f"{metrics['val/acc']:.3f}"} if "val/acc" in metrics else {}))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, metrics)
+    model.eval()
+    return history
