@@ -11,7 +11,7 @@ from .analysis import logits_of, plot_logit_statistics
 from .checkpoints import load_checkpoint
 from .data import Splits, load_dataset
 from .errors import UserError
-from .evaluation import EvaluationResult
+from .evaluation import EvaluationResult, suite_attacks
 from .perturbations import PERTURBATIONS
 from .recipes import StudentRecipe, SuiteRecipe, TeacherRecipe, load_recipe, to_dict
 from .report import failed_checks, results_table, results_table_records
@@ -79,6 +79,7 @@ def make_plan(settings: Settings, *, teacher: str | None = None, student: str | 
     if suite_recipe is not None:
         plan.eps = suite_eps(suite_recipe, splits.info, eps)
         plan.test_n = n_eval if n_eval is not None else suite_recipe.n_eval
+        suite_attacks(suite_recipe, plan.eps)  # build every attack now: bad parameters fail early
     return plan
 
 

@@ -1,0 +1,137 @@
+"""End to end through the CLI on digits with tiny recipes: every teacher x perturbation, teacher
+reuse, the MLflow run layout, terminal run states on failure, and the other commands."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+from click.testing import CliRunner
+
+from robdistill.cli import main
+
+TEACHERS = ["standard", "at", "alp", "aalp"]
+PERTURBS = ["keep", "nonmax-shuffle", "nonmax-flatten"]
+TINY = ["--set", "teacher.epochs=1", "--set", "student.epochs=1", "--suite", "smoke", "--n-eval", "24",
+        "--quiet"]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def runs(workdir: Path):
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=["robdistill"], output_format="list")
+
+
+@pytest.mark.slow
+def test_every_teacher_and_perturbation(workdir: Path) -> None:
+    for teacher in TEACHERS:
+        for i, perturb in enumerate(PERTURBS):
+            result = invoke("run", "--teacher", teacher, "--perturb", perturb, *TINY)
+            assert result.exit_code == 0, (teacher, perturb, result.output, result.exception)
+            out = result.stdout
+            assert "teacher  24" in out and "student  24" in out, out
+            assert "sanity checks: all passed" in out, out
+            assert ("(reused from cache)" in out) == (i > 0), out
+    all_runs = runs(workdir)
+    assert all(r.info.status == "FINISHED" for r in all_runs)
+    parents = [r for r in all_runs if r.data.tags.get("stage") == "run"]
+    assert len(parents) == len(TEACHERS) * len(PERTURBS)
+    assert {(r.data.tags["teacher"], r.data.tags["perturb"]) for r in parents} == {
+        (t, p) for t in TEACHERS for p in PERTURBS}
+    # one teacher trained per recipe, reused by the other perturbations
+    teacher_runs = [r for r in all_runs if r.data.tags.get("stage") == "teacher"]
+    assert sum(r.data.tags["reused"] == "false" for r in teacher_runs) == len(TEACHERS)
+    assert len(list((workdir / "cache" / "teachers").glob("*.pt"))) == len(TEACHERS)
+
+
+@pytest.mark.slow
+def test_run_layout_in_mlflow(workdir: Path) -> None:
+    result = invoke("run", "--teacher", "alp", "--perturb", "nonmax-shuffle", *TINY)
+    assert result.exit_code == 0, result.output
+    all_runs = runs(workdir)
+    parent = next(r for r in all_runs if r.data.tags.get("stage") == "run")
+    assert parent.info.run_id in result.stdout
+    children = [r for r in all_runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.tags["stage"] for r in children) == ["evaluation", "evaluation", "student", "teacher"]
+    # parameters: the full resolved recipes
+    params = parent.data.params
+    assert params["teacher.objective"] == "alp" and params["teacher.eps"] == "0.1"
+    assert params["student.temperature"] == "4.0" and params["perturb"] == "nonmax-shuffle"
+    # final metrics with intervals, for teacher and student
+    metrics = parent.data.metrics
+    for role in ("teacher", "student"):
+        for key in ("clean", "fgsm", "pgd", "cw", "worst"):
+            low, value, high = (metrics[f"{role}/acc/{key}{s}"] for s in ("_ci_low", "", "_ci_high"))
+            assert 0.0 <= low <= value <= high <= 1.0
+        assert metrics[f"{role}/acc/worst"] <= metrics[f"{role}/acc/pgd"] <= metrics[f"{role}/acc/clean"]
+    # per-epoch training metrics
+    teacher_run = next(r for r in children if r.data.tags["stage"] == "teacher")
+    history = mlflow.MlflowClient().get_metric_history(teacher_run.info.run_id, "train/loss")
+    assert [m.step for m in history] == [1]
+    assert "val/pgd_acc" in teacher_run.data.metrics
+    # artifacts: checkpoint, results JSON, table, logit-statistics plot
+    client = mlflow.MlflowClient()
+    names = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"results.json", "results_table.json", "logit_statistics.png"} <= names
+    assert [a.path for a in client.list_artifacts(teacher_run.info.run_id, "checkpoint")][0].endswith(".pt")
+    local = Path(client.download_artifacts(parent.info.run_id, "results.json", str(workdir)))
+    saved = json.loads(local.read_text())
+    flags = saved["student"]["per_sample"]["pgd"]
+    assert sum(flags) / len(flags) == pytest.approx(metrics["student/acc/pgd"])
+
+
+@pytest.mark.slow
+def test_failure_marks_runs_failed_and_interrupt_marks_killed(workdir: Path, monkeypatch) -> None:
+    import robdistill.pipeline as pipeline
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(pipeline, "distill_student", explode)
+    result = invoke("run", "--teacher", "standard", *TINY)
+    assert result.exit_code != 0 and isinstance(result.exception, RuntimeError)
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "distill_student", interrupt)
+    result = invoke("run", "--teacher", "standard", *TINY)
+    assert result.exit_code == 130
+    assert "KILLED" in result.stderr
+    statuses = sorted((r.data.tags["stage"], r.info.status) for r in runs(workdir))
+    assert statuses == [("run", "FAILED"), ("run", "KILLED"), ("teacher", "FINISHED"), ("teacher", "FINISHED")]
+    assert mlflow.active_run() is None
+
+
+@pytest.mark.slow
+def test_train_distill_evaluate_commands(workdir: Path) -> None:
+    result = invoke("train-teacher", "--teacher", "at", "--set", "epochs=1", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "teacher checkpoint" in result.stdout and "reused" not in result.stdout
+    result = invoke("distill", "--teacher", "at", "--perturb", "nonmax-flatten", "--set", "teacher.epochs=1",
+                    "--set", "student.epochs=1", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "(reused from cache)" in result.stdout
+    student = next((workdir / "cache" / "students").glob("*.pt"))
+    teacher = next((workdir / "cache" / "teachers").glob("*.pt"))
+    result = invoke("evaluate", str(teacher), str(student), "--suite", "smoke", "--n-eval", "16", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "teacher:" in result.stdout and "student:" in result.stdout
+    assert all(r.info.status == "FINISHED" for r in runs(workdir))
+
+
+@pytest.mark.slow
+def test_same_seed_same_numbers(workdir: Path, tmp_path_factory, monkeypatch) -> None:
+    first = invoke("run", "--teacher", "at", "--perturb", "nonmax-shuffle", *TINY)
+    assert first.exit_code == 0, first.output
+    other = tmp_path_factory.mktemp("again")
+    monkeypatch.setenv("ROBDISTILL_CACHE", str(other / "cache"))  # force retraining the teacher
+    second = invoke("run", "--teacher", "at", "--perturb", "nonmax-shuffle", *TINY)
+    assert second.exit_code == 0
+    table = lambda out: out.split("results")[1].split("sanity")[0]  # noqa: E731
+    assert "(reused from cache)" not in second.stdout
+    assert table(first.stdout) == table(second.stdout)

@@ -1,0 +1,112 @@
+"""Recipes: every shipped recipe loads and validates; overrides, unknown fields and bad values."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from robdistill.errors import UserError
+from robdistill.recipes import (StudentRecipe, SuiteRecipe, TeacherRecipe, available, fingerprint,
+                                load_recipe, parse_override)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("kind", ["teacher", "student", "suite"])
+def test_every_shipped_recipe_loads(kind: str) -> None:
+    names = available(kind)
+    assert names, f"no {kind} recipes found"
+    for name in names:
+        recipe = load_recipe(kind, name)
+        assert recipe.name == name
+
+
+def test_required_teachers_exist() -> None:
+    teachers = available("teacher")
+    for name in ("standard", "at", "alp", "aalp"):
+        assert name in teachers
+        assert load_recipe("teacher", name).objective == name
+
+
+def test_overrides_are_typed() -> None:
+    recipe = load_recipe("teacher", "alp", ["epochs=2", "lr=1e-4", "model=lenet", "eps=0.2"])
+    assert isinstance(recipe, TeacherRecipe)
+    assert (recipe.epochs, recipe.lr, recipe.model, recipe.eps) == (2, 1e-4, "lenet", 0.2)
+    assert isinstance(recipe.lr, float)
+    # an int where a float is expected is accepted and converted
+    assert load_recipe("student", "default", ["temperature=2"]).temperature == 2.0
+
+
+def test_parse_override() -> None:
+    assert parse_override("epochs=3") == ("epochs", 3)
+    assert parse_override('model="lenet"') == ("model", "lenet")
+    assert parse_override("model=lenet") == ("model", "lenet")
+    with pytest.raises(UserError, match="key=value"):
+        parse_override("epochs")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("epochs=0", "epochs must be >= 1"),
+    ("epochs=two", "must be int"),
+    ("eps=1.5", r"eps must lie in \[0, 1\]"),
+    ("eps=-0.1", r"eps must lie in \[0, 1\]"),
+    ("attack_steps=0", "attack_steps must be >= 1"),
+    ("objective=nope", "unknown objective 'nope'"),
+    ("model=nope", "unknown model 'nope'"),
+    ("optimizer=nope", "unknown optimizer 'nope'"),
+    ("colour=1", "unknown field 'colour'"),
+])
+def test_bad_teacher_overrides(override: str, message: str) -> None:
+    with pytest.raises(UserError, match=message) as info:
+        load_recipe("teacher", "alp", [override])
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_recipe_lists_choices() -> None:
+    with pytest.raises(UserError, match="unknown teacher 'nope'; choose one of: .*alp"):
+        load_recipe("teacher", "nope")
+
+
+def test_malformed_and_unreadable_recipes(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epochs = = 3\n")
+    with pytest.raises(UserError, match="not valid TOML"):
+        load_recipe("teacher", str(bad))
+    with pytest.raises(UserError, match="does not exist"):
+        load_recipe("teacher", str(tmp_path / "missing.toml"))
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(UserError):
+        load_recipe("teacher", str(binary))
+
+
+def test_recipe_file_by_path(tmp_path: Path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text('objective = "at"\nepochs = 3\n')
+    recipe = load_recipe("teacher", str(path))
+    assert (recipe.name, recipe.objective, recipe.epochs) == ("mine", "at", 3)
+
+
+def test_suite_validation(tmp_path: Path) -> None:
+    path = tmp_path / "suite.toml"
+    path.write_text('[[attack]]\nname = "pgd"\n[[attack]]\nname = "pgd"\n')
+    with pytest.raises(UserError, match="appears twice"):
+        load_recipe("suite", str(path))
+    path.write_text('[[attack]]\nname = "laser"\n')
+    with pytest.raises(UserError, match="unknown attack 'laser'"):
+        load_recipe("suite", str(path))
+    suite = load_recipe("suite", "fast")
+    assert isinstance(suite, SuiteRecipe)
+    assert [a["name"] for a in suite.attack] == ["fgsm", "pgd", "cw", "autoattack"]
+
+
+def test_student_recipe_validation() -> None:
+    assert isinstance(load_recipe("student", "default"), StudentRecipe)
+    with pytest.raises(UserError, match="temperature must be > 0"):
+        load_recipe("student", "default", ["temperature=0"])
+
+
+def test_fingerprint_is_stable_and_sensitive() -> None:
+    a = fingerprint({"x": 1, "y": [1, 2]})
+    assert a == fingerprint({"y": [1, 2], "x": 1})
+    assert a != fingerprint({"x": 2, "y": [1, 2]})
