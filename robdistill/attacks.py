@@ -76,8 +76,7 @@ class Attack(ABC):
     name: str = "attack"
 
     def __init__(self, eps: float, seed: int = 0, **params: Any):
-        if not 0.0 <= eps <= 1.0:
-            raise UserError(f"eps must lie in [0, 1] (images are in [0, 1]); got {eps}")
+        check_eps(eps)
         self.eps = float(eps)
         self.seed = int(seed)
         self.params = params
@@ -108,6 +107,11 @@ class Attack(ABC):
 ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 
+def check_eps(eps: float) -> None:
+    if not 0.0 <= eps <= 1.0:
+        raise UserError(f"eps must lie in [0, 1] (images are in [0, 1]); got {eps}")
+
+
 def _check_steps(steps: int, name: str) -> int:
     if int(steps) < 1:
         raise UserError(f"{name} needs steps >= 1; got {steps}")
@@ -119,6 +123,9 @@ class FGSM(Attack):
     """Fast Gradient Sign Method (Goodfellow et al. 2015): one signed step of size eps."""
 
     name = "fgsm"
+
+    def __init__(self, eps: float, seed: int = 0):
+        super().__init__(eps, seed)
 
     def attack_batch(self, model, x, y, generator):
         x_req = x.detach().clone().requires_grad_(True)
@@ -143,6 +150,7 @@ class PGD(Attack):
 
     def __init__(self, eps: float, seed: int = 0, steps: int = 20, step_size: float | None = None,
                  restarts: int = 1, random_start: bool = True):
+        check_eps(eps)
         steps = _check_steps(steps, self.name)
         if int(restarts) < 1:
             raise UserError(f"{self.name} needs restarts >= 1; got {restarts}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -40,6 +41,9 @@ class Split:
     def head(self, n: int | None) -> "Split":
         return self if n is None or n >= len(self) else Split(self.x[:n], self.y[:n])
 
+    def to(self, device: torch.device | str) -> "Split":
+        return Split(self.x.to(device), self.y.to(device))
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -63,6 +67,10 @@ class Splits:
     val: Split
     test: Split
 
+    def to(self, device: torch.device | str) -> "Splits":
+        """In-memory datasets live on the training device (no host-to-device copies per batch)."""
+        return Splits(self.info, self.train.to(device), self.val.to(device), self.test.to(device))
+
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset")
 
@@ -73,7 +81,10 @@ def _register(info: DatasetInfo) -> None:
 
 def _to_split(images: np.ndarray, labels: np.ndarray) -> Split:
     """uint8 (N, H, W) or (N, C, H, W) -> float [0, 1] NCHW."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+    if len(images) != len(labels):
+        raise UserError(f"{len(images)} images but {len(labels)} labels; the dataset files do not "
+                        f"belong together, re-download them")
+    x = torch.from_numpy(np.array(images, dtype=np.float32)).div_(255.0)
     if x.ndim == 3:
         x = x.unsqueeze(1)
     return Split(x, torch.from_numpy(np.asarray(labels, dtype=np.int64)))
@@ -86,11 +97,16 @@ def _to_split(images: np.ndarray, labels: np.ndarray) -> Split:
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (LeCun's MNIST format), plain or gzip-compressed."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise UserError(f"cannot read {path} ({type(exc).__name__}); re-download the dataset") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise UserError(f"{path} is not an unsigned-byte IDX file; re-download the dataset")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise UserError(f"{path} is truncated (incomplete IDX header); re-download the dataset")
     dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):

@@ -111,7 +111,9 @@ def _timm_backbone(arch: str, shape: tuple[int, int, int]) -> tuple[nn.Module, i
     if arch not in timm.list_models():
         raise UserError(f"unknown timm architecture '{arch}'; see timm.list_models() for names")
     model = timm.create_model(arch, pretrained=False, num_classes=0, in_chans=shape[0])
-    return _TimmBackbone(model), int(model.num_features)
+    # models with a conv head (MobileNetV3 ...) return head_hidden_size pre-logit features
+    dim = getattr(model, "head_hidden_size", None) or model.num_features
+    return _TimmBackbone(model), int(dim)
 
 
 def model_names() -> list[str]:

@@ -51,8 +51,13 @@ def nonmax_flatten(logits: torch.Tensor, generator: torch.Generator, temperature
     sum_j exp(z_j/T) is preserved); all incorrect-class information is gone. Since c is a mean in
     exp-space it lies strictly below the max whenever any non-max logit does, so argmax is kept."""
     positions = nonmax_positions(logits)
-    scaled = logits.gather(1, positions) / temperature
-    flat = temperature * (torch.logsumexp(scaled, dim=1, keepdim=True) - math.log(positions.shape[1]))
+    values = logits.gather(1, positions)
+    flat = temperature * (torch.logsumexp(values / temperature, dim=1, keepdim=True) - math.log(positions.shape[1]))
+    # Guard the argmax against float rounding when non-max logits sit within a few ulps of the max.
+    top = logits.amax(1, keepdim=True)
+    below_top = torch.nextafter(top, torch.full_like(top, float("-inf")))
+    any_below = (values < top).any(1, keepdim=True)
+    flat = torch.where(any_below, torch.minimum(flat, below_top), torch.minimum(flat, top))
     return logits.clone().scatter_(1, positions, flat.expand_as(positions))
 
 

@@ -74,7 +74,7 @@ def make_plan(settings: Settings, *, teacher: str | None = None, student: str | 
     suite_recipe = None
     if suite is not None:
         suite_recipe = load_recipe("suite", suite, overrides.get("suite", []))
-    splits = load_dataset(settings.dataset, settings.data_root, settings.download)
+    splits = load_dataset(settings.dataset, settings.data_root, settings.download).to(settings.device)
     plan = Plan(splits, teacher_recipe, student_recipe, perturb, suite_recipe)
     if suite_recipe is not None:
         plan.eps = suite_eps(suite_recipe, splits.info, eps)

@@ -32,4 +32,6 @@ def wilson(k: int, n: int, z: float = Z95) -> Proportion:
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return Proportion(k, n, max(0.0, centre - half), min(1.0, centre + half))
+    low = 0.0 if k == 0 else max(0.0, centre - half)  # exact endpoints, free of rounding
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return Proportion(k, n, low, high)

@@ -1,0 +1,333 @@
+"""Property-based tests of the teacher-logit perturbations (SPEC section 3).
+
+Logits are random (B, C) float32 tensors with B in 1..16 and C in 2..12, drawn either element by
+element by hypothesis (finite values in [-20, 20], which includes many ties) or densely from a
+hypothesis-drawn torch seed. k is the first argmax of each row.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from robdistill.errors import UserError
+from robdistill.perturbations import PERTURBATIONS, nonmax_positions, perturbation_names
+
+NAMES = ("keep", "nonmax-shuffle", "nonmax-flatten")
+TEMPERATURES = (0.5, 1.0, 4.0, 20.0)
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+shapes = st.tuples(st.integers(1, 16), st.integers(2, 12))
+temperatures = st.one_of(st.sampled_from(TEMPERATURES), st.floats(0.5, 20.0))
+seeds = st.integers(0, 2**31 - 1)
+
+
+@st.composite
+def logits(draw) -> torch.Tensor:
+    """Finite (B, C) float32 logits in [-20, 20]."""
+    batch, classes = draw(shapes)
+    if draw(st.booleans()):
+        values = draw(arrays(np.float32, (batch, classes),
+                             elements=st.floats(-20, 20, width=32, allow_nan=False, allow_infinity=False)))
+        return torch.from_numpy(values.copy())
+    g = torch.Generator().manual_seed(draw(seeds))
+    scale = draw(st.sampled_from([0.1, 1.0, 5.0, 10.0]))
+    return (torch.randn(batch, classes, generator=g) * scale).clamp(-20, 20)
+
+
+@st.composite
+def unique_max_logits(draw) -> torch.Tensor:
+    """Logits whose row max is unique, with a gap of at least 1e-3 above the runner-up.
+
+    (A gap of a few float32 ulps is a separate case: see ``test_flatten_near_tie_keeps_argmax``.)"""
+    z = draw(logits())
+    gap = draw(st.floats(1e-3, 5.0))
+    rows = torch.arange(z.shape[0])
+    k = z.argmax(1)
+    z[rows, k] = z.max(1).values + gap
+    top2 = z.topk(2, dim=1).values
+    assert bool((top2[:, 0] > top2[:, 1]).all())
+    return z
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small tensors: one intra-op thread avoids OpenMP oversubscription on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def first_argmax(z: torch.Tensor) -> torch.Tensor:
+    """Position of the first maximal entry per row, computed without relying on argmax's tie rule."""
+    is_max = z == z.max(1, keepdim=True).values
+    return is_max.int().argmax(1)  # argmax over {0, 1} returns the first 1
+
+
+def nonmax_mask(z: torch.Tensor) -> torch.Tensor:
+    mask = torch.ones_like(z, dtype=torch.bool)
+    mask[torch.arange(z.shape[0]), first_argmax(z)] = False
+    return mask
+
+
+def probs_at_k(z: torch.Tensor, k: torch.Tensor, temperature: float) -> torch.Tensor:
+    p = torch.softmax(z.double() / temperature, dim=1)
+    return p[torch.arange(z.shape[0]), k]
+
+
+# --------------------------------------------------------------------------- all perturbations
+
+def test_registry_lists_the_three_perturbations() -> None:
+    assert set(NAMES) <= set(perturbation_names())
+    with pytest.raises(UserError, match="unknown perturbation"):
+        PERTURBATIONS.get("nonmax-scramble")
+
+
+@SETTINGS
+@given(z=logits(), seed=seeds, temperature=temperatures)
+@pytest.mark.parametrize("name", NAMES)
+def test_pure_new_tensor_same_shape_deterministic(name: str, z: torch.Tensor, seed: int,
+                                                    temperature: float) -> None:
+    fn = PERTURBATIONS.get(name)
+    before = z.clone()
+    out = fn(z, gen(seed), temperature)
+    assert torch.equal(z, before), "input was modified"
+    assert out is not z and out.data_ptr() != z.data_ptr(), "output aliases the input"
+    assert out.shape == z.shape and out.dtype == z.dtype
+    assert torch.isfinite(out).all()
+    again = fn(z, gen(seed), temperature)
+    assert torch.equal(out, again), "same generator seed gave a different result"
+    # writing into the output must not reach the input
+    out.add_(1.0)
+    assert torch.equal(z, before)
+
+
+@SETTINGS
+@given(z=logits(), seed=seeds, temperature=temperatures)
+@pytest.mark.parametrize("name", NAMES)
+def test_perturbations_do_not_touch_global_rng(name: str, z: torch.Tensor, seed: int,
+                                               temperature: float) -> None:
+    state = torch.get_rng_state()
+    PERTURBATIONS.get(name)(z, gen(seed), temperature)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+@SETTINGS
+@given(z=unique_max_logits(), seed=seeds, temperature=temperatures)
+@pytest.mark.parametrize("name", NAMES)
+def test_unique_argmax_and_max_value_kept(name: str, z: torch.Tensor, seed: int, temperature: float) -> None:
+    out = PERTURBATIONS.get(name)(z, gen(seed), temperature)
+    k = z.argmax(1)
+    rows = torch.arange(z.shape[0])
+    assert torch.equal(out.argmax(1), k)
+    assert torch.equal(out[rows, k], z[rows, k])
+    # and the max stays unique: every other entry is strictly below it
+    others = out.masked_fill(~nonmax_mask(z), float("-inf"))
+    assert bool((others.amax(1) < out[rows, k]).all())
+
+
+@SETTINGS
+@given(z=logits(), seed=seeds, temperature=temperatures)
+@pytest.mark.parametrize("name", NAMES)
+def test_ties_first_argmax_position_keeps_the_max(name: str, z: torch.Tensor, seed: int,
+                                                  temperature: float) -> None:
+    """Tie behaviour (documented): k is the *first* argmax; position k keeps the max value and no
+    entry exceeds it. With nonmax-shuffle another tied max value may move before k, so out.argmax
+    can then differ from k (the max value and the max-class probability are still kept)."""
+    out = PERTURBATIONS.get(name)(z, gen(seed), temperature)
+    k = first_argmax(z)
+    rows = torch.arange(z.shape[0])
+    top = z.max(1).values
+    assert torch.equal(out[rows, k], top)
+    if name == "nonmax-flatten":
+        # with all non-max logits tied at the max, c equals it only up to float32 rounding
+        # (see test_flatten_near_tie_keeps_argmax)
+        assert bool((out.max(1).values <= top + 1e-5 * (1 + top.abs())).all())
+    else:
+        assert bool((out.max(1).values == top).all())
+
+
+def test_nonmax_positions_excludes_first_argmax_only() -> None:
+    z = torch.tensor([[1.0, 5.0, 5.0, 0.0], [3.0, 2.0, 1.0, 0.0], [0.0, 0.0, 0.0, 9.0]])
+    assert nonmax_positions(z).tolist() == [[0, 2, 3], [1, 2, 3], [0, 1, 2]]
+
+
+def test_tie_example_shuffle_may_move_argmax_but_keeps_max_at_k() -> None:
+    z = torch.tensor([[1.0, 5.0, 5.0]]).expand(64, 3).contiguous()
+    out = PERTURBATIONS.get("nonmax-shuffle")(z, gen(0), 1.0)
+    assert torch.equal(out[:, 1], z[:, 1])
+    # the other 5 lands on position 0 in some rows and stays at 2 in others
+    assert {tuple(r) for r in out.tolist()} == {(1.0, 5.0, 5.0), (5.0, 5.0, 1.0)}
+
+
+# --------------------------------------------------------------------------- keep
+
+@SETTINGS
+@given(z=logits(), seed=seeds, temperature=temperatures)
+def test_keep_returns_equal_values(z: torch.Tensor, seed: int, temperature: float) -> None:
+    out = PERTURBATIONS.get("keep")(z, gen(seed), temperature)
+    assert torch.equal(out, z)
+
+
+# --------------------------------------------------------------------------- nonmax-shuffle
+
+@SETTINGS
+@given(z=logits(), seed=seeds)
+def test_shuffle_keeps_multiset_and_max_position(z: torch.Tensor, seed: int) -> None:
+    out = PERTURBATIONS.get("nonmax-shuffle")(z, gen(seed), 1.0)
+    assert torch.equal(out.sort(1).values, z.sort(1).values), "multiset of values changed"
+    k = first_argmax(z)
+    rows = torch.arange(z.shape[0])
+    assert torch.equal(out[rows, k], z[rows, k])
+    mask = nonmax_mask(z)
+    # the non-max values are a permutation of the non-max values
+    assert torch.equal(out[mask].view(len(z), -1).sort(1).values, z[mask].view(len(z), -1).sort(1).values)
+
+
+@SETTINGS
+@given(z=logits(), seed=seeds)
+def test_shuffle_keeps_max_class_probability_at_every_temperature(z: torch.Tensor, seed: int) -> None:
+    out = PERTURBATIONS.get("nonmax-shuffle")(z, gen(seed), 1.0)
+    k = first_argmax(z)
+    for temperature in TEMPERATURES:
+        torch.testing.assert_close(probs_at_k(out, k, temperature), probs_at_k(z, k, temperature),
+                                   rtol=1e-5, atol=1e-7)
+        # the whole sorted distribution is the same too
+        torch.testing.assert_close(torch.softmax(out / temperature, 1).sort(1).values,
+                                   torch.softmax(z / temperature, 1).sort(1).values, rtol=1e-5, atol=1e-7)
+
+
+@settings(max_examples=60, deadline=None)
+@given(batch=st.integers(8, 16), classes=st.integers(5, 12), seed_a=seeds, seed_b=seeds,
+       data_seed=seeds)
+def test_shuffle_different_seeds_give_different_permutations(batch: int, classes: int, seed_a: int,
+                                                             seed_b: int, data_seed: int) -> None:
+    assume(seed_a != seed_b)
+    # distinct values, so that different permutations are visible
+    z = torch.stack([torch.randperm(classes, generator=gen(data_seed + i)).float() for i in range(batch)])
+    fn = PERTURBATIONS.get("nonmax-shuffle")
+    a, b = fn(z, gen(seed_a), 1.0), fn(z, gen(seed_b), 1.0)
+    # P(all rows agree) <= (1/24)^8 for C >= 5, B >= 8
+    assert not torch.equal(a, b)
+    # at least one row is actually shuffled away from the input
+    assert not torch.equal(a, z)
+
+
+def test_shuffle_fresh_permutation_on_each_call_with_the_same_generator() -> None:
+    z = torch.arange(10.0).repeat(16, 1)
+    g = gen(123)
+    fn = PERTURBATIONS.get("nonmax-shuffle")
+    first, second = fn(z, g, 1.0), fn(z, g, 1.0)
+    assert not torch.equal(first, second)
+    assert torch.equal(first, fn(z, gen(123), 1.0))
+
+
+@pytest.mark.parametrize("row", [[10.0, 0.0, 1.0, 2.0, 3.0], [0.0, 1.0, 10.0, 2.0, 3.0],
+                                 [0.0, 1.0, 2.0, 3.0, 10.0]])
+def test_shuffle_is_uniform_over_nonmax_positions(row: list[float]) -> None:
+    n = 20000
+    z = torch.tensor(row).repeat(n, 1)
+    out = PERTURBATIONS.get("nonmax-shuffle")(z, gen(7), 1.0)
+    k = int(torch.tensor(row).argmax())
+    assert bool((out[:, k] == 10.0).all())
+    positions = [p for p in range(len(row)) if p != k]
+    values = [v for v in row if v != 10.0]
+    expected = n / len(values)
+    for value in values:
+        for p in positions:
+            count = int((out[:, p] == value).sum())
+            # sd ~ sqrt(n * 1/4 * 3/4) ~ 61; 10% of 5000 is 8 sd
+            assert abs(count - expected) < 0.1 * expected, (value, p, count)
+    # and every permutation of the 4 non-max values appears (24 of them, ~833 each)
+    perms = {tuple(r) for r in out[:, positions].tolist()}
+    assert len(perms) == 24
+
+
+# --------------------------------------------------------------------------- nonmax-flatten
+
+@SETTINGS
+@given(z=logits(), temperature=temperatures, seed=seeds)
+def test_flatten_nonmax_entries_are_equal(z: torch.Tensor, temperature: float, seed: int) -> None:
+    out = PERTURBATIONS.get("nonmax-flatten")(z, gen(seed), temperature)
+    rest = out[nonmax_mask(z)].view(len(z), -1)
+    assert torch.equal(rest, rest[:, :1].expand_as(rest))
+
+
+@SETTINGS
+@given(z=logits(), seed=seeds)
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+def test_flatten_keeps_max_class_probability_at_its_temperature(temperature: float, z: torch.Tensor,
+                                                                 seed: int) -> None:
+    out = PERTURBATIONS.get("nonmax-flatten")(z, gen(seed), temperature)
+    k = first_argmax(z)
+    torch.testing.assert_close(probs_at_k(out, k, temperature), probs_at_k(z, k, temperature),
+                               rtol=1e-5, atol=0.0)
+
+
+@SETTINGS
+@given(z=logits(), temperature=temperatures, seed=seeds)
+def test_flatten_value_matches_formula(z: torch.Tensor, temperature: float, seed: int) -> None:
+    out = PERTURBATIONS.get("nonmax-flatten")(z, gen(seed), temperature)
+    mask = nonmax_mask(z)
+    rest = z.double()[mask].view(len(z), -1)
+    c = temperature * torch.log(torch.exp(rest / temperature).mean(1))
+    torch.testing.assert_close(out.double()[mask].view(len(z), -1)[:, 0], c, rtol=1e-5, atol=1e-4)
+
+
+@SETTINGS
+@given(z=logits(), temperature=temperatures, seed=seeds)
+def test_flatten_value_strictly_below_max_when_a_nonmax_is_below(z: torch.Tensor, temperature: float,
+                                                                 seed: int) -> None:
+    out = PERTURBATIONS.get("nonmax-flatten")(z, gen(seed), temperature)
+    mask = nonmax_mask(z)
+    top = z.max(1).values
+    rest = z[mask].view(len(z), -1)
+    flat = out[mask].view(len(z), -1)[:, 0]
+    # c is a power mean of the non-max logits: between their min and max (up to rounding)
+    assert bool((flat <= rest.max(1).values + 1e-4).all())
+    assert bool((flat >= rest.min(1).values - 1e-4).all())
+    # strictly below the max whenever some non-max logit is clearly below it (gap >= 1e-3)
+    clearly_below = (rest < (top[:, None] - 1e-3)).any(1)
+    assert bool((flat[clearly_below] < top[clearly_below]).all())
+
+
+def test_flatten_hand_example() -> None:
+    z = torch.tensor([[3.0, 1.0, 0.0, -1.0]])
+    t = 2.0
+    out = PERTURBATIONS.get("nonmax-flatten")(z, gen(0), t)
+    c = t * np.log((np.exp(1 / t) + np.exp(0 / t) + np.exp(-1 / t)) / 3)
+    assert out[0, 0].item() == 3.0
+    np.testing.assert_allclose(out[0, 1:].numpy(), [c, c, c], rtol=1e-6)
+    # the invariant holds at the T passed in, not at other temperatures
+    k = torch.tensor([0])
+    torch.testing.assert_close(probs_at_k(out, k, t), probs_at_k(z, k, t), rtol=1e-6, atol=0.0)
+    assert abs(probs_at_k(out, k, 0.5).item() - probs_at_k(z, k, 0.5).item()) > 1e-3
+
+
+def test_flatten_two_classes_is_identity() -> None:
+    z = torch.tensor([[2.0, -3.0], [0.5, 4.0]])
+    for t in TEMPERATURES:
+        torch.testing.assert_close(PERTURBATIONS.get("nonmax-flatten")(z, gen(0), t), z)
+
+
+@pytest.mark.parametrize("case", ["one-ulp-below", "all-tied"])
+def test_flatten_near_tie_keeps_argmax(case: str) -> None:
+    if case == "one-ulp-below":
+        top = np.float32(20.0)
+        below = np.nextafter(top, np.float32(0.0))  # unique max, one ulp above the rest
+        z = torch.full((1, 12), float(below))
+        z[0, 11] = float(top)
+        out = PERTURBATIONS.get("nonmax-flatten")(z, gen(0), 20.0)
+        assert out.argmax(1).item() == 11
+    else:
+        z = torch.zeros(1, 8)  # first argmax is 0; c should be exactly 0
+        out = PERTURBATIONS.get("nonmax-flatten")(z, gen(0), 0.5)
+        assert out.argmax(1).item() == 0 and out.max().item() == 0.0
