@@ -43,12 +43,15 @@ def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tens
 
 def pgd_perturb(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_size: float,
                 steps: int, loss_fn: LossFn = ce_loss, random_start: bool = True,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, start: torch.Tensor | None = None) -> torch.Tensor:
     """Plain PGD (Madry et al. 2018): the last iterate, for adversarial training.
 
-    Uses the model in whatever mode the caller set (training code puts it in eval mode first)."""
+    ``start`` overrides the starting point (TRADES starts at x + 0.001 N(0, I)). Uses the model
+    in whatever mode the caller set (training code puts it in eval mode first)."""
     x = x.detach()
-    if random_start:
+    if start is not None:
+        x_adv = project_linf(start.detach().clone(), x, eps)
+    elif random_start:
         noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x_adv = project_linf(x + (2 * noise - 1) * eps, x, eps)
     else:

@@ -85,7 +85,7 @@ def make_settings(kw: dict[str, Any]):
 
 
 def print_outcome(outcome, heading: str) -> None:
-    from .report import failed_checks
+    from .report import consistency_table, failed_checks
 
     if outcome.results:
         click.echo(f"\n{heading} (accuracy %, 95% Wilson interval)")
@@ -96,6 +96,10 @@ def print_outcome(outcome, heading: str) -> None:
             for key, messages in result.warnings.items():
                 for message in messages:
                     click.echo(f"warning ({name}, {key}): {message}")
+    if outcome.analyses:
+        click.echo("\nconsistent (clean and PGD-20 correct) / inconsistent (clean correct, PGD-20 wrong) sets,"
+                   " AALP Sec. 2.2")
+        click.echo(consistency_table(outcome.analyses))
     for role, path in outcome.checkpoints.items():
         reused = " (reused from cache)" if role == "teacher" and outcome.teacher_reused else ""
         click.echo(f"{role} checkpoint: {path}{reused}")

@@ -28,12 +28,24 @@ class TrainContext:
     generator: torch.Generator
     pairing_weight: float = 0.5   # lambda of ALP (AALP Eq. 1 convention: sum over classes, mean over batch)
     alpha: float = 1.0            # weight of the adaptive ALP term (AALP Eq. 10)
+    beta: float = 6.0             # TRADES weight of the robust KL term
 
     def adversarial(self, model: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """PGD-k on CE with random start, generated in eval mode (SPEC section 2)."""
         with eval_mode(model):
             return pgd_perturb(model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
                                generator=self.generator)
+
+    def kl_adversarial(self, model: Classifier, x: torch.Tensor) -> torch.Tensor:
+        """TRADES' inner maximisation: PGD-k on KL(softmax f(x) || softmax f(x~)) from
+        x + 0.001 N(0, I) (the reference implementation's start), generated in eval mode."""
+        with eval_mode(model):
+            with torch.no_grad():
+                target = model(x).softmax(1)
+            noise = torch.randn(x.shape, generator=self.generator, device=self.generator.device).to(x.device)
+            return pgd_perturb(model, x, target, eps=self.eps, step_size=self.step_size, steps=self.steps,
+                               loss_fn=lambda logits, p: trades_kl(logits, p).sum(),
+                               start=(x + 0.001 * noise).clamp(0.0, 1.0))
 
 
 @dataclass
@@ -64,10 +76,15 @@ def standard(model, x, y, ctx) -> LossOutput:
 def adversarial_training(model, x, y, ctx) -> LossOutput:
     """PGD adversarial training (Madry et al. 2018): CE(f(x~), y)."""
     x_adv = ctx.adversarial(model, x, y)
-    logits = model(torch.cat([x, x_adv]))
-    clean, adv = logits.chunk(2)
-    loss = F.cross_entropy(adv, y)
-    return LossOutput(loss, clean.detach(), {"ce_adv": loss.item()})
+    loss = F.cross_entropy(model(x_adv), y)
+    return LossOutput(loss, clean_logits(model, x), {"ce_adv": loss.item()})
+
+
+def clean_logits(model: Classifier, x: torch.Tensor) -> torch.Tensor:
+    """Clean logits for the training-accuracy log only (eval mode, no gradient), so objectives that
+    train on other inputs keep their batch-norm statistics to those inputs."""
+    with torch.no_grad(), eval_mode(model):
+        return model(x)
 
 
 def _logit_pairing_loss(logits: torch.Tensor, y: torch.Tensor, pairing: str,
@@ -108,6 +125,8 @@ def _mixed_batch_objective(pairing: str, guided_dropout: bool) -> Objective:
     def objective(model, x, y, ctx) -> LossOutput:
         x_adv = ctx.adversarial(model, x, y)
         features = model.features(torch.cat([x, x_adv]))
+        if guided_dropout and not features.requires_grad:  # a parameter-free backbone
+            features.requires_grad_(True)
         logits = model.head(features)
         loss, logs = _logit_pairing_loss(logits, y, pairing, ctx)
         if guided_dropout:
@@ -128,3 +147,45 @@ for _name, _pairing, _gd, _help in [
     ("aalp", "adaptive", True, "Adaptive ALP: Guided Dropout + sample weighting (Wu et al. 2020)"),
 ]:
     OBJECTIVES.register(_name, help=_help)(_mixed_batch_objective(_pairing, _gd))
+
+
+@OBJECTIVES.register("clp")
+def clean_logit_pairing(model, x, y, ctx) -> LossOutput:
+    """Clean logit pairing (Kannan et al. 2018, Sec. 3.3): CE(f(x), y) + lambda (2/B)
+    sum_{i<B/2} ||f(x_i) - f(x_{i+B/2})||^2, pairing the two halves of the (shuffled) batch.
+    With an odd batch the last sample is left unpaired; the mean runs over the floor(B/2) pairs."""
+    logits = model(x)
+    ce = F.cross_entropy(logits, y)
+    half = len(x) // 2
+    distance = pairing_distance(logits[:half], logits[half:2 * half])
+    pair = distance.mean() if half else torch.zeros((), device=logits.device)
+    return LossOutput(ce + ctx.pairing_weight * pair, logits.detach(),
+                      {"ce_clean": ce.item(), "pairing": pair.item()})
+
+
+@OBJECTIVES.register("lsq")
+def logit_squeezing(model, x, y, ctx) -> LossOutput:
+    """Logit squeezing (Kannan et al. 2018, Sec. 3.3): CE(f(x), y) + lambda (1/B) sum_i ||f(x_i)||_2
+    (the L2 norm itself, not its square)."""
+    logits = model(x)
+    ce = F.cross_entropy(logits, y)
+    norm = logits.norm(dim=1).mean()
+    return LossOutput(ce + ctx.pairing_weight * norm, logits.detach(), {"ce_clean": ce.item(), "logit_norm": norm.item()})
+
+
+def trades_kl(adv_logits: torch.Tensor, clean_probs: torch.Tensor) -> torch.Tensor:
+    """KL(p_clean || p_adv) summed over classes, per sample."""
+    return (clean_probs * (clean_probs.clamp_min(1e-12).log() - adv_logits.log_softmax(1))).sum(1)
+
+
+@OBJECTIVES.register("trades")
+def trades(model, x, y, ctx) -> LossOutput:
+    """TRADES (Zhang et al. 2019, Eq. 5): CE(f(x), y) + beta KL(softmax f(x) || softmax f(x~)),
+    KL summed over classes and averaged over the batch; x~ maximises that KL by PGD-k from
+    x + 0.001 N(0, I) (the reference code's start), generated in eval mode."""
+    x_adv = ctx.kl_adversarial(model, x)
+    logits = model(torch.cat([x, x_adv]))
+    clean, adv = logits.chunk(2)
+    ce = F.cross_entropy(clean, y)
+    kl = trades_kl(adv, clean.softmax(1)).mean()
+    return LossOutput(ce + ctx.beta * kl, clean.detach(), {"ce_clean": ce.item(), "kl": kl.item()})

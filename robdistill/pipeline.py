@@ -8,6 +8,7 @@ from typing import Iterable
 
 from . import tracking
 from .analysis import logits_of, plot_logit_statistics
+from .consistency import plot_confidence_scatter, plot_feature_contributions
 from .checkpoints import load_checkpoint
 from .data import Splits, load_dataset
 from .errors import UserError
@@ -15,7 +16,7 @@ from .evaluation import EvaluationResult, suite_attacks
 from .perturbations import PERTURBATIONS
 from .recipes import StudentRecipe, SuiteRecipe, TeacherRecipe, load_recipe, to_dict
 from .report import failed_checks, results_table, results_table_records
-from .stages import (Settings, distill_student, evaluate_model, obtain_teacher, resolved_teacher,
+from .stages import (Analysis, Settings, distill_student, evaluate_model, obtain_teacher, resolved_teacher,
                      suite_eps)
 
 DEFAULT_SUITES = {"digits": "fast"}  # every other dataset: "paper"
@@ -90,14 +91,17 @@ class Outcome:
     results: dict[str, EvaluationResult] = field(default_factory=dict)
     checkpoints: dict[str, Path] = field(default_factory=dict)
     teacher_reused: bool = False
+    analyses: dict[str, Analysis] = field(default_factory=dict)
 
     @property
     def table(self) -> str:
         return results_table(self.results)
 
 
-def _log_comparison(results: dict[str, EvaluationResult], models: dict, plan: Plan) -> None:
-    """Parent-run summary: prefixed metrics, the results table, and the logit-statistics figure."""
+def _log_comparison(results: dict[str, EvaluationResult], analyses: dict[str, Analysis], models: dict,
+                    plan: Plan) -> None:
+    """Parent-run summary: prefixed metrics, the results table, and the figures (logit statistics,
+    AALP's confidence scatter and feature-contribution histograms)."""
     import mlflow
 
     for name, result in results.items():
@@ -109,6 +113,11 @@ def _log_comparison(results: dict[str, EvaluationResult], models: dict, plan: Pl
         plot_logit_statistics(logits, tmp / "logit_statistics.png",
                               title=f"Logit statistics on {plan.splits.info.name} test")
         tracking.log_file(tmp / "logit_statistics.png")
+        plot_confidence_scatter({n: a.consistency for n, a in analyses.items()}, tmp / "confidence_scatter.png")
+        tracking.log_file(tmp / "confidence_scatter.png")
+        plot_feature_contributions({n: a.contributions for n, a in analyses.items()},
+                                   tmp / "feature_contributions.png")
+        tracking.log_file(tmp / "feature_contributions.png")
 
 
 def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: str, suite: str | None,
@@ -133,11 +142,13 @@ def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: s
         student_model, student_path = distill_student(handle, plan.student, perturb, plan.splits,
                                                       settings, plan.teacher.name)
         models = {"teacher": handle.model, "student": student_model} if evaluate_teacher else {"student": student_model}
-        results = {role: evaluate_model(model, role, plan.test(), plan.suite, plan.eps, settings, tags)
-                   for role, model in models.items()}
-        _log_comparison(results, models, plan)
+        evaluated = {role: evaluate_model(model, role, plan.test(), plan.suite, plan.eps, settings, tags)
+                     for role, model in models.items()}
+        results = {role: result for role, (result, _) in evaluated.items()}
+        analyses = {role: analysis for role, (_, analysis) in evaluated.items()}
+        _log_comparison(results, analyses, models, plan)
     return Outcome(parent.info.run_id, uri, results, {"teacher": handle.path, "student": student_path},
-                   handle.reused)
+                   handle.reused, analyses)
 
 
 def train_teacher_only(settings: Settings, teacher: str, overrides: Iterable[str]) -> Outcome:
@@ -178,11 +189,13 @@ def evaluate_checkpoints(settings: Settings, checkpoints: list[Path], suite: str
     uri = tracking.configure(settings.tracking_uri, settings.experiment)
     names = [f"{payload['kind']}:{Path(path).stem}" for path, (_, payload) in zip(checkpoints, loaded)]
     with tracking.tracked_run(f"evaluate on {dataset}", tags={"stage": "evaluate", "dataset": dataset}) as parent:
-        results = {name: evaluate_model(model, name, plan.test(), plan.suite, plan.eps, settings,
-                                        {"dataset": dataset})
-                   for name, (model, _) in zip(names, loaded)}
-        _log_comparison(results, {n: m for n, (m, _) in zip(names, loaded)}, plan)
-    return Outcome(parent.info.run_id, uri, results)
+        evaluated = {name: evaluate_model(model, name, plan.test(), plan.suite, plan.eps, settings,
+                                          {"dataset": dataset})
+                     for name, (model, _) in zip(names, loaded)}
+        results = {name: result for name, (result, _) in evaluated.items()}
+        analyses = {name: analysis for name, (_, analysis) in evaluated.items()}
+        _log_comparison(results, analyses, {n: m for n, (m, _) in zip(names, loaded)}, plan)
+    return Outcome(parent.info.run_id, uri, results, analyses=analyses)
 
 
 __all__ = ["run_experiment", "train_teacher_only", "distill_only", "evaluate_checkpoints",

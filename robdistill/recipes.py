@@ -51,8 +51,9 @@ class TeacherRecipe(TrainingRecipe):
     """A teacher: objective (SPEC section 2) and the PGD attack used while training.
 
     ``eps`` / ``attack_step_size`` left out mean the dataset's eps and 2.5 eps / steps (Madry's
-    rule). ``pairing_weight`` is ALP's lambda under our convention: squared L2 summed over
-    classes, mean over the batch (AALP Eq. 1); Kannan's code averages over B*C (lambda / C)."""
+    rule). ``pairing_weight`` is lambda of ALP, CLP and LSQ; for ALP under our convention: squared
+    L2 summed over classes, mean over the batch (AALP Eq. 1); Kannan's code averages over B*C
+    (lambda / C). ``alpha`` weighs AALP's sample-weighted pairing term, ``beta`` TRADES' KL term."""
 
     objective: str = "standard"
     eps: float | None = None
@@ -60,6 +61,7 @@ class TeacherRecipe(TrainingRecipe):
     attack_step_size: float | None = None
     pairing_weight: float = 0.5
     alpha: float = 1.0
+    beta: float = 6.0
 
     def validate(self) -> None:
         from .objectives import OBJECTIVES
@@ -73,6 +75,7 @@ class TeacherRecipe(TrainingRecipe):
             _require(self.attack_step_size > 0, f"attack_step_size must be > 0; got {self.attack_step_size}")
         _require(self.pairing_weight >= 0, f"pairing_weight must be >= 0; got {self.pairing_weight}")
         _require(self.alpha >= 0, f"alpha must be >= 0; got {self.alpha}")
+        _require(self.beta >= 0, f"beta must be >= 0; got {self.beta}")
 
 
 @dataclass(frozen=True)

@@ -47,3 +47,14 @@ def results_table_records(results: dict[str, EvaluationResult]) -> dict[str, lis
 
 def failed_checks(results: dict[str, EvaluationResult]) -> list[str]:
     return [f"{name}: {c.name} ({c.detail})" for name, r in results.items() for c in r.checks if not c.passed]
+
+
+def consistency_table(analyses: dict) -> str:
+    """AALP Tables 1 / 4: per model and set, share and mean clean / adversarial quantities."""
+    header = ["model", "set", "share %", "clean p(y)", "adv p(y)", "clean CE", "adv CE", "pairing"]
+    rows = []
+    for name, analysis in analyses.items():
+        for set_name, row in analysis.consistency.table().items():
+            rows.append([name, set_name, f"{100 * row['share']:.1f}"] + [
+                f"{row[k]:.3f}" for k in ("clean_prob", "adv_prob", "clean_ce", "adv_ce", "pairing_loss")])
+    return format_table(header, rows)

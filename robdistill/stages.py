@@ -13,8 +13,9 @@ from torch import nn
 
 from . import tracking
 from .analysis import mean_statistics, logits_of
-from .attacks import PGD
+from .attacks import PGD, pgd_perturb
 from .checkpoints import load_checkpoint, save_checkpoint
+from .consistency import ConsistencyReport, consistency_report, feature_contributions
 from .data import DatasetInfo, Split, Splits
 from .evaluation import EvaluationResult, evaluate
 from .models import Classifier, build_model
@@ -25,7 +26,7 @@ from .recipes import StudentRecipe, SuiteRecipe, TeacherRecipe, fingerprint, to_
 from .training import accuracy, fit
 
 # Bump when a change to training code makes old cached teachers stale.
-TRAINING_CODE_VERSION = 1
+TRAINING_CODE_VERSION = 2
 VAL_ROBUST_SAMPLES = 256
 
 
@@ -129,7 +130,7 @@ def _train_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) ->
     eps, step = teacher_eps(recipe, info), teacher_step_size(recipe, info)
     ctx = TrainContext(eps=eps, step_size=step, steps=recipe.attack_steps,
                        generator=private_generator(settings.seed + 1, settings.device),
-                       pairing_weight=recipe.pairing_weight, alpha=recipe.alpha)
+                       pairing_weight=recipe.pairing_weight, alpha=recipe.alpha, beta=recipe.beta)
     objective = OBJECTIVES.get(recipe.objective)
     history = fit(model, splits.train, recipe, lambda m, idx, x, y: objective(m, x, y, ctx),
                   seed=settings.seed, desc=f"teacher {recipe.name}",
@@ -196,12 +197,48 @@ def distill_student(teacher: TeacherHandle, recipe: StudentRecipe, perturb: str,
     return model, path
 
 
+@dataclass
+class Analysis:
+    """AALP's measurements for one model (SPEC section 5)."""
+
+    consistency: ConsistencyReport
+    contributions: torch.Tensor
+
+
+ANALYSIS_PGD_STEPS = 20
+
+
+def analyze_model(model: Classifier, test: Split, eps: float, seed: int,
+                  steps: int = ANALYSIS_PGD_STEPS) -> Analysis:
+    """Consistent / inconsistent sets under plain PGD-k (last iterate, step 2.5 eps / k, as the
+    adversarial examples of AALP Sec. 2.2) and the feature contributions of AALP Eq. 5; logged to
+    the active MLflow run as metrics and tables."""
+    with eval_mode(model):
+        x_adv = pgd_perturb(model, test.x, test.y, eps=eps, step_size=2.5 * eps / steps, steps=steps,
+                            generator=private_generator(seed, test.x.device))
+    report = consistency_report(model, test.x, test.y, x_adv)
+    contributions = feature_contributions(model, test.x, test.y)
+    table = report.table()
+    tracking.log_metrics({f"consistency/{name}_{key}": value for name, row in table.items()
+                          for key, value in row.items()})
+    tracking.log_metrics({"features/contribution_mean": contributions.mean().item(),
+                          "features/contribution_max": contributions.max().item()})
+    import mlflow
+
+    mlflow.log_table({"set": list(table), **{key: [row[key] for row in table.values()]
+                                             for key in next(iter(table.values()))}},
+                     artifact_file="consistency_table.json")
+    return Analysis(report, contributions)
+
+
 def evaluate_model(model: nn.Module, name: str, test: Split, suite: SuiteRecipe, eps: float,
-                   settings: Settings, tags: dict[str, str]) -> EvaluationResult:
-    """Attack one model with a suite in a child run; log accuracies, intervals, checks, logits."""
+                   settings: Settings, tags: dict[str, str]) -> tuple[EvaluationResult, Analysis]:
+    """Attack one model with a suite in a child run; log accuracies, intervals, checks, logits and
+    the AALP measurements."""
     with tracking.tracked_run(f"eval {name}", nested=True, tags={"stage": "evaluation", **tags}):
         tracking.log_params("suite", {**to_dict(suite), "eps": eps, "n": len(test)})
         result = evaluate(model, test, suite, eps, name=name, progress=settings.progress)
+        analysis = analyze_model(model, test, eps, suite.seed)
         tracking.log_metrics({**result.metrics(), **mean_statistics(logits_of(model, test.x))})
         tracking.log_metrics({f"seconds/{k}": v for k, v in result.seconds.items()})
         failed = [c.name for c in result.checks if not c.passed]
@@ -209,7 +246,7 @@ def evaluate_model(model: nn.Module, name: str, test: Split, suite: SuiteRecipe,
 
         mlflow.set_tag("sanity_checks", "passed" if not failed else "FAILED: " + "; ".join(failed))
         tracking.log_json(result.to_json(), "results.json")
-    return result
+    return result, analysis
 
 
 def suite_eps(suite: SuiteRecipe, info: DatasetInfo, override: float | None = None) -> float:

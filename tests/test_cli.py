@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,7 +124,8 @@ def test_list_and_help() -> None:
 
 def test_console_script_prints_one_line(workdir: Path) -> None:
     """The installed entry point itself: a real process, a real exit status, stderr one line."""
-    exe = shutil.which("robdistill")
+    beside_python = Path(sys.executable).with_name("robdistill")
+    exe = str(beside_python) if beside_python.exists() else shutil.which("robdistill")
     if exe is None:
         pytest.skip("robdistill console script not on PATH")
     proc = subprocess.run([exe, "run", "--teacher", "nope"], capture_output=True, text=True, timeout=120)

@@ -21,9 +21,13 @@ def test_every_shipped_recipe_loads(kind: str) -> None:
         assert recipe.name == name
 
 
-def test_required_teachers_exist() -> None:
+def test_every_objective_has_a_recipe() -> None:
+    from robdistill.objectives import OBJECTIVES
+
     teachers = available("teacher")
-    for name in ("standard", "at", "alp", "aalp"):
+    assert set(OBJECTIVES.names()) == {"standard", "at", "mpgd", "alp", "clp", "lsq", "aalp-gd", "aalp-sw",
+                                       "aalp", "trades"}
+    for name in OBJECTIVES.names():
         assert name in teachers
         assert load_recipe("teacher", name).objective == name
 
