@@ -11,9 +11,12 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, TypeVar, get_type_hints
+from typing import TYPE_CHECKING, Any, Iterable, TypeVar, get_type_hints
 
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .data import Split
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,6 +34,7 @@ class TrainingRecipe:
     lr: float = 1e-3
     weight_decay: float = 0.0
     lr_schedule: str = "constant"
+    train_subset: int = 0  # train on the first N examples of the (shuffled) training split; 0 = all
 
     def validate(self) -> None:
         from .models import MODELS
@@ -44,6 +48,12 @@ class TrainingRecipe:
         _require(self.batch_size >= 1, f"batch_size must be >= 1; got {self.batch_size}")
         _require(self.lr > 0, f"lr must be > 0; got {self.lr}")
         _require(self.weight_decay >= 0, f"weight_decay must be >= 0; got {self.weight_decay}")
+        _require(self.train_subset >= 0, f"train_subset must be >= 0 (0 = all); got {self.train_subset}")
+
+    def training_split(self, train: "Split") -> "Split":
+        """The examples this recipe trains on: all, or the first ``train_subset`` of a split that
+        the loader has already shuffled deterministically (a random, reproducible subset)."""
+        return train.head(self.train_subset or None)
 
 
 @dataclass(frozen=True)

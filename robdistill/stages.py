@@ -132,7 +132,7 @@ def _train_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) ->
                        generator=private_generator(settings.seed + 1, settings.device),
                        pairing_weight=recipe.pairing_weight, alpha=recipe.alpha, beta=recipe.beta)
     objective = OBJECTIVES.get(recipe.objective)
-    history = fit(model, splits.train, recipe, lambda m, idx, x, y: objective(m, x, y, ctx),
+    history = fit(model, recipe.training_split(splits.train), recipe, lambda m, idx, x, y: objective(m, x, y, ctx),
                   seed=settings.seed, desc=f"teacher {recipe.name}",
                   validate=_validator(eps, recipe.attack_steps, step, splits.val, settings.seed),
                   on_epoch_end=lambda epoch, metrics: tracking.log_metrics(metrics, step=epoch),
@@ -168,7 +168,8 @@ def distill_student(teacher: TeacherHandle, recipe: StudentRecipe, perturb: str,
             "student": recipe.name, "seed": str(settings.seed), "teacher_key": teacher.key}
     with tracking.tracked_run(f"student {recipe.name} <- {teacher_name} [{perturb}]", nested=True, tags=tags) as run:
         tracking.log_params("student", resolved_student(recipe, perturb))
-        teacher_logits = logits_of(teacher.model, splits.train.x)
+        train = recipe.training_split(splits.train)
+        teacher_logits = logits_of(teacher.model, train.x)
         generator = private_generator(settings.seed + 2, teacher_logits.device)
         targets: dict[str, torch.Tensor] = {}
 
@@ -182,7 +183,7 @@ def distill_student(teacher: TeacherHandle, recipe: StudentRecipe, perturb: str,
             return LossOutput(loss, logits.detach(), {"teacher_agreement": agree})
 
         model = _new_model(recipe.model, info, settings.seed, settings.device)
-        history = fit(model, splits.train, recipe, step, seed=settings.seed,
+        history = fit(model, train, recipe, step, seed=settings.seed,
                       desc=f"student [{perturb}]", on_epoch_start=refresh,
                       validate=_validator(info.eps, 10, 2.5 * info.eps / 10, splits.val, settings.seed),
                       on_epoch_end=lambda epoch, metrics: tracking.log_metrics(metrics, step=epoch),

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from robdistill.errors import UserError
 from robdistill.recipes import (StudentRecipe, SuiteRecipe, TeacherRecipe, available, fingerprint,
@@ -59,6 +60,7 @@ def test_parse_override() -> None:
     ("model=nope", "unknown model 'nope'"),
     ("optimizer=nope", "unknown optimizer 'nope'"),
     ("colour=1", "unknown field 'colour'"),
+    ("train_subset=-1", r"train_subset must be >= 0"),
 ])
 def test_bad_teacher_overrides(override: str, message: str) -> None:
     with pytest.raises(UserError, match=message) as info:
@@ -114,3 +116,13 @@ def test_fingerprint_is_stable_and_sensitive() -> None:
     a = fingerprint({"x": 1, "y": [1, 2]})
     assert a == fingerprint({"y": [1, 2], "x": 1})
     assert a != fingerprint({"x": 2, "y": [1, 2]})
+
+
+def test_train_subset_takes_the_first_examples_of_the_shuffled_split() -> None:
+    from robdistill.data import Split
+
+    train = Split(torch.arange(10.0)[:, None], torch.arange(10))
+    assert load_recipe("teacher", "at").training_split(train) is train  # 0 = all
+    head = load_recipe("teacher", "at", ["train_subset=4"]).training_split(train)
+    assert head.y.tolist() == [0, 1, 2, 3]
+    assert load_recipe("teacher", "at", ["train_subset=40"]).training_split(train) is train

@@ -1,0 +1,195 @@
+"""Teacher study (issue 3): train every teacher objective and attack it with one suite, over seeds.
+
+Each (dataset, teacher, seed) is trained once (the teacher cache), attacked, and appended to a JSON
+results file as soon as it finishes, so an interrupted study resumes where it stopped. ``report``
+turns one or more results files into Markdown tables: per objective, clean / FGSM / PGD / CW /
+AutoAttack accuracy (mean over seeds with a 95% t-interval, or the 95% Wilson interval for a single
+seed), and the AALP paper's Table 2 ordering AT < ALP < AALP checked per attack with paired tests.
+
+    python benchmarks/teacher_study.py run --dataset digits --seeds 0,1,2 --suite full \\
+        --out benchmarks/results/teacher_study_digits.json
+    python benchmarks/teacher_study.py report benchmarks/results/teacher_study_*.json
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import click
+
+ALL_TEACHERS = ("standard", "at", "mpgd", "alp", "clp", "lsq", "aalp-gd", "aalp-sw", "aalp", "trades")
+METRICS = ("clean", "fgsm", "pgd", "cw", "autoattack", "worst")
+ORDERING = ("at", "alp", "aalp")  # AALP paper, Table 2: AT < ALP < AALP under PGD and CW
+
+
+def machine() -> dict[str, object]:
+    import torch
+
+    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "device": "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
+
+
+def load_results(path: Path) -> dict:
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {"entries": {}, "invocations": []}
+
+
+def save_results(path: Path, results: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(path)
+
+
+@click.group()
+def main() -> None:
+    """Teacher study: every objective, one attack suite, several seeds."""
+
+
+@main.command()
+@click.option("--dataset", default="digits", show_default=True)
+@click.option("--teachers", default=",".join(ALL_TEACHERS), show_default=True)
+@click.option("--seeds", default="0,1,2", show_default=True)
+@click.option("--suite", default="full", show_default=True)
+@click.option("--n-eval", type=int, default=None, help="First N test images [default: the suite's].")
+@click.option("--set", "overrides", multiple=True, help="Teacher recipe override for every teacher (repeatable).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Results JSON (appended, resumable).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--quiet", is_flag=True)
+def run(dataset, teachers, seeds, suite, n_eval, overrides, out, device, quiet) -> None:
+    """Train (or reuse) and attack each teacher x seed; results appended to --out."""
+    from robdistill import tracking
+    from robdistill.pipeline import make_plan
+    from robdistill.stages import Settings, evaluate_model, obtain_teacher
+
+    results = load_results(out)
+    invocation = {"command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]), "machine": machine(),
+                  "started": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_seconds": None}
+    results["invocations"].append(invocation)
+    started = time.perf_counter()
+    uri = tracking.configure(None, "teacher-study")
+    with tracking.tracked_run(f"teacher study on {dataset}", tags={"stage": "study", "dataset": dataset}):
+        for seed in [int(s) for s in seeds.split(",")]:
+            settings = Settings(dataset=dataset, seed=seed, device=device, experiment="teacher-study",
+                                progress=not quiet)
+            for teacher in teachers.split(","):
+                key = f"{dataset}/{teacher}/s{seed}"
+                if key in results["entries"]:
+                    click.echo(f"{key}: already in {out}, skipped")
+                    continue
+                plan = make_plan(settings, teacher=teacher, suite=suite, n_eval=n_eval,
+                                 overrides={"teacher": list(overrides)})
+                tags = {"dataset": dataset, "teacher": teacher, "seed": str(seed), "suite": suite}
+                t0 = time.perf_counter()
+                handle = obtain_teacher(plan.teacher, plan.splits, settings)
+                t1 = time.perf_counter()
+                result, analysis = evaluate_model(handle.model, teacher, plan.test(), plan.suite, plan.eps,
+                                                  settings, tags)
+                t2 = time.perf_counter()
+                record = result.to_json()
+                results["entries"][key] = {
+                    "dataset": dataset, "teacher": teacher, "seed": seed, "suite": suite, "eps": plan.eps,
+                    "n": record["n"], "accuracy": record["accuracy"], "per_sample": record["per_sample"],
+                    "attacks": record["attacks"], "warnings": record["warnings"],
+                    "sanity_checks_passed": all(c["passed"] for c in record["sanity_checks"]),
+                    "consistency": analysis.consistency.table(), "teacher_key": handle.key,
+                    "teacher_reused": handle.reused, "train_seconds": t1 - t0, "eval_seconds": t2 - t1,
+                    "recipe_overrides": list(overrides), "tracking_uri": uri,
+                }
+                invocation["wall_seconds"] = time.perf_counter() - started
+                save_results(out, results)
+                acc = record["accuracy"]
+                click.echo(f"{key}: " + "  ".join(f"{m} {100 * acc[m]['acc']:.1f}" for m in METRICS if m in acc)
+                           + f"  (train {t1 - t0:.0f} s, eval {t2 - t1:.0f} s)")
+    invocation["wall_seconds"] = time.perf_counter() - started
+    invocation["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    save_results(out, results)
+
+
+def _cell(values: list[dict]) -> str:
+    from robdistill.stats import seed_summary
+
+    if len(values) == 1:
+        v = values[0]
+        return f"{100 * v['acc']:.1f} [{100 * v['ci_low']:.1f}, {100 * v['ci_high']:.1f}]"
+    s = seed_summary([v["acc"] for v in values])
+    return f"{100 * s.mean:.1f} ± {100 * s.std:.1f} [{100 * s.low:.1f}, {100 * s.high:.1f}]"
+
+
+def ordering_rows(entries: list[dict], metric: str) -> list[str]:
+    """For each consecutive pair of ORDERING: mean difference over seeds and McNemar's p pooled over
+    (seed, sample) pairs of the same test images."""
+    from robdistill.stats import mcnemar_exact, seed_summary
+
+    by = {(e["teacher"], e["seed"]): e for e in entries}
+    rows = []
+    for lo, hi in zip(ORDERING, ORDERING[1:]):
+        seeds = sorted(s for (t, s) in by if t == lo and (hi, s) in by)
+        if not seeds or metric not in by[(lo, seeds[0])]["accuracy"]:
+            continue
+        diffs = [by[(hi, s)]["accuracy"][metric]["acc"] - by[(lo, s)]["accuracy"][metric]["acc"] for s in seeds]
+        flags_key = metric
+        a = [f for s in seeds for f in _flags(by[(hi, s)], flags_key)]
+        b = [f for s in seeds for f in _flags(by[(lo, s)], flags_key)]
+        summary = seed_summary(diffs)
+        interval = f" [{100 * summary.low:+.1f}, {100 * summary.high:+.1f}]" if len(seeds) > 1 else ""
+        verdict = ("higher" if summary.mean > 0 else "lower" if summary.mean < 0 else "equal") + (" (p < 0.05)" if mcnemar_exact(a, b) < 0.05 else
+                                                                  " (not significant)")
+        rows.append(f"| {metric} | {hi} − {lo} | {100 * summary.mean:+.1f}{interval} | {len(seeds)} | "
+                    f"{mcnemar_exact(a, b):.3g} | {hi} {verdict} |")
+    return rows
+
+
+def _flags(entry: dict, metric: str) -> list[int]:
+    per = entry["per_sample"]
+    if metric == "worst":
+        keys = [k for k in per if k != "label"]
+        return [int(all(per[k][i] for k in keys)) for i in range(len(per["label"]))]
+    return per[metric]
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+def report(files) -> None:
+    """Markdown tables from results files (one section per dataset)."""
+    entries = [e for f in files for e in load_results(f)["entries"].values()]
+    for dataset in dict.fromkeys(e["dataset"] for e in entries):
+        rows = [e for e in entries if e["dataset"] == dataset]
+        teachers = list(dict.fromkeys(t for t in ALL_TEACHERS if any(e["teacher"] == t for e in rows)))
+        metrics = [m for m in METRICS if m in rows[0]["accuracy"]]
+        seeds = sorted({e["seed"] for e in rows})
+        click.echo(f"\n### {dataset} (eps {rows[0]['eps']:g}, n = {rows[0]['n']} test images, "
+                   f"suite `{rows[0]['suite']}`, seeds {', '.join(map(str, seeds))})\n")
+        click.echo("accuracy % — " + ("mean ± std over seeds [95% t-interval]" if len(seeds) > 1 else
+                                      "one seed [95% Wilson interval]") + "\n")
+        click.echo("| teacher | " + " | ".join(metrics) + " | train s | eval s |")
+        click.echo("|---" * (len(metrics) + 3) + "|")
+        for teacher in teachers:
+            mine = [e for e in rows if e["teacher"] == teacher]
+            cells = [_cell([e["accuracy"][m] for e in mine]) for m in metrics]
+            train = sum(e["train_seconds"] for e in mine) / len(mine)
+            evaluation = sum(e["eval_seconds"] for e in mine) / len(mine)
+            click.echo(f"| {teacher} | " + " | ".join(cells) + f" | {train:.0f} | {evaluation:.0f} |")
+        click.echo("\nAALP Table 2 ordering (AT < ALP < AALP): differences in accuracy points, mean over "
+                   "seeds [95% t-interval]; McNemar exact p pooled over (seed, test image) pairs\n")
+        click.echo("| attack | difference | points | seeds | McNemar p | reading |")
+        click.echo("|---|---|---|---|---|---|")
+        for metric in metrics:
+            for line in ordering_rows(rows, metric):
+                click.echo(line)
+        failed = [f"{e['teacher']}/s{e['seed']}" for e in rows if not e["sanity_checks_passed"]]
+        warned = [f"{e['teacher']}/s{e['seed']}: {w}" for e in rows for ws in e["warnings"].values() for w in ws]
+        click.echo(f"\nsanity checks: {'all passed' if not failed else 'FAILED for ' + ', '.join(failed)}")
+        for line in warned:
+            click.echo(f"- warning {line}")
+
+
+if __name__ == "__main__":
+    main()

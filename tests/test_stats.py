@@ -1,0 +1,42 @@
+"""Across-seed summaries (SPEC section 4): mean, sample std and the 95% t-interval."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from robdistill.stats import seed_summary
+
+
+def test_seed_summary_known_values() -> None:
+    # t_{0.975, 2} = 4.302652729911275 (tables); std of (0.5, 0.6, 0.7) = 0.1
+    s = seed_summary([0.5, 0.6, 0.7])
+    assert s.n == 3 and s.mean == pytest.approx(0.6) and s.std == pytest.approx(0.1)
+    half = 4.302652729911275 * 0.1 / math.sqrt(3)
+    assert (s.low, s.high) == pytest.approx((0.6 - half, 0.6 + half))
+    # t_{0.975, 4} = 2.7764451051977987; values 1..5: mean 3, std sqrt(2.5)
+    s = seed_summary([1, 2, 3, 4, 5])
+    half = 2.7764451051977987 * math.sqrt(2.5) / math.sqrt(5)
+    assert (s.mean, s.low, s.high) == pytest.approx((3.0, 3.0 - half, 3.0 + half))
+    assert isinstance(s.low, float)
+
+
+def test_seed_summary_degenerate_cases() -> None:
+    one = seed_summary([0.7])
+    assert one.mean == 0.7 and math.isnan(one.std) and math.isnan(one.low) and math.isnan(one.high)
+    assert math.isnan(seed_summary([]).mean)
+    same = seed_summary([0.25, 0.25])
+    assert same.std == 0.0 and same.low == same.high == 0.25
+
+
+def test_mcnemar_exact() -> None:
+    from robdistill.stats import mcnemar_exact
+
+    # 8 pairs where only a is right, 2 where only b is: two-sided binomial p = 2 * P(X >= 8 | 10, 1/2)
+    a = [1] * 8 + [0] * 2 + [1] * 5 + [0] * 3
+    b = [0] * 8 + [1] * 2 + [1] * 5 + [0] * 3
+    assert mcnemar_exact(a, b) == pytest.approx(2 * (45 + 10 + 1) / 1024)
+    assert mcnemar_exact(b, a) == pytest.approx(mcnemar_exact(a, b))
+    assert mcnemar_exact([1, 0, 1], [1, 0, 1]) == 1.0
+    with pytest.raises(ValueError):
+        mcnemar_exact([1], [1, 0])
