@@ -124,7 +124,8 @@ def main() -> None:
 @main.command()
 @click.option("--teacher", required=True, help="Teacher recipe: standard, at, alp, aalp ... or a .toml path.")
 @click.option("--perturb", default="keep", show_default=True,
-              help="What to do to the teacher's non-max logits: keep, nonmax-shuffle, nonmax-flatten.")
+              help="What to do to the teacher's logits: keep, nonmax-shuffle, nonmax-flatten; extras "
+                   "onehot, confidence-swap, nonmax-flatten-mean (`robdistill list perturbations`).")
 @click.option("--student", default="default", show_default=True, help="Student recipe name or .toml path.")
 @eval_options
 @click.option("--skip-teacher-eval", is_flag=True, help="Attack only the student.")
@@ -160,7 +161,8 @@ def train_teacher(teacher, overrides, **kw) -> None:
 
 @main.command()
 @click.option("--teacher", required=True, help="Teacher recipe name or .toml path (trained if not cached).")
-@click.option("--perturb", default="keep", show_default=True, help="keep, nonmax-shuffle, nonmax-flatten.")
+@click.option("--perturb", default="keep", show_default=True,
+              help="keep, nonmax-shuffle, nonmax-flatten, onehot, confidence-swap, nonmax-flatten-mean.")
 @click.option("--student", default="default", show_default=True, help="Student recipe name or .toml path.")
 @overrides_option("Override a recipe field: teacher.epochs=5 or student.epochs=3 (repeatable).")
 @common_options

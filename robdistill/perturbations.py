@@ -53,12 +53,68 @@ def nonmax_flatten(logits: torch.Tensor, generator: torch.Generator, temperature
     positions = nonmax_positions(logits)
     values = logits.gather(1, positions)
     flat = temperature * (torch.logsumexp(values / temperature, dim=1, keepdim=True) - math.log(positions.shape[1]))
-    # Guard the argmax against float rounding when non-max logits sit within a few ulps of the max.
+    return logits.clone().scatter_(1, positions, _below_max(flat, logits, values).expand_as(positions))
+
+
+def _below_max(candidate: torch.Tensor, logits: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Clip a (B, 1) replacement for the non-max logits so that the first argmax stays first when
+    float rounding would lift it to (or above) the max: one ulp below the max when any non-max
+    value is below it, the max itself when every value ties."""
     top = logits.amax(1, keepdim=True)
     below_top = torch.nextafter(top, torch.full_like(top, float("-inf")))
     any_below = (values < top).any(1, keepdim=True)
-    flat = torch.where(any_below, torch.minimum(flat, below_top), torch.minimum(flat, top))
-    return logits.clone().scatter_(1, positions, flat.expand_as(positions))
+    return torch.where(any_below, torch.minimum(candidate, below_top), torch.minimum(candidate, top))
+
+
+@PERTURBATIONS.register("nonmax-flatten-mean")
+def nonmax_flatten_mean(logits: torch.Tensor, generator: torch.Generator, temperature: float) -> torch.Tensor:
+    """Flatten to the arithmetic mean: every non-max logit becomes (1/(C-1)) sum_{j!=k} z_j
+    (SPEC section 3, extra). Keeps argmax and the sum of the logits; unlike ``nonmax-flatten`` the
+    max-class probability changes (it rises: by Jensen, the mean is at most the exp-space mean)."""
+    positions = nonmax_positions(logits)
+    values = logits.gather(1, positions)
+    mean = values.mean(1, keepdim=True)
+    return logits.clone().scatter_(1, positions, _below_max(mean, logits, values).expand_as(positions))
+
+
+ONEHOT_MARGIN = 50.0  # exp(-50) ~ 2e-22: every non-max probability underflows a float32 distribution
+
+
+@PERTURBATIONS.register("onehot")
+def onehot(logits: torch.Tensor, generator: torch.Generator, temperature: float) -> torch.Tensor:
+    """Hard teacher label (SPEC section 3, extra): T * 50 at the argmax, 0 elsewhere, so that
+    softmax(z'/T) is the one-hot teacher prediction to within exp(-50) per class. No confidence and
+    no incorrect-class information; finite, so the distillation KL stays finite."""
+    out = torch.zeros_like(logits)
+    return out.scatter_(1, logits.argmax(1, keepdim=True), ONEHOT_MARGIN * temperature)
+
+
+def max_class_log_odds(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(B,) log(p_k / (1 - p_k)) of the max class at temperature T: z_k/T - logsumexp_{j!=k} z_j/T."""
+    positions = nonmax_positions(logits)
+    top = logits.gather(1, logits.argmax(1, keepdim=True)).squeeze(1)
+    return top / temperature - torch.logsumexp(logits.gather(1, positions) / temperature, dim=1)
+
+
+@PERTURBATIONS.register("confidence-swap")
+def confidence_swap(logits: torch.Tensor, generator: torch.Generator, temperature: float) -> torch.Tensor:
+    """Give each sample another sample's confidence (SPEC section 3, extra): a seeded random
+    permutation pi of the rows; sample i keeps its non-max logits (so its incorrect-class ordering
+    and their relative probabilities) and its max logit is set so that its max-class probability at
+    temperature T is that of sample pi(i). Destroys sample-wise confidence, keeps class ordering.
+
+    When the donor is so unsure that its probability would put the max class below sample i's
+    runner-up, the max logit is set one ulp above the runner-up instead (the ordering wins)."""
+    batch = logits.shape[0]
+    perm = torch.randperm(batch, generator=generator, device=generator.device).to(logits.device)
+    positions = nonmax_positions(logits)
+    values = logits.gather(1, positions)
+    target = temperature * (max_class_log_odds(logits, temperature)[perm]
+                            + torch.logsumexp(values / temperature, dim=1))
+    runner_up = values.amax(1)
+    above = torch.nextafter(runner_up, torch.full_like(runner_up, float("inf")))
+    k = logits.argmax(1, keepdim=True)
+    return logits.clone().scatter_(1, k, torch.maximum(target, above)[:, None])
 
 
 def perturbation_names() -> list[str]:

@@ -17,6 +17,8 @@ from robdistill.errors import UserError
 from robdistill.perturbations import PERTURBATIONS, nonmax_positions, perturbation_names
 
 NAMES = ("keep", "nonmax-shuffle", "nonmax-flatten")
+EXTRAS = ("nonmax-flatten-mean", "onehot", "confidence-swap")
+ALL = NAMES + EXTRAS
 TEMPERATURES = (0.5, 1.0, 4.0, 20.0)
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -85,15 +87,15 @@ def probs_at_k(z: torch.Tensor, k: torch.Tensor, temperature: float) -> torch.Te
 
 # --------------------------------------------------------------------------- all perturbations
 
-def test_registry_lists_the_three_perturbations() -> None:
-    assert set(NAMES) <= set(perturbation_names())
+def test_registry_lists_every_perturbation() -> None:
+    assert set(perturbation_names()) == set(ALL)
     with pytest.raises(UserError, match="unknown perturbation"):
         PERTURBATIONS.get("nonmax-scramble")
 
 
 @SETTINGS
 @given(z=logits(), seed=seeds, temperature=temperatures)
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", ALL)
 def test_pure_new_tensor_same_shape_deterministic(name: str, z: torch.Tensor, seed: int,
                                                     temperature: float) -> None:
     fn = PERTURBATIONS.get(name)
@@ -112,7 +114,7 @@ def test_pure_new_tensor_same_shape_deterministic(name: str, z: torch.Tensor, se
 
 @SETTINGS
 @given(z=logits(), seed=seeds, temperature=temperatures)
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", ALL)
 def test_perturbations_do_not_touch_global_rng(name: str, z: torch.Tensor, seed: int,
                                                temperature: float) -> None:
     state = torch.get_rng_state()
@@ -331,3 +333,117 @@ def test_flatten_near_tie_keeps_argmax(case: str) -> None:
         z = torch.zeros(1, 8)  # first argmax is 0; c should be exactly 0
         out = PERTURBATIONS.get("nonmax-flatten")(z, gen(0), 0.5)
         assert out.argmax(1).item() == 0 and out.max().item() == 0.0
+
+
+# --------------------------------------------------------------------------- extras
+
+@SETTINGS
+@given(z=unique_max_logits(), seed=seeds, temperature=temperatures)
+@pytest.mark.parametrize("name", ALL)
+def test_every_perturbation_keeps_a_unique_argmax(name: str, z: torch.Tensor, seed: int,
+                                                 temperature: float) -> None:
+    out = PERTURBATIONS.get(name)(z, gen(seed), temperature)
+    k = z.argmax(1)
+    assert torch.equal(out.argmax(1), k)
+    rows = torch.arange(len(z))
+    others = out.masked_fill(~nonmax_mask(z), float("-inf"))
+    assert bool((others.amax(1) < out[rows, k]).all()), "the max is no longer unique"
+
+
+@SETTINGS
+@given(z=logits(), seed=seeds, temperature=temperatures)
+def test_flatten_mean_sets_nonmax_to_their_mean_and_keeps_the_sum(z: torch.Tensor, seed: int,
+                                                                  temperature: float) -> None:
+    out = PERTURBATIONS.get("nonmax-flatten-mean")(z, gen(seed), temperature)
+    mask = nonmax_mask(z)
+    k = first_argmax(z)
+    rows = torch.arange(len(z))
+    assert torch.equal(out[rows, k], z[rows, k])
+    rest = out[mask].view(len(z), -1)
+    assert torch.equal(rest, rest[:, :1].expand_as(rest))
+    torch.testing.assert_close(rest[:, 0].double(), z.double()[mask].view(len(z), -1).mean(1),
+                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.double().sum(1), z.double().sum(1), rtol=1e-5, atol=1e-4)
+    # Jensen: the arithmetic mean is at most the exp-space mean, so confidence can only rise
+    assert bool((probs_at_k(out, k, temperature) >= probs_at_k(z, k, temperature) - 1e-6).all())
+
+
+@SETTINGS
+@given(z=logits(), seed=seeds, temperature=temperatures)
+def test_onehot_is_the_hard_teacher_label(z: torch.Tensor, seed: int, temperature: float) -> None:
+    out = PERTURBATIONS.get("onehot")(z, gen(seed), temperature)
+    k = z.argmax(1)
+    p = torch.softmax(out.double() / temperature, 1)
+    expected = torch.nn.functional.one_hot(k, z.shape[1]).double()
+    torch.testing.assert_close(p, expected, rtol=0.0, atol=1e-20)
+    # it depends on z only through its argmax
+    shifted = z.clone()
+    shifted[torch.arange(len(z)), k] += 3.0
+    assert torch.equal(PERTURBATIONS.get("onehot")(shifted, gen(seed), temperature), out)
+
+
+@st.composite
+def confident_logits(draw) -> tuple[torch.Tensor, float]:
+    """Logits whose max-class probability at T is at least 1/2 in every row: no donor can then be
+    too unsure for another row (log-odds >= 0 >= what any row's runner-up needs)."""
+    z = draw(unique_max_logits())
+    temperature = draw(temperatures)
+    extra = draw(st.floats(0.0, 5.0))
+    k = z.argmax(1)
+    rows = torch.arange(len(z))
+    mask = nonmax_mask(z)
+    lse = torch.logsumexp(z[mask].view(len(z), -1) / temperature, 1)
+    z[rows, k] = torch.maximum(z[rows, k], temperature * (lse + extra) + 1e-3)
+    return z, temperature
+
+
+@SETTINGS
+@given(case=confident_logits(), seed=seeds)
+def test_confidence_swap_permutes_confidence_and_keeps_the_incorrect_classes(case, seed: int) -> None:
+    z, temperature = case
+    out = PERTURBATIONS.get("confidence-swap")(z, gen(seed), temperature)
+    mask = nonmax_mask(z)
+    assert torch.equal(out[mask], z[mask]), "non-max logits (their ordering) changed"
+    k = z.argmax(1)
+    assert torch.equal(out.argmax(1), k)
+    # each row now carries some row's confidence: the multiset of max-class probabilities is kept
+    torch.testing.assert_close(probs_at_k(out, k, temperature).sort().values,
+                               probs_at_k(z, k, temperature).sort().values, rtol=1e-4, atol=1e-6)
+
+
+def test_confidence_swap_hand_example_and_ordering_guard() -> None:
+    t = 1.0
+    confident = [4.0, 0.0, -1.0]      # p_max = e^4 / (e^4 + 1 + e^-1)
+    unsure = [0.1, 0.0, -0.05]        # p_max ~ 0.35
+    z = torch.tensor([confident, unsure])
+    fn = PERTURBATIONS.get("confidence-swap")
+    # a seed whose permutation swaps the two rows (the other one is the identity)
+    swapped = next(out for out in (fn(z, gen(s), t) for s in range(100)) if out[1, 0] > 1.0)
+    identity = next(out for out in (fn(z, gen(s), t) for s in range(100)) if out[1, 0] < 1.0)
+    torch.testing.assert_close(identity, z)
+    p_in = probs_at_k(z, torch.tensor([0, 0]), t)
+    p_out = probs_at_k(swapped, torch.tensor([0, 0]), t)
+    assert p_out[1].item() == pytest.approx(p_in[0].item(), rel=1e-5)   # unsure row now confident
+    # row 0 would need p = 0.35 with runner-up 0: that would put class 0 below class 1, so the
+    # guard sets its max one ulp above the runner-up instead
+    assert swapped[0, 0].item() > 0.0 and swapped[0, 0].item() == pytest.approx(0.0, abs=1e-6)
+    assert swapped.argmax(1).tolist() == [0, 0]
+    assert swapped[:, 1:].tolist() == z[:, 1:].tolist()
+
+
+def test_confidence_swap_destroys_sample_wise_confidence() -> None:
+    """On teacher-like logits (max-class probability >= 1/2 at T, so the ordering guard never acts)
+    the per-sample confidence after the swap is unrelated to the sample's own."""
+    g = gen(3)
+    t = 4.0
+    z = torch.randn(4000, 10, generator=g)
+    z[:, 0] = t * (torch.logsumexp(z[:, 1:] / t, 1) + 4 * torch.rand(4000, generator=g)) + 1e-3
+    k = z.argmax(1)
+    assert bool((k == 0).all())
+    before = probs_at_k(z, k, t)
+    after = probs_at_k(PERTURBATIONS.get("confidence-swap")(z, gen(0), t), k, t)
+    from scipy.stats import spearmanr
+
+    assert abs(spearmanr(before.numpy(), after.numpy()).statistic) < 0.1   # ~0 after the swap
+    torch.testing.assert_close(after.sort().values, before.sort().values, rtol=1e-4, atol=1e-6)
+    assert spearmanr(before.numpy(), before.numpy()).statistic == pytest.approx(1.0)
