@@ -148,6 +148,57 @@ def run(teacher, perturb, student, suite, eps, n_eval, skip_teacher_eval, overri
     print_outcome(outcome, "results")
 
 
+@main.command()
+@click.option("--teachers", default="standard,at,alp,aalp", show_default=True, help="Comma-separated teacher recipes.")
+@click.option("--perturbs", default="keep,nonmax-shuffle,nonmax-flatten", show_default=True,
+              help="Comma-separated perturbations (`robdistill list perturbations`).")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds.")
+@click.option("--student", default="default", show_default=True, help="Student recipe name or .toml path.")
+@eval_options
+@click.option("--skip-teacher-eval", is_flag=True, help="Attack only the students.")
+@click.option("--out", "outputs", multiple=True, type=click.Path(path_type=Path),
+              help="Also write the summary table to FILE.csv or FILE.md (repeatable); the paired table "
+                   "goes beside it as FILE-paired.csv / .md.")
+@overrides_option("Override a recipe field for every cell: teacher.epochs=5, student.temperature=2 (repeatable).")
+@common_options
+def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_eval, outputs, overrides, **kw) -> None:
+    """The teacher x perturbation x seed grid under one MLflow parent run, each teacher trained once
+    per seed; prints accuracy per cell (mean and 95% interval over seeds) and each perturbation
+    paired against keep (Seguin et al. claim 3).
+
+    \b
+    Examples:
+      robdistill sweep
+      robdistill sweep --teachers at,alp --perturbs keep,nonmax-shuffle --seeds 0,1 --out grid.md
+      robdistill sweep --dataset fashion-mnist --set teacher.epochs=5 --n-eval 500
+    """
+    from .pipeline import check_eps
+    from .sweep import (check_table_path, paired_rows, parse_list, parse_seeds, run_sweep, summary_rows,
+                        write_table)
+
+    for path in outputs:
+        check_table_path(path)
+    check_eps(eps)
+    settings = make_settings(kw)
+    outcome = run_sweep(settings, teachers=parse_list(teachers, "teachers"), perturbs=parse_list(perturbs, "perturbs"),
+                        seeds=parse_seeds(seeds), student=student, suite=suite, eps=eps, n_eval=n_eval,
+                        overrides=overrides, evaluate_teachers=not skip_teacher_eval,
+                        on_cell=lambda i, n, text: click.echo(f"[{i}/{n}] {text}", err=True))
+    from .report import format_table
+
+    summary, paired = summary_rows(outcome.cells), paired_rows(outcome.cells)
+    click.echo("\nsweep summary (accuracy %; mean ± std over seeds [95% t-interval], or [95% Wilson] for one seed)")
+    click.echo(format_table(*summary))
+    click.echo("\neach perturbation against keep, same teacher and seed (Seguin et al. claim 3)")
+    click.echo(format_table(*paired) if paired[1] else "(no keep cells to compare against)")
+    for path in outputs:
+        write_table(path, *summary)
+        write_table(path.with_name(f"{path.stem}-paired{path.suffix}"), *paired)
+        click.echo(f"wrote {path}")
+    click.echo(f"\nMLflow sweep run: {outcome.run_id}  (store: {outcome.tracking_uri})")
+    click.echo(f"open the UI:  mlflow ui --backend-store-uri {outcome.tracking_uri}   -> http://127.0.0.1:5000")
+
+
 @main.command("train-teacher")
 @click.option("--teacher", required=True, help="Teacher recipe name or .toml path.")
 @overrides_option("Override a recipe field, e.g. epochs=2 or objective=at (repeatable).")

@@ -122,17 +122,20 @@ def _log_comparison(results: dict[str, EvaluationResult], analyses: dict[str, An
 
 def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: str, suite: str | None,
                    eps: float | None = None, n_eval: int | None = None, overrides: Iterable[str] = (),
-                   evaluate_teacher: bool = True) -> Outcome:
-    """`robdistill run`: teacher (trained or reused) -> distilled student -> attacks on both."""
+                   evaluate_teacher: bool = True, nested: bool = False,
+                   extra_tags: dict[str, str] | None = None) -> Outcome:
+    """`robdistill run`: teacher (trained or reused) -> distilled student -> attacks on both.
+    ``nested``: a child of the active MLflow run (one cell of a sweep)."""
     plan = make_plan(settings, teacher=teacher, student=student, perturb=perturb,
                      suite=suite or default_suite(settings.dataset), eps=eps, n_eval=n_eval,
                      overrides=split_overrides(overrides))
     assert plan.teacher and plan.student and plan.suite and plan.eps is not None
     uri = tracking.configure(settings.tracking_uri, settings.experiment)
     tags = {"dataset": settings.dataset, "teacher": plan.teacher.name, "perturb": perturb,
-            "student": plan.student.name, "seed": str(settings.seed), "suite": plan.suite.name}
+            "student": plan.student.name, "seed": str(settings.seed), "suite": plan.suite.name,
+            **(extra_tags or {})}
     name = f"{plan.teacher.name} -> {plan.student.name} [{perturb}] on {settings.dataset} s{settings.seed}"
-    with tracking.tracked_run(name, tags={"stage": "run", **tags}) as parent:
+    with tracking.tracked_run(name, nested=nested, tags={"stage": "run", **tags}) as parent:
         tracking.log_params("", {"dataset": settings.dataset, "seed": settings.seed, "perturb": perturb,
                                  "eps": plan.eps, "n_eval": len(plan.test())})
         tracking.log_params("student", to_dict(plan.student))

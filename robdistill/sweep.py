@@ -1,0 +1,235 @@
+"""`robdistill sweep`: the teacher x perturbation x seed grid of Seguin et al.'s study under one
+parent MLflow run, each teacher trained once per seed and reused by every perturbation, and the
+summaries a reader needs: accuracy per cell as mean and 95% interval over seeds, and paired
+comparisons of each perturbation against ``keep`` (Seguin et al. claim 3)."""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import tracking
+from .errors import UserError
+from .evaluation import EvaluationResult
+from .perturbations import PERTURBATIONS
+from .pipeline import Outcome, default_suite, run_experiment, split_overrides
+from .recipes import load_recipe
+from .report import format_table
+from .stages import Settings
+from .stats import mcnemar_exact, seed_summary
+
+SUMMARY_METRICS = ("clean", "pgd", "cw", "autoattack", "worst")
+TEACHER_ROW = "(teacher)"
+
+
+@dataclass
+class Cell:
+    """One evaluated model of the grid: a student (teacher, perturb, seed) or a teacher (perturb
+    = TEACHER_ROW)."""
+
+    teacher: str
+    perturb: str
+    seed: int
+    result: EvaluationResult
+    run_id: str
+
+
+@dataclass
+class SweepOutcome:
+    run_id: str
+    tracking_uri: str
+    cells: list[Cell] = field(default_factory=list)
+    runs: list[Outcome] = field(default_factory=list)
+
+
+def parse_list(text: str, what: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise UserError(f"--{what} is empty; give a comma-separated list")
+    if len(set(items)) != len(items):
+        raise UserError(f"--{what} names an entry twice: {text}")
+    return items
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in parse_list(text, "seeds")]
+    except ValueError:
+        raise UserError(f"--seeds must be comma-separated integers (e.g. 0,1,2); got '{text}'") from None
+
+
+def validate_grid(teachers: Sequence[str], perturbs: Sequence[str], student: str, suite: str,
+                  overrides: dict[str, list[str]]) -> None:
+    """Every name and override checked before anything runs or is logged."""
+    for name in perturbs:
+        PERTURBATIONS.get(name)
+    for name in teachers:
+        load_recipe("teacher", name, overrides.get("teacher", []))
+    load_recipe("student", student, overrides.get("student", []))
+    load_recipe("suite", suite, overrides.get("suite", []))
+
+
+def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence[str], seeds: Sequence[int],
+              student: str = "default", suite: str | None = None, eps: float | None = None,
+              n_eval: int | None = None, overrides: Sequence[str] = (), evaluate_teachers: bool = True,
+              on_cell: Callable[[int, int, str], None] | None = None) -> SweepOutcome:
+    """Run the grid; cell (teacher, perturb, seed) is a nested `run`. The teacher is attacked once
+    per (teacher, seed), in the run of the first perturbation."""
+    suite = suite or default_suite(settings.dataset)
+    validate_grid(teachers, perturbs, student, suite, split_overrides(overrides))
+    uri = tracking.configure(settings.tracking_uri, settings.experiment)
+    total = len(seeds) * len(teachers) * len(perturbs)
+    grid = {"teachers": ",".join(teachers), "perturbs": ",".join(perturbs),
+            "seeds": ",".join(map(str, seeds)), "student": student, "suite": suite}
+    with tracking.tracked_run(f"sweep {len(teachers)} teachers x {len(perturbs)} perturbs x {len(seeds)} seeds "
+                              f"on {settings.dataset}",
+                              tags={"stage": "sweep", "dataset": settings.dataset, **grid}) as parent:
+        sweep_id = parent.info.run_id
+        tracking.log_params("", {**grid, "dataset": settings.dataset, "eps": eps, "n_eval": n_eval,
+                                 "overrides": list(overrides)})
+        outcome = SweepOutcome(sweep_id, uri)
+        done = 0
+        for seed in seeds:
+            for teacher in teachers:
+                for i, perturb in enumerate(perturbs):
+                    done += 1
+                    if on_cell is not None:
+                        on_cell(done, total, f"teacher {teacher}, perturb {perturb}, seed {seed}")
+                    run = run_experiment(replace(settings, seed=seed), teacher=teacher, perturb=perturb,
+                                         student=student, suite=suite, eps=eps, n_eval=n_eval,
+                                         overrides=overrides, evaluate_teacher=evaluate_teachers and i == 0,
+                                         nested=True, extra_tags={"sweep_id": sweep_id})
+                    outcome.runs.append(run)
+                    outcome.cells.append(Cell(teacher, perturb, seed, run.results["student"], run.run_id))
+                    if "teacher" in run.results:
+                        outcome.cells.append(Cell(teacher, TEACHER_ROW, seed, run.results["teacher"], run.run_id))
+        _log_summaries(outcome.cells)
+    return outcome
+
+
+def _log_summaries(cells: Sequence[Cell]) -> None:
+    """The two tables as MLflow tables (viewable in the UI) and the mean accuracies as metrics."""
+    import mlflow
+
+    for name, (header, rows) in {"sweep_summary": summary_rows(cells), "sweep_paired": paired_rows(cells)}.items():
+        mlflow.log_table({h: [row[i] for row in rows] for i, h in enumerate(header)}, artifact_file=f"{name}.json")
+    tracking.log_metrics(summary_metrics(cells))
+
+
+def _metrics_of(cells: Sequence[Cell]) -> list[str]:
+    present = {key for cell in cells for key in cell.result.accuracies()}
+    return [m for m in SUMMARY_METRICS if m in present]
+
+
+def cell_text(cells: Sequence[Cell], metric: str) -> str:
+    """Accuracy % of one metric over seeds: 'mean ± std [t-interval clipped to 0-100]' for several
+    seeds, 'acc [Wilson]' for one."""
+    if len(cells) == 1:
+        p = cells[0].result.accuracies()[metric]
+        return f"{100 * p.value:.1f} [{100 * p.low:.1f}, {100 * p.high:.1f}]"
+    s = seed_summary([c.result.accuracies()[metric].value for c in cells])
+    low, high = max(s.low, 0.0), min(s.high, 1.0)  # an accuracy interval lies in [0, 1]
+    return f"{100 * s.mean:.1f} ± {100 * s.std:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def _groups(cells: Sequence[Cell]) -> dict[tuple[str, str], list[Cell]]:
+    groups: dict[tuple[str, str], list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.teacher, cell.perturb), []).append(cell)
+    return groups
+
+
+def summary_rows(cells: Sequence[Cell]) -> tuple[list[str], list[list[str]]]:
+    """Per teacher and perturbation (the teacher itself first), each metric over seeds."""
+    metrics = _metrics_of(cells)
+    header = ["teacher", "perturb", "seeds", "n"] + metrics
+    rows = []
+    for (teacher, perturb), group in _groups(cells).items():
+        ordered = sorted(group, key=lambda c: c.seed)
+        rows.append([teacher, perturb, ",".join(str(c.seed) for c in ordered), str(ordered[0].result.n)]
+                    + [cell_text(ordered, m) for m in metrics])
+    rows.sort(key=lambda r: (r[0], r[1] != TEACHER_ROW))
+    return header, rows
+
+
+def summary_metrics(cells: Sequence[Cell]) -> dict[str, float]:
+    """Parent-run metrics: mean accuracy over seeds per teacher / perturb / metric."""
+    out = {}
+    for (teacher, perturb), group in _groups(cells).items():
+        role = "teacher" if perturb == TEACHER_ROW else perturb
+        for metric in _metrics_of(group):
+            out[f"{teacher}/{role}/acc/{metric}"] = seed_summary(
+                [c.result.accuracies()[metric].value for c in group]).mean
+    return out
+
+
+def paired_rows(cells: Sequence[Cell], reference: str = "keep") -> tuple[list[str], list[list[str]]]:
+    """Each perturbation minus ``reference`` for the same teacher and seed (Seguin et al. claim 3):
+    mean difference in points with its 95% t-interval over seeds, the paired t-test p over seeds
+    (needs >= 2 seeds), and McNemar's exact p pooled over (seed, test image) pairs."""
+    from scipy.stats import ttest_rel
+
+    groups = _groups(cells)
+    metrics = [m for m in _metrics_of(cells) if m != "clean"] or ["clean"]
+    header = ["teacher", "comparison", "metric", "seeds", "difference (points)", "t-test p", "McNemar p"]
+    rows = []
+    teachers = list(dict.fromkeys(c.teacher for c in cells))
+    perturbs = list(dict.fromkeys(c.perturb for c in cells if c.perturb != TEACHER_ROW))
+    for teacher in teachers:
+        base = {c.seed: c for c in groups.get((teacher, reference), [])}
+        for perturb in perturbs:
+            if perturb == reference or not base:
+                continue
+            other = {c.seed: c for c in groups.get((teacher, perturb), [])}
+            seeds = sorted(set(base) & set(other))
+            if not seeds:
+                continue
+            for metric in metrics:
+                a = [other[s].result.accuracies()[metric].value for s in seeds]
+                b = [base[s].result.accuracies()[metric].value for s in seeds]
+                diff = seed_summary([x - y for x, y in zip(a, b)])
+                interval = f" [{100 * diff.low:+.1f}, {100 * diff.high:+.1f}]" if len(seeds) > 1 else ""
+                t_p = float(ttest_rel(a, b).pvalue) if len(seeds) > 1 and diff.std > 0 else float("nan")
+                flags_a = [f for s in seeds for f in _flags(other[s].result, metric)]
+                flags_b = [f for s in seeds for f in _flags(base[s].result, metric)]
+                rows.append([teacher, f"{perturb} - {reference}", metric, str(len(seeds)),
+                             f"{100 * diff.mean:+.1f}{interval}", "-" if t_p != t_p else f"{t_p:.3g}",
+                             f"{mcnemar_exact(flags_a, flags_b):.3g}"])
+    return header, rows
+
+
+def _flags(result: EvaluationResult, metric: str) -> list[bool]:
+    flags = {"clean": result.clean, "worst": result.worst, **result.robust}[metric]
+    return flags.tolist()
+
+
+def summary_table(outcome: SweepOutcome) -> str:
+    return format_table(*summary_rows(outcome.cells))
+
+
+def paired_table(outcome: SweepOutcome) -> str:
+    return format_table(*paired_rows(outcome.cells))
+
+
+TABLE_SUFFIXES = (".csv", ".md", ".markdown")
+
+
+def check_table_path(path: Path) -> None:
+    if path.suffix not in TABLE_SUFFIXES:
+        raise UserError(f"cannot write '{path}': use a .csv or .md file name")
+
+
+def write_table(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    """CSV or Markdown by the file's suffix (.csv, .md)."""
+    check_table_path(path)
+    if path.suffix == ".csv":
+        with path.open("w", newline="") as handle:
+            csv.writer(handle).writerows([header, *rows])
+    elif path.suffix in (".md", ".markdown"):
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        path.write_text("\n".join(lines) + "\n")
+
+
+__all__ = ["run_sweep", "summary_rows", "paired_rows", "summary_table", "paired_table", "Cell", "check_table_path", "write_table"]

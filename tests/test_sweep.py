@@ -1,0 +1,94 @@
+"""`robdistill sweep`: the grid, its MLflow layout, teacher reuse, and the summary statistics."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from click.testing import CliRunner
+
+from robdistill.cli import main
+from robdistill.evaluation import EvaluationResult
+from robdistill.sweep import TEACHER_ROW, Cell, paired_rows, summary_rows
+
+
+def result(clean: list[int], pgd: list[int]) -> EvaluationResult:
+    n = len(clean)
+    return EvaluationResult("m", 0.1, torch.zeros(n, dtype=torch.long), torch.tensor(clean, dtype=torch.bool),
+                            {"pgd": torch.tensor(pgd, dtype=torch.bool)}, {}, {})
+
+
+def test_summary_and_paired_rows_by_hand() -> None:
+    # 4 test images; keep: pgd 1/4 then 2/4; shuffle: pgd 3/4 then 3/4 (same teacher, seeds 0 and 1)
+    cells = [
+        Cell("at", "keep", 0, result([1, 1, 1, 1], [1, 0, 0, 0]), "r0"),
+        Cell("at", "keep", 1, result([1, 1, 1, 0], [1, 1, 0, 0]), "r1"),
+        Cell("at", "nonmax-shuffle", 0, result([1, 1, 1, 1], [1, 1, 1, 0]), "r2"),
+        Cell("at", "nonmax-shuffle", 1, result([1, 1, 1, 1], [1, 1, 1, 0]), "r3"),
+        Cell("at", TEACHER_ROW, 0, result([1, 1, 1, 1], [1, 1, 1, 1]), "r0"),
+    ]
+    header, rows = summary_rows(cells)
+    assert header == ["teacher", "perturb", "seeds", "n", "clean", "pgd", "worst"]
+    by = {r[1]: r for r in rows}
+    assert [r[1] for r in rows] == [TEACHER_ROW, "keep", "nonmax-shuffle"]
+    assert by[TEACHER_ROW][2:5] == ["0", "4", "100.0 [51.0, 100.0]"]     # one seed: Wilson(4, 4)
+    # pgd over seeds: 25% and 50% -> mean 37.5, std 17.7, t_{.975,1} = 12.706 -> clipped to [0, 100]
+    assert by["keep"][5] == "37.5 ± 17.7 [0.0, 100.0]"
+    assert by["nonmax-shuffle"][5] == "75.0 ± 0.0 [75.0, 75.0]"
+    header, rows = paired_rows(cells)
+    pgd = next(r for r in rows if r[2] == "pgd")
+    assert pgd[:4] == ["at", "nonmax-shuffle - keep", "pgd", "2"]
+    # differences +50 and +25 points: mean +37.5, half-width 12.706 * 17.68 / sqrt(2) = 158.8
+    assert pgd[4] == "+37.5 [-121.3, +196.3]"
+    assert float(pgd[5]) == pytest.approx(0.2048, abs=1e-3)  # paired t: t = 3, df = 1
+    # pooled flags: only shuffle right on 3 pairs, only keep right on 0 -> McNemar p = 2 / 8
+    assert float(pgd[6]) == pytest.approx(0.25)
+
+
+TINY = ["--set", "teacher.epochs=1", "--set", "student.epochs=1", "--suite", "smoke", "--n-eval", "24", "--quiet"]
+
+
+@pytest.mark.slow
+def test_sweep_grid_layout_and_teacher_reuse(workdir: Path) -> None:
+    out = CliRunner().invoke(main, ["sweep", "--teachers", "standard,at", "--perturbs", "keep,nonmax-flatten",
+                                    "--seeds", "0,1", "--out", "grid.md", "--out", "grid.csv", *TINY])
+    assert out.exit_code == 0, (out.output, out.exception)
+    assert "sweep summary" in out.stdout and "nonmax-flatten - keep" in out.stdout
+    for name in ("grid.md", "grid-paired.md", "grid.csv", "grid-paired.csv"):
+        assert (workdir / name).is_file(), name
+    assert (workdir / "grid.csv").read_text().splitlines()[0].startswith("teacher,perturb,seeds,n,clean")
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["robdistill"], output_format="list")
+    assert all(r.info.status == "FINISHED" for r in runs)
+    sweep = [r for r in runs if r.data.tags.get("stage") == "sweep"]
+    assert len(sweep) == 1 and sweep[0].info.run_id in out.stdout
+    cells = [r for r in runs if r.data.tags.get("stage") == "run"]
+    assert len(cells) == 8
+    assert all(r.data.tags["mlflow.parentRunId"] == sweep[0].info.run_id for r in cells)
+    assert all(r.data.tags["sweep_id"] == sweep[0].info.run_id for r in cells)
+    trained = [r for r in runs if r.data.tags.get("stage") == "teacher" and r.data.tags["reused"] == "false"]
+    assert sorted((r.data.tags["teacher"], r.data.tags["seed"]) for r in trained) == [
+        ("at", "0"), ("at", "1"), ("standard", "0"), ("standard", "1")]
+    # the teacher is attacked once per (teacher, seed): 4 teacher evaluations, 8 student ones
+    evaluations = [r for r in runs if r.data.tags.get("stage") == "evaluation"]
+    assert len(evaluations) == 12
+    assert "at/nonmax-flatten/acc/pgd" in sweep[0].data.metrics
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seeds", "0,x"], "--seeds must be comma-separated integers"),
+    (["--seeds", "0,0"], "--seeds names an entry twice"),
+    (["--perturbs", "keep,nope"], "unknown perturbation 'nope'"),
+    (["--teachers", "at,nope"], "unknown teacher 'nope'"),
+    (["--out", "table.txt"], "use a .csv or .md file name"),
+    (["--eps", "2"], r"--eps must lie in \[0, 1\]"),
+    (["--set", "epochs=2"], "prefix the field"),
+])
+def test_sweep_bad_input_is_one_line_and_starts_nothing(workdir: Path, args: list[str], message: str) -> None:
+    import re
+
+    out = CliRunner().invoke(main, ["sweep", *args, "--quiet"])
+    assert out.exit_code == 2
+    assert re.search(message, out.stderr) and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert not (workdir / "mlflow.db").exists() or not mlflow.search_runs(experiment_names=["robdistill"])
