@@ -191,6 +191,14 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
     click.echo(format_table(*summary))
     click.echo("\neach perturbation against keep, same teacher and seed (Seguin et al. claim 3)")
     click.echo(format_table(*paired) if paired[1] else "(no keep cells to compare against)")
+    if outcome.claims is not None:
+        claims = outcome.claims
+        click.echo("\nteacher logits on the evaluated test images (Seguin et al. claim 1: AT lowers the mean "
+                   "max logit and gap); mean over seeds [95% t-interval]")
+        click.echo(format_table(claims.logits_header, claims.logits_rows))
+        click.echo("\nsample-wise confidence agreement (Seguin et al. claim 2: AT and standard teachers differ "
+                   "on which samples are confident)")
+        click.echo(format_table(claims.agreement_header, claims.agreement_rows))
     for path in outputs:
         write_table(path, *summary)
         write_table(path.with_name(f"{path.stem}-paired{path.suffix}"), *paired)

@@ -6,11 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from torch import nn
+
 from . import tracking
 from .analysis import logits_of, plot_logit_statistics
 from .consistency import plot_confidence_scatter, plot_feature_contributions
 from .checkpoints import load_checkpoint
-from .data import Splits, load_dataset
+from .data import Split, Splits, load_dataset
 from .errors import UserError
 from .evaluation import EvaluationResult, suite_attacks
 from .perturbations import PERTURBATIONS
@@ -92,6 +94,8 @@ class Outcome:
     checkpoints: dict[str, Path] = field(default_factory=dict)
     teacher_reused: bool = False
     analyses: dict[str, Analysis] = field(default_factory=dict)
+    models: dict[str, nn.Module] = field(default_factory=dict)
+    test: Split | None = None  # the evaluated test images
 
     @property
     def table(self) -> str:
@@ -151,7 +155,7 @@ def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: s
         analyses = {role: analysis for role, (_, analysis) in evaluated.items()}
         _log_comparison(results, analyses, models, plan)
     return Outcome(parent.info.run_id, uri, results, {"teacher": handle.path, "student": student_path},
-                   handle.reused, analyses)
+                   handle.reused, analyses, {"teacher": handle.model, "student": student_model}, plan.test())
 
 
 def train_teacher_only(settings: Settings, teacher: str, overrides: Iterable[str]) -> Outcome:

@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import tracking
+from .analysis import logits_of
 from .errors import UserError
 from .evaluation import EvaluationResult
 from .perturbations import PERTURBATIONS
 from .pipeline import Outcome, default_suite, run_experiment, split_overrides
 from .recipes import load_recipe
 from .report import format_table
+from .seguin import ClaimTables, plot_confidence_difference_grid, teacher_claims
 from .stages import Settings
 from .stats import mcnemar_exact, seed_summary
 
@@ -41,6 +43,7 @@ class SweepOutcome:
     tracking_uri: str
     cells: list[Cell] = field(default_factory=list)
     runs: list[Outcome] = field(default_factory=list)
+    claims: ClaimTables | None = None  # Seguin et al. claims (1) and (2), when "standard" is in the grid
 
 
 def parse_list(text: str, what: str) -> list[str]:
@@ -73,7 +76,8 @@ def validate_grid(teachers: Sequence[str], perturbs: Sequence[str], student: str
 def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence[str], seeds: Sequence[int],
               student: str = "default", suite: str | None = None, eps: float | None = None,
               n_eval: int | None = None, overrides: Sequence[str] = (), evaluate_teachers: bool = True,
-              on_cell: Callable[[int, int, str], None] | None = None) -> SweepOutcome:
+              on_cell: Callable[[int, int, str], None] | None = None,
+              reference: str = "standard") -> SweepOutcome:
     """Run the grid; cell (teacher, perturb, seed) is a nested `run`. The teacher is attacked once
     per (teacher, seed), in the run of the first perturbation."""
     suite = suite or default_suite(settings.dataset)
@@ -89,6 +93,7 @@ def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence
         tracking.log_params("", {**grid, "dataset": settings.dataset, "eps": eps, "n_eval": n_eval,
                                  "overrides": list(overrides)})
         outcome = SweepOutcome(sweep_id, uri)
+        teacher_runs: dict[tuple[str, int], Outcome] = {}
         done = 0
         for seed in seeds:
             for teacher in teachers:
@@ -101,11 +106,38 @@ def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence
                                          overrides=overrides, evaluate_teacher=evaluate_teachers and i == 0,
                                          nested=True, extra_tags={"sweep_id": sweep_id})
                     outcome.runs.append(run)
+                    teacher_runs.setdefault((teacher, seed), run)
                     outcome.cells.append(Cell(teacher, perturb, seed, run.results["student"], run.run_id))
                     if "teacher" in run.results:
                         outcome.cells.append(Cell(teacher, TEACHER_ROW, seed, run.results["teacher"], run.run_id))
         _log_summaries(outcome.cells)
+        outcome.claims = _teacher_claims(teacher_runs, reference)
     return outcome
+
+
+def _teacher_claims(first: dict[tuple[str, int], Outcome], reference: str) -> ClaimTables | None:
+    """Claims (1) and (2) on the evaluated test images of each (teacher, seed) (``first``: a run
+    with that teacher and seed), logged as tables and one confidence-difference grid per teacher
+    (first seed) against the reference teacher."""
+    import mlflow
+
+    if not any(t == reference for t, _ in first):
+        return None
+    logits = {key: logits_of(run.models["teacher"], run.test.x) for key, run in first.items()}
+    claims = teacher_claims(logits, reference)
+    for name, header, rows in (("seguin_claim1_logits", claims.logits_header, claims.logits_rows),
+                               ("seguin_claim2_agreement", claims.agreement_header, claims.agreement_rows)):
+        mlflow.log_table({h: [row[i] for row in rows] for i, h in enumerate(header)}, artifact_file=f"{name}.json")
+    seed = min(s for t, s in first if t == reference)
+    with tracking.scratch_dir() as tmp:
+        for (teacher, s), run in first.items():
+            if teacher == reference or s != seed:
+                continue
+            path = tmp / f"confidence_difference_{teacher}_vs_{reference}.png"
+            plot_confidence_difference_grid(run.test.x, run.test.y, logits[(teacher, s)], logits[(reference, s)],
+                                            teacher, reference, path)
+            tracking.log_file(path, "seguin")
+    return claims
 
 
 def _log_summaries(cells: Sequence[Cell]) -> None:

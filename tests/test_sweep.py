@@ -74,6 +74,10 @@ def test_sweep_grid_layout_and_teacher_reuse(workdir: Path) -> None:
     evaluations = [r for r in runs if r.data.tags.get("stage") == "evaluation"]
     assert len(evaluations) == 12
     assert "at/nonmax-flatten/acc/pgd" in sweep[0].data.metrics
+    # Seguin et al. claims (1) and (2), printed and logged with the grid of images
+    assert "claim 1" in out.stdout and "at vs standard (same seed)" in out.stdout
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(sweep[0].info.run_id, "seguin")}
+    assert artifacts == {"seguin/confidence_difference_at_vs_standard.png"}
 
 
 @pytest.mark.parametrize("args, message", [
