@@ -4,6 +4,7 @@ from __future__ import annotations
 import tomllib
 
 from .attacks import ATTACKS
+from .augment import AUGMENTATIONS
 from .data import DATASETS
 from .models import MODELS
 from .objectives import OBJECTIVES
@@ -33,4 +34,5 @@ def catalog() -> dict[str, dict[str, str]]:
         "attacks": ATTACKS.describe(),
         "suites": _recipe_descriptions("suite"),
         "objectives": OBJECTIVES.describe(),
+        "augmentations": AUGMENTATIONS.describe(),
     }

@@ -245,7 +245,7 @@ def evaluate(checkpoints, suite, eps, n_eval, overrides, **kw) -> None:
     print_outcome(evaluate_checkpoints(settings, list(checkpoints), suite, eps, n_eval, overrides), "evaluation")
 
 
-LISTS = ("datasets", "models", "teachers", "students", "perturbations", "attacks", "suites", "objectives")
+LISTS = ("datasets", "models", "teachers", "students", "perturbations", "attacks", "suites", "objectives", "augmentations")
 
 
 @main.command("list")

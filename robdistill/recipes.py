@@ -94,9 +94,13 @@ class StudentRecipe(TrainingRecipe):
 
     temperature: float = 4.0
     hard_label_weight: float = 0.0
+    augment: str = "none"  # robdistill.augment: none (teacher logits cached), shift1, crop, crop-flip
 
     def validate(self) -> None:
+        from .augment import AUGMENTATIONS
+
         super().validate()
+        AUGMENTATIONS.get(self.augment)
         _require(self.temperature > 0, f"temperature must be > 0; got {self.temperature}")
         _require(self.hard_label_weight >= 0, f"hard_label_weight must be >= 0; got {self.hard_label_weight}")
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from . import tracking
 from .analysis import mean_statistics, logits_of
+from .augment import AUGMENTATIONS
 from .attacks import PGD, pgd_perturb
 from .checkpoints import load_checkpoint, save_checkpoint
 from .consistency import ConsistencyReport, consistency_report, feature_contributions
@@ -152,16 +153,43 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return loss
 
 
+class TeacherTargets:
+    """The (perturbed) teacher logits a student learns from. Without augmentation the teacher's
+    logits are computed once (eval mode) and perturbed afresh each epoch; with augmentation the
+    batch is augmented and the teacher is run on that same view, then perturbed (SPEC section 3)."""
+
+    def __init__(self, teacher: nn.Module, train: Split, recipe: StudentRecipe, perturbation, seed: int):
+        self.teacher, self.recipe, self.perturbation = teacher, recipe, perturbation
+        self.augment = AUGMENTATIONS.get(recipe.augment)
+        self.generator = private_generator(seed + 2, train.x.device)
+        self.augment_generator = private_generator(seed + 3, train.x.device)
+        self.cached = None if self.augment is not None else logits_of(teacher, train.x)
+        self.current: torch.Tensor | None = None
+
+    def new_epoch(self, epoch: int) -> None:  # a fresh perturbation each epoch (matters for shuffle)
+        if self.cached is not None:
+            self.current = self.perturbation(self.cached, self.generator, self.recipe.temperature)
+
+    def batch(self, idx: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.augment is None:
+            assert self.current is not None
+            return x, self.current[idx]
+        view = self.augment(x, self.augment_generator)
+        return view, self.perturbation(logits_of(self.teacher, view), self.generator, self.recipe.temperature)
+
+
 def resolved_student(recipe: StudentRecipe, perturb: str) -> dict[str, Any]:
     values = to_dict(recipe)
     values["perturb"] = perturb
-    values["inputs"] = "clean training inputs only"
+    values["inputs"] = "clean training inputs only" + ("" if recipe.augment == "none" else
+                                                        f", augmented ({recipe.augment}); teacher run per view")
     return values
 
 
 def distill_student(teacher: TeacherHandle, recipe: StudentRecipe, perturb: str, splits: Splits,
                     settings: Settings, teacher_name: str) -> tuple[Classifier, Path]:
-    """Distill on clean inputs only from the (perturbed) teacher logits, computed once in eval mode."""
+    """Distill on clean inputs only from the (perturbed) teacher logits, computed in eval mode:
+    once, or per augmented view when the recipe augments."""
     info = splits.info
     perturbation = PERTURBATIONS.get(perturb)
     tags = {"stage": "student", "dataset": info.name, "teacher": teacher_name, "perturb": perturb,
@@ -169,22 +197,18 @@ def distill_student(teacher: TeacherHandle, recipe: StudentRecipe, perturb: str,
     with tracking.tracked_run(f"student {recipe.name} <- {teacher_name} [{perturb}]", nested=True, tags=tags) as run:
         tracking.log_params("student", resolved_student(recipe, perturb))
         train = recipe.training_split(splits.train)
-        teacher_logits = logits_of(teacher.model, train.x)
-        generator = private_generator(settings.seed + 2, teacher_logits.device)
-        targets: dict[str, torch.Tensor] = {}
-
-        def refresh(epoch: int) -> None:  # a fresh perturbation each epoch (matters for shuffle)
-            targets["z"] = perturbation(teacher_logits, generator, recipe.temperature)
+        targets = TeacherTargets(teacher.model, train, recipe, perturbation, settings.seed)
 
         def step(model, idx, x, y) -> LossOutput:
+            x, target = targets.batch(idx, x)
             logits = model(x)
-            loss = distillation_loss(logits, targets["z"][idx], recipe.temperature, y, recipe.hard_label_weight)
-            agree = (logits.argmax(1) == targets["z"][idx].argmax(1)).float().mean().item()
+            loss = distillation_loss(logits, target, recipe.temperature, y, recipe.hard_label_weight)
+            agree = (logits.argmax(1) == target.argmax(1)).float().mean().item()
             return LossOutput(loss, logits.detach(), {"teacher_agreement": agree})
 
         model = _new_model(recipe.model, info, settings.seed, settings.device)
         history = fit(model, train, recipe, step, seed=settings.seed,
-                      desc=f"student [{perturb}]", on_epoch_start=refresh,
+                      desc=f"student [{perturb}]", on_epoch_start=targets.new_epoch,
                       validate=_validator(info.eps, 10, 2.5 * info.eps / 10, splits.val, settings.seed),
                       on_epoch_end=lambda epoch, metrics: tracking.log_metrics(metrics, step=epoch),
                       progress=settings.progress)

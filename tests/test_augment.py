@@ -1,0 +1,93 @@
+"""Augmentations for distillation and the teacher run per augmented view (SPEC section 3)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from robdistill import stages
+from robdistill.augment import AUGMENTATIONS, random_translate
+from robdistill.data import load_dataset
+from robdistill.errors import UserError
+from robdistill.recipes import load_recipe
+from robdistill.stages import Settings, distill_student, obtain_teacher
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("name", [n for n in AUGMENTATIONS.names() if n != "none"])
+def test_augmentations_are_pure_seeded_and_in_range(name: str) -> None:
+    x = torch.rand(16, 3, 8, 8)
+    before = x.clone()
+    fn = AUGMENTATIONS.get(name)
+    out = fn(x, gen(0))
+    assert torch.equal(x, before) and out.shape == x.shape
+    assert out.min() >= 0 and out.max() <= 1
+    assert torch.equal(out, fn(x, gen(0))) and not torch.equal(out, fn(x, gen(1)))
+    state = torch.get_rng_state()
+    fn(x, gen(2))
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_translate_is_a_shift_with_zero_fill() -> None:
+    x = torch.arange(1, 17, dtype=torch.float32).view(1, 1, 4, 4).repeat(200, 1, 1, 1)
+    out = random_translate(x, gen(0), pad=1)
+    seen = set()
+    for image in out[:, 0]:
+        matches = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                   if torch.equal(image, _shift(x[0, 0], dy, dx))]
+        assert len(matches) == 1
+        seen.add(matches[0])
+    assert len(seen) == 9  # every shift occurs
+
+
+def _shift(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """out[i, j] = image[i + dy, j + dx], zero outside."""
+    out = torch.zeros_like(image)
+    h, w = image.shape
+    for i in range(h):
+        for j in range(w):
+            if 0 <= i + dy < h and 0 <= j + dx < w:
+                out[i, j] = image[i + dy, j + dx]
+    return out
+
+
+def test_unknown_augmentation_is_a_recipe_error() -> None:
+    with pytest.raises(UserError, match="unknown augmentation 'nope'"):
+        load_recipe("student", "default", ["augment=nope"])
+
+
+@pytest.mark.slow
+def test_augmented_distillation_runs_the_teacher_on_each_view(workdir: Path, monkeypatch) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    mlflow.set_experiment("robdistill")
+    settings = Settings(cache_dir=workdir / "cache", progress=False)
+    splits = load_dataset("digits")
+    teacher = obtain_teacher(load_recipe("teacher", "standard", ["epochs=1"]), splits, settings)
+    recipe = load_recipe("student", "default", ["epochs=1", "augment=shift1", "batch_size=128"])
+    teacher_inputs: list[torch.Tensor] = []
+    student_inputs: list[torch.Tensor] = []
+    teacher.model.register_forward_pre_hook(lambda m, inputs: teacher_inputs.append(inputs[0].clone()))
+    original = stages._new_model
+
+    def recording_model(*args, **kwargs):
+        model = original(*args, **kwargs)
+        model.register_forward_pre_hook(lambda m, inputs: student_inputs.append(inputs[0].clone())
+                                        if m.training else None)
+        return model
+
+    monkeypatch.setattr(stages, "_new_model", recording_model)
+    distill_student(teacher, recipe, "nonmax-shuffle", splits, settings, "standard")
+    batches = -(-len(splits.train) // 128)
+    assert len(student_inputs) == batches
+    # the teacher saw exactly the student's (augmented) batches, one call each
+    assert len(teacher_inputs) == batches
+    assert all(torch.equal(t, s) for t, s in zip(teacher_inputs, student_inputs))
+    shifted = torch.cat(student_inputs)
+    originals = {tuple(r.flatten().tolist()) for r in splits.train.x}
+    assert sum(tuple(r.flatten().tolist()) not in originals for r in shifted) > len(shifted) // 2
