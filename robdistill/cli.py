@@ -245,6 +245,63 @@ def evaluate(checkpoints, suite, eps, n_eval, overrides, **kw) -> None:
     print_outcome(evaluate_checkpoints(settings, list(checkpoints), suite, eps, n_eval, overrides), "evaluation")
 
 
+@main.command()
+@click.option("--experiment", default="robdistill", show_default=True, help="MLflow experiment to read.")
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
+              help="MLflow store or server [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].")
+@click.option("--stage", default="run", show_default=True,
+              help="Which runs: run (one per `robdistill run` or sweep cell), sweep, evaluation, teacher, "
+                   "student, evaluate; 'any' for all.")
+@click.option("--sweep", default=None, help="Only the cells of this sweep (its parent run id).")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Filter on a tag, e.g. teacher=alp (repeatable).")
+@click.option("--limit", default=1000, show_default=True, type=click.IntRange(1), help="At most this many runs.")
+@click.option("--out", "outputs", multiple=True, type=click.Path(path_type=Path),
+              help="Also write the table to FILE.csv or FILE.md (repeatable).")
+def compare(experiment, tracking_uri, stage, sweep, tags, limit, outputs) -> None:
+    """Runs from a tracking store as one table: tags and accuracy % [95% interval], newest first.
+
+    \b
+    Examples:
+      robdistill compare
+      robdistill compare --tag teacher=alp --tag dataset=digits --out alp.md
+      robdistill compare --sweep 69935d2f6ff940ec... --out grid.csv
+      robdistill compare --stage evaluation --tracking-uri http://127.0.0.1:5000
+    """
+    from .compare import find_runs, runs_table
+    from .report import format_table
+    from .sweep import check_table_path, write_table
+
+    for path in outputs:
+        check_table_path(path)
+    runs = find_runs(tracking_uri, experiment, None if stage == "any" else stage, sweep, tags, limit)
+    if not runs:
+        click.echo("no runs match")
+        return
+    header, rows = runs_table(runs)
+    click.echo(format_table(header, rows))
+    for path in outputs:
+        write_table(path, header, rows)
+        click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
+              help="MLflow store [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].")
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
+def ui(tracking_uri, port) -> None:
+    """Start MLflow's UI on 127.0.0.1 for the store in use (Ctrl-C stops it). A tracking server
+    (http://...) is its own UI: open its address instead."""
+    from .compare import open_ui, ui_command
+    from .tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if ui_command(uri, port) is None:
+        click.echo(f"{uri} is a tracking server: open {uri} in a browser")
+        return
+    click.echo(f"MLflow UI for {uri} on http://127.0.0.1:{port} (Ctrl-C to stop)")
+    sys.exit(open_ui(uri, port))
+
+
 LISTS = ("datasets", "models", "teachers", "students", "perturbations", "attacks", "suites", "objectives", "augmentations")
 
 

@@ -22,14 +22,20 @@ def resolve_tracking_uri(uri: str | None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
-def configure(uri: str | None, experiment: str) -> str:
-    """Point MLflow at a store and experiment; an unreachable server is a one-line error."""
+def quiet_mlflow_logging() -> None:
+    """MLflow, alembic and SQLAlchemy log every migration at INFO; keep the terminal for results."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-    import mlflow
+    import mlflow  # noqa: F401  (after the import: mlflow sets its own level)
 
-    for name in ("mlflow", "alembic", "sqlalchemy"):  # after the import: mlflow sets its own level
+    for name in ("mlflow", "alembic", "sqlalchemy"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def configure(uri: str | None, experiment: str) -> str:
+    """Point MLflow at a store and experiment; an unreachable server is a one-line error."""
+    quiet_mlflow_logging()
+    import mlflow
 
     resolved = resolve_tracking_uri(uri)
     mlflow.set_tracking_uri(resolved)

@@ -1,0 +1,102 @@
+"""`robdistill compare` and `robdistill ui`: read runs back from a tracking store as one table, and
+open MLflow's UI on the store in use."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import tracking
+from .errors import UserError
+
+TAG_COLUMNS = ("dataset", "teacher", "perturb", "seed", "suite")
+ACCURACY_KEYS = ("clean", "pgd", "cw", "autoattack", "worst")
+ROLES = ("teacher", "student")
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def filter_string(stage: str | None, sweep: str | None, tags: Sequence[str]) -> str:
+    """MLflow search filter from ``--stage``, ``--sweep`` and ``--tag key=value`` options."""
+    clauses = []
+    if stage:
+        clauses.append(f"tags.stage = {_quote(stage)}")
+    if sweep:
+        clauses.append(f"tags.sweep_id = {_quote(sweep)}")
+    for text in tags:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--tag '{text}': write it as key=value (e.g. --tag teacher=alp)")
+        clauses.append(f"tags.{key.strip()} = {_quote(value.strip())}")
+    return " and ".join(clauses)
+
+
+def find_runs(tracking_uri: str | None, experiment: str, stage: str | None = "run", sweep: str | None = None,
+              tags: Sequence[str] = (), limit: int = 1000) -> list:
+    """Runs of ``experiment`` matching the filters, newest first; a missing experiment is an error."""
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    query = filter_string(stage, sweep, tags)  # bad filters fail before the store is touched
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise UserError(f"no tracking store at {uri} (nothing has run here yet); pass --tracking-uri")
+    tracking.quiet_mlflow_logging()
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    try:
+        found = mlflow.get_experiment_by_name(experiment)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"cannot read tracking store {uri} ({first}); check --tracking-uri") from None
+    if found is None:
+        raise UserError(f"no experiment '{experiment}' in {uri}; pass --experiment (runs go to 'robdistill' "
+                        f"by default)")
+    return mlflow.search_runs(experiment_ids=[found.experiment_id], filter_string=query,
+                              max_results=limit, order_by=["attributes.start_time DESC"], output_format="list")
+
+
+def accuracy_columns(runs: Sequence) -> list[str]:
+    """Metric names present in the runs, in a reader's order: teacher then student, clean first."""
+    present = {key for run in runs for key in run.data.metrics}
+    columns = []
+    for prefix in [f"{role}/acc/" for role in ROLES] + ["acc/"]:
+        columns += [prefix + k for k in ACCURACY_KEYS if prefix + k in present]
+    return columns
+
+
+def runs_table(runs: Sequence) -> tuple[list[str], list[list[str]]]:
+    """One row per run: id, name, status, the identifying tags, and accuracy % with the 95% interval."""
+    metrics = accuracy_columns(runs)
+    header = ["run", "name", "status", *TAG_COLUMNS, *metrics]
+    rows = []
+    for run in runs:
+        m = run.data.metrics
+        cells = []
+        for key in metrics:
+            if key not in m:
+                cells.append("-")
+                continue
+            low, high = m.get(f"{key}_ci_low"), m.get(f"{key}_ci_high")
+            interval = f" [{100 * low:.1f}, {100 * high:.1f}]" if low is not None and high is not None else ""
+            cells.append(f"{100 * m[key]:.1f}{interval}")
+        rows.append([run.info.run_id[:8], run.info.run_name or "", run.info.status,
+                     *[run.data.tags.get(t, "") for t in TAG_COLUMNS], *cells])
+    return header, rows
+
+
+def ui_command(tracking_uri: str | None, port: int) -> list[str] | None:
+    """The `mlflow ui` command for a local store; None for a tracking server (it is its own UI)."""
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        return None
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
+            "--port", str(port)]
+
+
+def open_ui(tracking_uri: str | None, port: int) -> int:
+    command = ui_command(tracking_uri, port)
+    if command is None:
+        return 0
+    return subprocess.call(command)
