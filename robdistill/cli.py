@@ -302,6 +302,51 @@ def ui(tracking_uri, port) -> None:
     sys.exit(open_ui(uri, port))
 
 
+@main.command()
+@click.option("--baseline", required=True, type=click.Path(path_type=Path),
+              help="Baseline JSON (e.g. benchmarks/baselines/digits-fast.json).")
+@click.option("--update", is_flag=True,
+              help="Re-measure over the baseline's update_seeds and rewrite its expectations (deliberately).")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 ... or auto.")
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
+              help="MLflow store or server [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].")
+@click.option("--experiment", default="robdistill-regress", show_default=True, help="MLflow experiment name.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def regress(baseline, update, **kw) -> None:
+    """CI gate: run the baseline's fixed configuration with fresh teachers and fail (exit 1) when
+    any accuracy falls below expected - tolerance (tolerance from the baseline's seed-to-seed
+    spread and the Wilson interval; see robdistill/regress.py).
+
+    \b
+    Examples:
+      robdistill regress --baseline benchmarks/baselines/digits-fast.json
+      robdistill regress --baseline benchmarks/baselines/digits-fast.json --update
+    """
+    from .regress import check, gate_table, load_baseline, measure, save_baseline
+    from .regress import update as update_baseline
+    from .report import format_table
+
+    spec = load_baseline(baseline)
+    settings = make_settings({**kw, "dataset": spec.dataset, "seed": spec.gate_seed, "data_root": None,
+                              "download": False, "cache_dir": Path(".robdistill")})
+    progress = lambda text: click.echo(f"[regress] {text}", err=True)  # noqa: E731
+    if update:
+        updated = update_baseline(spec, settings, progress)
+        save_baseline(baseline, updated)
+        click.echo(f"updated {baseline}: {len(updated.expected)} expectations over seeds "
+                   f"{','.join(map(str, spec.update_seeds))} ({updated.measured_on['seconds']} s)")
+        return
+    if not spec.expected:
+        raise UserError(f"{baseline} has no expectations yet; run with --update first")
+    rows = check(spec, measure(spec, settings, spec.gate_seed, progress))
+    click.echo(format_table(*gate_table(rows)))
+    failed = [r for r in rows if r.failed]
+    click.echo(f"\nregression gate: {'FAILED' if failed else 'passed'} "
+               f"({len(rows) - len(failed)}/{len(rows)} within tolerance)")
+    if failed:
+        sys.exit(1)
+
+
 LISTS = ("datasets", "models", "teachers", "students", "perturbations", "attacks", "suites", "objectives", "augmentations")
 
 

@@ -1,0 +1,174 @@
+"""`robdistill regress`: a CI gate on robust accuracy.
+
+A baseline file (JSON, in ``benchmarks/baselines/``) names a fixed configuration (dataset, suite,
+recipe overrides, the teacher x perturbation cases) and, per case, role and metric, the accuracy
+measured over several seeds. The gate runs the configuration once, with the baseline's gate seed,
+in a fresh teacher cache (a cached teacher would hide a change to the training code), and fails
+when a measured accuracy falls below
+
+    expected - tolerance,  tolerance = max(t_{0.99, k-1} * s * sqrt(1 + 1/k),  h_Wilson)
+
+where the expected value and s are the mean and standard deviation over the k baseline seeds (the
+first term is the one-sided 99% prediction bound for one new seed) and h_Wilson is the half-width
+of the 95% Wilson interval of the expected accuracy on the n evaluated images (a floor: with few
+seeds s can come out near zero by chance). Rising above expected + tolerance passes but is flagged,
+so the baseline can be updated deliberately (``--update``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import UserError
+from .stages import Settings
+from .stats import seed_summary, wilson
+
+GATE_METRICS = ("clean", "pgd", "cw", "autoattack", "worst")
+FORMAT = "robdistill-baseline-v1"
+
+
+@dataclass
+class Baseline:
+    """What the gate runs and what it expects. ``expected`` maps 'teacher|perturb|role|metric' to
+    {"mean", "std", "values", "n", "tolerance"}."""
+
+    dataset: str = "digits"
+    suite: str = "fast"
+    student: str = "default"
+    n_eval: int = 0
+    overrides: list[str] = field(default_factory=list)
+    cases: list[list[str]] = field(default_factory=list)      # [teacher, perturb]
+    gate_seed: int = 0
+    update_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    expected: dict[str, dict[str, Any]] = field(default_factory=dict)
+    measured_on: dict[str, Any] = field(default_factory=dict)
+
+
+def load_baseline(path: Path) -> Baseline:
+    try:
+        raw = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"baseline {path} does not exist; write one (see benchmarks/baselines/) "
+                        f"and fill it with --update") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"baseline {path} is not readable JSON ({exc}); fix it or regenerate it with --update") from None
+    if not isinstance(raw, dict) or raw.pop("format", None) != FORMAT:
+        raise UserError(f"{path} is not a robdistill baseline (expected \"format\": \"{FORMAT}\")")
+    known = set(Baseline.__dataclass_fields__)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise UserError(f"baseline {path}: unknown field '{unknown[0]}'; known: {', '.join(sorted(known))}")
+    baseline = Baseline(**raw)
+    if not baseline.cases or any(len(c) != 2 for c in baseline.cases):
+        raise UserError(f"baseline {path}: 'cases' must be a non-empty list of [teacher, perturb] pairs")
+    if len(baseline.update_seeds) < 2:
+        raise UserError(f"baseline {path}: 'update_seeds' needs at least 2 seeds to measure the spread")
+    return baseline
+
+
+def save_baseline(path: Path, baseline: Baseline) -> None:
+    payload = {"format": FORMAT, **baseline.__dict__}
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def measure(baseline: Baseline, settings: Settings, seed: int,
+            on_case: Callable[[str], None] | None = None) -> dict[str, tuple[float, int]]:
+    """Run every case once with ``seed`` in a fresh teacher cache: 'teacher|perturb|role|metric' ->
+    (accuracy, n). The teacher of each case is evaluated too (once per teacher)."""
+    from .pipeline import run_experiment
+
+    out: dict[str, tuple[float, int]] = {}
+    evaluated_teachers: set[str] = set()
+    with tempfile.TemporaryDirectory(prefix="robdistill-regress-") as cache:
+        run_settings = replace(settings, seed=seed, cache_dir=Path(cache), dataset=baseline.dataset)
+        for teacher, perturb in baseline.cases:
+            if on_case is not None:
+                on_case(f"seed {seed}: {teacher} -> {perturb}")
+            outcome = run_experiment(run_settings, teacher=teacher, perturb=perturb, student=baseline.student,
+                                     suite=baseline.suite, n_eval=baseline.n_eval, overrides=baseline.overrides,
+                                     evaluate_teacher=teacher not in evaluated_teachers,
+                                     extra_tags={"regress": "true"})
+            evaluated_teachers.add(teacher)
+            for role, result in outcome.results.items():
+                for metric, p in result.accuracies().items():
+                    if metric in GATE_METRICS:
+                        key = f"{teacher}|{perturb if role == 'student' else '-'}|{role}|{metric}"
+                        out[key] = (p.value, p.n)
+    return out
+
+
+def prediction_tolerance(values: list[float], n: int) -> float:
+    """max(one-sided 99% prediction half-width for one new seed, 95% Wilson half-width at n)."""
+    from scipy.stats import t as student_t
+
+    s = seed_summary(values)
+    k = len(values)
+    spread = float(student_t.ppf(0.99, k - 1)) * s.std * math.sqrt(1 + 1 / k)
+    p = wilson(round(s.mean * n), n)
+    return max(spread, (p.high - p.low) / 2)
+
+
+def update(baseline: Baseline, settings: Settings, on_case: Callable[[str], None] | None = None) -> Baseline:
+    """Measure every case over ``update_seeds`` and set the expectations."""
+    started = time.perf_counter()
+    runs = [measure(baseline, settings, seed, on_case) for seed in baseline.update_seeds]
+    expected = {}
+    for key in runs[0]:
+        values = [run[key][0] for run in runs]
+        n = runs[0][key][1]
+        s = seed_summary(values)
+        expected[key] = {"mean": s.mean, "std": s.std, "values": values, "n": n,
+                         "tolerance": prediction_tolerance(values, n)}
+    import platform
+
+    import torch
+
+    measured_on = {"date": time.strftime("%Y-%m-%d"), "platform": platform.platform(), "torch": torch.__version__,
+                   "device": settings.device, "seconds": round(time.perf_counter() - started)}
+    return replace(baseline, expected=expected, measured_on=measured_on)
+
+
+@dataclass
+class GateRow:
+    key: str
+    expected: float
+    tolerance: float
+    measured: float | None
+
+    @property
+    def verdict(self) -> str:
+        if self.measured is None:
+            return "FAIL (not measured)"
+        if self.measured < self.expected - self.tolerance:
+            return "FAIL (regression)"
+        if self.measured > self.expected + self.tolerance:
+            return "pass (improved: update the baseline)"
+        return "pass"
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict.startswith("FAIL")
+
+
+def check(baseline: Baseline, measured: dict[str, tuple[float, int]]) -> list[GateRow]:
+    if not baseline.expected:
+        raise UserError("the baseline has no expectations yet; fill it with --update")
+    return [GateRow(key, e["mean"], e["tolerance"], measured[key][0] if key in measured else None)
+            for key, e in baseline.expected.items()]
+
+
+def gate_table(rows: list[GateRow]) -> tuple[list[str], list[list[str]]]:
+    header = ["teacher", "perturb", "model", "metric", "expected %", "tolerance", "measured %", "verdict"]
+    body = []
+    for row in rows:
+        teacher, perturb, role, metric = row.key.split("|")
+        body.append([teacher, perturb, role, metric, f"{100 * row.expected:.1f}", f"±{100 * row.tolerance:.1f}",
+                     "-" if row.measured is None else f"{100 * row.measured:.1f}", row.verdict])
+    return header, body

@@ -1,0 +1,88 @@
+"""The CI regression gate: tolerance from the seed spread and the Wilson interval, baseline file
+errors, and end to end: a baseline measured, the gate passing on the same code and failing when an
+objective is deliberately broken."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch.nn.functional as F
+from click.testing import CliRunner
+
+from robdistill.cli import main
+from robdistill.errors import UserError
+from robdistill.objectives import OBJECTIVES, LossOutput
+from robdistill.regress import FORMAT, GateRow, load_baseline, prediction_tolerance
+from robdistill.stats import wilson
+
+
+def test_prediction_tolerance_by_hand() -> None:
+    # s = 0.02 over k = 3 seeds: t_{0.99, 2} = 6.964557 -> 6.964557 * 0.02 * sqrt(4/3) = 0.16084
+    assert prediction_tolerance([0.80, 0.82, 0.84], 359) == pytest.approx(6.964557 * 0.02 * math.sqrt(4 / 3), rel=1e-5)
+    # identical seeds: the Wilson half-width at the mean is the floor
+    p = wilson(round(0.5 * 100), 100)
+    assert prediction_tolerance([0.5, 0.5, 0.5], 100) == pytest.approx((p.high - p.low) / 2)
+
+
+def test_gate_row_verdicts() -> None:
+    assert GateRow("a|b|student|pgd", 0.70, 0.05, 0.66).verdict == "pass"
+    assert GateRow("a|b|student|pgd", 0.70, 0.05, 0.64).failed
+    assert GateRow("a|b|student|pgd", 0.70, 0.05, 0.80).verdict.startswith("pass (improved")
+    assert GateRow("a|b|student|pgd", 0.70, 0.05, None).failed
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist"),
+    ("{not json", "not readable JSON"),
+    ('{"format": "other"}', "not a robdistill baseline"),
+    (json.dumps({"format": FORMAT, "cases": [["at", "keep"]], "colour": 1}), "unknown field 'colour'"),
+    (json.dumps({"format": FORMAT, "cases": []}), "non-empty list"),
+    (json.dumps({"format": FORMAT, "cases": [["at", "keep"]], "update_seeds": [0]}), "at least 2 seeds"),
+])
+def test_bad_baselines(tmp_path: Path, content: str | None, message: str) -> None:
+    path = tmp_path / "baseline.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(UserError, match=message):
+        load_baseline(path)
+
+
+def test_gate_without_expectations_is_an_error(workdir: Path) -> None:
+    path = workdir / "b.json"
+    path.write_text(json.dumps({"format": FORMAT, "cases": [["at", "keep"]]}))
+    out = CliRunner().invoke(main, ["regress", "--baseline", str(path), "--quiet"])
+    assert out.exit_code == 2 and "run with --update first" in out.stderr
+
+
+def scrambled_labels(model, x, y, ctx) -> LossOutput:
+    """A deliberately broken objective: CE against shifted labels (a data-pipeline bug)."""
+    logits = model(x)
+    loss = F.cross_entropy(logits, (y + 1) % logits.shape[1])
+    return LossOutput(loss, logits.detach(), {})
+
+
+@pytest.mark.slow
+def test_gate_passes_on_the_baseline_code_and_fails_on_a_broken_objective(workdir: Path, monkeypatch) -> None:
+    path = workdir / "tiny.json"
+    path.write_text(json.dumps({
+        "format": FORMAT, "dataset": "digits", "suite": "smoke", "n_eval": 100,
+        "overrides": ["teacher.epochs=3", "student.epochs=2"], "cases": [["at", "keep"]],
+        "gate_seed": 0, "update_seeds": [0, 1, 2]}))
+    runner = CliRunner()
+    out = runner.invoke(main, ["regress", "--baseline", str(path), "--update", "--quiet"])
+    assert out.exit_code == 0, (out.output, out.exception)
+    expected = json.loads(path.read_text())["expected"]
+    assert set(expected) == {f"at|-|teacher|{m}" for m in ("clean", "pgd", "cw", "worst")} | {
+        f"at|keep|student|{m}" for m in ("clean", "pgd", "cw", "worst")}
+    assert all(len(e["values"]) == 3 and e["tolerance"] > 0 for e in expected.values())
+
+    out = runner.invoke(main, ["regress", "--baseline", str(path), "--quiet"])
+    assert out.exit_code == 0, out.output
+    assert "regression gate: passed (8/8 within tolerance)" in out.stdout
+
+    monkeypatch.setitem(OBJECTIVES._entries, "at", scrambled_labels)
+    out = runner.invoke(main, ["regress", "--baseline", str(path), "--quiet"])
+    assert out.exit_code == 1, out.output
+    assert "FAIL (regression)" in out.stdout and "regression gate: FAILED" in out.stdout
