@@ -3,7 +3,8 @@
 A baseline file (JSON, in ``benchmarks/baselines/``) names a fixed configuration (dataset, suite,
 recipe overrides, the teacher x perturbation cases) and, per case, role and metric, the accuracy
 measured over several seeds. The gate runs the configuration once, with the baseline's gate seed,
-in a fresh teacher cache (a cached teacher would hide a change to the training code), and fails
+with every teacher trained afresh (a cached or registered teacher would hide a change to the
+training code), and fails
 when a measured accuracy falls below
 
     expected - tolerance,  tolerance = max(t_{0.99, k-1} * s * sqrt(1 + 1/k),  h_Wilson)
@@ -87,7 +88,8 @@ def measure(baseline: Baseline, settings: Settings, seed: int,
     out: dict[str, tuple[float, int]] = {}
     evaluated_teachers: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="robdistill-regress-") as cache:
-        run_settings = replace(settings, seed=seed, cache_dir=Path(cache), dataset=baseline.dataset)
+        run_settings = replace(settings, seed=seed, cache_dir=Path(cache), dataset=baseline.dataset,
+                               reuse_teachers=False)
         for teacher, perturb in baseline.cases:
             if on_case is not None:
                 on_case(f"seed {seed}: {teacher} -> {perturb}")

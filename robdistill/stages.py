@@ -44,6 +44,7 @@ class Settings:
     experiment: str = tracking.DEFAULT_EXPERIMENT
     cache_dir: Path = Path(os.environ.get("ROBDISTILL_CACHE", ".robdistill"))
     progress: bool = True
+    reuse_teachers: bool = True  # False: always train (the regression gate: cached weights hide code changes)
 
 
 def teacher_eps(recipe: TeacherRecipe, info: DatasetInfo) -> float:
@@ -100,15 +101,21 @@ class TeacherHandle:
 
 
 def obtain_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) -> TeacherHandle:
-    """Train a teacher, or reuse the cached one with the same resolved recipe, dataset and seed."""
+    """Train a teacher, or reuse the one with the same resolved recipe, dataset and seed: from the
+    local cache, else from the tracking store's model registry (a teacher trained on another
+    machine sharing the store), which every newly trained teacher is registered in."""
     import mlflow
 
     info = splits.info
     key = teacher_key(recipe, info, settings.seed)
     path = settings.cache_dir / "teachers" / f"{info.name}-{recipe.name}-s{settings.seed}-{key}.pt"
-    reused = path.is_file()
+    if not settings.reuse_teachers:
+        source = None
+    else:
+        source = "cache" if path.is_file() else _fetch_registered_teacher(key, path)
+    reused = source is not None
     tags = {"stage": "teacher", "dataset": info.name, "teacher": recipe.name, "seed": str(settings.seed),
-            "teacher_key": key, "reused": str(reused).lower()}
+            "teacher_key": key, "reused": str(reused).lower(), **({"reused_from": source} if source else {})}
     with tracking.tracked_run(f"teacher {recipe.name}", nested=True, tags=tags) as run:
         tracking.log_params("teacher", resolved_teacher(recipe, info))
         if reused:
@@ -122,7 +129,27 @@ def obtain_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) ->
                             recipe=resolved_teacher(recipe, info), seed=settings.seed,
                             extra={"run_id": run.info.run_id, "final_metrics": history[-1]})
             tracking.log_file(path, "checkpoint")
+            version = tracking.register_teacher(tracking.registered_teacher_name(info.name, recipe.name),
+                                                run.info.run_id, f"checkpoint/{path.name}", key,
+                                                {"seed": str(settings.seed), "dataset": info.name})
+            if version is not None:
+                mlflow.set_tag("registered_version", version)
     return TeacherHandle(model, key, path, reused, run.info.run_id)
+
+
+def _fetch_registered_teacher(key: str, path: Path) -> str | None:
+    """Copy a registered teacher with this key into the cache at ``path``; 'registry' or None."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="robdistill-registry-") as tmp:
+        found = tracking.find_registered_teacher(key, Path(tmp))
+        if found is None:
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(found, path.with_suffix(".download"))
+        path.with_suffix(".download").replace(path)
+    return "registry"
 
 
 def _train_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) -> Classifier:

@@ -155,3 +155,27 @@ def test_two_concurrent_runs_share_one_server(workdir: Path, mlflow_server: str)
     out = invoke("compare", "--tracking-uri", mlflow_server)
     assert out.exit_code == 0 and out.stdout.count("FINISHED") == 2
 
+
+
+@pytest.mark.slow
+def test_teachers_are_registered_and_reused_from_the_registry(workdir: Path) -> None:
+    """A teacher trained with one cache is found by a run with an empty cache (another machine
+    sharing the store) through the model registry, by its recipe hash."""
+    first = invoke("train-teacher", "--teacher", "at", "--set", "epochs=1", "--quiet", "--cache-dir", "machine-a")
+    assert first.exit_code == 0, first.output
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient()
+    versions = client.search_model_versions("name = 'robdistill-teacher-digits-at'")
+    assert len(versions) == 1
+    key = versions[0].tags["teacher_key"]
+    second = invoke("train-teacher", "--teacher", "at", "--set", "epochs=1", "--quiet", "--cache-dir", "machine-b")
+    assert second.exit_code == 0 and "(reused from cache)" in second.stdout
+    runs = [r for r in mlflow.search_runs(experiment_names=["robdistill"], output_format="list")
+            if r.data.tags.get("stage") == "teacher"]
+    assert sorted(r.data.tags.get("reused_from", "trained") for r in runs) == ["registry", "trained"]
+    copied = list((workdir / "machine-b" / "teachers").glob("*.pt"))
+    assert len(copied) == 1 and key in copied[0].name
+    assert copied[0].read_bytes() == next((workdir / "machine-a" / "teachers").glob("*.pt")).read_bytes()
+    # a different recipe is not confused with it
+    third = invoke("train-teacher", "--teacher", "at", "--set", "epochs=2", "--quiet", "--cache-dir", "machine-b")
+    assert third.exit_code == 0 and "(reused" not in third.stdout
