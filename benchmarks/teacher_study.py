@@ -120,7 +120,8 @@ def _cell(values: list[dict]) -> str:
         v = values[0]
         return f"{100 * v['acc']:.1f} [{100 * v['ci_low']:.1f}, {100 * v['ci_high']:.1f}]"
     s = seed_summary([v["acc"] for v in values])
-    return f"{100 * s.mean:.1f} ± {100 * s.std:.1f} [{100 * s.low:.1f}, {100 * s.high:.1f}]"
+    low, high = max(s.low, 0.0), min(s.high, 1.0)  # accuracy lies in [0, 1]
+    return f"{100 * s.mean:.1f} ± {100 * s.std:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
 
 
 def ordering_rows(entries: list[dict], metric: str) -> list[str]:
@@ -167,16 +168,21 @@ def report(files) -> None:
         seeds = sorted({e["seed"] for e in rows})
         click.echo(f"\n### {dataset} (eps {rows[0]['eps']:g}, n = {rows[0]['n']} test images, "
                    f"suite `{rows[0]['suite']}`, seeds {', '.join(map(str, seeds))})\n")
-        click.echo("accuracy % — " + ("mean ± std over seeds [95% t-interval]" if len(seeds) > 1 else
-                                      "one seed [95% Wilson interval]") + "\n")
-        click.echo("| teacher | " + " | ".join(metrics) + " | train s | eval s |")
-        click.echo("|---" * (len(metrics) + 3) + "|")
+        click.echo("accuracy %: over several seeds mean ± std [95% t-interval]; for one seed the accuracy "
+                   "[95% Wilson interval]\n")
+        aa = rows[0]["attacks"].get("autoattack", {})
+        if aa:
+            click.echo(f"AutoAttack: pyautoattack version `{aa.get('version')}`"
+                       + (f" with {', '.join(aa['attacks'])}" if aa.get("attacks") else "") + ".\n")
+        click.echo("| teacher | seeds | " + " | ".join(metrics) + " | train s | eval s |")
+        click.echo("|---" * (len(metrics) + 4) + "|")
         for teacher in teachers:
             mine = [e for e in rows if e["teacher"] == teacher]
             cells = [_cell([e["accuracy"][m] for e in mine]) for m in metrics]
             train = sum(e["train_seconds"] for e in mine) / len(mine)
             evaluation = sum(e["eval_seconds"] for e in mine) / len(mine)
-            click.echo(f"| {teacher} | " + " | ".join(cells) + f" | {train:.0f} | {evaluation:.0f} |")
+            seeds_of = ",".join(str(e["seed"]) for e in sorted(mine, key=lambda e: e["seed"]))
+            click.echo(f"| {teacher} | {seeds_of} | " + " | ".join(cells) + f" | {train:.0f} | {evaluation:.0f} |")
         click.echo("\nAALP Table 2 ordering (AT < ALP < AALP): differences in accuracy points, mean over "
                    "seeds [95% t-interval]; McNemar exact p pooled over (seed, test image) pairs\n")
         click.echo("| attack | difference | points | seeds | McNemar p | reading |")
