@@ -27,12 +27,12 @@ METRICS = ("clean", "fgsm", "pgd", "cw", "autoattack", "worst")
 ORDERING = ("at", "alp", "aalp")  # AALP paper, Table 2: AT < ALP < AALP under PGD and CW
 
 
-def machine() -> dict[str, object]:
+def machine(device: str) -> dict[str, object]:
     import torch
 
+    name = torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else "cpu"
     return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "device": "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
+            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": f"{device} ({name})"}
 
 
 def load_results(path: Path) -> dict:
@@ -70,7 +70,7 @@ def run(dataset, teachers, seeds, suite, n_eval, overrides, out, device, quiet) 
     from robdistill.stages import Settings, evaluate_model, obtain_teacher
 
     results = load_results(out)
-    invocation = {"command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]), "machine": machine(),
+    invocation = {"command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]), "machine": machine(device),
                   "started": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_seconds": None}
     results["invocations"].append(invocation)
     started = time.perf_counter()
@@ -80,7 +80,7 @@ def run(dataset, teachers, seeds, suite, n_eval, overrides, out, device, quiet) 
             settings = Settings(dataset=dataset, seed=seed, device=device, experiment="teacher-study",
                                 progress=not quiet)
             for teacher in teachers.split(","):
-                key = f"{dataset}/{teacher}/s{seed}"
+                key = "/".join([dataset, teacher, f"s{seed}", suite, f"n{n_eval}", *overrides])
                 if key in results["entries"]:
                     click.echo(f"{key}: already in {out}, skipped")
                     continue
@@ -125,26 +125,31 @@ def _cell(values: list[dict]) -> str:
 
 
 def ordering_rows(entries: list[dict], metric: str) -> list[str]:
-    """For each consecutive pair of ORDERING: mean difference over seeds and McNemar's p pooled over
-    (seed, sample) pairs of the same test images."""
+    """For each consecutive pair of ORDERING: the difference in points per seed (the seed is the
+    experimental unit: mean with its 95% t-interval, which gives the reading) and McNemar's exact p
+    per seed (conditional on those trained models: test-image noise only)."""
     from robdistill.stats import mcnemar_exact, seed_summary
 
     by = {(e["teacher"], e["seed"]): e for e in entries}
     rows = []
     for lo, hi in zip(ORDERING, ORDERING[1:]):
         seeds = sorted(s for (t, s) in by if t == lo and (hi, s) in by)
-        if not seeds or metric not in by[(lo, seeds[0])]["accuracy"]:
+        if not seeds or any(metric not in by[(t, s)]["accuracy"] for t in (lo, hi) for s in seeds):
             continue
         diffs = [by[(hi, s)]["accuracy"][metric]["acc"] - by[(lo, s)]["accuracy"][metric]["acc"] for s in seeds]
-        flags_key = metric
-        a = [f for s in seeds for f in _flags(by[(hi, s)], flags_key)]
-        b = [f for s in seeds for f in _flags(by[(lo, s)], flags_key)]
+        per_seed = [mcnemar_exact(_flags(by[(hi, s)], metric), _flags(by[(lo, s)], metric)) for s in seeds]
         summary = seed_summary(diffs)
-        interval = f" [{100 * summary.low:+.1f}, {100 * summary.high:+.1f}]" if len(seeds) > 1 else ""
-        verdict = ("higher" if summary.mean > 0 else "lower" if summary.mean < 0 else "equal") + (" (p < 0.05)" if mcnemar_exact(a, b) < 0.05 else
-                                                                  " (not significant)")
+        if len(seeds) > 1:
+            interval = f" [{100 * summary.low:+.1f}, {100 * summary.high:+.1f}]"
+            reading = (f"{hi} higher" if summary.low > 0 else f"{hi} lower" if summary.high < 0 else
+                       "inconclusive (interval contains 0)")
+        else:
+            interval = ""
+            direction = "higher" if summary.mean > 0 else "lower" if summary.mean < 0 else "equal"
+            reading = (f"{hi} {direction}" + (" (McNemar p < 0.05; one seed, conditional on these models)"
+                                              if per_seed[0] < 0.05 else " (not significant; one seed)"))
         rows.append(f"| {metric} | {hi} − {lo} | {100 * summary.mean:+.1f}{interval} | {len(seeds)} | "
-                    f"{mcnemar_exact(a, b):.3g} | {hi} {verdict} |")
+                    f"{', '.join(f'{p:.2g}' for p in per_seed)} | {reading} |")
     return rows
 
 
@@ -156,18 +161,27 @@ def _flags(entry: dict, metric: str) -> list[int]:
     return per[metric]
 
 
+def _dedupe(entries: list[dict]) -> list[dict]:
+    """One entry per (dataset, suite, eps, n, teacher, seed): the last one read wins."""
+    unique = {}
+    for e in entries:
+        unique[(e["dataset"], e["suite"], e["eps"], e["n"], e["teacher"], e["seed"])] = e
+    return list(unique.values())
+
+
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 def report(files) -> None:
-    """Markdown tables from results files (one section per dataset)."""
-    entries = [e for f in files for e in load_results(f)["entries"].values()]
-    for dataset in dict.fromkeys(e["dataset"] for e in entries):
-        rows = [e for e in entries if e["dataset"] == dataset]
-        teachers = list(dict.fromkeys(t for t in ALL_TEACHERS if any(e["teacher"] == t for e in rows)))
-        metrics = [m for m in METRICS if m in rows[0]["accuracy"]]
+    """Markdown tables from results files: one section per (dataset, suite, eps, n)."""
+    entries = _dedupe([e for f in files for e in load_results(f)["entries"].values()])
+    groups = dict.fromkeys((e["dataset"], e["suite"], e["eps"], e["n"]) for e in entries)
+    for dataset, suite, eps, n in groups:
+        rows = [e for e in entries if (e["dataset"], e["suite"], e["eps"], e["n"]) == (dataset, suite, eps, n)]
+        teachers = [t for t in ALL_TEACHERS if any(e["teacher"] == t for e in rows)]
+        metrics = [m for m in METRICS if any(m in e["accuracy"] for e in rows)]
         seeds = sorted({e["seed"] for e in rows})
-        click.echo(f"\n### {dataset} (eps {rows[0]['eps']:g}, n = {rows[0]['n']} test images, "
-                   f"suite `{rows[0]['suite']}`, seeds {', '.join(map(str, seeds))})\n")
+        click.echo(f"\n### {dataset} (eps {eps:g}, n = {n} test images, suite `{suite}`, "
+                   f"seeds {', '.join(map(str, seeds))})\n")
         click.echo("accuracy %: over several seeds mean ± std [95% t-interval]; for one seed the accuracy "
                    "[95% Wilson interval]\n")
         aa = rows[0]["attacks"].get("autoattack", {})
@@ -177,15 +191,17 @@ def report(files) -> None:
         click.echo("| teacher | seeds | " + " | ".join(metrics) + " | train s | eval s |")
         click.echo("|---" * (len(metrics) + 4) + "|")
         for teacher in teachers:
-            mine = [e for e in rows if e["teacher"] == teacher]
-            cells = [_cell([e["accuracy"][m] for e in mine]) for m in metrics]
-            train = sum(e["train_seconds"] for e in mine) / len(mine)
+            mine = sorted((e for e in rows if e["teacher"] == teacher), key=lambda e: e["seed"])
+            cells = [_cell([e["accuracy"][m] for e in mine]) if all(m in e["accuracy"] for e in mine) else "-"
+                     for m in metrics]
+            trained = [e["train_seconds"] for e in mine if not e["teacher_reused"]]
+            train = f"{sum(trained) / len(trained):.0f}" if trained else "cached"
             evaluation = sum(e["eval_seconds"] for e in mine) / len(mine)
-            seeds_of = ",".join(str(e["seed"]) for e in sorted(mine, key=lambda e: e["seed"]))
-            click.echo(f"| {teacher} | {seeds_of} | " + " | ".join(cells) + f" | {train:.0f} | {evaluation:.0f} |")
-        click.echo("\nAALP Table 2 ordering (AT < ALP < AALP): differences in accuracy points, mean over "
-                   "seeds [95% t-interval]; McNemar exact p pooled over (seed, test image) pairs\n")
-        click.echo("| attack | difference | points | seeds | McNemar p | reading |")
+            click.echo(f"| {teacher} | {','.join(str(e['seed']) for e in mine)} | " + " | ".join(cells)
+                       + f" | {train} | {evaluation:.0f} |")
+        click.echo("\nAALP Table 2 ordering (AT < ALP < AALP): difference in accuracy points, mean over seeds "
+                   "[95% t-interval]; McNemar exact p per seed\n")
+        click.echo("| attack | difference | points | seeds | McNemar p per seed | reading |")
         click.echo("|---|---|---|---|---|---|")
         for metric in metrics:
             for line in ordering_rows(rows, metric):

@@ -250,8 +250,8 @@ def evaluate(checkpoints, suite, eps, n_eval, overrides, **kw) -> None:
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
               help="MLflow store or server [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].")
 @click.option("--stage", default="run", show_default=True,
-              help="Which runs: run (one per `robdistill run` or sweep cell), sweep, evaluation, teacher, "
-                   "student, evaluate; 'any' for all.")
+              help="Which runs: run (one per `robdistill run` or sweep cell), evaluation, teacher, student, "
+                   "evaluate, sweep (parents only; list a sweep's cells with --sweep); 'any' for all.")
 @click.option("--sweep", default=None, help="Only the cells of this sweep (its parent run id).")
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Filter on a tag, e.g. teacher=alp (repeatable).")
 @click.option("--limit", default=1000, show_default=True, type=click.IntRange(1), help="At most this many runs.")
@@ -322,7 +322,7 @@ def regress(baseline, update, **kw) -> None:
       robdistill regress --baseline benchmarks/baselines/digits-fast.json
       robdistill regress --baseline benchmarks/baselines/digits-fast.json --update
     """
-    from .regress import check, gate_table, load_baseline, measure, save_baseline
+    from .regress import check, check_expectations, gate_table, load_baseline, measure, save_baseline
     from .regress import update as update_baseline
     from .report import format_table
 
@@ -338,6 +338,7 @@ def regress(baseline, update, **kw) -> None:
         return
     if not spec.expected:
         raise UserError(f"{baseline} has no expectations yet; run with --update first")
+    check_expectations(spec)  # before any work
     rows = check(spec, measure(spec, settings, spec.gate_seed, progress))
     click.echo(format_table(*gate_table(rows)))
     failed = [r for r in rows if r.failed]

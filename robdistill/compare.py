@@ -58,11 +58,16 @@ def find_runs(tracking_uri: str | None, experiment: str, stage: str | None = "ru
 
 
 def accuracy_columns(runs: Sequence) -> list[str]:
-    """Metric names present in the runs, in a reader's order: teacher then student, clean first."""
-    present = {key for run in runs for key in run.data.metrics}
+    """Every accuracy metric present (``[teacher/|student/]acc/<key>``, intervals aside), in a reader's
+    order: teacher then student; clean first, the suite's attacks, worst last."""
+    present = {key for run in runs for key in run.data.metrics
+               if not key.endswith(("_ci_low", "_ci_high"))}
     columns = []
     for prefix in [f"{role}/acc/" for role in ROLES] + ["acc/"]:
-        columns += [prefix + k for k in ACCURACY_KEYS if prefix + k in present]
+        keys = sorted(k[len(prefix):] for k in present if k.startswith(prefix) and "/" not in k[len(prefix):])
+        order = {k: i for i, k in enumerate(ACCURACY_KEYS)}
+        keys.sort(key=lambda k: (k == "worst", k != "clean", order.get(k, len(order)), k))
+        columns += [prefix + k for k in keys]
     return columns
 
 

@@ -104,7 +104,9 @@ def confidence_swap(logits: torch.Tensor, generator: torch.Generator, temperatur
     temperature T is that of sample pi(i). Destroys sample-wise confidence, keeps class ordering.
 
     When the donor is so unsure that its probability would put the max class below sample i's
-    runner-up, the max logit is set one ulp above the runner-up instead (the ordering wins)."""
+    runner-up, the max logit is set one ulp above the runner-up instead (the ordering wins).
+    The permutation runs over the rows it is given: the whole training set when teacher logits are
+    cached, one batch with augmentation (then about 1/B of the samples keep their own confidence)."""
     batch = logits.shape[0]
     perm = torch.randperm(batch, generator=generator, device=generator.device).to(logits.device)
     positions = nonmax_positions(logits)

@@ -7,12 +7,15 @@ with every teacher trained afresh (a cached or registered teacher would hide a c
 training code), and fails
 when a measured accuracy falls below
 
-    expected - tolerance,  tolerance = max(t_{0.99, k-1} * s * sqrt(1 + 1/k),  h_Wilson)
+    expected - tolerance,  tolerance = max(t_{1 - 0.05/m, k-1} * s * sqrt(1 + 1/k),  h_Wilson)
 
-where the expected value and s are the mean and standard deviation over the k baseline seeds (the
-first term is the one-sided 99% prediction bound for one new seed) and h_Wilson is the half-width
-of the 95% Wilson interval of the expected accuracy on the n evaluated images (a floor: with few
-seeds s can come out near zero by chance). Rising above expected + tolerance passes but is flagged,
+where the expected value and s are the mean and standard deviation over the k baseline seeds (none
+of them the gate's seed), the first term is the one-sided prediction bound for one new seed,
+Bonferroni-corrected over the m checks of the gate so that the whole gate has a false-alarm rate
+of at most 5%, and h_Wilson is the half-width of the 95% Wilson interval of the expected accuracy
+on the n evaluated images (a floor: with few seeds s can come out near zero by chance). The
+configuration the expectations were measured under is fingerprinted; a gate run against a baseline
+edited since its last ``--update`` (or one that measures a check the baseline lacks) fails. Rising above expected + tolerance passes but is flagged,
 so the baseline can be updated deliberately (``--update``).
 """
 from __future__ import annotations
@@ -31,6 +34,7 @@ from .stats import seed_summary, wilson
 
 GATE_METRICS = ("clean", "pgd", "cw", "autoattack", "worst")
 FORMAT = "robdistill-baseline-v1"
+FAMILY_ALPHA = 0.05  # false-alarm rate of the whole gate
 
 
 @dataclass
@@ -45,7 +49,7 @@ class Baseline:
     overrides: list[str] = field(default_factory=list)
     cases: list[list[str]] = field(default_factory=list)      # [teacher, perturb]
     gate_seed: int = 0
-    update_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    update_seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     expected: dict[str, dict[str, Any]] = field(default_factory=dict)
     measured_on: dict[str, Any] = field(default_factory=dict)
 
@@ -67,9 +71,20 @@ def load_baseline(path: Path) -> Baseline:
     baseline = Baseline(**raw)
     if not baseline.cases or any(len(c) != 2 for c in baseline.cases):
         raise UserError(f"baseline {path}: 'cases' must be a non-empty list of [teacher, perturb] pairs")
-    if len(baseline.update_seeds) < 2:
+    if len(set(baseline.update_seeds)) < 2:
         raise UserError(f"baseline {path}: 'update_seeds' needs at least 2 seeds to measure the spread")
+    if baseline.gate_seed in baseline.update_seeds:
+        raise UserError(f"baseline {path}: gate_seed {baseline.gate_seed} is one of update_seeds; the gate "
+                        f"must measure a seed the expectations were not computed from")
     return baseline
+
+
+def config_fingerprint(baseline: Baseline) -> str:
+    """What the expectations depend on: dataset, suite, student, n_eval, overrides, cases, seeds."""
+    from .recipes import fingerprint
+
+    return fingerprint({k: getattr(baseline, k) for k in ("dataset", "suite", "student", "n_eval", "overrides",
+                                                           "cases", "gate_seed", "update_seeds")})
 
 
 def save_baseline(path: Path, baseline: Baseline) -> None:
@@ -89,7 +104,7 @@ def measure(baseline: Baseline, settings: Settings, seed: int,
     evaluated_teachers: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="robdistill-regress-") as cache:
         run_settings = replace(settings, seed=seed, cache_dir=Path(cache), dataset=baseline.dataset,
-                               reuse_teachers=False)
+                               use_registry=False)
         for teacher, perturb in baseline.cases:
             if on_case is not None:
                 on_case(f"seed {seed}: {teacher} -> {perturb}")
@@ -106,13 +121,14 @@ def measure(baseline: Baseline, settings: Settings, seed: int,
     return out
 
 
-def prediction_tolerance(values: list[float], n: int) -> float:
-    """max(one-sided 99% prediction half-width for one new seed, 95% Wilson half-width at n)."""
+def prediction_tolerance(values: list[float], n: int, checks: int = 1) -> float:
+    """max(one-sided prediction half-width for one new seed at level FAMILY_ALPHA / checks,
+    95% Wilson half-width at n)."""
     from scipy.stats import t as student_t
 
     s = seed_summary(values)
     k = len(values)
-    spread = float(student_t.ppf(0.99, k - 1)) * s.std * math.sqrt(1 + 1 / k)
+    spread = float(student_t.ppf(1 - FAMILY_ALPHA / checks, k - 1)) * s.std * math.sqrt(1 + 1 / k)
     p = wilson(round(s.mean * n), n)
     return max(spread, (p.high - p.low) / 2)
 
@@ -122,18 +138,21 @@ def update(baseline: Baseline, settings: Settings, on_case: Callable[[str], None
     started = time.perf_counter()
     runs = [measure(baseline, settings, seed, on_case) for seed in baseline.update_seeds]
     expected = {}
+    checks = len(runs[0])
     for key in runs[0]:
         values = [run[key][0] for run in runs]
         n = runs[0][key][1]
         s = seed_summary(values)
         expected[key] = {"mean": s.mean, "std": s.std, "values": values, "n": n,
-                         "tolerance": prediction_tolerance(values, n)}
+                         "tolerance": prediction_tolerance(values, n, checks)}
     import platform
 
     import torch
 
     measured_on = {"date": time.strftime("%Y-%m-%d"), "platform": platform.platform(), "torch": torch.__version__,
-                   "device": settings.device, "seconds": round(time.perf_counter() - started)}
+                   "device": settings.device, "seconds": round(time.perf_counter() - started),
+                   "config_fingerprint": config_fingerprint(baseline), "checks": checks,
+                   "family_alpha": FAMILY_ALPHA}
     return replace(baseline, expected=expected, measured_on=measured_on)
 
 
@@ -143,9 +162,12 @@ class GateRow:
     expected: float
     tolerance: float
     measured: float | None
+    unexpected: bool = False  # measured, but the baseline has no expectation for it
 
     @property
     def verdict(self) -> str:
+        if self.unexpected:
+            return "FAIL (not in the baseline: --update)"
         if self.measured is None:
             return "FAIL (not measured)"
         if self.measured < self.expected - self.tolerance:
@@ -159,11 +181,22 @@ class GateRow:
         return self.verdict.startswith("FAIL")
 
 
-def check(baseline: Baseline, measured: dict[str, tuple[float, int]]) -> list[GateRow]:
+def check_expectations(baseline: Baseline) -> None:
+    """The expectations must exist and have been measured under the baseline's current configuration."""
     if not baseline.expected:
         raise UserError("the baseline has no expectations yet; fill it with --update")
-    return [GateRow(key, e["mean"], e["tolerance"], measured[key][0] if key in measured else None)
+    if baseline.measured_on.get("config_fingerprint") != config_fingerprint(baseline):
+        raise UserError("the baseline's configuration changed since its expectations were measured; "
+                        "re-measure them with --update")
+
+
+def check(baseline: Baseline, measured: dict[str, tuple[float, int]]) -> list[GateRow]:
+    check_expectations(baseline)
+    rows = [GateRow(key, e["mean"], e["tolerance"], measured[key][0] if key in measured else None)
             for key, e in baseline.expected.items()]
+    rows += [GateRow(key, float("nan"), float("nan"), value, unexpected=True)
+             for key, (value, _) in measured.items() if key not in baseline.expected]
+    return rows
 
 
 def gate_table(rows: list[GateRow]) -> tuple[list[str], list[list[str]]]:

@@ -44,7 +44,7 @@ class Settings:
     experiment: str = tracking.DEFAULT_EXPERIMENT
     cache_dir: Path = Path(os.environ.get("ROBDISTILL_CACHE", ".robdistill"))
     progress: bool = True
-    reuse_teachers: bool = True  # False: always train (the regression gate: cached weights hide code changes)
+    use_registry: bool = True  # find teachers in, and add them to, the store's model registry
 
 
 def teacher_eps(recipe: TeacherRecipe, info: DatasetInfo) -> float:
@@ -109,10 +109,10 @@ def obtain_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) ->
     info = splits.info
     key = teacher_key(recipe, info, settings.seed)
     path = settings.cache_dir / "teachers" / f"{info.name}-{recipe.name}-s{settings.seed}-{key}.pt"
-    if not settings.reuse_teachers:
-        source = None
+    if path.is_file():
+        source: str | None = "cache"
     else:
-        source = "cache" if path.is_file() else _fetch_registered_teacher(key, path)
+        source = _fetch_registered_teacher(key, path) if settings.use_registry else None
     reused = source is not None
     tags = {"stage": "teacher", "dataset": info.name, "teacher": recipe.name, "seed": str(settings.seed),
             "teacher_key": key, "reused": str(reused).lower(), **({"reused_from": source} if source else {})}
@@ -129,9 +129,12 @@ def obtain_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) ->
                             recipe=resolved_teacher(recipe, info), seed=settings.seed,
                             extra={"run_id": run.info.run_id, "final_metrics": history[-1]})
             tracking.log_file(path, "checkpoint")
-            version = tracking.register_teacher(tracking.registered_teacher_name(info.name, recipe.name),
-                                                run.info.run_id, f"checkpoint/{path.name}", key,
-                                                {"seed": str(settings.seed), "dataset": info.name})
+            version = None
+            if settings.use_registry:
+                version = tracking.register_teacher(
+                    tracking.registered_teacher_name(info.name, recipe.name), run.info.run_id,
+                    f"checkpoint/{path.name}", key,
+                    {"seed": str(settings.seed), "dataset": info.name, "git_commit": tracking.git_commit()})
             if version is not None:
                 mlflow.set_tag("registered_version", version)
     return TeacherHandle(model, key, path, reused, run.info.run_id)
@@ -147,8 +150,15 @@ def _fetch_registered_teacher(key: str, path: Path) -> str | None:
         if found is None:
             return None
         path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(found, path.with_suffix(".download"))
-        path.with_suffix(".download").replace(path)
+        # a private temporary name, then an atomic rename: concurrent fetches never tear the file
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".download",
+                                         delete=False) as handle:
+            partial = Path(handle.name)
+        try:
+            shutil.copyfile(found, partial)
+            partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)
     return "registry"
 
 

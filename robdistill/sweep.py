@@ -14,7 +14,7 @@ from .analysis import logits_of
 from .errors import UserError
 from .evaluation import EvaluationResult
 from .perturbations import PERTURBATIONS
-from .pipeline import Outcome, default_suite, run_experiment, split_overrides
+from .pipeline import Outcome, default_suite, make_plan, run_experiment, split_overrides
 from .recipes import load_recipe
 from .report import format_table
 from .seguin import ClaimTables, plot_confidence_difference_grid, teacher_claims
@@ -82,6 +82,8 @@ def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence
     per (teacher, seed), in the run of the first perturbation."""
     suite = suite or default_suite(settings.dataset)
     validate_grid(teachers, perturbs, student, suite, split_overrides(overrides))
+    make_plan(settings, suite=suite, eps=eps, n_eval=n_eval,  # eps, n_eval and the data, before any run
+              overrides={"suite": split_overrides(overrides).get("suite", [])})
     uri = tracking.configure(settings.tracking_uri, settings.experiment)
     total = len(seeds) * len(teachers) * len(perturbs)
     grid = {"teachers": ",".join(teachers), "perturbs": ",".join(perturbs),
@@ -197,14 +199,16 @@ def summary_metrics(cells: Sequence[Cell]) -> dict[str, float]:
 
 
 def paired_rows(cells: Sequence[Cell], reference: str = "keep") -> tuple[list[str], list[list[str]]]:
-    """Each perturbation minus ``reference`` for the same teacher and seed (Seguin et al. claim 3):
-    mean difference in points with its 95% t-interval over seeds, the paired t-test p over seeds
-    (needs >= 2 seeds), and McNemar's exact p pooled over (seed, test image) pairs."""
+    """Each perturbation minus ``reference`` for the same teacher and seed (Seguin et al. claim 3).
+    The seed is the experimental unit: the difference in points has a 95% t-interval over seeds
+    and a paired t-test (>= 2 seeds), which give the reading. McNemar's exact test per seed is shown
+    too; it is conditional on those trained models (test-image noise only, not training noise)."""
     from scipy.stats import ttest_rel
 
     groups = _groups(cells)
     metrics = [m for m in _metrics_of(cells) if m != "clean"] or ["clean"]
-    header = ["teacher", "comparison", "metric", "seeds", "difference (points)", "t-test p", "McNemar p"]
+    header = ["teacher", "comparison", "metric", "seeds", "difference (points)", "paired t p",
+              "McNemar p per seed", "reading"]
     rows = []
     teachers = list(dict.fromkeys(c.teacher for c in cells))
     perturbs = list(dict.fromkeys(c.perturb for c in cells if c.perturb != TEACHER_ROW))
@@ -223,12 +227,25 @@ def paired_rows(cells: Sequence[Cell], reference: str = "keep") -> tuple[list[st
                 diff = seed_summary([x - y for x, y in zip(a, b)])
                 interval = f" [{100 * diff.low:+.1f}, {100 * diff.high:+.1f}]" if len(seeds) > 1 else ""
                 t_p = float(ttest_rel(a, b).pvalue) if len(seeds) > 1 and diff.std > 0 else float("nan")
-                flags_a = [f for s in seeds for f in _flags(other[s].result, metric)]
-                flags_b = [f for s in seeds for f in _flags(base[s].result, metric)]
+                per_seed = [mcnemar_exact(_flags(other[s].result, metric), _flags(base[s].result, metric))
+                            for s in seeds]
                 rows.append([teacher, f"{perturb} - {reference}", metric, str(len(seeds)),
                              f"{100 * diff.mean:+.1f}{interval}", "-" if t_p != t_p else f"{t_p:.3g}",
-                             f"{mcnemar_exact(flags_a, flags_b):.3g}"])
+                             ", ".join(f"{p:.2g}" for p in per_seed), paired_reading(diff)])
     return header, rows
+
+
+def paired_reading(diff) -> str:
+    """'higher' / 'lower' when the 95% t-interval over seeds excludes 0, else 'inconclusive'."""
+    if diff.n < 2:
+        return "inconclusive (1 seed)"
+    if diff.std == 0:
+        return "equal" if diff.mean == 0 else ("higher" if diff.mean > 0 else "lower") + " (no spread)"
+    if diff.low > 0:
+        return "higher"
+    if diff.high < 0:
+        return "lower"
+    return "inconclusive"
 
 
 def _flags(result: EvaluationResult, metric: str) -> list[bool]:

@@ -19,14 +19,18 @@ from robdistill.stats import wilson
 
 
 def test_prediction_tolerance_by_hand() -> None:
-    # s = 0.02 over k = 3 seeds: t_{0.99, 2} = 6.964557 -> 6.964557 * 0.02 * sqrt(4/3) = 0.16084
-    assert prediction_tolerance([0.80, 0.82, 0.84], 359) == pytest.approx(6.964557 * 0.02 * math.sqrt(4 / 3), rel=1e-5)
+    # s = 0.02 over k = 3 seeds, one check: t_{0.95, 2} = 2.919986 -> 2.919986 * 0.02 * sqrt(4/3)
+    assert prediction_tolerance([0.80, 0.82, 0.84], 359) == pytest.approx(2.919986 * 0.02 * math.sqrt(4 / 3), rel=1e-5)
+    # 20 checks, Bonferroni: t_{1 - 0.05/20, 2} = t_{0.9975, 2} = 14.08905
+    assert prediction_tolerance([0.80, 0.82, 0.84], 359, checks=20) == pytest.approx(
+        14.08905 * 0.02 * math.sqrt(4 / 3), rel=1e-4)
     # identical seeds: the Wilson half-width at the mean is the floor
     p = wilson(round(0.5 * 100), 100)
     assert prediction_tolerance([0.5, 0.5, 0.5], 100) == pytest.approx((p.high - p.low) / 2)
 
 
 def test_gate_row_verdicts() -> None:
+    assert GateRow("a|b|student|fgsm", float("nan"), float("nan"), 0.5, unexpected=True).failed
     assert GateRow("a|b|student|pgd", 0.70, 0.05, 0.66).verdict == "pass"
     assert GateRow("a|b|student|pgd", 0.70, 0.05, 0.64).failed
     assert GateRow("a|b|student|pgd", 0.70, 0.05, 0.80).verdict.startswith("pass (improved")
@@ -39,7 +43,8 @@ def test_gate_row_verdicts() -> None:
     ('{"format": "other"}', "not a robdistill baseline"),
     (json.dumps({"format": FORMAT, "cases": [["at", "keep"]], "colour": 1}), "unknown field 'colour'"),
     (json.dumps({"format": FORMAT, "cases": []}), "non-empty list"),
-    (json.dumps({"format": FORMAT, "cases": [["at", "keep"]], "update_seeds": [0]}), "at least 2 seeds"),
+    (json.dumps({"format": FORMAT, "cases": [["at", "keep"]], "update_seeds": [1]}), "at least 2 seeds"),
+    (json.dumps({"format": FORMAT, "cases": [["at", "keep"]], "update_seeds": [0, 1]}), "gate_seed 0 is one of"),
 ])
 def test_bad_baselines(tmp_path: Path, content: str | None, message: str) -> None:
     path = tmp_path / "baseline.json"
@@ -69,7 +74,7 @@ def test_gate_passes_on_the_baseline_code_and_fails_on_a_broken_objective(workdi
     path.write_text(json.dumps({
         "format": FORMAT, "dataset": "digits", "suite": "smoke", "n_eval": 100,
         "overrides": ["teacher.epochs=3", "student.epochs=2"], "cases": [["at", "keep"]],
-        "gate_seed": 0, "update_seeds": [0, 1, 2]}))
+        "gate_seed": 0, "update_seeds": [1, 2, 3]}))
     runner = CliRunner()
     out = runner.invoke(main, ["regress", "--baseline", str(path), "--update", "--quiet"])
     assert out.exit_code == 0, (out.output, out.exception)
@@ -81,6 +86,13 @@ def test_gate_passes_on_the_baseline_code_and_fails_on_a_broken_objective(workdi
     out = runner.invoke(main, ["regress", "--baseline", str(path), "--quiet"])
     assert out.exit_code == 0, out.output
     assert "regression gate: passed (8/8 within tolerance)" in out.stdout
+
+    # an edited configuration is refused until it is re-measured
+    edited = json.loads(path.read_text())
+    edited["n_eval"] = 90
+    (workdir / "edited.json").write_text(json.dumps(edited))
+    out = runner.invoke(main, ["regress", "--baseline", str(workdir / "edited.json"), "--quiet"])
+    assert out.exit_code == 2 and "configuration changed" in out.stderr
 
     monkeypatch.setitem(OBJECTIVES._entries, "at", scrambled_labels)
     out = runner.invoke(main, ["regress", "--baseline", str(path), "--quiet"])

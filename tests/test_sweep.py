@@ -42,8 +42,9 @@ def test_summary_and_paired_rows_by_hand() -> None:
     # differences +50 and +25 points: mean +37.5, half-width 12.706 * 17.68 / sqrt(2) = 158.8
     assert pgd[4] == "+37.5 [-121.3, +196.3]"
     assert float(pgd[5]) == pytest.approx(0.2048, abs=1e-3)  # paired t: t = 3, df = 1
-    # pooled flags: only shuffle right on 3 pairs, only keep right on 0 -> McNemar p = 2 / 8
-    assert float(pgd[6]) == pytest.approx(0.25)
+    # McNemar per seed: seed 0 has 2 discordant pairs, both for shuffle (p = 2 / 4); seed 1 has 1 (p = 1)
+    assert pgd[6] == "0.5, 1"
+    assert pgd[7] == "inconclusive"  # the t-interval over seeds contains 0
 
 
 TINY = ["--set", "teacher.epochs=1", "--set", "student.epochs=1", "--suite", "smoke", "--n-eval", "24", "--quiet"]
