@@ -43,6 +43,9 @@ def common_options(func: Callable) -> Callable:
                      default=Path(".robdistill"), show_default=True,
                      help="Trained teachers (reused across runs) and student checkpoints."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
+        click.option("--resume", is_flag=True,
+                     help="Continue an interrupted teacher training / distillation from its last epoch "
+                          "(state in --cache-dir/state), in the same MLflow run."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -81,7 +84,8 @@ def make_settings(kw: dict[str, Any]):
             raise UserError(f"unknown --device '{device}'; use cpu, cuda, cuda:N or auto") from None
     return Settings(dataset=kw.pop("dataset"), data_root=kw.pop("data_root"), download=kw.pop("download"),
                     seed=kw.pop("seed"), device=device, tracking_uri=kw.pop("tracking_uri"),
-                    experiment=kw.pop("experiment"), cache_dir=kw.pop("cache_dir"), progress=not kw.pop("quiet"))
+                    experiment=kw.pop("experiment"), cache_dir=kw.pop("cache_dir"), progress=not kw.pop("quiet"),
+                    resume=kw.pop("resume", False))
 
 
 def print_outcome(outcome, heading: str) -> None:

@@ -24,7 +24,7 @@ from .modes import eval_mode, private_generator
 from .objectives import OBJECTIVES, LossOutput, TrainContext
 from .perturbations import PERTURBATIONS
 from .recipes import StudentRecipe, SuiteRecipe, TeacherRecipe, fingerprint, to_dict
-from .training import accuracy, fit
+from .training import TrainingState, accuracy, fit
 
 # Bump when a change to training code makes old cached teachers stale.
 TRAINING_CODE_VERSION = 2
@@ -45,6 +45,7 @@ class Settings:
     cache_dir: Path = Path(os.environ.get("ROBDISTILL_CACHE", ".robdistill"))
     progress: bool = True
     use_registry: bool = True  # find teachers in, and add them to, the store's model registry
+    resume: bool = False  # continue interrupted teacher training / distillation from its state file
 
 
 def teacher_eps(recipe: TeacherRecipe, info: DatasetInfo) -> float:
@@ -116,14 +117,18 @@ def obtain_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) ->
     reused = source is not None
     tags = {"stage": "teacher", "dataset": info.name, "teacher": recipe.name, "seed": str(settings.seed),
             "teacher_key": key, "reused": str(reused).lower(), **({"reused_from": source} if source else {})}
-    with tracking.tracked_run(f"teacher {recipe.name}", nested=True, tags=tags) as run:
-        tracking.log_params("teacher", resolved_teacher(recipe, info))
+    state = TrainingState(settings.cache_dir / "state" / f"{path.stem}.state.pt")
+    interrupted = _interrupted_run(state, settings) if not reused else None
+    with tracking.tracked_run(f"teacher {recipe.name}", nested=True, tags=tags, resume_run_id=interrupted) as run:
+        if interrupted is None:
+            tracking.log_params("teacher", resolved_teacher(recipe, info))
         if reused:
             model, payload = load_checkpoint(path, settings.device)
             mlflow.set_tag("source_run_id", payload["extra"].get("run_id", ""))
             tracking.log_metrics(payload["extra"].get("final_metrics", {}))
         else:
-            model = _train_teacher(recipe, splits, settings)
+            state.extra = {"run_id": run.info.run_id}
+            model = _train_teacher(recipe, splits, settings, state)
             history = model.history  # type: ignore[attr-defined]
             save_checkpoint(path, model, kind="teacher", model_name=recipe.model, dataset=info.name,
                             recipe=resolved_teacher(recipe, info), seed=settings.seed,
@@ -137,7 +142,16 @@ def obtain_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) ->
                     {"seed": str(settings.seed), "dataset": info.name, "git_commit": tracking.git_commit()})
             if version is not None:
                 mlflow.set_tag("registered_version", version)
+            state.clear()
     return TeacherHandle(model, key, path, reused, run.info.run_id)
+
+
+def _interrupted_run(state: TrainingState, settings: Settings) -> str | None:
+    """The MLflow run of an interrupted training to continue (``--resume`` and a state file), else None."""
+    if not settings.resume:
+        return None
+    saved = state.load()
+    return None if saved is None else str(saved["run_id"])
 
 
 def _fetch_registered_teacher(key: str, path: Path) -> str | None:
@@ -162,7 +176,8 @@ def _fetch_registered_teacher(key: str, path: Path) -> str | None:
     return "registry"
 
 
-def _train_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) -> Classifier:
+def _train_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings,
+                   state: TrainingState | None = None) -> Classifier:
     info = splits.info
     model = _new_model(recipe.model, info, settings.seed, settings.device)
     eps, step = teacher_eps(recipe, info), teacher_step_size(recipe, info)
@@ -174,9 +189,16 @@ def _train_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) ->
                   seed=settings.seed, desc=f"teacher {recipe.name}",
                   validate=_validator(eps, recipe.attack_steps, step, splits.val, settings.seed),
                   on_epoch_end=lambda epoch, metrics: tracking.log_metrics(metrics, step=epoch),
-                  progress=settings.progress)
+                  progress=settings.progress, state=_with_generators(state, {"attack": ctx.generator}),
+                  resume=settings.resume)
     model.history = history  # type: ignore[attr-defined]
     return model
+
+
+def _with_generators(state: TrainingState | None, generators: dict[str, torch.Generator]) -> TrainingState | None:
+    if state is not None:
+        state.generators.update(generators)
+    return state
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
@@ -231,8 +253,15 @@ def distill_student(teacher: TeacherHandle, recipe: StudentRecipe, perturb: str,
     perturbation = PERTURBATIONS.get(perturb)
     tags = {"stage": "student", "dataset": info.name, "teacher": teacher_name, "perturb": perturb,
             "student": recipe.name, "seed": str(settings.seed), "teacher_key": teacher.key}
-    with tracking.tracked_run(f"student {recipe.name} <- {teacher_name} [{perturb}]", nested=True, tags=tags) as run:
-        tracking.log_params("student", resolved_student(recipe, perturb))
+    student_key = fingerprint({"teacher": teacher.key, "student": resolved_student(recipe, perturb),
+                               "seed": settings.seed})
+    state = TrainingState(settings.cache_dir / "state" / f"student-{student_key}.state.pt")
+    interrupted = _interrupted_run(state, settings)
+    with tracking.tracked_run(f"student {recipe.name} <- {teacher_name} [{perturb}]", nested=True, tags=tags,
+                              resume_run_id=interrupted) as run:
+        if interrupted is None:
+            tracking.log_params("student", resolved_student(recipe, perturb))
+        state.extra = {"run_id": run.info.run_id}
         train = recipe.training_split(splits.train)
         targets = TeacherTargets(teacher.model, train, recipe, perturbation, settings.seed)
 
@@ -248,7 +277,8 @@ def distill_student(teacher: TeacherHandle, recipe: StudentRecipe, perturb: str,
                       desc=f"student [{perturb}]", on_epoch_start=targets.new_epoch,
                       validate=_validator(info.eps, 10, 2.5 * info.eps / 10, splits.val, settings.seed),
                       on_epoch_end=lambda epoch, metrics: tracking.log_metrics(metrics, step=epoch),
-                      progress=settings.progress)
+                      progress=settings.progress, resume=settings.resume,
+                      state=_with_generators(state, {"perturb": targets.generator, "augment": targets.augment_generator}))
         name = f"{info.name}-{teacher_name}-{perturb}-{recipe.name}-s{settings.seed}-{run.info.run_id[:8]}.pt"
         path = save_checkpoint(settings.cache_dir / "students" / name, model, kind="student",
                                model_name=recipe.model, dataset=info.name,
@@ -256,6 +286,7 @@ def distill_student(teacher: TeacherHandle, recipe: StudentRecipe, perturb: str,
                                extra={"run_id": run.info.run_id, "teacher_key": teacher.key,
                                       "final_metrics": history[-1]})
         tracking.log_file(path, "checkpoint")
+        state.clear()
     return model, path
 
 

@@ -58,11 +58,16 @@ def git_commit() -> str:
 
 
 @contextmanager
-def tracked_run(name: str, *, nested: bool = False, tags: dict[str, str] | None = None) -> Iterator[Any]:
-    """Start an MLflow run and end it FINISHED, FAILED (exception) or KILLED (Ctrl-C / SystemExit)."""
+def tracked_run(name: str, *, nested: bool = False, tags: dict[str, str] | None = None,
+                resume_run_id: str | None = None) -> Iterator[Any]:
+    """Start an MLflow run (or reopen ``resume_run_id``, an interrupted one, under the active parent)
+    and end it FINISHED, FAILED (exception) or KILLED (Ctrl-C / SystemExit)."""
     import mlflow
 
-    run = mlflow.start_run(run_name=name, nested=nested, tags={"git_commit": git_commit(), **(tags or {})})
+    if resume_run_id is not None:
+        run = _reopen(resume_run_id, nested, tags or {})
+    else:
+        run = mlflow.start_run(run_name=name, nested=nested, tags={"git_commit": git_commit(), **(tags or {})})
     try:
         yield run
     except (KeyboardInterrupt, SystemExit):
@@ -73,6 +78,25 @@ def tracked_run(name: str, *, nested: bool = False, tags: dict[str, str] | None 
         raise
     else:
         mlflow.end_run(status="FINISHED")
+
+
+def _reopen(run_id: str, nested: bool, tags: dict[str, str]):
+    """Continue an interrupted run: the parent it was started under, if still RUNNING (its process
+    was killed), is marked KILLED, and the run moves under the active parent, if any."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    old = client.get_run(run_id)
+    old_parent = old.data.tags.get("mlflow.parentRunId")
+    active = mlflow.active_run()
+    if old_parent and (active is None or old_parent != active.info.run_id):
+        if client.get_run(old_parent).info.status == "RUNNING":
+            client.set_terminated(old_parent, status="KILLED")
+    run = mlflow.start_run(run_id=run_id, nested=nested)
+    if active is not None:
+        mlflow.set_tag("mlflow.parentRunId", active.info.run_id)
+    mlflow.set_tags({**tags, "resumed": "true"})
+    return run
 
 
 def flatten(prefix: str, values: dict[str, Any]) -> dict[str, str]:

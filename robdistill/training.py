@@ -3,8 +3,12 @@ optimiser and learning-rate schedule, per-epoch metrics handed to a callback (ML
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 import time
-from typing import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -60,18 +64,70 @@ def accuracy(model: nn.Module, split: Split, batch_size: int = 512) -> float:
     return correct / max(len(split), 1)
 
 
+@dataclass
+class TrainingState:
+    """Where :func:`fit` saves everything it needs to continue after each epoch (model, optimiser,
+    schedule, every generator, the global RNG, the metrics so far), and what it saves beside it
+    (e.g. the MLflow run id). Written atomically; loaded with ``weights_only=True``."""
+
+    path: Path
+    generators: dict[str, torch.Generator] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.path.is_file():
+            return None
+        try:
+            return torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            from .errors import UserError
+
+            raise UserError(f"training state {self.path} is unreadable ({type(exc).__name__}); delete it "
+                            f"and start again without --resume") from None
+
+    def save(self, payload: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(payload, tmp)
+            os.replace(tmp, self.path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 def fit(model: nn.Module, train: Split, recipe: TrainingRecipe, step_fn: StepFn, *, seed: int,
         desc: str, on_epoch_start: Callable[[int], None] | None = None,
         validate: Callable[[nn.Module], dict[str, float]] | None = None,
-        on_epoch_end: EpochCallback | None = None, progress: bool = True) -> list[dict[str, float]]:
-    """Train ``model`` for ``recipe.epochs`` epochs; returns the per-epoch metrics."""
+        on_epoch_end: EpochCallback | None = None, progress: bool = True,
+        state: TrainingState | None = None, resume: bool = False) -> list[dict[str, float]]:
+    """Train ``model`` for ``recipe.epochs`` epochs; returns the per-epoch metrics. With ``state``
+    the loop is checkpointed after every epoch; with ``resume`` it continues from that checkpoint
+    and ends exactly where an uninterrupted run would (same generators, same RNG)."""
     optimizer = OPTIMIZERS.get(recipe.optimizer)(list(model.parameters()), recipe)
     steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, SCHEDULES.get(recipe.lr_schedule)(recipe.epochs * steps_per_epoch))
     order = torch.Generator().manual_seed(seed)
+    generators = {"order": order, **(state.generators if state else {})}
     history: list[dict[str, float]] = []
-    bar = tqdm(range(1, recipe.epochs + 1), desc=desc, disable=not progress or None, leave=True)
+    first_epoch = 1
+    saved = state.load() if state is not None and resume else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        for name, generator in generators.items():
+            generator.set_state(saved["generators"][name])
+        torch.set_rng_state(saved["rng"])
+        history = saved["history"]
+        first_epoch = saved["epoch"] + 1
+    bar = tqdm(range(first_epoch, recipe.epochs + 1), desc=desc, disable=not progress or None, leave=True,
+               initial=first_epoch - 1, total=recipe.epochs)
     for epoch in bar:
         if on_epoch_start is not None:
             on_epoch_start(epoch)
@@ -102,5 +158,10 @@ def fit(model: nn.Module, train: Split, recipe: TrainingRecipe, step_fn: StepFn,
                         **({"val_acc": f"{metrics['val/acc']:.3f}"} if "val/acc" in metrics else {}))
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics)
+        if state is not None:
+            state.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
+                        "generators": {name: g.get_state() for name, g in generators.items()},
+                        "history": history, **state.extra})
     model.eval()
     return history
