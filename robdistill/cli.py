@@ -163,9 +163,13 @@ def run(teacher, perturb, student, suite, eps, n_eval, skip_teacher_eval, overri
 @click.option("--out", "outputs", multiple=True, type=click.Path(path_type=Path),
               help="Also write the summary table to FILE.csv or FILE.md (repeatable); the paired table "
                    "goes beside it as FILE-paired.csv / .md.")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Run only shard I of N (each (seed, teacher) group on exactly one shard), e.g. on N machines "
+                   "sharing one tracking server; merge with `robdistill sweep-report`.")
 @overrides_option("Override a recipe field for every cell: teacher.epochs=5, student.temperature=2 (repeatable).")
 @common_options
-def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_eval, outputs, overrides, **kw) -> None:
+def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_eval, outputs, shard, overrides,
+          **kw) -> None:
     """The teacher x perturbation x seed grid under one MLflow parent run, each teacher trained once
     per seed; prints accuracy per cell (mean and 95% interval over seeds) and each perturbation
     paired against keep (Seguin et al. claim 3).
@@ -177,26 +181,35 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
       robdistill sweep --dataset fashion-mnist --set teacher.epochs=5 --n-eval 500
     """
     from .pipeline import check_eps
-    from .sweep import (check_table_path, paired_rows, parse_list, parse_seeds, run_sweep, summary_rows,
-                        write_table)
+    from .sweep import (check_table_path, parse_list, parse_seeds, parse_shard, run_sweep)
 
     for path in outputs:
         check_table_path(path)
     check_eps(eps)
+    shard_spec = parse_shard(shard)
     settings = make_settings(kw)
     outcome = run_sweep(settings, teachers=parse_list(teachers, "teachers"), perturbs=parse_list(perturbs, "perturbs"),
                         seeds=parse_seeds(seeds), student=student, suite=suite, eps=eps, n_eval=n_eval,
-                        overrides=overrides, evaluate_teachers=not skip_teacher_eval,
+                        overrides=overrides, evaluate_teachers=not skip_teacher_eval, shard=shard_spec,
                         on_cell=lambda i, n, text: click.echo(f"[{i}/{n}] {text}", err=True))
-    from .report import format_table
+    print_sweep_tables(outcome.cells, outcome.claims, outputs)
+    if shard_spec:
+        click.echo(f"\nthis was shard {shard}; once every shard has finished, merge them with:\n"
+                   f"  robdistill sweep-report {outcome.name} --tracking-uri {outcome.tracking_uri}")
+    click.echo(f"\nMLflow sweep run: {outcome.run_id}  (sweep name {outcome.name}, store: {outcome.tracking_uri})")
+    click.echo(f"open the UI:  mlflow ui --backend-store-uri {outcome.tracking_uri}   -> http://127.0.0.1:5000")
 
-    summary, paired = summary_rows(outcome.cells), paired_rows(outcome.cells)
+
+def print_sweep_tables(cells, claims, outputs) -> None:
+    from .report import format_table
+    from .sweep import paired_rows, summary_rows, write_table
+
+    summary, paired = summary_rows(cells), paired_rows(cells)
     click.echo("\nsweep summary (accuracy %; mean ± std over seeds [95% t-interval], or [95% Wilson] for one seed)")
     click.echo(format_table(*summary))
     click.echo("\neach perturbation against keep, same teacher and seed (Seguin et al. claim 3)")
     click.echo(format_table(*paired) if paired[1] else "(no keep cells to compare against)")
-    if outcome.claims is not None:
-        claims = outcome.claims
+    if claims is not None:
         click.echo("\nteacher logits on the evaluated test images (Seguin et al. claim 1: AT lowers the mean "
                    "max logit and gap); mean over seeds [95% t-interval]")
         click.echo(format_table(claims.logits_header, claims.logits_rows))
@@ -207,8 +220,23 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
         write_table(path, *summary)
         write_table(path.with_name(f"{path.stem}-paired{path.suffix}"), *paired)
         click.echo(f"wrote {path}")
-    click.echo(f"\nMLflow sweep run: {outcome.run_id}  (store: {outcome.tracking_uri})")
-    click.echo(f"open the UI:  mlflow ui --backend-store-uri {outcome.tracking_uri}   -> http://127.0.0.1:5000")
+
+
+@main.command("sweep-report")
+@click.argument("sweep_name")
+@click.option("--experiment", default="robdistill", show_default=True, help="MLflow experiment to read.")
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
+              help="MLflow store or server [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].")
+@click.option("--out", "outputs", multiple=True, type=click.Path(path_type=Path),
+              help="Also write the summary to FILE.csv or FILE.md (and FILE-paired.*).")
+def sweep_report(sweep_name, experiment, tracking_uri, outputs) -> None:
+    """Merge a sweep's shards (run on several machines sharing a tracking server) from the store:
+    the same summary and paired tables as `sweep`, from every finished evaluation tagged SWEEP_NAME."""
+    from .sweep import cells_from_store, check_table_path
+
+    for path in outputs:
+        check_table_path(path)
+    print_sweep_tables(cells_from_store(tracking_uri, experiment, sweep_name), None, outputs)
 
 
 @main.command("train-teacher")

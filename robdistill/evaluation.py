@@ -77,6 +77,18 @@ class EvaluationResult:
         }
 
 
+def result_from_json(payload: dict[str, Any]) -> EvaluationResult:
+    """The inverse of :meth:`EvaluationResult.to_json` (per-sample flags included): results logged
+    by another process or machine can be aggregated like local ones."""
+    per = payload["per_sample"]
+    flags = lambda key: torch.tensor(per[key], dtype=torch.bool)  # noqa: E731
+    return EvaluationResult(
+        payload["model"], payload["eps"], torch.tensor(per["label"], dtype=torch.long), flags("clean"),
+        {key: flags(key) for key in per if key not in ("label", "clean")}, payload.get("attacks", {}),
+        payload.get("seconds", {}), payload.get("warnings", {}),
+        [SanityCheck(**c) for c in payload.get("sanity_checks", [])])
+
+
 def suite_attacks(suite: SuiteRecipe, eps: float) -> dict[str, Attack]:
     """Build the suite's attacks, keyed by metric name (``key``, default the attack name)."""
     attacks = {}

@@ -149,7 +149,8 @@ def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: s
         student_model, student_path = distill_student(handle, plan.student, perturb, plan.splits,
                                                       settings, plan.teacher.name)
         models = {"teacher": handle.model, "student": student_model} if evaluate_teacher else {"student": student_model}
-        evaluated = {role: evaluate_model(model, role, plan.test(), plan.suite, plan.eps, settings, tags)
+        evaluated = {role: evaluate_model(model, role, plan.test(), plan.suite, plan.eps, settings,
+                                          {**tags, "role": role})
                      for role, model in models.items()}
         results = {role: result for role, (result, _) in evaluated.items()}
         analyses = {role: analysis for role, (_, analysis) in evaluated.items()}

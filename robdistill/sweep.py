@@ -41,6 +41,7 @@ class Cell:
 class SweepOutcome:
     run_id: str
     tracking_uri: str
+    name: str = ""
     cells: list[Cell] = field(default_factory=list)
     runs: list[Outcome] = field(default_factory=list)
     claims: ClaimTables | None = None  # Seguin et al. claims (1) and (2), when "standard" is in the grid
@@ -73,45 +74,85 @@ def validate_grid(teachers: Sequence[str], perturbs: Sequence[str], student: str
     load_recipe("suite", suite, overrides.get("suite", []))
 
 
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'i/n' (1 <= i <= n) -> (i, n)."""
+    if text is None:
+        return None
+    index, sep, count = text.partition("/")
+    try:
+        shard = (int(index), int(count))
+    except ValueError:
+        shard = (0, 0)
+    if not sep or not 1 <= shard[0] <= shard[1]:
+        raise UserError(f"--shard must be i/n with 1 <= i <= n (e.g. 2/3); got '{text}'")
+    return shard
+
+
+def sweep_name_of(settings: Settings, grid: dict[str, str], eps: float | None, n_eval: int | None,
+                  overrides: Sequence[str]) -> str:
+    """A stable name for a grid: every shard of it, on any machine, computes the same one."""
+    from .recipes import fingerprint
+
+    return "sweep-" + fingerprint({**grid, "dataset": settings.dataset, "eps": eps, "n_eval": n_eval,
+                                   "overrides": list(overrides)})[:12]
+
+
+def shard_groups(seeds: Sequence[int], teachers: Sequence[str], shard: tuple[int, int] | None) -> list[tuple[int, str]]:
+    """The (seed, teacher) groups a shard runs: group j goes to shard j mod n, so each teacher is
+    trained by exactly one shard."""
+    groups = [(seed, teacher) for seed in seeds for teacher in teachers]
+    if shard is None:
+        return groups
+    index, count = shard
+    return [g for j, g in enumerate(groups) if j % count == index - 1]
+
+
 def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence[str], seeds: Sequence[int],
               student: str = "default", suite: str | None = None, eps: float | None = None,
               n_eval: int | None = None, overrides: Sequence[str] = (), evaluate_teachers: bool = True,
               on_cell: Callable[[int, int, str], None] | None = None,
-              reference: str = "standard") -> SweepOutcome:
-    """Run the grid; cell (teacher, perturb, seed) is a nested `run`. The teacher is attacked once
-    per (teacher, seed), in the run of the first perturbation."""
+              reference: str = "standard", shard: tuple[int, int] | None = None) -> SweepOutcome:
+    """Run the grid (or one shard of it); cell (teacher, perturb, seed) is a nested `run`. The
+    teacher is attacked once per (teacher, seed), in the run of the first perturbation. Every run is
+    tagged with the grid's ``sweep_name``, so shards run on several machines sharing one tracking
+    server can be merged by :func:`cells_from_store` (``robdistill sweep-report``)."""
     suite = suite or default_suite(settings.dataset)
     validate_grid(teachers, perturbs, student, suite, split_overrides(overrides))
     make_plan(settings, suite=suite, eps=eps, n_eval=n_eval,  # eps, n_eval and the data, before any run
               overrides={"suite": split_overrides(overrides).get("suite", [])})
     uri = tracking.configure(settings.tracking_uri, settings.experiment)
-    total = len(seeds) * len(teachers) * len(perturbs)
     grid = {"teachers": ",".join(teachers), "perturbs": ",".join(perturbs),
             "seeds": ",".join(map(str, seeds)), "student": student, "suite": suite}
-    with tracking.tracked_run(f"sweep {len(teachers)} teachers x {len(perturbs)} perturbs x {len(seeds)} seeds "
-                              f"on {settings.dataset}",
-                              tags={"stage": "sweep", "dataset": settings.dataset, **grid}) as parent:
+    name = sweep_name_of(settings, grid, eps, n_eval, overrides)
+    groups = shard_groups(seeds, teachers, shard)
+    if not groups:
+        raise UserError(f"shard {shard[0]}/{shard[1]} gets none of the {len(seeds) * len(teachers)} (seed, teacher) "
+                        f"groups; use at most {len(seeds) * len(teachers)} shards")
+    total = len(groups) * len(perturbs)
+    shard_tags = {"sweep_name": name, **({"shard": f"{shard[0]}/{shard[1]}"} if shard else {})}
+    title = (f"sweep {len(teachers)} teachers x {len(perturbs)} perturbs x {len(seeds)} seeds on {settings.dataset}"
+             + (f" (shard {shard[0]}/{shard[1]})" if shard else ""))
+    with tracking.tracked_run(title, tags={"stage": "sweep", "dataset": settings.dataset, **grid, **shard_tags}) as parent:
         sweep_id = parent.info.run_id
         tracking.log_params("", {**grid, "dataset": settings.dataset, "eps": eps, "n_eval": n_eval,
                                  "overrides": list(overrides)})
-        outcome = SweepOutcome(sweep_id, uri)
+        outcome = SweepOutcome(sweep_id, uri, name)
         teacher_runs: dict[tuple[str, int], Outcome] = {}
         done = 0
-        for seed in seeds:
-            for teacher in teachers:
-                for i, perturb in enumerate(perturbs):
-                    done += 1
-                    if on_cell is not None:
-                        on_cell(done, total, f"teacher {teacher}, perturb {perturb}, seed {seed}")
-                    run = run_experiment(replace(settings, seed=seed), teacher=teacher, perturb=perturb,
-                                         student=student, suite=suite, eps=eps, n_eval=n_eval,
-                                         overrides=overrides, evaluate_teacher=evaluate_teachers and i == 0,
-                                         nested=True, extra_tags={"sweep_id": sweep_id})
-                    outcome.runs.append(run)
-                    teacher_runs.setdefault((teacher, seed), run)
-                    outcome.cells.append(Cell(teacher, perturb, seed, run.results["student"], run.run_id))
-                    if "teacher" in run.results:
-                        outcome.cells.append(Cell(teacher, TEACHER_ROW, seed, run.results["teacher"], run.run_id))
+        for seed, teacher in groups:
+            for i, perturb in enumerate(perturbs):
+                done += 1
+                if on_cell is not None:
+                    on_cell(done, total, f"teacher {teacher}, perturb {perturb}, seed {seed}")
+                run = run_experiment(replace(settings, seed=seed), teacher=teacher, perturb=perturb,
+                                     student=student, suite=suite, eps=eps, n_eval=n_eval,
+                                     overrides=overrides, evaluate_teacher=evaluate_teachers and i == 0,
+                                     nested=True, extra_tags={"sweep_id": sweep_id, **shard_tags})
+                outcome.runs.append(run)
+                teacher_runs.setdefault((teacher, seed), run)
+                outcome.cells.append(Cell(teacher, perturb, seed, run.results["student"], run.run_id))
+                if "teacher" in run.results:
+                    outcome.cells.append(Cell(teacher, TEACHER_ROW, seed, run.results["teacher"], run.run_id))
         _log_summaries(outcome.cells)
         outcome.claims = _teacher_claims(teacher_runs, reference)
     return outcome
@@ -140,6 +181,38 @@ def _teacher_claims(first: dict[tuple[str, int], Outcome], reference: str) -> Cl
                                             teacher, reference, path)
             tracking.log_file(path, "seguin")
     return claims
+
+
+def cells_from_store(tracking_uri: str | None, experiment: str, sweep_name: str) -> list[Cell]:
+    """Every evaluated cell of a sweep (all its shards) from the tracking store, rebuilt with their
+    per-sample flags from each evaluation run's ``results.json``."""
+    import json
+    import tempfile
+
+    import mlflow
+
+    from .compare import find_runs
+    from .evaluation import result_from_json
+
+    runs = find_runs(tracking_uri, experiment, "evaluation", None, [f"sweep_name={sweep_name}"])
+    cells = []
+    seen: set[tuple[str, str, str, str]] = set()
+    with tempfile.TemporaryDirectory(prefix="robdistill-sweep-") as tmp:
+        for run in runs:  # newest first: a cell run twice (a shard re-run) counts once, the newest
+            tags = run.data.tags
+            cell_key = (tags.get("teacher", ""), tags.get("perturb", ""), tags.get("seed", ""), tags.get("role", ""))
+            if run.info.status != "FINISHED" or cell_key in seen:
+                continue
+            seen.add(cell_key)
+            local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="results.json",
+                                                        dst_path=f"{tmp}/{run.info.run_id}")
+            result = result_from_json(json.loads(Path(local).read_text()))
+            perturb = TEACHER_ROW if tags.get("role") == "teacher" else tags["perturb"]
+            cells.append(Cell(tags["teacher"], perturb, int(tags["seed"]), result,
+                              tags.get("mlflow.parentRunId", "")))
+    if not cells:
+        raise UserError(f"no finished evaluations tagged sweep_name={sweep_name} in experiment '{experiment}'")
+    return cells
 
 
 def _log_summaries(cells: Sequence[Cell]) -> None:

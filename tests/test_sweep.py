@@ -97,3 +97,49 @@ def test_sweep_bad_input_is_one_line_and_starts_nothing(workdir: Path, args: lis
     assert out.exit_code == 2
     assert re.search(message, out.stderr) and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert not (workdir / "mlflow.db").exists() or not mlflow.search_runs(experiment_names=["robdistill"])
+
+
+def test_shards_partition_the_teacher_groups() -> None:
+    from robdistill.sweep import parse_shard, shard_groups
+
+    groups = [shard_groups([0, 1], ["standard", "at", "alp"], (i, 4)) for i in range(1, 5)]
+    flat = [g for part in groups for g in part]
+    assert sorted(flat) == sorted((s, t) for s in (0, 1) for t in ("standard", "at", "alp"))  # each once
+    assert [len(part) for part in groups] == [2, 2, 1, 1]
+    assert parse_shard("2/3") == (2, 3) and parse_shard(None) is None
+    for bad in ("0/3", "4/3", "x/3", "3", "1/0"):
+        with pytest.raises(Exception, match="--shard must be i/n"):
+            parse_shard(bad)
+
+
+def test_results_round_trip_through_json() -> None:
+    from robdistill.evaluation import result_from_json
+
+    r = result([1, 1, 0, 1], [1, 0, 0, 1])
+    back = result_from_json(r.to_json())
+    assert torch.equal(back.clean, r.clean) and torch.equal(back.robust["pgd"], r.robust["pgd"])
+    assert {k: (p.k, p.n) for k, p in back.accuracies().items()} == {k: (p.k, p.n) for k, p in r.accuracies().items()}
+
+
+@pytest.mark.slow
+def test_shards_on_one_store_merge_into_the_full_grid(workdir: Path) -> None:
+    grid = ["sweep", "--teachers", "standard,at", "--perturbs", "keep,nonmax-shuffle", "--seeds", "0", *TINY]
+    outs = [CliRunner().invoke(main, [*grid, "--shard", f"{i}/2"]) for i in (1, 2)]
+    assert [o.exit_code for o in outs] == [0, 0], [o.output for o in outs]
+    name = outs[0].stdout.split("robdistill sweep-report ")[1].split()[0]
+    assert f"robdistill sweep-report {name}" in outs[1].stdout  # every shard computes the same name
+    merged = CliRunner().invoke(main, ["sweep-report", name, "--out", "merged.csv"])
+    assert merged.exit_code == 0, (merged.output, merged.exception)
+    rows = (workdir / "merged.csv").read_text().splitlines()[1:]
+    assert sorted(r.split(",")[:2] for r in rows) == [["at", "(teacher)"], ["at", "keep"], ["at", "nonmax-shuffle"],
+                                                      ["standard", "(teacher)"], ["standard", "keep"],
+                                                      ["standard", "nonmax-shuffle"]]
+    # the merged numbers are the shards' own
+    for out in outs:
+        for line in out.stdout.splitlines():
+            if line.startswith(("at ", "standard ")) and " 0 " in line and "[" in line:
+                teacher, perturb = line.split()[:2]
+                merged_line = next(m for m in merged.stdout.splitlines() if m.split()[:2] == [teacher, perturb])
+                assert merged_line.split() == line.split()
+    bad = CliRunner().invoke(main, ["sweep-report", "sweep-nope"])
+    assert bad.exit_code == 2 and "no finished evaluations" in bad.stderr
