@@ -21,3 +21,19 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+
+
+@pytest.fixture
+def digits_teacher(workdir: Path):
+    """(splits, settings, teacher): digits, a private store and cache, a standard teacher of 1 epoch."""
+    import mlflow
+
+    from robdistill.data import load_dataset
+    from robdistill.recipes import load_recipe
+    from robdistill.stages import Settings, obtain_teacher
+
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    mlflow.set_experiment("robdistill")
+    settings = Settings(cache_dir=workdir / "cache", progress=False)
+    splits = load_dataset("digits")
+    return splits, settings, obtain_teacher(load_recipe("teacher", "standard", ["epochs=1"]), splits, settings)

@@ -1,17 +1,14 @@
 """Augmentations for distillation and the teacher run per augmented view (SPEC section 3)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from robdistill import stages
 from robdistill.augment import AUGMENTATIONS, random_translate
-from robdistill.data import load_dataset
 from robdistill.errors import UserError
 from robdistill.recipes import load_recipe
-from robdistill.stages import Settings, distill_student, obtain_teacher
+from robdistill.stages import distill_student
 
 
 def gen(seed: int) -> torch.Generator:
@@ -61,14 +58,8 @@ def test_unknown_augmentation_is_a_recipe_error() -> None:
 
 
 @pytest.mark.slow
-def test_augmented_distillation_runs_the_teacher_on_each_view(workdir: Path, monkeypatch) -> None:
-    import mlflow
-
-    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
-    mlflow.set_experiment("robdistill")
-    settings = Settings(cache_dir=workdir / "cache", progress=False)
-    splits = load_dataset("digits")
-    teacher = obtain_teacher(load_recipe("teacher", "standard", ["epochs=1"]), splits, settings)
+def test_augmented_distillation_runs_the_teacher_on_each_view(digits_teacher, monkeypatch) -> None:
+    splits, settings, teacher = digits_teacher
     recipe = load_recipe("student", "default", ["epochs=1", "augment=shift1", "batch_size=128"])
     teacher_inputs: list[torch.Tensor] = []
     student_inputs: list[torch.Tensor] = []

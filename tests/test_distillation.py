@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from robdistill import stages
-from robdistill.data import load_dataset
 from robdistill.recipes import load_recipe
-from robdistill.stages import Settings, distill_student, distillation_loss, obtain_teacher
+from robdistill.stages import distill_student, distillation_loss
 from robdistill.training import OPTIMIZERS, SCHEDULES
 
 
@@ -41,14 +39,8 @@ def test_optimizers_and_schedules() -> None:
 
 
 @pytest.mark.slow
-def test_student_sees_clean_training_inputs_only(workdir: Path, monkeypatch) -> None:
-    import mlflow
-
-    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
-    mlflow.set_experiment("robdistill")
-    settings = Settings(cache_dir=workdir / "cache", progress=False)
-    splits = load_dataset("digits")
-    teacher = obtain_teacher(load_recipe("teacher", "standard", ["epochs=1"]), splits, settings)
+def test_student_sees_clean_training_inputs_only(digits_teacher, monkeypatch) -> None:
+    splits, settings, teacher = digits_teacher
     recipe = load_recipe("student", "default", ["epochs=1"])
 
     seen: list[torch.Tensor] = []
