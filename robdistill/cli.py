@@ -267,14 +267,38 @@ def distill(teacher, perturb, student, overrides, **kw) -> None:
 @main.command()
 @click.argument("checkpoints", nargs=-1, required=True, type=click.Path(path_type=Path))
 @eval_options
+@click.option("--eps-sweep", default=None, metavar="E1,E2,...",
+              help="Also run the suite at each of these radii: a table and accuracy-versus-eps curves.")
 @overrides_option("Override a suite field, e.g. n_eval=100 or seed=3 (repeatable).")
 @common_options
-def evaluate(checkpoints, suite, eps, n_eval, overrides, **kw) -> None:
-    """Attack saved checkpoints (teacher or student .pt files) with an attack suite."""
-    from .pipeline import evaluate_checkpoints
+def evaluate(checkpoints, suite, eps, n_eval, eps_sweep, overrides, **kw) -> None:
+    """Attack saved checkpoints (teacher or student .pt files) with an attack suite.
 
+    \b
+    Examples:
+      robdistill evaluate .robdistill/teachers/digits-at-s0-*.pt --suite full
+      robdistill evaluate student.pt --eps-sweep 0,0.05,0.1,0.15,0.2 --suite smoke
+    """
+    from .pipeline import evaluate_checkpoints
+    from .report import eps_table
+
+    eps_values = None
+    if eps_sweep is not None:
+        try:
+            eps_values = sorted({float(v) for v in eps_sweep.split(",") if v.strip()})
+        except ValueError:
+            raise UserError(f"--eps-sweep must be comma-separated numbers (e.g. 0,0.05,0.1); got '{eps_sweep}'") from None
+        if not eps_values:
+            raise UserError("--eps-sweep is empty; give comma-separated radii")
+        outside = [v for v in eps_values if not 0.0 <= v <= 1.0]
+        if outside:
+            raise UserError(f"--eps-sweep radii must lie in [0, 1] (images are in [0, 1]); got {outside[0]:g}")
     settings = make_settings(kw)
-    print_outcome(evaluate_checkpoints(settings, list(checkpoints), suite, eps, n_eval, overrides), "evaluation")
+    outcome = evaluate_checkpoints(settings, list(checkpoints), suite, eps, n_eval, overrides, eps_values)
+    print_outcome(outcome, "evaluation")
+    if outcome.eps_curves:
+        click.echo("\naccuracy versus eps (accuracy %, 95% Wilson interval; eps_curves.png in the run)")
+        click.echo(eps_table(outcome.eps_curves))
 
 
 @main.command()

@@ -136,3 +136,38 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
     result.checks.append(SanityCheck("eps = 0 gives clean accuracy", same,
                                      f"{int(zero.robust.sum())} vs {int(clean.sum())} correct"))
     return result
+
+
+def eps_sweep(model: nn.Module, data: Split, suite: SuiteRecipe, eps_values: list[float], *,
+              name: str = "model", progress: bool = True) -> dict[float, EvaluationResult]:
+    """Robust accuracy versus eps (SPEC section 4): the whole suite at every radius, each with its
+    sanity checks; per-sample flags kept so curves can be recomputed."""
+    return {eps: evaluate(model, data, suite, eps, name=name, progress=progress) for eps in eps_values}
+
+
+def plot_eps_curves(curves: dict[str, dict[float, EvaluationResult]], path, title: str = "") -> None:
+    """Accuracy (%) versus eps, one panel per model, one line per attack and the worst case, with
+    the 95% Wilson interval as a band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.6 * len(curves), 3.6), squeeze=False)
+    for ax, (model, by_eps) in zip(axes[0], curves.items()):
+        eps_values = sorted(by_eps)
+        keys = list(by_eps[eps_values[0]].accuracies())
+        for key in keys:
+            points = [by_eps[e].accuracies()[key] for e in eps_values]
+            ax.plot(eps_values, [100 * p.value for p in points], marker="o", label=key,
+                    linewidth=2.2 if key == "worst" else 1.2)
+            ax.fill_between(eps_values, [100 * p.low for p in points], [100 * p.high for p in points], alpha=0.12)
+        ax.set_xlabel("eps (L-inf, images in [0, 1])")
+        ax.set_ylabel("accuracy %")
+        ax.set_ylim(0, 100)
+        ax.set_title(model, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(title or "Robust accuracy versus eps", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

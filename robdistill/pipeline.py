@@ -14,7 +14,7 @@ from .consistency import plot_confidence_scatter, plot_feature_contributions
 from .checkpoints import load_checkpoint
 from .data import Split, Splits, load_dataset
 from .errors import UserError
-from .evaluation import EvaluationResult, suite_attacks
+from .evaluation import EvaluationResult, eps_sweep, plot_eps_curves, suite_attacks
 from .perturbations import PERTURBATIONS
 from .recipes import StudentRecipe, SuiteRecipe, TeacherRecipe, load_recipe, to_dict
 from .report import failed_checks, results_table, results_table_records
@@ -96,6 +96,7 @@ class Outcome:
     analyses: dict[str, Analysis] = field(default_factory=dict)
     models: dict[str, nn.Module] = field(default_factory=dict)
     test: Split | None = None  # the evaluated test images
+    eps_curves: dict[str, dict[float, EvaluationResult]] = field(default_factory=dict)
 
     @property
     def table(self) -> str:
@@ -182,8 +183,12 @@ def distill_only(settings: Settings, teacher: str, perturb: str, student: str,
 
 
 def evaluate_checkpoints(settings: Settings, checkpoints: list[Path], suite: str | None,
-                         eps: float | None, n_eval: int | None, overrides: Iterable[str]) -> Outcome:
-    """`robdistill evaluate`: attack saved checkpoints (teachers or students) with a suite."""
+                         eps: float | None, n_eval: int | None, overrides: Iterable[str],
+                         eps_values: list[float] | None = None) -> Outcome:
+    """`robdistill evaluate`: attack saved checkpoints (teachers or students) with a suite; with
+    ``eps_values`` also the whole suite at every radius (table and curves)."""
+    for value in eps_values or []:
+        check_eps(value)
     loaded = [load_checkpoint(path, settings.device) for path in checkpoints]
     datasets = {payload["dataset"] for _, payload in loaded}
     if len(datasets) != 1:
@@ -203,7 +208,27 @@ def evaluate_checkpoints(settings: Settings, checkpoints: list[Path], suite: str
         results = {name: result for name, (result, _) in evaluated.items()}
         analyses = {name: analysis for name, (_, analysis) in evaluated.items()}
         _log_comparison(results, analyses, {n: m for n, (m, _) in zip(names, loaded)}, plan)
-    return Outcome(parent.info.run_id, uri, results, analyses=analyses)
+        curves = {name: eps_sweep(model, plan.test(), plan.suite, sorted(eps_values), name=name,
+                                  progress=settings.progress)
+                  for name, (model, _) in zip(names, loaded)} if eps_values else {}
+        if curves:
+            _log_eps_curves(curves, dataset)
+    return Outcome(parent.info.run_id, uri, results, analyses=analyses, eps_curves=curves)
+
+
+def _log_eps_curves(curves: dict[str, dict[float, EvaluationResult]], dataset: str) -> None:
+    import mlflow
+
+    records: dict[str, list] = {"model": [], "eps": [], "metric": [], "accuracy": [], "ci_low": [], "ci_high": []}
+    for name, by_eps in curves.items():
+        for eps, result in by_eps.items():
+            for key, p in result.accuracies().items():
+                for column, value in zip(records, [name, eps, key, p.value, p.low, p.high]):
+                    records[column].append(value)
+    mlflow.log_table(records, artifact_file="eps_sweep.json")
+    with tracking.scratch_dir() as tmp:
+        plot_eps_curves(curves, tmp / "eps_curves.png", title=f"Accuracy versus eps on {dataset}")
+        tracking.log_file(tmp / "eps_curves.png")
 
 
 __all__ = ["run_experiment", "train_teacher_only", "distill_only", "evaluate_checkpoints",

@@ -58,3 +58,15 @@ def consistency_table(analyses: dict) -> str:
             rows.append([name, set_name, f"{100 * row['share']:.1f}"] + [
                 f"{row[k]:.3f}" for k in ("clean_prob", "adv_prob", "clean_ce", "adv_ce", "pairing_loss")])
     return format_table(header, rows)
+
+
+def eps_table(curves: dict) -> str:
+    """Rows per model and eps, columns clean / each attack / worst: 'acc% [low, high]'."""
+    header: list[str] = []
+    rows = []
+    for name, by_eps in curves.items():
+        for eps in sorted(by_eps):
+            sub_header, sub_rows = results_rows({name: by_eps[eps]})
+            header = ["model", "eps"] + sub_header[1:]
+            rows.append([name, f"{eps:g}"] + sub_rows[0][1:])
+    return format_table(header, rows)

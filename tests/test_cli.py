@@ -132,3 +132,29 @@ def test_console_script_prints_one_line(workdir: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert proc.stderr.startswith("error: unknown teacher 'nope'")
+
+
+@pytest.mark.slow
+def test_evaluate_eps_sweep(digits_teacher, workdir: Path) -> None:
+    import mlflow
+
+    _, _, teacher = digits_teacher
+    out = invoke("evaluate", str(teacher.path), "--suite", "smoke", "--n-eval", "32", "--eps-sweep", "0.2,0,0.1",
+                 "--quiet")
+    assert out.exit_code == 0, (out.output, out.exception)
+    table = out.stdout.split("accuracy versus eps")[1].splitlines()
+    rows = [line.split() for line in table if line.startswith("teacher:")]
+    assert [r[1] for r in rows] == ["0", "0.1", "0.2"]
+    zero = rows[0]
+    # at eps = 0 every attack scores exactly the clean accuracy
+    assert len({cell for cell in zero[3::3]}) == 1, zero
+    client = mlflow.MlflowClient()
+    parent = next(r for r in mlflow.search_runs(experiment_names=["robdistill"], output_format="list")
+                  if r.data.tags.get("stage") == "evaluate")
+    names = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"eps_curves.png", "eps_sweep.json"} <= names
+
+
+def test_eps_sweep_bad_values(workdir: Path) -> None:
+    assert_one_line_error(invoke("evaluate", "x.pt", "--eps-sweep", "0,a"), "comma-separated numbers")
+    assert_one_line_error(invoke("evaluate", "x.pt", "--eps-sweep", "0,1.5"), "radii must lie in [0, 1]")
