@@ -77,6 +77,33 @@ class EvaluationResult:
         }
 
 
+# (stronger, weaker) attack names: the stronger one should not leave more samples robust
+STRENGTH_ORDER = (("pgd", "fgsm"), ("cw", "fgsm"), ("autoattack", "pgd"), ("autoattack", "cw"),
+                  ("autoattack", "fgsm"))
+
+
+def strength_checks(result: EvaluationResult, alpha: float = 0.05) -> list[SanityCheck]:
+    """SPEC section 4: a stronger attack of the suite must not score above a weaker one by more
+    than noise. Paired on the same images: fails when the stronger attack's accuracy is higher
+    and McNemar's exact test rejects equality at ``alpha`` (a sign of gradient masking or a bug)."""
+    from .stats import mcnemar_exact
+
+    by_name: dict[str, list[str]] = {}
+    for key, config in result.attack_configs.items():
+        by_name.setdefault(config.get("attack", key), []).append(key)
+    checks = []
+    for strong, weak in STRENGTH_ORDER:
+        for s_key in by_name.get(strong, []):
+            for w_key in by_name.get(weak, []):
+                a, b = result.robust[s_key], result.robust[w_key]
+                higher = int(a.sum()) > int(b.sum())
+                p = mcnemar_exact(a.tolist(), b.tolist()) if higher else 1.0
+                checks.append(SanityCheck(
+                    f"{s_key} not above {w_key}", not (higher and p < alpha),
+                    f"{int(a.sum())} vs {int(b.sum())} robust" + (f" (McNemar p = {p:.2g})" if higher else "")))
+    return checks
+
+
 def result_from_json(payload: dict[str, Any]) -> EvaluationResult:
     """The inverse of :meth:`EvaluationResult.to_json` (per-sample flags included): results logged
     by another process or machine can be aggregated like local ones."""
@@ -131,6 +158,7 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
         over = int((result.robust[key] & ~clean).sum())
         result.checks.append(SanityCheck(f"{key}: robust only where clean is correct", over == 0,
                                          f"{over} samples robust but misclassified clean"))
+    result.checks += strength_checks(result)
     zero = build_attack("fgsm", 0.0).run(model, x, y, batch_size=suite.batch_size, progress=False)
     same = bool((zero.robust == clean).all())
     result.checks.append(SanityCheck("eps = 0 gives clean accuracy", same,

@@ -654,3 +654,25 @@ def test_wilson_extremes_are_exact_and_contain_the_estimate() -> None:
         assert lo.low == 0.0, (n, lo.low)
         assert hi.high == 1.0, (n, hi.high)
         assert lo.low <= lo.value and hi.value <= hi.high
+
+
+def test_strength_checks_flag_a_stronger_attack_scoring_higher() -> None:
+    from robdistill.evaluation import EvaluationResult, strength_checks
+
+    n = 40
+    clean = torch.ones(n, dtype=torch.bool)
+    weak = torch.zeros(n, dtype=torch.bool)
+    weak[:10] = True                                  # fgsm: 10 robust
+    strong = torch.zeros(n, dtype=torch.bool)
+    strong[:30] = True                                # "pgd": 30 robust, 20 of them fooled by fgsm
+    configs = {"fgsm": {"attack": "fgsm"}, "pgd": {"attack": "pgd"}}
+    masked = EvaluationResult("m", 0.1, torch.zeros(n, dtype=torch.long), clean, {"fgsm": weak, "pgd": strong},
+                              configs, {})
+    [check] = strength_checks(masked)
+    assert check.name == "pgd not above fgsm" and not check.passed and "McNemar" in check.detail
+    noisy = strong.clone()
+    noisy[10:30] = False
+    noisy[10:12] = True                               # 12 vs 10: within noise
+    ok = EvaluationResult("m", 0.1, torch.zeros(n, dtype=torch.long), clean, {"fgsm": weak, "pgd": noisy},
+                          configs, {})
+    assert all(c.passed for c in strength_checks(ok))
