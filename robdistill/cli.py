@@ -363,12 +363,15 @@ def ui(tracking_uri, port) -> None:
               help="Baseline JSON (e.g. benchmarks/baselines/digits-fast.json).")
 @click.option("--update", is_flag=True,
               help="Re-measure over the baseline's update_seeds and rewrite its expectations (deliberately).")
+@click.option("--refit", is_flag=True,
+              help="Recompute the tolerances from the stored per-seed values (after a change to the rule); "
+                   "measures nothing.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 ... or auto.")
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
               help="MLflow store or server [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].")
 @click.option("--experiment", default="robdistill-regress", show_default=True, help="MLflow experiment name.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def regress(baseline, update, **kw) -> None:
+def regress(baseline, update, refit, **kw) -> None:
     """CI gate: run the baseline's fixed configuration with fresh teachers and fail (exit 1) when
     any accuracy falls below expected - tolerance (tolerance from the baseline's seed-to-seed
     spread and the Wilson interval; see robdistill/regress.py).
@@ -383,6 +386,12 @@ def regress(baseline, update, **kw) -> None:
     from .report import format_table
 
     spec = load_baseline(baseline)
+    if refit:
+        from .regress import refit as refit_baseline
+
+        save_baseline(baseline, refit_baseline(spec))
+        click.echo(f"refitted the tolerances of {baseline} from its stored per-seed values")
+        return
     settings = make_settings({**kw, "dataset": spec.dataset, "seed": spec.gate_seed, "data_root": None,
                               "download": False, "cache_dir": Path(".robdistill")})
     progress = lambda text: click.echo(f"[regress] {text}", err=True)  # noqa: E731

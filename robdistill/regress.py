@@ -48,6 +48,7 @@ class Baseline:
     n_eval: int = 0
     overrides: list[str] = field(default_factory=list)
     cases: list[list[str]] = field(default_factory=list)      # [teacher, perturb]
+    metrics: list[str] = field(default_factory=lambda: list(GATE_METRICS))  # fewer checks: tighter tolerances
     gate_seed: int = 0
     update_seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     expected: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -71,6 +72,9 @@ def load_baseline(path: Path) -> Baseline:
     baseline = Baseline(**raw)
     if not baseline.cases or any(len(c) != 2 for c in baseline.cases):
         raise UserError(f"baseline {path}: 'cases' must be a non-empty list of [teacher, perturb] pairs")
+    bad = [m for m in baseline.metrics if m not in GATE_METRICS]
+    if bad or not baseline.metrics:
+        raise UserError(f"baseline {path}: 'metrics' must be a non-empty list from {', '.join(GATE_METRICS)}")
     if len(set(baseline.update_seeds)) < 2:
         raise UserError(f"baseline {path}: 'update_seeds' needs at least 2 seeds to measure the spread")
     if baseline.gate_seed in baseline.update_seeds:
@@ -84,7 +88,7 @@ def config_fingerprint(baseline: Baseline) -> str:
     from .recipes import fingerprint
 
     return fingerprint({k: getattr(baseline, k) for k in ("dataset", "suite", "student", "n_eval", "overrides",
-                                                           "cases", "gate_seed", "update_seeds")})
+                                                           "cases", "metrics", "gate_seed", "update_seeds")})
 
 
 def save_baseline(path: Path, baseline: Baseline) -> None:
@@ -115,7 +119,7 @@ def measure(baseline: Baseline, settings: Settings, seed: int,
             evaluated_teachers.add(teacher)
             for role, result in outcome.results.items():
                 for metric, p in result.accuracies().items():
-                    if metric in GATE_METRICS:
+                    if metric in baseline.metrics:
                         key = f"{teacher}|{perturb if role == 'student' else '-'}|{role}|{metric}"
                         out[key] = (p.value, p.n)
     return out
@@ -133,18 +137,34 @@ def prediction_tolerance(values: list[float], n: int, checks: int = 1) -> float:
     return max(spread, (p.high - p.low) / 2)
 
 
+def expectations(values_by_key: dict[str, tuple[list[float], int]]) -> dict[str, dict[str, Any]]:
+    """Per check: mean, std, the per-seed values, n, and the tolerance (Bonferroni over all checks)."""
+    out = {}
+    for key, (values, n) in values_by_key.items():
+        s = seed_summary(values)
+        out[key] = {"mean": s.mean, "std": s.std, "values": values, "n": n,
+                    "tolerance": prediction_tolerance(values, n, len(values_by_key))}
+    return out
+
+
+def refit(baseline: Baseline) -> Baseline:
+    """Recompute the tolerances from the stored per-seed values (after a change to the tolerance
+    rule) without measuring anything; the configuration must be the one they were measured under."""
+    if not baseline.expected:
+        raise UserError("the baseline has no per-seed values to refit; run --update")
+    expected = expectations({k: (e["values"], e["n"]) for k, e in baseline.expected.items()
+                             if k.rsplit("|", 1)[1] in baseline.metrics})
+    measured_on = {**baseline.measured_on, "config_fingerprint": config_fingerprint(baseline),
+                   "checks": len(expected), "family_alpha": FAMILY_ALPHA}
+    return replace(baseline, expected=expected, measured_on=measured_on)
+
+
 def update(baseline: Baseline, settings: Settings, on_case: Callable[[str], None] | None = None) -> Baseline:
     """Measure every case over ``update_seeds`` and set the expectations."""
     started = time.perf_counter()
     runs = [measure(baseline, settings, seed, on_case) for seed in baseline.update_seeds]
-    expected = {}
     checks = len(runs[0])
-    for key in runs[0]:
-        values = [run[key][0] for run in runs]
-        n = runs[0][key][1]
-        s = seed_summary(values)
-        expected[key] = {"mean": s.mean, "std": s.std, "values": values, "n": n,
-                         "tolerance": prediction_tolerance(values, n, checks)}
+    expected = expectations({key: ([run[key][0] for run in runs], runs[0][key][1]) for key in runs[0]})
     import platform
 
     import torch

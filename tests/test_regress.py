@@ -44,6 +44,7 @@ def test_gate_row_verdicts() -> None:
     (json.dumps({"format": FORMAT, "cases": [["at", "keep"]], "colour": 1}), "unknown field 'colour'"),
     (json.dumps({"format": FORMAT, "cases": []}), "non-empty list"),
     (json.dumps({"format": FORMAT, "cases": [["at", "keep"]], "update_seeds": [1]}), "at least 2 seeds"),
+    (json.dumps({"format": FORMAT, "cases": [["at", "keep"]], "metrics": ["fgsm"]}), "'metrics' must be"),
     (json.dumps({"format": FORMAT, "cases": [["at", "keep"]], "update_seeds": [0, 1]}), "gate_seed 0 is one of"),
 ])
 def test_bad_baselines(tmp_path: Path, content: str | None, message: str) -> None:
