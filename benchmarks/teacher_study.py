@@ -141,8 +141,11 @@ def ordering_rows(entries: list[dict], metric: str) -> list[str]:
         summary = seed_summary(diffs)
         if len(seeds) > 1:
             interval = f" [{100 * summary.low:+.1f}, {100 * summary.high:+.1f}]"
-            reading = (f"{hi} higher" if summary.low > 0 else f"{hi} lower" if summary.high < 0 else
-                       "inconclusive (interval contains 0)")
+            if summary.std == 0:
+                reading = f"{hi} {'higher' if summary.mean > 0 else 'lower' if summary.mean < 0 else 'equal'} (no spread)"
+            else:
+                reading = (f"{hi} higher" if summary.low > 0 else f"{hi} lower" if summary.high < 0 else
+                           "inconclusive (interval contains 0)")
         else:
             interval = ""
             direction = "higher" if summary.mean > 0 else "lower" if summary.mean < 0 else "equal"
