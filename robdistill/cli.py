@@ -43,6 +43,8 @@ def common_options(func: Callable) -> Callable:
                      default=Path(".robdistill"), show_default=True,
                      help="Trained teachers (reused across runs) and student checkpoints."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
+        click.option("--no-registry", is_flag=True,
+                     help="Neither reuse teachers from the tracking store's model registry nor register new ones."),
         click.option("--resume", is_flag=True,
                      help="Continue an interrupted teacher training / distillation from its last epoch "
                           "(state in --cache-dir/state), in the same MLflow run."),
@@ -85,7 +87,7 @@ def make_settings(kw: dict[str, Any]):
     return Settings(dataset=kw.pop("dataset"), data_root=kw.pop("data_root"), download=kw.pop("download"),
                     seed=kw.pop("seed"), device=device, tracking_uri=kw.pop("tracking_uri"),
                     experiment=kw.pop("experiment"), cache_dir=kw.pop("cache_dir"), progress=not kw.pop("quiet"),
-                    resume=kw.pop("resume", False))
+                    resume=kw.pop("resume", False), use_registry=not kw.pop("no_registry", False))
 
 
 def print_outcome(outcome, heading: str) -> None:
@@ -105,7 +107,8 @@ def print_outcome(outcome, heading: str) -> None:
                    " AALP Sec. 2.2")
         click.echo(consistency_table(outcome.analyses))
     for role, path in outcome.checkpoints.items():
-        reused = " (reused from cache)" if role == "teacher" and outcome.teacher_reused else ""
+        source = "the model registry" if outcome.teacher_source == "registry" else "cache"
+        reused = f" (reused from {source})" if role == "teacher" and outcome.teacher_reused else ""
         click.echo(f"{role} checkpoint: {path}{reused}")
     click.echo(f"MLflow run: {outcome.run_id}  (store: {outcome.tracking_uri})")
     click.echo(f"open the UI:  mlflow ui --backend-store-uri {outcome.tracking_uri}   -> http://127.0.0.1:5000")

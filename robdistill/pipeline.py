@@ -92,10 +92,11 @@ class Outcome:
     tracking_uri: str
     results: dict[str, EvaluationResult] = field(default_factory=dict)
     checkpoints: dict[str, Path] = field(default_factory=dict)
-    teacher_reused: bool = False
+    teacher_reused: bool = False  # found in the cache or the model registry (teacher_source)
     analyses: dict[str, Analysis] = field(default_factory=dict)
     models: dict[str, nn.Module] = field(default_factory=dict)
     test: Split | None = None  # the evaluated test images
+    teacher_source: str | None = None
     eps_curves: dict[str, dict[float, EvaluationResult]] = field(default_factory=dict)
 
     @property
@@ -157,7 +158,8 @@ def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: s
         analyses = {role: analysis for role, (_, analysis) in evaluated.items()}
         _log_comparison(results, analyses, models, plan)
     return Outcome(parent.info.run_id, uri, results, {"teacher": handle.path, "student": student_path},
-                   handle.reused, analyses, {"teacher": handle.model, "student": student_model}, plan.test())
+                   handle.reused, analyses, {"teacher": handle.model, "student": student_model}, plan.test(),
+                   teacher_source=handle.source)
 
 
 def train_teacher_only(settings: Settings, teacher: str, overrides: Iterable[str]) -> Outcome:
@@ -165,7 +167,8 @@ def train_teacher_only(settings: Settings, teacher: str, overrides: Iterable[str
     assert plan.teacher
     uri = tracking.configure(settings.tracking_uri, settings.experiment)
     handle = obtain_teacher(plan.teacher, plan.splits, settings)
-    return Outcome(handle.run_id, uri, checkpoints={"teacher": handle.path}, teacher_reused=handle.reused)
+    return Outcome(handle.run_id, uri, checkpoints={"teacher": handle.path}, teacher_reused=handle.reused,
+                   teacher_source=handle.source)
 
 
 def distill_only(settings: Settings, teacher: str, perturb: str, student: str,
@@ -179,7 +182,7 @@ def distill_only(settings: Settings, teacher: str, perturb: str, student: str,
         handle = obtain_teacher(plan.teacher, plan.splits, settings)
         _, path = distill_student(handle, plan.student, perturb, plan.splits, settings, plan.teacher.name)
     return Outcome(parent.info.run_id, uri, checkpoints={"teacher": handle.path, "student": path},
-                   teacher_reused=handle.reused)
+                   teacher_reused=handle.reused, teacher_source=handle.source)
 
 
 def evaluate_checkpoints(settings: Settings, checkpoints: list[Path], suite: str | None,

@@ -99,6 +99,7 @@ class TeacherHandle:
     path: Path
     reused: bool
     run_id: str
+    source: str | None = None  # "cache" or "registry" when reused
 
 
 def obtain_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) -> TeacherHandle:
@@ -143,7 +144,7 @@ def obtain_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) ->
             if version is not None:
                 mlflow.set_tag("registered_version", version)
             state.clear()
-    return TeacherHandle(model, key, path, reused, run.info.run_id)
+    return TeacherHandle(model, key, path, reused, run.info.run_id, source)
 
 
 def _interrupted_run(state: TrainingState, settings: Settings) -> str | None:

@@ -129,8 +129,8 @@ def test_same_seed_same_numbers(workdir: Path, tmp_path_factory, monkeypatch) ->
     first = invoke("run", "--teacher", "at", "--perturb", "nonmax-shuffle", *TINY)
     assert first.exit_code == 0, first.output
     other = tmp_path_factory.mktemp("again")
-    monkeypatch.setenv("ROBDISTILL_CACHE", str(other / "cache"))  # force retraining the teacher
-    second = invoke("run", "--teacher", "at", "--perturb", "nonmax-shuffle", *TINY)
+    monkeypatch.setenv("ROBDISTILL_CACHE", str(other / "cache"))  # force retraining the teacher:
+    second = invoke("run", "--teacher", "at", "--perturb", "nonmax-shuffle", "--no-registry", *TINY)  # no reuse
     assert second.exit_code == 0
     table = lambda out: out.split("results")[1].split("sanity")[0]  # noqa: E731
     assert "(reused from cache)" not in second.stdout

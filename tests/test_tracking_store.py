@@ -169,7 +169,7 @@ def test_teachers_are_registered_and_reused_from_the_registry(workdir: Path) -> 
     assert len(versions) == 1
     key = versions[0].tags["teacher_key"]
     second = invoke("train-teacher", "--teacher", "at", "--set", "epochs=1", "--quiet", "--cache-dir", "machine-b")
-    assert second.exit_code == 0 and "(reused from cache)" in second.stdout
+    assert second.exit_code == 0 and "(reused from the model registry)" in second.stdout
     runs = [r for r in mlflow.search_runs(experiment_names=["robdistill"], output_format="list")
             if r.data.tags.get("stage") == "teacher"]
     assert sorted(r.data.tags.get("reused_from", "trained") for r in runs) == ["registry", "trained"]
