@@ -176,6 +176,8 @@ def _dedupe(entries: list[dict]) -> list[dict]:
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 def report(files) -> None:
     """Markdown tables from results files: one section per (dataset, suite, eps, n)."""
+    from robdistill.stats import seed_summary
+
     entries = _dedupe([e for f in files for e in load_results(f)["entries"].values()])
     groups = dict.fromkeys((e["dataset"], e["suite"], e["eps"], e["n"]) for e in entries)
     for dataset, suite, eps, n in groups:
@@ -209,6 +211,18 @@ def report(files) -> None:
         for metric in metrics:
             for line in ordering_rows(rows, metric):
                 click.echo(line)
+        if {"pgd", "autoattack"} <= set(metrics):
+            click.echo("\nPGD-20 versus AutoAttack (Engstrom et al. 2018: a defence that only looks robust to "
+                       "short PGD shows a large drop); points, mean over seeds [95% t-interval]\n")
+            click.echo("| teacher | PGD-20 − AutoAttack | FGSM − AutoAttack |")
+            click.echo("|---|---|---|")
+            for teacher in teachers:
+                mine = [e for e in rows if e["teacher"] == teacher]
+                cells = []
+                for weak in ("pgd", "fgsm"):
+                    s = seed_summary([e["accuracy"][weak]["acc"] - e["accuracy"]["autoattack"]["acc"] for e in mine])
+                    cells.append(f"{100 * s.mean:+.1f}" + (f" [{100 * s.low:+.1f}, {100 * s.high:+.1f}]" if s.n > 1 else ""))
+                click.echo(f"| {teacher} | {cells[0]} | {cells[1]} |")
         failed = [f"{e['teacher']}/s{e['seed']}" for e in rows if not e["sanity_checks_passed"]]
         warned = [f"{e['teacher']}/s{e['seed']}: {w}" for e in rows for ws in e["warnings"].values() for w in ws]
         click.echo(f"\nsanity checks: {'all passed' if not failed else 'FAILED for ' + ', '.join(failed)}")
