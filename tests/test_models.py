@@ -2,7 +2,6 @@
 logits, and exposes the penultimate activation through ``features`` / ``head``."""
 from __future__ import annotations
 
-import socket
 
 import pytest
 import torch
@@ -32,15 +31,8 @@ def _timm_small() -> str:
     return "timm:resnet10t" if "resnet10t" in timm.list_models() else "timm:resnet18"
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """timm must build from its own code only (pretrained=False): no download."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a test tried to use the network")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+# timm must build from its own code only (pretrained=False): any network connection fails the test
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 def stats_for(shape: tuple[int, int, int]):
