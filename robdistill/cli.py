@@ -184,7 +184,8 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
       robdistill sweep --dataset fashion-mnist --set teacher.epochs=5 --n-eval 500
     """
     from .pipeline import check_eps
-    from .sweep import (check_table_path, parse_list, parse_seeds, parse_shard, run_sweep)
+    from .report import check_table_path
+    from .sweep import parse_list, parse_seeds, parse_shard, run_sweep
 
     for path in outputs:
         check_table_path(path)
@@ -204,8 +205,8 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
 
 
 def print_sweep_tables(cells, claims, outputs) -> None:
-    from .report import format_table
-    from .sweep import paired_rows, summary_rows, write_table
+    from .report import format_table, write_table
+    from .sweep import paired_rows, summary_rows
 
     summary, paired = summary_rows(cells), paired_rows(cells)
     click.echo("\nsweep summary (accuracy %; mean ± std over seeds [95% t-interval], or [95% Wilson] for one seed)")
@@ -235,7 +236,8 @@ def print_sweep_tables(cells, claims, outputs) -> None:
 def sweep_report(sweep_name, experiment, tracking_uri, outputs) -> None:
     """Merge a sweep's shards (run on several machines sharing a tracking server) from the store:
     the same summary and paired tables as `sweep`, from every finished evaluation tagged SWEEP_NAME."""
-    from .sweep import cells_from_store, check_table_path
+    from .report import check_table_path
+    from .sweep import cells_from_store
 
     for path in outputs:
         check_table_path(path)
@@ -328,7 +330,7 @@ def compare(experiment, tracking_uri, stage, sweep, tags, limit, outputs) -> Non
     """
     from .compare import find_runs, runs_table
     from .report import format_table
-    from .sweep import check_table_path, write_table
+    from .report import check_table_path, write_table
 
     for path in outputs:
         check_table_path(path)

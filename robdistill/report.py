@@ -1,6 +1,10 @@
 """Plain-text tables of evaluation results: accuracy in % with the 95% Wilson interval."""
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
+from .errors import UserError
 from .evaluation import EvaluationResult
 
 
@@ -70,3 +74,23 @@ def eps_table(curves: dict) -> str:
             header = ["model", "eps"] + sub_header[1:]
             rows.append([name, f"{eps:g}"] + sub_rows[0][1:])
     return format_table(header, rows)
+
+
+TABLE_SUFFIXES = (".csv", ".md", ".markdown")
+
+
+def check_table_path(path: Path) -> None:
+    if path.suffix not in TABLE_SUFFIXES:
+        raise UserError(f"cannot write '{path}': use a .csv or .md file name")
+
+
+def write_table(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    """CSV or Markdown by the file's suffix (.csv, .md)."""
+    check_table_path(path)
+    if path.suffix == ".csv":
+        with path.open("w", newline="") as handle:
+            csv.writer(handle).writerows([header, *rows])
+    else:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        path.write_text("\n".join(lines) + "\n")

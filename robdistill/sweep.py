@@ -4,7 +4,6 @@ summaries a reader needs: accuracy per cell as mean and 95% interval over seeds,
 comparisons of each perturbation against ``keep`` (Seguin et al. claim 3)."""
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -16,7 +15,6 @@ from .evaluation import EvaluationResult
 from .perturbations import PERTURBATIONS
 from .pipeline import Outcome, default_suite, make_plan, run_experiment, split_overrides
 from .recipes import load_recipe
-from .report import format_table
 from .seguin import ClaimTables, plot_confidence_difference_grid, teacher_claims
 from .stages import Settings
 from .stats import mcnemar_exact, seed_summary
@@ -162,15 +160,13 @@ def _teacher_claims(first: dict[tuple[str, int], Outcome], reference: str) -> Cl
     """Claims (1) and (2) on the evaluated test images of each (teacher, seed) (``first``: a run
     with that teacher and seed), logged as tables and one confidence-difference grid per teacher
     (first seed) against the reference teacher."""
-    import mlflow
-
     if not any(t == reference for t, _ in first):
         return None
     logits = {key: logits_of(run.models["teacher"], run.test.x) for key, run in first.items()}
     claims = teacher_claims(logits, reference)
     for name, header, rows in (("seguin_claim1_logits", claims.logits_header, claims.logits_rows),
                                ("seguin_claim2_agreement", claims.agreement_header, claims.agreement_rows)):
-        mlflow.log_table({h: [row[i] for row in rows] for i, h in enumerate(header)}, artifact_file=f"{name}.json")
+        tracking.log_rows(header, rows, f"{name}.json")
     seed = min(s for t, s in first if t == reference)
     with tracking.scratch_dir() as tmp:
         for (teacher, s), run in first.items():
@@ -217,10 +213,8 @@ def cells_from_store(tracking_uri: str | None, experiment: str, sweep_name: str)
 
 def _log_summaries(cells: Sequence[Cell]) -> None:
     """The two tables as MLflow tables (viewable in the UI) and the mean accuracies as metrics."""
-    import mlflow
-
     for name, (header, rows) in {"sweep_summary": summary_rows(cells), "sweep_paired": paired_rows(cells)}.items():
-        mlflow.log_table({h: [row[i] for row in rows] for i, h in enumerate(header)}, artifact_file=f"{name}.json")
+        tracking.log_rows(header, rows, f"{name}.json")
     tracking.log_metrics(summary_metrics(cells))
 
 
@@ -326,32 +320,4 @@ def _flags(result: EvaluationResult, metric: str) -> list[bool]:
     return flags.tolist()
 
 
-def summary_table(outcome: SweepOutcome) -> str:
-    return format_table(*summary_rows(outcome.cells))
-
-
-def paired_table(outcome: SweepOutcome) -> str:
-    return format_table(*paired_rows(outcome.cells))
-
-
-TABLE_SUFFIXES = (".csv", ".md", ".markdown")
-
-
-def check_table_path(path: Path) -> None:
-    if path.suffix not in TABLE_SUFFIXES:
-        raise UserError(f"cannot write '{path}': use a .csv or .md file name")
-
-
-def write_table(path: Path, header: list[str], rows: list[list[str]]) -> None:
-    """CSV or Markdown by the file's suffix (.csv, .md)."""
-    check_table_path(path)
-    if path.suffix == ".csv":
-        with path.open("w", newline="") as handle:
-            csv.writer(handle).writerows([header, *rows])
-    elif path.suffix in (".md", ".markdown"):
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        path.write_text("\n".join(lines) + "\n")
-
-
-__all__ = ["run_sweep", "summary_rows", "paired_rows", "summary_table", "paired_table", "Cell", "check_table_path", "write_table"]
+__all__ = ["run_sweep", "summary_rows", "paired_rows", "cells_from_store", "Cell"]

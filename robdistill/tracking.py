@@ -127,6 +127,13 @@ def log_json(payload: Any, artifact_file: str) -> None:
     mlflow.log_dict(json.loads(json.dumps(payload, default=str)), artifact_file)
 
 
+def log_rows(header: list[str], rows: list[list[Any]], artifact_file: str) -> None:
+    """A row-oriented table as an MLflow table (viewable in the UI)."""
+    import mlflow
+
+    mlflow.log_table({h: [row[i] for row in rows] for i, h in enumerate(header)}, artifact_file=artifact_file)
+
+
 def log_file(path: Path, artifact_path: str | None = None) -> None:
     import mlflow
 
