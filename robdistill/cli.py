@@ -368,6 +368,8 @@ def ui(tracking_uri, port) -> None:
               help="Baseline JSON (e.g. benchmarks/baselines/digits-fast.json).")
 @click.option("--update", is_flag=True,
               help="Re-measure over the baseline's update_seeds and rewrite its expectations (deliberately).")
+@click.option("--add-seeds", default=None, metavar="S1,S2,...",
+              help="Measure only these new seeds and add them to the expectations (tighter tolerances).")
 @click.option("--refit", is_flag=True,
               help="Recompute the tolerances from the stored per-seed values (after a change to the rule); "
                    "measures nothing.")
@@ -376,7 +378,7 @@ def ui(tracking_uri, port) -> None:
               help="MLflow store or server [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].")
 @click.option("--experiment", default="robdistill-regress", show_default=True, help="MLflow experiment name.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def regress(baseline, update, refit, **kw) -> None:
+def regress(baseline, update, add_seeds, refit, **kw) -> None:
     """CI gate: run the baseline's fixed configuration with fresh teachers and fail (exit 1) when
     any accuracy falls below expected - tolerance (tolerance from the baseline's seed-to-seed
     spread and the Wilson interval; see robdistill/regress.py).
@@ -400,6 +402,15 @@ def regress(baseline, update, refit, **kw) -> None:
     settings = make_settings({**kw, "dataset": spec.dataset, "seed": spec.gate_seed, "data_root": None,
                               "download": False, "cache_dir": Path(".robdistill")})
     progress = lambda text: click.echo(f"[regress] {text}", err=True)  # noqa: E731
+    if add_seeds:
+        from .regress import extend
+        from .sweep import parse_seeds
+
+        extended = extend(spec, settings, parse_seeds(add_seeds), progress)
+        save_baseline(baseline, extended)
+        click.echo(f"extended {baseline}: {len(extended.expected)} expectations over seeds "
+                   f"{','.join(map(str, extended.update_seeds))}")
+        return
     if update:
         updated = update_baseline(spec, settings, progress)
         save_baseline(baseline, updated)

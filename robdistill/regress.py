@@ -176,6 +176,31 @@ def update(baseline: Baseline, settings: Settings, on_case: Callable[[str], None
     return replace(baseline, expected=expected, measured_on=measured_on)
 
 
+def extend(baseline: Baseline, settings: Settings, seeds: list[int],
+           on_case: Callable[[str], None] | None = None) -> Baseline:
+    """Measure only the new ``seeds`` and add them to the expectations (more seeds, tighter
+    tolerances) without re-measuring the stored ones; the stored ones must have been measured under
+    the baseline's current configuration."""
+    check_expectations(baseline)
+    new = [s for s in seeds if s not in baseline.update_seeds]
+    if not new or len(new) != len(seeds):
+        raise UserError(f"--add-seeds: give seeds not already in update_seeds {baseline.update_seeds}")
+    if baseline.gate_seed in new:
+        raise UserError(f"--add-seeds: {baseline.gate_seed} is the gate seed; the expectations must not use it")
+    started = time.perf_counter()
+    runs = [measure(baseline, settings, seed, on_case) for seed in new]
+    missing = [k for k in baseline.expected if any(k not in run for run in runs)]
+    if missing:
+        raise UserError(f"--add-seeds: the new seeds did not measure {missing[0]}; re-measure with --update")
+    for key, entry in baseline.expected.items():
+        entry["values"] = list(entry["values"]) + [run[key][0] for run in runs]
+    grown = replace(baseline, update_seeds=baseline.update_seeds + new)
+    grown = refit(grown)
+    seconds = grown.measured_on.get("seconds", 0) + round(time.perf_counter() - started)
+    return replace(grown, measured_on={**grown.measured_on, "seconds": seconds,
+                                       "extended": time.strftime("%Y-%m-%d")})
+
+
 @dataclass
 class GateRow:
     key: str
