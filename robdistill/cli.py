@@ -46,8 +46,9 @@ def common_options(func: Callable) -> Callable:
         click.option("--no-registry", is_flag=True,
                      help="Neither reuse teachers from the tracking store's model registry nor register new ones."),
         click.option("--resume", is_flag=True,
-                     help="Continue an interrupted teacher training / distillation from its last epoch "
-                          "(state in --cache-dir/state), in the same MLflow run."),
+                     help="Continue an interrupted teacher training / distillation from its last epoch, "
+                          "or an evaluation from its last attack / AutoAttack chunk (state in "
+                          "--cache-dir/state), in the same MLflow run."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -84,10 +85,27 @@ def make_settings(kw: dict[str, Any]):
                 raise UserError("--device cuda asked for, but no CUDA GPU is available; use --device cpu")
         except RuntimeError:
             raise UserError(f"unknown --device '{device}'; use cpu, cuda, cuda:N or auto") from None
+    device = _join_torchrun(device)
     return Settings(dataset=kw.pop("dataset"), data_root=kw.pop("data_root"), download=kw.pop("download"),
                     seed=kw.pop("seed"), device=device, tracking_uri=kw.pop("tracking_uri"),
                     experiment=kw.pop("experiment"), cache_dir=kw.pop("cache_dir"), progress=not kw.pop("quiet"),
                     resume=kw.pop("resume", False), use_registry=not kw.pop("no_registry", False))
+
+
+def _join_torchrun(device: str) -> str:
+    """Under ``torchrun``: join the process group, and let only rank 0 print results (the other
+    ranks keep stderr for errors). Returns the rank's device."""
+    import atexit
+    import os
+
+    from . import distributed
+
+    ctx, device = distributed.init_from_env(device)
+    if ctx.active:
+        atexit.register(distributed.shutdown)
+        if not ctx.is_main:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    return device
 
 
 def print_outcome(outcome, heading: str) -> None:

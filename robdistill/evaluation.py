@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from . import distributed
 from .attacks import Attack, build_attack
 from .data import Split
 from .modes import eval_mode
 from .recipes import SuiteRecipe
 from .stats import Proportion, wilson
+from .training import TrainingState
 
 TOLERANCE = 1e-6
 
@@ -131,38 +133,96 @@ def clean_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: 
                           for i in range(0, len(y), batch_size)])
 
 
-def _perturbation_checks(key: str, x: torch.Tensor, x_adv: torch.Tensor, eps: float) -> list[SanityCheck]:
+def _perturbation_stats(x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, Any]:
+    """What the ball and box checks need, in a form that merges over chunks and ranks."""
     linf = (x_adv - x).abs().flatten(1).amax(1).max().item() if len(x) else 0.0
     box = bool(((x_adv >= -TOLERANCE) & (x_adv <= 1 + TOLERANCE)).all())
+    return {"linf": float(linf), "box": box}
+
+
+def _perturbation_checks(key: str, pieces: list[dict[str, Any]], eps: float) -> list[SanityCheck]:
+    linf = max((p["linf"] for p in pieces), default=0.0)
+    box = all(p["box"] for p in pieces)
     return [SanityCheck(f"{key}: ||x_adv - x||_inf <= eps", linf <= eps + TOLERANCE,
                         f"max {linf:.6f} vs eps {eps:.6f}"),
             SanityCheck(f"{key}: x_adv in [0, 1]", box, "all pixels in range" if box else "out of range")]
 
 
-def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, name: str = "model",
-             progress: bool = True) -> EvaluationResult:
-    """Run a suite on ``data`` (already cut to n_eval) and check the evaluation's sanity."""
-    x, y = data.x, data.y
+AUTOATTACK_CHUNK = 1000  # samples per saved piece of a resumable AutoAttack run
+
+
+def _attack_piece(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                  progress: bool) -> dict[str, Any]:
+    """One attack on some samples: flags, time, warnings and perturbation statistics (a plain
+    dictionary of tensors and numbers, so it can go into a ``weights_only`` state file)."""
     started = time.perf_counter()
-    clean = clean_flags(model, x, y, suite.batch_size)
-    result = EvaluationResult(name, eps, y.clone(), clean, {}, {}, {"clean": time.perf_counter() - started})
-    for key, attack in suite_attacks(suite, eps).items():
+    out = attack.run(model, x, y, batch_size=batch_size, progress=progress)
+    return {"robust": out.robust.cpu(), "seconds": time.perf_counter() - started, "warnings": out.warnings,
+            **_perturbation_stats(x, out.x_adv)}
+
+
+def _run_attack(key: str, attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                progress: bool, partial: list[dict[str, Any]], save: Callable[[], None] | None) -> list[dict[str, Any]]:
+    """Run ``attack`` on all samples. AutoAttack under a state file goes in chunks of
+    AUTOATTACK_CHUNK samples, each saved as it ends (``partial`` holds those already done), so an
+    interrupted evaluation resumes after its last finished chunk."""
+    from .attacks import AutoAttackLinf
+
+    if save is None or not isinstance(attack, AutoAttackLinf) or len(y) <= AUTOATTACK_CHUNK:
+        return [_attack_piece(attack, model, x, y, batch_size, progress)]
+    for start in range(len(partial) * AUTOATTACK_CHUNK, len(y), AUTOATTACK_CHUNK):
+        sl = slice(start, start + AUTOATTACK_CHUNK)
+        partial.append(_attack_piece(attack, model, x[sl], y[sl], batch_size, progress))
+        save()
+    return partial
+
+
+def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, name: str = "model",
+             progress: bool = True, state: TrainingState | None = None, resume: bool = False) -> EvaluationResult:
+    """Run a suite on ``data`` (already cut to n_eval) and check the evaluation's sanity.
+
+    Under torchrun each rank attacks its rows (``rank::world_size``) and the per-sample flags are
+    gathered in the global order: every rank returns the same result as one process would. With
+    ``state`` the evaluation is saved after every attack (and every AUTOATTACK_CHUNK samples of
+    AutoAttack); ``resume`` continues from that file."""
+    rows = distributed.local_rows(len(data))
+    x, y = data.x[rows], data.y[rows]
+    saved: dict[str, Any] = (state.load() if state is not None and resume else None) or {}
+    saved.setdefault("done", {})
+    saved.setdefault("partial", {})
+    save = (lambda: state.save({**saved, **state.extra})) if state is not None else None  # noqa: E731
+    if "clean" not in saved:
         started = time.perf_counter()
-        out = attack.run(model, x, y, batch_size=suite.batch_size, progress=progress)
-        result.seconds[key] = time.perf_counter() - started
-        result.robust[key] = out.robust.to(clean.device)
+        saved["clean"] = clean_flags(model, x, y, suite.batch_size).cpu()
+        saved["clean_seconds"] = time.perf_counter() - started
+    clean = distributed.gather_rows(saved["clean"], len(data)).to(data.y.device)
+    result = EvaluationResult(name, eps, data.y.clone(), clean, {}, {}, {"clean": saved["clean_seconds"]})
+    for key, attack in suite_attacks(suite, eps).items():
+        if key not in saved["done"]:
+            partial = saved["partial"].setdefault(key, [])
+            saved["done"][key] = _run_attack(key, attack, model, x, y, suite.batch_size, progress, partial, save)
+            saved["partial"].pop(key, None)
+            if save is not None:
+                save()
+        per_rank = distributed.all_gather_object(saved["done"][key])
+        pieces = [p for rank_pieces in per_rank for p in rank_pieces]
+        local = torch.cat([p["robust"] for p in saved["done"][key]])
+        result.robust[key] = distributed.gather_rows(local, len(data)).to(clean.device)
+        result.seconds[key] = max(sum(p["seconds"] for p in rank_pieces) for rank_pieces in per_rank)
         result.attack_configs[key] = attack.config()
-        if out.warnings:
-            result.warnings[key] = out.warnings
-        result.checks += _perturbation_checks(key, x, out.x_adv, eps)
+        warnings = [w for p in pieces for w in p["warnings"]]
+        if warnings:
+            result.warnings[key] = warnings
+        result.checks += _perturbation_checks(key, pieces, eps)
         over = int((result.robust[key] & ~clean).sum())
         result.checks.append(SanityCheck(f"{key}: robust only where clean is correct", over == 0,
                                          f"{over} samples robust but misclassified clean"))
     result.checks += strength_checks(result)
     zero = build_attack("fgsm", 0.0).run(model, x, y, batch_size=suite.batch_size, progress=False)
-    same = bool((zero.robust == clean).all())
+    zero_robust = distributed.gather_rows(zero.robust, len(data)).to(clean.device)
+    same = bool((zero_robust == clean).all())
     result.checks.append(SanityCheck("eps = 0 gives clean accuracy", same,
-                                     f"{int(zero.robust.sum())} vs {int(clean.sum())} correct"))
+                                     f"{int(zero_robust.sum())} vs {int(clean.sum())} correct"))
     return result
 
 

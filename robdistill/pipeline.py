@@ -8,7 +8,7 @@ from typing import Iterable
 
 from torch import nn
 
-from . import tracking
+from . import distributed, tracking
 from .analysis import logits_of, plot_logit_statistics
 from .consistency import plot_confidence_scatter, plot_feature_contributions
 from .checkpoints import load_checkpoint
@@ -107,12 +107,12 @@ class Outcome:
 def _log_comparison(results: dict[str, EvaluationResult], analyses: dict[str, Analysis], models: dict,
                     plan: Plan) -> None:
     """Parent-run summary: prefixed metrics, the results table, and the figures (logit statistics,
-    AALP's confidence scatter and feature-contribution histograms)."""
-    import mlflow
-
+    AALP's confidence scatter and feature-contribution histograms). Rank 0 only under torchrun."""
+    if not distributed.is_main():
+        return
     for name, result in results.items():
         tracking.log_metrics({f"{name}/{k}": v for k, v in result.metrics().items()})
-    mlflow.log_table(results_table_records(results), artifact_file="results_table.json")
+    tracking.log_table(results_table_records(results), "results_table.json")
     tracking.log_json({name: r.to_json() for name, r in results.items()}, "results.json")
     with tracking.scratch_dir() as tmp:
         logits = {name: logits_of(model, plan.test().x) for name, model in models.items()}
@@ -220,15 +220,13 @@ def evaluate_checkpoints(settings: Settings, checkpoints: list[Path], suite: str
 
 
 def _log_eps_curves(curves: dict[str, dict[float, EvaluationResult]], dataset: str) -> None:
-    import mlflow
-
     records: dict[str, list] = {"model": [], "eps": [], "metric": [], "accuracy": [], "ci_low": [], "ci_high": []}
     for name, by_eps in curves.items():
         for eps, result in by_eps.items():
             for key, p in result.accuracies().items():
                 for column, value in zip(records, [name, eps, key, p.value, p.low, p.high]):
                     records[column].append(value)
-    mlflow.log_table(records, artifact_file="eps_sweep.json")
+    tracking.log_table(records, "eps_sweep.json")
     with tracking.scratch_dir() as tmp:
         plot_eps_curves(curves, tmp / "eps_curves.png", title=f"Accuracy versus eps on {dataset}")
         tracking.log_file(tmp / "eps_curves.png")

@@ -11,13 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import tracking
+from . import distributed, tracking
 from .analysis import mean_statistics, logits_of
 from .augment import AUGMENTATIONS
 from .attacks import PGD, pgd_perturb
 from .checkpoints import load_checkpoint, save_checkpoint
 from .consistency import ConsistencyReport, consistency_report, feature_contributions
 from .data import DatasetInfo, Split, Splits
+from .errors import UserError
 from .evaluation import EvaluationResult, evaluate
 from .models import Classifier, build_model
 from .modes import eval_mode, private_generator
@@ -46,6 +47,12 @@ class Settings:
     progress: bool = True
     use_registry: bool = True  # find teachers in, and add them to, the store's model registry
     resume: bool = False  # continue interrupted teacher training / distillation from its state file
+
+
+def rank_seed(seed: int) -> int:
+    """A seed for randomness drawn per rank on the rank's own rows (training attacks, augmentation):
+    rank 0 keeps ``seed`` (a single process is rank 0), every other rank gets its own stream."""
+    return seed + 1_000_003 * distributed.context().rank
 
 
 def teacher_eps(recipe: TeacherRecipe, info: DatasetInfo) -> float:
@@ -105,17 +112,22 @@ class TeacherHandle:
 def obtain_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) -> TeacherHandle:
     """Train a teacher, or reuse the one with the same resolved recipe, dataset and seed: from the
     local cache, else from the tracking store's model registry (a teacher trained on another
-    machine sharing the store), which every newly trained teacher is registered in."""
-    import mlflow
-
+    machine sharing the store), which every newly trained teacher is registered in. Under torchrun
+    rank 0 decides, every rank trains (DDP) or loads the same file, and only rank 0 writes it."""
     info = splits.info
     key = teacher_key(recipe, info, settings.seed)
     path = settings.cache_dir / "teachers" / f"{info.name}-{recipe.name}-s{settings.seed}-{key}.pt"
-    if path.is_file():
-        source: str | None = "cache"
-    else:
-        source = _fetch_registered_teacher(key, path) if settings.use_registry else None
+    source: str | None = None
+    if distributed.is_main():
+        if path.is_file():
+            source = "cache"
+        elif settings.use_registry:
+            source = _fetch_registered_teacher(key, path)
+    source = distributed.broadcast_object(source)
     reused = source is not None
+    if reused and not path.is_file():
+        raise UserError(f"rank {distributed.context().rank} cannot see {path}: under torchrun every rank "
+                        f"needs the same --cache-dir (a shared folder across machines)")
     tags = {"stage": "teacher", "dataset": info.name, "teacher": recipe.name, "seed": str(settings.seed),
             "teacher_key": key, "reused": str(reused).lower(), **({"reused_from": source} if source else {})}
     state = TrainingState(settings.cache_dir / "state" / f"{path.stem}.state.pt")
@@ -125,15 +137,17 @@ def obtain_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) ->
             tracking.log_params("teacher", resolved_teacher(recipe, info))
         if reused:
             model, payload = load_checkpoint(path, settings.device)
-            mlflow.set_tag("source_run_id", payload["extra"].get("run_id", ""))
+            tracking.set_tag("source_run_id", payload["extra"].get("run_id", ""))
             tracking.log_metrics(payload["extra"].get("final_metrics", {}))
         else:
             state.extra = {"run_id": run.info.run_id}
             model = _train_teacher(recipe, splits, settings, state)
             history = model.history  # type: ignore[attr-defined]
-            save_checkpoint(path, model, kind="teacher", model_name=recipe.model, dataset=info.name,
-                            recipe=resolved_teacher(recipe, info), seed=settings.seed,
-                            extra={"run_id": run.info.run_id, "final_metrics": history[-1]})
+            if distributed.is_main():
+                save_checkpoint(path, model, kind="teacher", model_name=recipe.model, dataset=info.name,
+                                recipe=resolved_teacher(recipe, info), seed=settings.seed,
+                                extra={"run_id": run.info.run_id, "final_metrics": history[-1]})
+            distributed.barrier()  # the file exists for every rank from here on
             tracking.log_file(path, "checkpoint")
             version = None
             if settings.use_registry:
@@ -142,7 +156,7 @@ def obtain_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) ->
                     f"checkpoint/{path.name}", key,
                     {"seed": str(settings.seed), "dataset": info.name, "git_commit": tracking.git_commit()})
             if version is not None:
-                mlflow.set_tag("registered_version", version)
+                tracking.set_tag("registered_version", version)
             state.clear()
     return TeacherHandle(model, key, path, reused, run.info.run_id, source)
 
@@ -183,7 +197,7 @@ def _train_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings,
     model = _new_model(recipe.model, info, settings.seed, settings.device)
     eps, step = teacher_eps(recipe, info), teacher_step_size(recipe, info)
     ctx = TrainContext(eps=eps, step_size=step, steps=recipe.attack_steps,
-                       generator=private_generator(settings.seed + 1, settings.device),
+                       generator=private_generator(rank_seed(settings.seed + 1), settings.device),
                        pairing_weight=recipe.pairing_weight, alpha=recipe.alpha, beta=recipe.beta)
     objective = OBJECTIVES.get(recipe.objective)
     history = fit(model, recipe.training_split(splits.train), recipe, lambda m, idx, x, y: objective(m, x, y, ctx),
@@ -222,8 +236,9 @@ class TeacherTargets:
         self.teacher, self.recipe, self.perturbation = teacher, recipe, perturbation
         self.augment = AUGMENTATIONS.get(recipe.augment)
         self.generator = private_generator(seed + 2, train.x.device)
-        self.augment_generator = private_generator(seed + 3, train.x.device)
-        self.cached = None if self.augment is not None else logits_of(teacher, train.x)
+        self.augment_generator = private_generator(rank_seed(seed + 3), train.x.device)
+        self.cached = None if self.augment is not None else distributed.map_rows(
+            lambda rows: logits_of(teacher, rows), train.x)  # each rank computes its share
         self.current: torch.Tensor | None = None
 
     def new_epoch(self, epoch: int) -> None:  # a fresh perturbation each epoch (matters for shuffle)
@@ -281,11 +296,13 @@ def distill_student(teacher: TeacherHandle, recipe: StudentRecipe, perturb: str,
                       progress=settings.progress, resume=settings.resume,
                       state=_with_generators(state, {"perturb": targets.generator, "augment": targets.augment_generator}))
         name = f"{info.name}-{teacher_name}-{perturb}-{recipe.name}-s{settings.seed}-{run.info.run_id[:8]}.pt"
-        path = save_checkpoint(settings.cache_dir / "students" / name, model, kind="student",
-                               model_name=recipe.model, dataset=info.name,
-                               recipe=resolved_student(recipe, perturb), seed=settings.seed,
-                               extra={"run_id": run.info.run_id, "teacher_key": teacher.key,
-                                      "final_metrics": history[-1]})
+        path = settings.cache_dir / "students" / name
+        if distributed.is_main():
+            save_checkpoint(path, model, kind="student", model_name=recipe.model, dataset=info.name,
+                            recipe=resolved_student(recipe, perturb), seed=settings.seed,
+                            extra={"run_id": run.info.run_id, "teacher_key": teacher.key,
+                                   "final_metrics": history[-1]})
+        distributed.barrier()
         tracking.log_file(path, "checkpoint")
         state.clear()
     return model, path
@@ -317,29 +334,45 @@ def analyze_model(model: Classifier, test: Split, eps: float, seed: int,
                           for key, value in row.items()})
     tracking.log_metrics({"features/contribution_mean": contributions.mean().item(),
                           "features/contribution_max": contributions.max().item()})
-    import mlflow
-
-    mlflow.log_table({"set": list(table), **{key: [row[key] for row in table.values()]
-                                             for key in next(iter(table.values()))}},
-                     artifact_file="consistency_table.json")
+    tracking.log_table({"set": list(table), **{key: [row[key] for row in table.values()]
+                                               for key in next(iter(table.values()))}}, "consistency_table.json")
     return Analysis(report, contributions)
+
+
+def evaluation_key(model: nn.Module, test: Split, suite: SuiteRecipe, eps: float) -> str:
+    """What an evaluation's state file belongs to: the model's weights, the images, the suite, eps
+    and this rank's place in a torchrun job."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for tensor in [*model.state_dict().values(), test.x, test.y]:
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    ctx = distributed.context()
+    return fingerprint({"data": digest.hexdigest(), "suite": to_dict(suite), "eps": eps,
+                        "rank": ctx.rank, "world_size": ctx.world_size})
 
 
 def evaluate_model(model: nn.Module, name: str, test: Split, suite: SuiteRecipe, eps: float,
                    settings: Settings, tags: dict[str, str]) -> tuple[EvaluationResult, Analysis]:
     """Attack one model with a suite in a child run; log accuracies, intervals, checks, logits and
-    the AALP measurements."""
-    with tracking.tracked_run(f"eval {name}", nested=True, tags={"stage": "evaluation", **tags}):
-        tracking.log_params("suite", {**to_dict(suite), "eps": eps, "n": len(test)})
-        result = evaluate(model, test, suite, eps, name=name, progress=settings.progress)
+    the AALP measurements. The evaluation is saved after every attack (and AutoAttack chunk) in
+    ``cache_dir/state``; ``--resume`` continues it in the same MLflow run."""
+    state = TrainingState(settings.cache_dir / "state" / f"eval-{evaluation_key(model, test, suite, eps)}.state.pt")
+    interrupted = _interrupted_run(state, settings)
+    with tracking.tracked_run(f"eval {name}", nested=True, tags={"stage": "evaluation", **tags},
+                              resume_run_id=interrupted) as run:
+        if interrupted is None:
+            tracking.log_params("suite", {**to_dict(suite), "eps": eps, "n": len(test)})
+        state.extra = {"run_id": run.info.run_id}
+        result = evaluate(model, test, suite, eps, name=name, progress=settings.progress, state=state,
+                          resume=settings.resume)
         analysis = analyze_model(model, test, eps, suite.seed)
         tracking.log_metrics({**result.metrics(), **mean_statistics(logits_of(model, test.x))})
         tracking.log_metrics({f"seconds/{k}": v for k, v in result.seconds.items()})
         failed = [c.name for c in result.checks if not c.passed]
-        import mlflow
-
-        mlflow.set_tag("sanity_checks", "passed" if not failed else "FAILED: " + "; ".join(failed))
+        tracking.set_tag("sanity_checks", "passed" if not failed else "FAILED: " + "; ".join(failed))
         tracking.log_json(result.to_json(), "results.json")
+        state.clear()
     return result, analysis
 
 

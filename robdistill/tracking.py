@@ -1,5 +1,8 @@
 """MLflow tracking: one parent run per command, child runs per stage, and runs that always end
-in a terminal state (FINISHED, FAILED, or KILLED on Ctrl-C) -- never left RUNNING."""
+in a terminal state (FINISHED, FAILED, or KILLED on Ctrl-C) -- never left RUNNING.
+
+Under ``torchrun`` only rank 0 talks to the store: on the other ranks every function here is a
+no-op and :func:`tracked_run` yields a stand-in carrying rank 0's run id."""
 from __future__ import annotations
 
 import json
@@ -9,7 +12,10 @@ import subprocess
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterator
+
+from . import distributed
 
 from .errors import UserError
 from .recipes import PROJECT_ROOT
@@ -34,10 +40,12 @@ def quiet_mlflow_logging() -> None:
 
 def configure(uri: str | None, experiment: str) -> str:
     """Point MLflow at a store and experiment; an unreachable server is a one-line error."""
+    resolved = resolve_tracking_uri(uri)
+    if not distributed.is_main():
+        return resolved
     quiet_mlflow_logging()
     import mlflow
 
-    resolved = resolve_tracking_uri(uri)
     mlflow.set_tracking_uri(resolved)
     try:
         mlflow.set_experiment(experiment)
@@ -61,13 +69,18 @@ def git_commit() -> str:
 def tracked_run(name: str, *, nested: bool = False, tags: dict[str, str] | None = None,
                 resume_run_id: str | None = None) -> Iterator[Any]:
     """Start an MLflow run (or reopen ``resume_run_id``, an interrupted one, under the active parent)
-    and end it FINISHED, FAILED (exception) or KILLED (Ctrl-C / SystemExit)."""
+    and end it FINISHED, FAILED (exception) or KILLED (Ctrl-C / SystemExit). Under torchrun the other
+    ranks get a stand-in with rank 0's run id."""
+    if not distributed.is_main():
+        yield SimpleNamespace(info=SimpleNamespace(run_id=distributed.broadcast_object(None)))
+        return
     import mlflow
 
     if resume_run_id is not None:
         run = _reopen(resume_run_id, nested, tags or {})
     else:
         run = mlflow.start_run(run_name=name, nested=nested, tags={"git_commit": git_commit(), **(tags or {})})
+    distributed.broadcast_object(run.info.run_id)
     try:
         yield run
     except (KeyboardInterrupt, SystemExit):
@@ -109,12 +122,16 @@ def flatten(prefix: str, values: dict[str, Any]) -> dict[str, str]:
 
 
 def log_params(prefix: str, values: dict[str, Any]) -> None:
+    if not distributed.is_main():
+        return
     import mlflow
 
     mlflow.log_params(flatten(prefix, values))
 
 
 def log_metrics(values: dict[str, float], step: int | None = None) -> None:
+    if not distributed.is_main():
+        return
     import mlflow
 
     finite = {k.replace("@", "_"): float(v) for k, v in values.items() if v == v}  # drop NaN
@@ -122,6 +139,8 @@ def log_metrics(values: dict[str, float], step: int | None = None) -> None:
 
 
 def log_json(payload: Any, artifact_file: str) -> None:
+    if not distributed.is_main():
+        return
     import mlflow
 
     mlflow.log_dict(json.loads(json.dumps(payload, default=str)), artifact_file)
@@ -129,12 +148,29 @@ def log_json(payload: Any, artifact_file: str) -> None:
 
 def log_rows(header: list[str], rows: list[list[Any]], artifact_file: str) -> None:
     """A row-oriented table as an MLflow table (viewable in the UI)."""
+    log_table({h: [row[i] for row in rows] for i, h in enumerate(header)}, artifact_file)
+
+
+def log_table(columns: dict[str, list[Any]], artifact_file: str) -> None:
+    """A column-oriented table as an MLflow table (viewable in the UI)."""
+    if not distributed.is_main():
+        return
     import mlflow
 
-    mlflow.log_table({h: [row[i] for row in rows] for i, h in enumerate(header)}, artifact_file=artifact_file)
+    mlflow.log_table(columns, artifact_file=artifact_file)
+
+
+def set_tag(key: str, value: str) -> None:
+    if not distributed.is_main():
+        return
+    import mlflow
+
+    mlflow.set_tag(key, value)
 
 
 def log_file(path: Path, artifact_path: str | None = None) -> None:
+    if not distributed.is_main():
+        return
     import mlflow
 
     mlflow.log_artifact(str(path), artifact_path)
@@ -154,6 +190,8 @@ def register_teacher(name: str, run_id: str, artifact_path: str, key: str, tags:
     """A model-registry version pointing at the teacher checkpoint logged by ``run_id``, tagged with
     its recipe hash (``teacher_key``) so any machine sharing the store can find it. Returns the
     version, or None when the store has no registry (the run goes on without it)."""
+    if not distributed.is_main():
+        return None
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -175,7 +213,10 @@ def register_teacher(name: str, run_id: str, artifact_path: str, key: str, tags:
 
 def find_registered_teacher(key: str, destination: Path) -> Path | None:
     """Download the registered teacher checkpoint whose ``teacher_key`` tag is ``key`` into
-    ``destination`` (a directory); None when there is none or the store has no registry."""
+    ``destination`` (a directory); None when there is none or the store has no registry (and on
+    ranks other than 0)."""
+    if not distributed.is_main():
+        return None
     import mlflow
     from mlflow.exceptions import MlflowException
 

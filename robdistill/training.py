@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .data import Split, iterate_batches
 from .objectives import LossOutput
 from .recipes import TrainingRecipe
@@ -100,6 +101,40 @@ class TrainingState:
         self.path.unlink(missing_ok=True)
 
 
+class _TrainingStep(nn.Module):
+    """One training step as a module, so that DistributedDataParallel sees the whole step --
+    adversarial example generation included -- as one forward, and synchronises the gradients in
+    its one backward. ``weight`` rescales this rank's mean loss so that the average DDP takes over
+    ranks is the mean over the global batch, whatever the shard sizes."""
+
+    def __init__(self, model: nn.Module, step_fn: "StepFn") -> None:
+        super().__init__()
+        self.model = model
+        self.step_fn = step_fn
+
+    def forward(self, idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, weight: float):
+        out = self.step_fn(self.model, idx, x, y)
+        return out.loss * weight, out.logits, out.logs
+
+
+def _wrap_distributed(model: nn.Module, step_fn: StepFn) -> nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = next(model.parameters()).device
+    return DistributedDataParallel(_TrainingStep(model, step_fn),
+                                   device_ids=[device] if device.type == "cuda" else None)
+
+
+def _shard(idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, ctx: "distributed.DistContext"):
+    """This rank's rows of a global batch and the weight of its loss (0 for a rank left without
+    rows by a short last batch: it steps on one row with weight 0, so the collectives still match)."""
+    rows = distributed.local_rows(len(y), ctx)
+    idx_l, x_l, y_l = idx[rows], x[rows], y[rows]
+    if len(y_l) == 0:
+        return idx[:1], x[:1], y[:1], 0.0, 0
+    return idx_l, x_l, y_l, ctx.world_size * len(y_l) / len(y), len(y_l)
+
+
 def fit(model: nn.Module, train: Split, recipe: TrainingRecipe, step_fn: StepFn, *, seed: int,
         desc: str, on_epoch_start: Callable[[int], None] | None = None,
         validate: Callable[[nn.Module], dict[str, float]] | None = None,
@@ -107,7 +142,13 @@ def fit(model: nn.Module, train: Split, recipe: TrainingRecipe, step_fn: StepFn,
         state: TrainingState | None = None, resume: bool = False) -> list[dict[str, float]]:
     """Train ``model`` for ``recipe.epochs`` epochs; returns the per-epoch metrics. With ``state``
     the loop is checkpointed after every epoch; with ``resume`` it continues from that checkpoint
-    and ends exactly where an uninterrupted run would (same generators, same RNG)."""
+    and ends exactly where an uninterrupted run would (same generators, same RNG).
+
+    Under torchrun every rank draws the same global batches and trains on its rows of each
+    (``rank::world_size``) through DistributedDataParallel; the epoch metrics are summed over ranks,
+    validation and the state file are rank 0's."""
+    ctx = distributed.context()
+    ddp = _wrap_distributed(model, step_fn) if ctx.active else None
     optimizer = OPTIMIZERS.get(recipe.optimizer)(list(model.parameters()), recipe)
     steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -126,7 +167,8 @@ def fit(model: nn.Module, train: Split, recipe: TrainingRecipe, step_fn: StepFn,
         torch.set_rng_state(saved["rng"])
         history = saved["history"]
         first_epoch = saved["epoch"] + 1
-    bar = tqdm(range(first_epoch, recipe.epochs + 1), desc=desc, disable=not progress or None, leave=True,
+    bar = tqdm(range(first_epoch, recipe.epochs + 1), desc=desc, disable=not (progress and ctx.is_main) or None,
+               leave=True,
                initial=first_epoch - 1, total=recipe.epochs)
     for epoch in bar:
         if on_epoch_start is not None:
@@ -136,29 +178,41 @@ def fit(model: nn.Module, train: Split, recipe: TrainingRecipe, step_fn: StepFn,
         totals: dict[str, float] = {}
         seen = correct = 0
         for idx, x, y in iterate_batches(train, recipe.batch_size, order):
-            out = step_fn(model, idx, x, y)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
+            if ddp is None:
+                out, n = step_fn(model, idx, x, y), len(y)
+                optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                loss = out.loss.item()
+            else:
+                idx, x, y, weight, n = _shard(idx, x, y, ctx)
+                scaled, logits, logs = ddp(idx, x, y, weight)
+                optimizer.zero_grad(set_to_none=True)
+                scaled.backward()
+                out = LossOutput(scaled, logits, logs)
+                loss = scaled.item() / weight if weight else 0.0
             optimizer.step()
             scheduler.step()
-            n = len(y)
             seen += n
-            correct += (out.logits.argmax(1) == y).sum().item()
-            totals["loss"] = totals.get("loss", 0.0) + out.loss.item() * n
+            correct += (out.logits.argmax(1) == y).sum().item() if n else 0
+            totals["loss"] = totals.get("loss", 0.0) + loss * n
             for key, value in out.logs.items():
                 totals[key] = totals.get(key, 0.0) + value * n
+        if ctx.active:  # sums over ranks: every rank ends the epoch with the global metrics
+            summed = distributed.all_reduce_sum({**totals, "_seen": seen, "_correct": correct})
+            seen, correct = int(summed.pop("_seen")), int(summed.pop("_correct"))
+            totals = summed
         metrics = {f"train/{k}": v / seen for k, v in totals.items()}
         metrics["train/acc"] = correct / seen
         metrics["train/epoch_seconds"] = time.perf_counter() - started
         metrics["train/lr"] = scheduler.get_last_lr()[0]
-        if validate is not None:
+        if validate is not None and ctx.is_main:
             metrics.update({f"val/{k}": v for k, v in validate(model).items()})
         history.append(metrics)
         bar.set_postfix(loss=f"{metrics['train/loss']:.3f}",
                         **({"val_acc": f"{metrics['val/acc']:.3f}"} if "val/acc" in metrics else {}))
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics)
-        if state is not None:
+        if state is not None and ctx.is_main:
             state.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
                         "generators": {name: g.get_state() for name, g in generators.items()},

@@ -18,7 +18,7 @@ from robdistill.attacks import (ATTACKS, AttackOutput, build_attack, ce_loss, cw
                                 project_linf)
 from robdistill.data import Split, load_dataset
 from robdistill.errors import UserError
-from robdistill.evaluation import _perturbation_checks, clean_flags, evaluate
+from robdistill.evaluation import _perturbation_checks, _perturbation_stats, clean_flags, evaluate
 from robdistill.models import build_model
 from robdistill.modes import eval_mode, preserved_global_rng, private_generator
 from robdistill.recipes import SuiteRecipe
@@ -574,10 +574,13 @@ def test_perturbation_checks_can_fail() -> None:
     bad = x.clone()
     bad[0, 0, 0, 0] = 0.7
     bad[1, 0, 0, 0] = 1.0 + 1e-3
-    checks = _perturbation_checks("a", x, bad, 0.1)
+    checks = _perturbation_checks("a", [_perturbation_stats(x, bad)], 0.1)
     assert [c.passed for c in checks] == [False, False]
-    good = _perturbation_checks("a", x, x + 0.1, 0.1)
+    good = _perturbation_checks("a", [_perturbation_stats(x, x + 0.1)], 0.1)
     assert [c.passed for c in good] == [True, True]
+    # merged over pieces (chunks, ranks): one bad piece fails the check
+    merged = _perturbation_checks("a", [_perturbation_stats(x, x + 0.1), _perturbation_stats(x, bad)], 0.1)
+    assert [c.passed for c in merged] == [False, False]
 
 
 def test_evaluate_to_json_roundtrip(evaluation) -> None:
