@@ -121,6 +121,8 @@ def _wrap_distributed(model: nn.Module, step_fn: StepFn) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     device = next(model.parameters()).device
+    if device.type == "cuda":  # batch statistics over the global batch (in place: same parameters)
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return DistributedDataParallel(_TrainingStep(model, step_fn),
                                    device_ids=[device] if device.type == "cuda" else None)
 

@@ -111,6 +111,45 @@ def test_unreachable_tracking_server(workdir: Path) -> None:
     assert_one_line_error(result, "cannot use tracking store http://127.0.0.1:9")
 
 
+def _foreign_checkpoint(workdir: Path) -> None:
+    import torch
+
+    torch.save({"weights": torch.zeros(2)}, workdir / "foreign.pt")
+
+
+# One table of the bad inputs of every other kind (CLI values of each command, recipe values,
+# checkpoints, baselines, stores, the torchrun environment); the tests above cover more of each.
+BAD_INPUTS = [
+    ("foreign checkpoint", ["evaluate", "foreign.pt"], _foreign_checkpoint, "not a robdistill checkpoint", {}),
+    ("recipe value of the wrong type", ["run", "--teacher", "at", "--set", "teacher.lr=abc"], None,
+     "must be float", {}),
+    ("sweep shard", ["sweep", "--teachers", "at", "--perturbs", "keep", "--shard", "3/2"], None,
+     "--shard must be i/n", {}),
+    ("sweep seeds", ["sweep", "--teachers", "at", "--perturbs", "keep", "--seeds", "a,b"], None,
+     "--seeds must be comma-separated integers", {}),
+    ("sweep perturbation", ["sweep", "--teachers", "at", "--perturbs", "keep,nope"], None,
+     "unknown perturbation 'nope'", {}),
+    ("missing baseline", ["regress", "--baseline", "nope.json"], None, "does not exist", {}),
+    ("compare without a store", ["compare", "--tracking-uri", "sqlite:///none.db"], None, "no tracking store", {}),
+    ("eps sweep value", ["evaluate", "foreign.pt", "--eps-sweep", "0,2"], _foreign_checkpoint, "must lie in [0, 1]", {}),
+    ("torchrun without a rendezvous", ["train-teacher", "--teacher", "standard", "--quiet"], None,
+     "cannot join the torchrun process group", {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}),
+]
+
+
+@pytest.mark.parametrize("name, args, setup, fragment, env", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_catalogue(workdir: Path, monkeypatch, name, args, setup, fragment, env) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    if setup is not None:
+        setup(workdir)
+    before = set(workdir.iterdir())
+    assert_one_line_error(invoke(*args), fragment)
+    assert set(workdir.iterdir()) == before  # nothing written, not even an empty store
+    assert_nothing_written(workdir)
+
+
 def test_list_and_help() -> None:
     result = invoke("list")
     assert result.exit_code == 0
