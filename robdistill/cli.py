@@ -244,6 +244,24 @@ def print_sweep_tables(cells, claims, outputs) -> None:
         click.echo(f"wrote {path}")
 
 
+@main.command("evaluate-report")
+@click.argument("eval_name")
+@click.option("--experiment", default="robdistill", show_default=True, help="MLflow experiment to read.")
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
+              help="MLflow store or server [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].")
+def evaluate_report(eval_name, experiment, tracking_uri) -> None:
+    """Merge the shards of a split evaluation (`evaluate --shard i/n` on several machines sharing a
+    tracking server) from their per-sample flags: the table the whole evaluation would print."""
+    from .pipeline import merged_evaluation
+    from .report import failed_checks, results_table
+
+    results = merged_evaluation(tracking_uri, experiment, eval_name)
+    click.echo(f"{eval_name}: merged from its shards (accuracy %, 95% Wilson interval)")
+    click.echo(results_table(results))
+    failures = failed_checks(results)
+    click.echo("\nsanity checks: " + ("all passed" if not failures else "FAILED\n  " + "\n  ".join(failures)))
+
+
 @main.command("sweep-report")
 @click.argument("sweep_name")
 @click.option("--experiment", default="robdistill", show_default=True, help="MLflow experiment to read.")
@@ -292,15 +310,19 @@ def distill(teacher, perturb, student, overrides, **kw) -> None:
 @eval_options
 @click.option("--eps-sweep", default=None, metavar="E1,E2,...",
               help="Also run the suite at each of these radii: a table and accuracy-versus-eps curves.")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Attack only test rows I-1, I-1+N, ... (one machine's share of a large test set, "
+                   "all sharing one tracking server); merge with `robdistill evaluate-report`.")
 @overrides_option("Override a suite field, e.g. n_eval=100 or seed=3 (repeatable).")
 @common_options
-def evaluate(checkpoints, suite, eps, n_eval, eps_sweep, overrides, **kw) -> None:
+def evaluate(checkpoints, suite, eps, n_eval, eps_sweep, shard, overrides, **kw) -> None:
     """Attack saved checkpoints (teacher or student .pt files) with an attack suite.
 
     \b
     Examples:
       robdistill evaluate .robdistill/teachers/digits-at-s0-*.pt --suite full
       robdistill evaluate student.pt --eps-sweep 0,0.05,0.1,0.15,0.2 --suite smoke
+      robdistill evaluate student.pt --suite full --shard 2/4 --tracking-uri http://server:5000
     """
     from .pipeline import evaluate_checkpoints
     from .report import eps_table
@@ -316,9 +338,17 @@ def evaluate(checkpoints, suite, eps, n_eval, eps_sweep, overrides, **kw) -> Non
         outside = [v for v in eps_values if not 0.0 <= v <= 1.0]
         if outside:
             raise UserError(f"--eps-sweep radii must lie in [0, 1] (images are in [0, 1]); got {outside[0]:g}")
+    from .sweep import parse_shard
+
+    shard_spec = parse_shard(shard)
     settings = make_settings(kw)
-    outcome = evaluate_checkpoints(settings, list(checkpoints), suite, eps, n_eval, overrides, eps_values)
-    print_outcome(outcome, "evaluation")
+    outcome = evaluate_checkpoints(settings, list(checkpoints), suite, eps, n_eval, overrides, eps_values,
+                                   shard_spec)
+    print_outcome(outcome, "evaluation" if shard_spec is None else f"evaluation, shard {shard} of the test rows")
+    if shard_spec is not None:
+        name = outcome.eval_name
+        click.echo(f"\nthis was shard {shard}; once every shard has finished, merge them with:\n"
+                   f"  robdistill evaluate-report {name} --tracking-uri {outcome.tracking_uri}")
     if outcome.eps_curves:
         click.echo("\naccuracy versus eps (accuracy %, 95% Wilson interval; eps_curves.png in the run)")
         click.echo(eps_table(outcome.eps_curves))

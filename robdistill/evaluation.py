@@ -14,6 +14,7 @@ from .attacks import Attack, build_attack
 from .data import Split
 from .modes import eval_mode
 from .recipes import SuiteRecipe
+from .errors import UserError
 from .stats import Proportion, wilson
 from .training import TrainingState
 
@@ -40,6 +41,7 @@ class EvaluationResult:
     seconds: dict[str, float]
     warnings: dict[str, list[str]] = field(default_factory=dict)
     checks: list[SanityCheck] = field(default_factory=list)
+    rows: list[int] | None = None  # for one shard of a split evaluation: the test rows it covers
 
     @property
     def n(self) -> int:
@@ -74,6 +76,7 @@ class EvaluationResult:
             "accuracy": {k: p.as_dict() for k, p in self.accuracies().items()},
             "attacks": self.attack_configs, "seconds": self.seconds, "warnings": self.warnings,
             "sanity_checks": [vars(c) for c in self.checks],
+            **({"rows": self.rows} if self.rows is not None else {}),
             "per_sample": {"label": self.labels.tolist(), "clean": self.clean.int().tolist(),
                            **{k: v.int().tolist() for k, v in self.robust.items()}},
         }
@@ -115,7 +118,41 @@ def result_from_json(payload: dict[str, Any]) -> EvaluationResult:
         payload["model"], payload["eps"], torch.tensor(per["label"], dtype=torch.long), flags("clean"),
         {key: flags(key) for key in per if key not in ("label", "clean")}, payload.get("attacks", {}),
         payload.get("seconds", {}), payload.get("warnings", {}),
-        [SanityCheck(**c) for c in payload.get("sanity_checks", [])])
+        [SanityCheck(**c) for c in payload.get("sanity_checks", [])], payload.get("rows"))
+
+
+def merge_shards(shards: list[EvaluationResult]) -> EvaluationResult:
+    """One evaluation from the shards of a split one (``evaluate --shard i/n`` on several machines):
+    the per-sample flags put back at their test rows; a sanity check passes only if it passed in
+    every shard, except the attack-strength checks, which are recomputed on the merged flags; the
+    time is the slowest shard's."""
+    if not shards or any(s.rows is None for s in shards):
+        raise ValueError("merge_shards needs shard results that know their rows")
+    n = sum(s.n for s in shards)
+    order = torch.tensor([r for s in shards for r in s.rows])
+    if sorted(order.tolist()) != list(range(n)):
+        raise UserError("the shards do not cover the test rows exactly once; were they run with the same --n-eval?")
+    place = lambda values: torch.empty_like(values).index_copy_(0, order, values)  # noqa: E731
+    first = shards[0]
+    merged = EvaluationResult(
+        first.model, first.eps, place(torch.cat([s.labels for s in shards])),
+        place(torch.cat([s.clean for s in shards])),
+        {key: place(torch.cat([s.robust[key] for s in shards])) for key in first.robust},
+        first.attack_configs, {key: max(s.seconds.get(key, 0.0) for s in shards) for key in first.seconds},
+        {key: [w for s in shards for w in s.warnings.get(key, [])] for key in first.robust
+         if any(key in s.warnings for s in shards)})
+    strength = {c.name for c in strength_checks(merged)}
+    by_name: dict[str, list[SanityCheck]] = {}
+    for shard in shards:
+        for check in shard.checks:
+            if check.name not in strength:
+                by_name.setdefault(check.name, []).append(check)
+    merged.checks = [SanityCheck(name, all(c.passed for c in checks),
+                                 next((c.detail for c in checks if not c.passed), checks[0].detail)
+                                 + f" ({len(checks)} shards)")
+                     for name, checks in by_name.items()]
+    merged.checks += strength_checks(merged)
+    return merged
 
 
 def suite_attacks(suite: SuiteRecipe, eps: float) -> dict[str, Attack]:

@@ -98,6 +98,7 @@ class Outcome:
     test: Split | None = None  # the evaluated test images
     teacher_source: str | None = None
     eps_curves: dict[str, dict[float, EvaluationResult]] = field(default_factory=dict)
+    eval_name: str | None = None  # a split evaluation's name (evaluate --shard)
 
     @property
     def table(self) -> str:
@@ -187,9 +188,14 @@ def distill_only(settings: Settings, teacher: str, perturb: str, student: str,
 
 def evaluate_checkpoints(settings: Settings, checkpoints: list[Path], suite: str | None,
                          eps: float | None, n_eval: int | None, overrides: Iterable[str],
-                         eps_values: list[float] | None = None) -> Outcome:
+                         eps_values: list[float] | None = None, shard: tuple[int, int] | None = None) -> Outcome:
     """`robdistill evaluate`: attack saved checkpoints (teachers or students) with a suite; with
-    ``eps_values`` also the whole suite at every radius (table and curves)."""
+    ``eps_values`` also the whole suite at every radius (table and curves). With ``shard`` (i, n)
+    only test rows i-1, i-1+n, ... are attacked and tagged with an ``eval_name`` shared by every
+    shard, for :func:`merged_evaluation` to put back together."""
+    if shard is not None and eps_values:
+        raise UserError("--shard and --eps-sweep do not go together; split the eps sweep by running one "
+                        "--eps per machine")
     for value in eps_values or []:
         check_eps(value)
     loaded = [load_checkpoint(path, settings.device) for path in checkpoints]
@@ -204,9 +210,15 @@ def evaluate_checkpoints(settings: Settings, checkpoints: list[Path], suite: str
     assert plan.suite and plan.eps is not None
     uri = tracking.configure(settings.tracking_uri, settings.experiment)
     names = [f"{payload['kind']}:{Path(path).stem}" for path, (_, payload) in zip(checkpoints, loaded)]
-    with tracking.tracked_run(f"evaluate on {dataset}", tags={"stage": "evaluate", "dataset": dataset}) as parent:
-        evaluated = {name: evaluate_model(model, name, plan.test(), plan.suite, plan.eps, settings,
-                                          {"dataset": dataset})
+    test, rows, shard_tags = plan.test(), None, {}
+    if shard is not None:
+        rows = list(range(shard[0] - 1, len(test), shard[1]))
+        test = Split(test.x[rows], test.y[rows])
+        shard_tags = {"eval_name": evaluation_name(checkpoints, plan), "shard": f"{shard[0]}/{shard[1]}"}
+    with tracking.tracked_run(f"evaluate on {dataset}", tags={"stage": "evaluate", "dataset": dataset,
+                                                              **shard_tags}) as parent:
+        evaluated = {name: evaluate_model(model, name, test, plan.suite, plan.eps, settings,
+                                          {"dataset": dataset, "model": name, **shard_tags}, rows)
                      for name, (model, _) in zip(names, loaded)}
         results = {name: result for name, (result, _) in evaluated.items()}
         analyses = {name: analysis for name, (_, analysis) in evaluated.items()}
@@ -216,7 +228,56 @@ def evaluate_checkpoints(settings: Settings, checkpoints: list[Path], suite: str
                   for name, (model, _) in zip(names, loaded)} if eps_values else {}
         if curves:
             _log_eps_curves(curves, dataset)
-    return Outcome(parent.info.run_id, uri, results, analyses=analyses, eps_curves=curves)
+    return Outcome(parent.info.run_id, uri, results, analyses=analyses, eps_curves=curves,
+                   eval_name=shard_tags.get("eval_name"))
+
+
+def evaluation_name(checkpoints: list[Path], plan: Plan) -> str:
+    """The same on every machine that splits one evaluation: checkpoint contents, suite, eps, n."""
+    import hashlib
+
+    from .recipes import fingerprint
+
+    digests = [hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in checkpoints]
+    return "eval-" + fingerprint({"checkpoints": digests, "suite": to_dict(plan.suite), "eps": plan.eps,
+                                  "n": len(plan.test())})
+
+
+def merged_evaluation(tracking_uri: str | None, experiment: str, eval_name: str) -> dict[str, EvaluationResult]:
+    """Every model of a split evaluation, merged from the per-sample flags its shards logged (the
+    newest finished run of each shard); a missing shard is an error naming it."""
+    import json
+    import tempfile
+
+    import mlflow
+
+    from .compare import find_runs
+    from .evaluation import merge_shards, result_from_json
+
+    runs = find_runs(tracking_uri, experiment, "evaluation", None, [f"eval_name={eval_name}"])
+    newest: dict[tuple[str, str], object] = {}
+    for run in runs:  # newest first
+        key = (run.data.tags.get("model", ""), run.data.tags.get("shard", ""))
+        if run.info.status == "FINISHED" and key not in newest:
+            newest[key] = run
+    if not newest:
+        raise UserError(f"no finished evaluations tagged eval_name={eval_name} in experiment '{experiment}'")
+    merged = {}
+    with tempfile.TemporaryDirectory(prefix="robdistill-eval-") as tmp:
+        for model in sorted({m for m, _ in newest}):
+            shards = {s: run for (m, s), run in newest.items() if m == model}
+            count = int(next(iter(shards)).split("/")[1])
+            missing = [f"{i}/{count}" for i in range(1, count + 1) if f"{i}/{count}" not in shards]
+            if missing:
+                raise UserError(f"{model}: shard {', '.join(missing)} of {eval_name} has not finished; run "
+                                f"`robdistill evaluate ... --shard {missing[0]}` with the same arguments")
+            parts = []
+            for shard, run in sorted(shards.items()):
+                local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="results.json",
+                                                            dst_path=f"{tmp}/{run.info.run_id}")
+                parts.append(result_from_json(json.loads(Path(local).read_text())))
+            merged[model] = merge_shards(parts)
+    return merged
 
 
 def _log_eps_curves(curves: dict[str, dict[float, EvaluationResult]], dataset: str) -> None:
@@ -232,5 +293,5 @@ def _log_eps_curves(curves: dict[str, dict[float, EvaluationResult]], dataset: s
         tracking.log_file(tmp / "eps_curves.png")
 
 
-__all__ = ["run_experiment", "train_teacher_only", "distill_only", "evaluate_checkpoints",
+__all__ = ["run_experiment", "train_teacher_only", "distill_only", "evaluate_checkpoints", "merged_evaluation",
            "failed_checks", "Settings", "default_suite"]

@@ -353,7 +353,8 @@ def evaluation_key(model: nn.Module, test: Split, suite: SuiteRecipe, eps: float
 
 
 def evaluate_model(model: nn.Module, name: str, test: Split, suite: SuiteRecipe, eps: float,
-                   settings: Settings, tags: dict[str, str]) -> tuple[EvaluationResult, Analysis]:
+                   settings: Settings, tags: dict[str, str],
+                   rows: list[int] | None = None) -> tuple[EvaluationResult, Analysis]:
     """Attack one model with a suite in a child run; log accuracies, intervals, checks, logits and
     the AALP measurements. The evaluation is saved after every attack (and AutoAttack chunk) in
     ``cache_dir/state``; ``--resume`` continues it in the same MLflow run."""
@@ -366,6 +367,7 @@ def evaluate_model(model: nn.Module, name: str, test: Split, suite: SuiteRecipe,
         state.extra = {"run_id": run.info.run_id}
         result = evaluate(model, test, suite, eps, name=name, progress=settings.progress, state=state,
                           resume=settings.resume)
+        result.rows = rows  # one shard of a split evaluation: which test rows these are
         analysis = analyze_model(model, test, eps, suite.seed)
         tracking.log_metrics({**result.metrics(), **mean_statistics(logits_of(model, test.x))})
         tracking.log_metrics({f"seconds/{k}": v for k, v in result.seconds.items()})

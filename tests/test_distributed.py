@@ -168,3 +168,44 @@ def test_autoattack_evaluation_resumes_after_its_last_chunk(tmp_path: Path, monk
         assert torch.equal(resumed.robust[key], reference.robust[key])
     assert torch.equal(resumed.clean, reference.clean)
     assert all(c.passed for c in resumed.checks)
+
+
+def test_split_evaluation_merges_to_the_whole_one(digits_teacher, workdir: Path) -> None:
+    """`evaluate --shard i/n` on (pretend) machines sharing a store, then `evaluate-report`: the
+    same per-sample flags and table as one evaluation of the whole test set."""
+    from click.testing import CliRunner
+
+    from robdistill.cli import main
+    from robdistill.pipeline import merged_evaluation
+
+    _, _, teacher = digits_teacher
+    (workdir / "det.toml").write_text(DETERMINISTIC_SUITE)
+    runner = CliRunner()
+    common = [str(teacher.path), "--suite", str(workdir / "det.toml"), "--quiet", "--device", "cpu"]
+    whole = runner.invoke(main, ["evaluate", *common])
+    assert whole.exit_code == 0, whole.output
+    names = set()
+    for i in (1, 2, 3):
+        out = runner.invoke(main, ["evaluate", *common, "--shard", f"{i}/3"])
+        assert out.exit_code == 0, out.output
+        names.add(out.stdout.split("robdistill evaluate-report ")[1].split()[0])
+    assert len(names) == 1  # every shard computes the same evaluation name
+    name = names.pop()
+
+    merged = merged_evaluation(None, "robdistill", name)
+    reference = next(r for r in _runs(workdir / "mlflow.db") if r.data.tags.get("stage") == "evaluation"
+                     and "eval_name" not in r.data.tags)
+    (result,) = merged.values()
+    assert result.n == 120 and all(c.passed for c in result.checks)
+    for key in ("clean", "fgsm", "pgd", "worst"):
+        assert result.accuracies()[key].value == pytest.approx(reference.data.metrics[f"acc/{key}"])
+
+    report = runner.invoke(main, ["evaluate-report", name])
+    assert report.exit_code == 0, report.output
+    row = lambda text: next(line for line in text.splitlines() if line.startswith("teacher:"))  # noqa: E731
+    assert row(report.stdout) == row(whole.stdout)  # the results table's row (accuracies and intervals)
+
+    # a shard that never ran is named
+    out = runner.invoke(main, ["evaluate", *common, "--shard", "1/2"])
+    missing = runner.invoke(main, ["evaluate-report", out.stdout.split("robdistill evaluate-report ")[1].split()[0]])
+    assert missing.exit_code == 2 and "shard 2/2" in missing.stderr
