@@ -99,3 +99,32 @@ def test_gate_passes_on_the_baseline_code_and_fails_on_a_broken_objective(workdi
     out = runner.invoke(main, ["regress", "--baseline", str(path), "--quiet"])
     assert out.exit_code == 1, out.output
     assert "FAIL (regression)" in out.stdout and "regression gate: FAILED" in out.stdout
+
+
+def test_add_seeds_measures_only_the_new_seeds_and_refits(monkeypatch, tmp_path: Path) -> None:
+    """--add-seeds: the stored values stay, the new seeds' values are appended, the tolerances
+    are refitted over all seeds, and the fingerprint covers the new seed list."""
+    from robdistill import regress
+    from robdistill.stages import Settings
+
+    fake = {1: 0.80, 2: 0.84, 3: 0.82, 4: 0.78}
+    measured: list[int] = []
+
+    def measure(baseline, settings, seed, on_case=None):
+        measured.append(seed)
+        return {"at|keep|student|pgd": (fake[seed], 359)}
+
+    monkeypatch.setattr(regress, "measure", measure)
+    spec = regress.Baseline(cases=[["at", "keep"]], metrics=["pgd"], update_seeds=[1, 2])
+    spec = regress.update(spec, Settings())
+    assert measured == [1, 2]
+    grown = regress.extend(spec, Settings(), [3, 4])
+    assert measured == [1, 2, 3, 4]  # 1 and 2 were not measured again
+    entry = grown.expected["at|keep|student|pgd"]
+    assert grown.update_seeds == [1, 2, 3, 4] and entry["values"] == [0.80, 0.84, 0.82, 0.78]
+    assert entry["tolerance"] == pytest.approx(prediction_tolerance([0.80, 0.84, 0.82, 0.78], 359))
+    regress.check_expectations(grown)  # measured under its own (new) configuration
+    with pytest.raises(UserError, match="gate seed"):
+        regress.extend(grown, Settings(), [0])
+    with pytest.raises(UserError, match="not already in"):
+        regress.extend(grown, Settings(), [4, 5])
