@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -204,6 +205,62 @@ class CW(PGD):
 
     name = "cw"
     loss_fn: LossFn = staticmethod(cw_margin_loss)
+
+
+@ATTACKS.register("transfer")
+class Transfer(Attack):
+    """Transfer (black-box) attack (Papernot et al. 2017; Athalye et al. 2018 on its use as a
+    masking check): PGD-k crafted on a surrogate model, evaluated on the target.
+
+    ``surrogate`` is a robdistill checkpoint path (a suite's ``surrogate = "path.pt"``) or an
+    ``nn.Module``. The surrogate's PGD is our :class:`PGD` with the same seed, so its images are the
+    first iterate that fools the surrogate (or the last one). A sample is robust iff the target
+    classifies both the clean and the transferred image correctly."""
+
+    name = "transfer"
+
+    def __init__(self, eps: float, seed: int = 0, surrogate: str | Path | nn.Module | None = None,
+                 steps: int = 20, step_size: float | None = None, restarts: int = 1, random_start: bool = True):
+        check_eps(eps)
+        self.pgd = PGD(eps, seed=seed, steps=steps, step_size=step_size, restarts=restarts,
+                       random_start=random_start)
+        self.surrogate, label = _load_surrogate(surrogate)
+        self._owns_surrogate = not isinstance(surrogate, nn.Module)
+        pgd = {k: v for k, v in self.pgd.config().items() if k not in ("eps", "seed")}
+        super().__init__(eps, seed, surrogate=label, surrogate_attack=pgd)
+
+    def attack_batch(self, model, x, y, generator):
+        crafted = self.pgd.attack_batch(self.surrogate, x, y, generator)
+        with torch.no_grad():
+            robust = (model(x).argmax(1) == y) & (model(crafted.x_adv).argmax(1) == y)
+        return AttackOutput(crafted.x_adv, robust)
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
+            progress: bool = True) -> AttackOutput:
+        if self._owns_surrogate:
+            self.surrogate.to(x.device)
+        with eval_mode(self.surrogate):
+            return super().run(model, x, y, batch_size=batch_size, progress=progress)
+
+
+def _load_surrogate(surrogate: str | Path | nn.Module | None) -> tuple[nn.Module, str]:
+    """The surrogate model and the label logged for it (the checkpoint path or the module's class)."""
+    if isinstance(surrogate, nn.Module):
+        return surrogate, f"<{type(surrogate).__name__} module>"
+    if surrogate is None or not str(surrogate).strip():
+        raise UserError("transfer needs a surrogate: a checkpoint path (surrogate = \"teacher.pt\") or a module")
+    if not isinstance(surrogate, (str, Path)):
+        raise UserError(f"transfer surrogate must be a checkpoint path or a module; got {type(surrogate).__name__}")
+    from .checkpoints import load_checkpoint
+
+    try:
+        with preserved_global_rng("cpu"):  # building the model draws initial weights
+            model, _ = load_checkpoint(Path(surrogate))
+    except UserError as exc:
+        raise UserError(f"transfer surrogate: {exc}") from None
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, str(surrogate)
 
 
 class _WarningCollector(logging.Handler):

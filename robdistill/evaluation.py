@@ -78,8 +78,10 @@ class EvaluationResult:
 
 
 # (stronger, weaker) attack names: the stronger one should not leave more samples robust
+# (a white-box attack scoring above a black-box transfer attack is a sign of gradient masking,
+# Athalye et al. 2018)
 STRENGTH_ORDER = (("pgd", "fgsm"), ("cw", "fgsm"), ("autoattack", "pgd"), ("autoattack", "cw"),
-                  ("autoattack", "fgsm"))
+                  ("autoattack", "fgsm"), ("pgd", "transfer"), ("autoattack", "transfer"))
 
 
 def strength_checks(result: EvaluationResult, alpha: float = 0.05) -> list[SanityCheck]:
