@@ -38,6 +38,8 @@ class EvaluationResult:
     seconds: dict[str, float]
     warnings: dict[str, list[str]] = field(default_factory=dict)
     checks: list[SanityCheck] = field(default_factory=list)
+    # composite attacks (AutoAttack): attack key -> component -> samples that component fooled
+    fooled_by: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -72,6 +74,8 @@ class EvaluationResult:
             "accuracy": {k: p.as_dict() for k, p in self.accuracies().items()},
             "attacks": self.attack_configs, "seconds": self.seconds, "warnings": self.warnings,
             "sanity_checks": [vars(c) for c in self.checks],
+            "fooled_by": {key: {part: flags.nonzero().squeeze(1).tolist() for part, flags in parts.items()}
+                          for key, parts in self.fooled_by.items()},
             "per_sample": {"label": self.labels.tolist(), "clean": self.clean.int().tolist(),
                            **{k: v.int().tolist() for k, v in self.robust.items()}},
         }
@@ -106,6 +110,49 @@ def strength_checks(result: EvaluationResult, alpha: float = 0.05) -> list[Sanit
     return checks
 
 
+WHITE_BOX = ("fgsm", "pgd", "cw")
+SQUARE_TOLERANCE = 0.005
+
+
+def square_gap_checks(result: EvaluationResult, alpha: float = 0.05,
+                      tolerance: float = SQUARE_TOLERANCE) -> list[SanityCheck]:
+    """The Square-versus-white-box gap (SPEC section 4; Croce & Hein 2020, Athalye et al. 2018):
+    samples that survive every white-box attack of the suite (FGSM, PGD, CW and AutoAttack's
+    gradient-based components) but are fooled by the black-box Square attack point to gradient
+    masking.
+
+    Rule: among the m white-box survivors Square ran on, k are fooled by Square. White-box attacks
+    with a finite budget miss a few points on honest models (AutoAttack's own check tolerates a
+    0.2-point drop), so the check fails when an exact one-sided binomial test rejects "Square's
+    success rate on white-box survivors <= ``tolerance``" (0.5%) at ``alpha``. Paired on the same
+    images all discordant pairs point one way, so McNemar's test would flag any k >= 6 however
+    large m is; the tolerance keeps large evaluations from flagging noise. A flagged gap is also
+    added to the result's warnings; the per-component counts are in the check's detail."""
+    from scipy.stats import binomtest
+
+    white = result.clean.clone()
+    for key, config in result.attack_configs.items():
+        if config.get("attack", key) in WHITE_BOX:
+            white &= result.robust[key]
+    checks = []
+    for key, parts in result.fooled_by.items():
+        if "square" not in parts:
+            continue
+        survivors = white.clone()
+        for part, fooled in parts.items():
+            if part != "square":
+                survivors &= ~fooled
+        k, m = int((survivors & parts["square"]).sum()), int(survivors.sum())
+        p = float(binomtest(k, m, tolerance, alternative="greater").pvalue) if k else 1.0
+        counts = ", ".join(f"{part} {int(f.sum())}" for part, f in parts.items())
+        detail = (f"Square fooled {k} of {m} samples that survive every white-box attack (one-sided binomial "
+                  f"p = {p:.2g} against {tolerance:.1%}); fooled per component: {counts}")
+        checks.append(SanityCheck(f"{key}: no Square-versus-white-box gap", p >= alpha, detail))
+        if p < alpha:
+            result.warnings.setdefault(key, []).append(f"possible gradient masking: {detail}")
+    return checks
+
+
 def result_from_json(payload: dict[str, Any]) -> EvaluationResult:
     """The inverse of :meth:`EvaluationResult.to_json` (per-sample flags included): results logged
     by another process or machine can be aggregated like local ones."""
@@ -115,7 +162,15 @@ def result_from_json(payload: dict[str, Any]) -> EvaluationResult:
         payload["model"], payload["eps"], torch.tensor(per["label"], dtype=torch.long), flags("clean"),
         {key: flags(key) for key in per if key not in ("label", "clean")}, payload.get("attacks", {}),
         payload.get("seconds", {}), payload.get("warnings", {}),
-        [SanityCheck(**c) for c in payload.get("sanity_checks", [])])
+        [SanityCheck(**c) for c in payload.get("sanity_checks", [])],
+        {key: {part: _index_flags(indices, len(per["label"])) for part, indices in parts.items()}
+         for key, parts in payload.get("fooled_by", {}).items()})
+
+
+def _index_flags(indices: list[int], n: int) -> torch.Tensor:
+    flags = torch.zeros(n, dtype=torch.bool)
+    flags[torch.tensor(indices, dtype=torch.long)] = True
+    return flags
 
 
 def suite_attacks(suite: SuiteRecipe, eps: float) -> dict[str, Attack]:
@@ -156,11 +211,14 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
         result.attack_configs[key] = attack.config()
         if out.warnings:
             result.warnings[key] = out.warnings
+        if out.fooled_by:
+            result.fooled_by[key] = out.fooled_by
         result.checks += _perturbation_checks(key, x, out.x_adv, eps)
         over = int((result.robust[key] & ~clean).sum())
         result.checks.append(SanityCheck(f"{key}: robust only where clean is correct", over == 0,
                                          f"{over} samples robust but misclassified clean"))
     result.checks += strength_checks(result)
+    result.checks += square_gap_checks(result)
     zero = build_attack("fgsm", 0.0).run(model, x, y, batch_size=suite.batch_size, progress=False)
     same = bool((zero.robust == clean).all())
     result.checks.append(SanityCheck("eps = 0 gives clean accuracy", same,
