@@ -8,9 +8,12 @@ and draws randomness only from a private, seeded ``torch.Generator``.
 from __future__ import annotations
 
 import logging
+import threading
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +73,8 @@ class AttackOutput:
     x_adv: torch.Tensor
     robust: torch.Tensor
     warnings: list[str] = field(default_factory=list)
+    # for composite attacks (AutoAttack): per component, the samples that component fooled
+    fooled_by: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class Attack(ABC):
@@ -206,6 +211,62 @@ class CW(PGD):
     loss_fn: LossFn = staticmethod(cw_margin_loss)
 
 
+@ATTACKS.register("transfer")
+class Transfer(Attack):
+    """Transfer (black-box) attack (Papernot et al. 2017; Athalye et al. 2018 on its use as a
+    masking check): PGD-k crafted on a surrogate model, evaluated on the target.
+
+    ``surrogate`` is a robdistill checkpoint path (a suite's ``surrogate = "path.pt"``) or an
+    ``nn.Module``. The surrogate's PGD is our :class:`PGD` with the same seed, so its images are the
+    first iterate that fools the surrogate (or the last one). A sample is robust iff the target
+    classifies both the clean and the transferred image correctly."""
+
+    name = "transfer"
+
+    def __init__(self, eps: float, seed: int = 0, surrogate: str | Path | nn.Module | None = None,
+                 steps: int = 20, step_size: float | None = None, restarts: int = 1, random_start: bool = True):
+        check_eps(eps)
+        self.pgd = PGD(eps, seed=seed, steps=steps, step_size=step_size, restarts=restarts,
+                       random_start=random_start)
+        self.surrogate, label = _load_surrogate(surrogate)
+        self._owns_surrogate = not isinstance(surrogate, nn.Module)
+        pgd = {k: v for k, v in self.pgd.config().items() if k not in ("eps", "seed")}
+        super().__init__(eps, seed, surrogate=label, surrogate_attack=pgd)
+
+    def attack_batch(self, model, x, y, generator):
+        crafted = self.pgd.attack_batch(self.surrogate, x, y, generator)
+        with torch.no_grad():
+            robust = (model(x).argmax(1) == y) & (model(crafted.x_adv).argmax(1) == y)
+        return AttackOutput(crafted.x_adv, robust)
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
+            progress: bool = True) -> AttackOutput:
+        if self._owns_surrogate:
+            self.surrogate.to(x.device)
+        with eval_mode(self.surrogate):
+            return super().run(model, x, y, batch_size=batch_size, progress=progress)
+
+
+def _load_surrogate(surrogate: str | Path | nn.Module | None) -> tuple[nn.Module, str]:
+    """The surrogate model and the label logged for it (the checkpoint path or the module's class)."""
+    if isinstance(surrogate, nn.Module):
+        return surrogate, f"<{type(surrogate).__name__} module>"
+    if surrogate is None or not str(surrogate).strip():
+        raise UserError("transfer needs a surrogate: a checkpoint path (surrogate = \"teacher.pt\") or a module")
+    if not isinstance(surrogate, (str, Path)):
+        raise UserError(f"transfer surrogate must be a checkpoint path or a module; got {type(surrogate).__name__}")
+    from .checkpoints import load_checkpoint
+
+    try:
+        with preserved_global_rng("cpu"):  # building the model draws initial weights
+            model, _ = load_checkpoint(Path(surrogate))
+    except UserError as exc:
+        raise UserError(f"transfer surrogate: {exc}") from None
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, str(surrogate)
+
+
 class _WarningCollector(logging.Handler):
     def __init__(self) -> None:
         super().__init__(level=logging.WARNING)
@@ -219,16 +280,22 @@ class _WarningCollector(logging.Handler):
 class AutoAttackLinf(Attack):
     """AutoAttack (Croce & Hein 2020), the reference implementation from PyPI ``pyautoattack``.
 
-    Versions ``standard`` / ``plus`` / ``rand`` / ``custom`` (with ``attacks``). Its gradient-masking
-    and sanity warnings (logger ``auto-attack``) are captured and returned with the result; the
-    caller's global RNG state is preserved around the library, which seeds it."""
+    Versions ``standard`` / ``plus`` / ``rand`` / ``custom`` (with ``attacks``); ``square_queries``
+    overrides Square's query budget (library default 5000). Its gradient-masking and sanity warnings
+    (logger ``auto-attack``) are captured and returned with the result; the caller's global RNG
+    state is preserved around the library, which seeds it.
+
+    The library's run is left exactly as it is; the robust flags it holds after each component are
+    recorded, so ``fooled_by`` says which component fooled which sample. Components after Square in
+    the version's order (``plus``) never see the samples Square fooled; they are run on those
+    samples afterwards, so the Square-versus-white-box gap (SPEC section 4) is exact."""
 
     name = "autoattack"
     VERSIONS = ("standard", "plus", "rand", "custom")
     ATTACK_NAMES = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
 
     def __init__(self, eps: float, seed: int = 0, version: str = "standard",
-                 attacks: list[str] | None = None):
+                 attacks: list[str] | None = None, square_queries: int | None = None):
         if version not in self.VERSIONS:
             raise UserError(f"autoattack version '{version}' is unknown; use one of {', '.join(self.VERSIONS)}")
         if version == "custom":
@@ -236,28 +303,115 @@ class AutoAttackLinf(Attack):
                 raise UserError(f"autoattack version 'custom' needs attacks from {', '.join(self.ATTACK_NAMES)}")
         elif attacks:
             raise UserError("autoattack 'attacks' can only be given with version = 'custom'")
-        super().__init__(eps, seed, version=version, attacks=list(attacks) if attacks else None)
+        if square_queries is not None and int(square_queries) < 1:
+            raise UserError(f"autoattack square_queries must be >= 1; got {square_queries}")
+        params: dict[str, Any] = {"version": version, "attacks": list(attacks) if attacks else None}
+        if square_queries is not None:
+            params["square_queries"] = int(square_queries)
+        super().__init__(eps, seed, **params)
 
     def attack_batch(self, model, x, y, generator):  # pragma: no cover - run() is overridden
         raise NotImplementedError
 
-    def run(self, model, x, y, batch_size: int = 256, progress: bool = True) -> AttackOutput:
+    def _adversary(self, model: nn.Module, device: torch.device):
         from pyautoattack import AutoAttack
 
+        kwargs = {"attacks": self.params["attacks"]} if self.params["version"] == "custom" else {}
+        adversary = AutoAttack(model, eps=self.eps, norm="Linf", version=self.params["version"],
+                               seed=self.seed, device=device, **kwargs)
+        if "square_queries" in self.params:
+            adversary.square.n_queries = self.params["square_queries"]
+        return adversary
+
+    def run(self, model, x, y, batch_size: int = 256, progress: bool = True) -> AttackOutput:
         collector = _WarningCollector()
         logger = logging.getLogger("auto-attack")
         logger.addHandler(collector)
         try:
             with eval_mode(model), preserved_global_rng(x.device):
-                kwargs = {"attacks": self.params["attacks"]} if self.params["version"] == "custom" else {}
-                adversary = AutoAttack(model, eps=self.eps, norm="Linf", version=self.params["version"],
-                                       seed=self.seed, device=x.device, **kwargs)
+                adversary = self._adversary(model, x.device)
+                order = list(adversary.attacks_to_run)
                 if progress:
                     tqdm.write(f"  autoattack ({self.params['version']}) on {len(y)} samples ...")
-                x_adv, y_adv = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
+                with _recording_components() as snapshots:
+                    x_adv, y_adv = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
         finally:
             logger.removeHandler(collector)
-        return AttackOutput(x_adv.detach(), (y_adv == y), collector.messages)
+        fooled = _fooled_by(snapshots, order, len(y), y.device)
+        if fooled:
+            self._white_box_after_square(model, x, y, order, fooled, batch_size)
+        return AttackOutput(x_adv.detach(), (y_adv == y), collector.messages, fooled)
+
+    def _white_box_after_square(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, order: list[str],
+                                fooled: dict[str, torch.Tensor], batch_size: int) -> None:
+        """Run the components that come after Square on the samples Square fooled (which the
+        library skips), adding the samples they fool to ``fooled``."""
+        later = order[order.index("square") + 1:] if "square" in order else []
+        idx = fooled["square"].nonzero().squeeze(1) if later else torch.empty(0, dtype=torch.long)
+        if idx.numel() == 0:
+            return
+        logger, muted = logging.getLogger("auto-attack"), _WarningCollector()  # the main run reported them
+        logger.addHandler(muted)
+        try:
+            with eval_mode(model), preserved_global_rng(x.device):
+                adversary = self._adversary(model, x.device)
+                adversary.attacks_to_run = later
+                with _recording_components() as snapshots:
+                    adversary.run_standard_evaluation(x[idx], y[idx], batch_size=batch_size)
+        finally:
+            logger.removeHandler(muted)
+        for name, sub in _fooled_by(snapshots, later, len(idx), y.device).items():
+            fooled[name][idx] |= sub
+
+
+_RECORDING_LOCK = threading.Lock()
+
+
+@contextmanager
+def _recording_components() -> Iterator[list[tuple[str, torch.Tensor]]]:
+    """Record pyautoattack's robust flags (a copy) before its first component and after each one,
+    by substituting a subclass of its ``EvaluationState`` for the duration of one run."""
+    import pyautoattack.autoattack as library
+
+    snapshots: list[tuple[str, torch.Tensor]] = []
+    base = library.EvaluationState
+
+    class Recording(base):  # type: ignore[misc, valid-type]
+        @property
+        def robust_flags(self):
+            return self._robust_flags
+
+        @robust_flags.setter
+        def robust_flags(self, flags):
+            if not snapshots and flags is not None:
+                snapshots.append(("clean", flags.detach().clone()))
+            base.robust_flags.fset(self, flags)
+
+        def add_run_attack(self, attack):
+            snapshots.append((attack, self.robust_flags.detach().clone()))
+            super().add_run_attack(attack)
+
+    with _RECORDING_LOCK:
+        library.EvaluationState = Recording
+        try:
+            yield snapshots
+        finally:
+            library.EvaluationState = base
+
+
+def _fooled_by(snapshots: list[tuple[str, torch.Tensor]], order: list[str], n: int,
+               device: torch.device) -> dict[str, torch.Tensor]:
+    """Per component, the samples robust before it and not after it (none for components that
+    did not run because nothing was left); empty if the library's internals were not recorded."""
+    if not snapshots or snapshots[0][0] != "clean":
+        return {}
+    fooled = {name: torch.zeros(n, dtype=torch.bool, device=device) for name in order}
+    previous = snapshots[0][1].to(device)
+    for name, flags in snapshots[1:]:
+        flags = flags.to(device)
+        fooled[name] |= previous & ~flags
+        previous = flags
+    return fooled
 
 
 def build_attack(name: str, eps: float, seed: int = 0, **params: Any) -> Attack:

@@ -3,7 +3,7 @@ worst case, 95% Wilson intervals, and sanity checks on every evaluation."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
@@ -42,6 +42,8 @@ class EvaluationResult:
     warnings: dict[str, list[str]] = field(default_factory=dict)
     checks: list[SanityCheck] = field(default_factory=list)
     rows: list[int] | None = None  # for one shard of a split evaluation: the test rows it covers
+    # composite attacks (AutoAttack): attack key -> component -> samples that component fooled
+    fooled_by: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -77,14 +79,18 @@ class EvaluationResult:
             "attacks": self.attack_configs, "seconds": self.seconds, "warnings": self.warnings,
             "sanity_checks": [vars(c) for c in self.checks],
             **({"rows": self.rows} if self.rows is not None else {}),
+            "fooled_by": {key: {part: flags.nonzero().squeeze(1).tolist() for part, flags in parts.items()}
+                          for key, parts in self.fooled_by.items()},
             "per_sample": {"label": self.labels.tolist(), "clean": self.clean.int().tolist(),
                            **{k: v.int().tolist() for k, v in self.robust.items()}},
         }
 
 
 # (stronger, weaker) attack names: the stronger one should not leave more samples robust
+# (a white-box attack scoring above a black-box transfer attack is a sign of gradient masking,
+# Athalye et al. 2018)
 STRENGTH_ORDER = (("pgd", "fgsm"), ("cw", "fgsm"), ("autoattack", "pgd"), ("autoattack", "cw"),
-                  ("autoattack", "fgsm"))
+                  ("autoattack", "fgsm"), ("pgd", "transfer"), ("autoattack", "transfer"))
 
 
 def strength_checks(result: EvaluationResult, alpha: float = 0.05) -> list[SanityCheck]:
@@ -109,6 +115,50 @@ def strength_checks(result: EvaluationResult, alpha: float = 0.05) -> list[Sanit
     return checks
 
 
+WHITE_BOX = ("fgsm", "pgd", "cw")
+SQUARE_TOLERANCE = 0.005
+
+
+def square_gap_checks(result: EvaluationResult, alpha: float = 0.05,
+                      tolerance: float = SQUARE_TOLERANCE) -> list[SanityCheck]:
+    """The Square-versus-white-box gap (SPEC section 4; Croce & Hein 2020, Athalye et al. 2018):
+    samples that survive every white-box attack of the suite (FGSM, PGD, CW and AutoAttack's
+    gradient-based components) but are fooled by the black-box Square attack point to gradient
+    masking.
+
+    Rule: among the m white-box survivors Square ran on, k are fooled by Square. White-box attacks
+    with a finite budget miss a few points on honest models (AutoAttack's own check tolerates a
+    0.2-point drop), so the check fails when an exact one-sided binomial test rejects "Square's
+    success rate on white-box survivors <= ``tolerance``" (0.5%) at ``alpha``. Paired on the same
+    images all discordant pairs point one way, so McNemar's test would flag any k >= 6 however
+    large m is; the tolerance keeps large evaluations from flagging noise. A flagged gap is also
+    added to the result's warnings; the per-component counts are in the check's detail."""
+    from scipy.stats import binomtest
+
+    white = result.clean.clone()
+    for key, config in result.attack_configs.items():
+        if config.get("attack", key) in WHITE_BOX:
+            white &= result.robust[key]
+    for parts in result.fooled_by.values():  # gradient-based components of every AutoAttack of the suite
+        for part, fooled in parts.items():
+            if part != "square":
+                white &= ~fooled
+    checks = []
+    for key, parts in result.fooled_by.items():
+        if "square" not in parts:
+            continue
+        survivors = white
+        k, m = int((survivors & parts["square"]).sum()), int(survivors.sum())
+        p = float(binomtest(k, m, tolerance, alternative="greater").pvalue) if k else 1.0
+        counts = ", ".join(f"{part} {int(f.sum())}" for part, f in parts.items())
+        detail = (f"Square fooled {k} of {m} samples that survive every white-box attack (one-sided binomial "
+                  f"p = {p:.2g} against {tolerance:.1%}); fooled per component: {counts}")
+        checks.append(SanityCheck(f"{key}: no Square-versus-white-box gap", p >= alpha, detail))
+        if p < alpha:
+            result.warnings.setdefault(key, []).append(f"possible gradient masking: {detail}")
+    return checks
+
+
 def result_from_json(payload: dict[str, Any]) -> EvaluationResult:
     """The inverse of :meth:`EvaluationResult.to_json` (per-sample flags included): results logged
     by another process or machine can be aggregated like local ones."""
@@ -118,7 +168,15 @@ def result_from_json(payload: dict[str, Any]) -> EvaluationResult:
         payload["model"], payload["eps"], torch.tensor(per["label"], dtype=torch.long), flags("clean"),
         {key: flags(key) for key in per if key not in ("label", "clean")}, payload.get("attacks", {}),
         payload.get("seconds", {}), payload.get("warnings", {}),
-        [SanityCheck(**c) for c in payload.get("sanity_checks", [])], payload.get("rows"))
+        [SanityCheck(**c) for c in payload.get("sanity_checks", [])], payload.get("rows"),
+        {key: {part: _index_flags(indices, len(per["label"])) for part, indices in parts.items()}
+         for key, parts in payload.get("fooled_by", {}).items()})
+
+
+def _index_flags(indices: list[int], n: int) -> torch.Tensor:
+    flags = torch.zeros(n, dtype=torch.bool)
+    flags[torch.tensor(indices, dtype=torch.long)] = True
+    return flags
 
 
 def merge_shards(shards: list[EvaluationResult]) -> EvaluationResult:
@@ -141,7 +199,10 @@ def merge_shards(shards: list[EvaluationResult]) -> EvaluationResult:
         first.attack_configs, {key: max(s.seconds.get(key, 0.0) for s in shards) for key in first.seconds},
         {key: [w for s in shards for w in s.warnings.get(key, [])] for key in first.robust
          if any(key in s.warnings for s in shards)})
-    strength = {c.name for c in strength_checks(merged)}
+    merged.fooled_by = {key: {part: place(torch.cat([s.fooled_by[key][part] for s in shards])) for part in parts}
+                        for key, parts in first.fooled_by.items()}
+    recomputed = strength_checks(merged) + square_gap_checks(replace(merged, warnings={}))  # names only
+    strength = {c.name for c in recomputed}
     by_name: dict[str, list[SanityCheck]] = {}
     for shard in shards:
         for check in shard.checks:
@@ -151,7 +212,7 @@ def merge_shards(shards: list[EvaluationResult]) -> EvaluationResult:
                                  next((c.detail for c in checks if not c.passed), checks[0].detail)
                                  + f" ({len(checks)} shards)")
                      for name, checks in by_name.items()]
-    merged.checks += strength_checks(merged)
+    merged.checks += strength_checks(merged) + square_gap_checks(merged)
     return merged
 
 
@@ -195,6 +256,7 @@ def _attack_piece(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Te
     started = time.perf_counter()
     out = attack.run(model, x, y, batch_size=batch_size, progress=progress)
     return {"robust": out.robust.cpu(), "seconds": time.perf_counter() - started, "warnings": out.warnings,
+            "fooled_by": {part: flags.cpu() for part, flags in out.fooled_by.items()},
             **_perturbation_stats(x, out.x_adv)}
 
 
@@ -250,11 +312,17 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
         warnings = [w for p in pieces for w in p["warnings"]]
         if warnings:
             result.warnings[key] = warnings
+        components = sorted({c for p in saved["done"][key] for c in p["fooled_by"]})
+        if components:
+            result.fooled_by[key] = {c: distributed.gather_rows(torch.cat(
+                [p["fooled_by"].get(c, torch.zeros(len(p["robust"]), dtype=torch.bool)) for p in saved["done"][key]]),
+                len(data)).to(clean.device) for c in components}
         result.checks += _perturbation_checks(key, pieces, eps)
         over = int((result.robust[key] & ~clean).sum())
         result.checks.append(SanityCheck(f"{key}: robust only where clean is correct", over == 0,
                                          f"{over} samples robust but misclassified clean"))
     result.checks += strength_checks(result)
+    result.checks += square_gap_checks(result)
     zero = build_attack("fgsm", 0.0).run(model, x, y, batch_size=suite.batch_size, progress=False)
     zero_robust = distributed.gather_rows(zero.robust, len(data)).to(clean.device)
     same = bool((zero_robust == clean).all())

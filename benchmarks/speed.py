@@ -1,0 +1,242 @@
+"""Speed goals (run on demand; every ratio comes from timings taken in one run of this script):
+
+(a) our PGD-k per example versus k one-pass input gradients (forward + backward) of the same model
+    on the same batch (goal: within 10% of that limit), and versus torchattacks' PGD-k in the peer
+    venv on the same TorchScript-traced model and data (goal: no slower);
+(b) our AutoAttack wrapper versus calling pyautoattack directly (goal: within 5%);
+(c) one adversarial-training epoch (PGD-k + the training step) versus (k + 1) forward + backward
+    passes per example (goal: within 10%);
+(d) in-memory batch iteration (robdistill.data.iterate_batches) versus torch's DataLoader over a
+    TensorDataset, for digits- and MNIST-sized data.
+
+Timings: median of --repeats runs after one warm-up, torch.set_num_threads(--threads).
+
+    python benchmarks/speed.py --out benchmarks/results/speed_cpu.md
+    python benchmarks/speed.py --device cuda --amp bf16   # on a GPU machine
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable
+
+import click
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (DEFAULT_CACHE, DEFAULT_PEER, PEER_HOWTO, digits_model, machine,  # noqa: E402
+                     peer_available, run_peer)
+
+
+def timed(fn: Callable[[], object], repeats: int, device: str) -> float:
+    """Median wall time of ``repeats`` calls after one warm-up call."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One forward + backward pass for the input gradient: the unit PGD repeats k times."""
+    leaf = x.detach().requires_grad_(True)
+    grad, = torch.autograd.grad(F.cross_entropy(model(leaf), y, reduction="sum"), leaf)
+    return grad
+
+
+def bench_pgd(model, x, y, eps, steps, repeats, device, autocast, peer, threads, workdir) -> list[list[str]]:
+    from robdistill.attacks import PGD
+
+    attack = PGD(eps, steps=steps)
+    with autocast():
+        unit = timed(lambda: input_gradient(model, x, y), repeats, device)
+        ours = timed(lambda: attack.run(model, x, y, batch_size=len(y), progress=False), repeats, device)
+    n = len(y)
+    rows = [["(a) one input-gradient pass (fwd + bwd)", f"{1e6 * unit / n:.1f} µs/example", "", ""],
+            [f"(a) our PGD-{steps}", f"{1e6 * ours / n:.1f} µs/example",
+             f"{ours / (steps * unit):.3f} x the limit {steps} x (fwd + bwd)", "<= 1.10"]]
+    if peer is not None:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            traced = torch.jit.trace(model, x[:2])
+        ours_traced = timed(lambda: attack.run(traced, x, y, batch_size=len(y), progress=False), repeats, device)
+        path = run_peer(peer, "time", model, x, y, workdir, eps=eps, steps=steps, threads=threads,
+                        repeats=repeats, device=device)
+        theirs = json.loads(path.read_text())["median_seconds"]
+        rows.append([f"(a) our PGD-{steps} on the TorchScript trace", f"{1e6 * ours_traced / n:.1f} µs/example", "", ""])
+        rows.append([f"(a) torchattacks PGD-{steps} on the same trace (peer venv)", f"{1e6 * theirs / n:.1f} µs/example",
+                     f"ours / torchattacks = {ours_traced / theirs:.3f}", "<= 1.00"])
+    return rows
+
+
+def bench_autoattack(model, x, y, eps, repeats, device) -> list[list[str]]:
+    from pyautoattack import AutoAttack
+
+    from robdistill.attacks import build_attack
+    from robdistill.modes import preserved_global_rng
+
+    attacks = ["apgd-ce", "apgd-t"]
+    wrapper = build_attack("autoattack", eps, version="custom", attacks=attacks)
+
+    def direct():
+        with preserved_global_rng(x.device):
+            adversary = AutoAttack(model, eps=eps, norm="Linf", version="custom", attacks=attacks, seed=0,
+                                   device=x.device)
+            return adversary.run_standard_evaluation(x, y, batch_size=len(y))
+
+    ours = timed(lambda: wrapper.run(model, x, y, batch_size=len(y), progress=False), repeats, device)
+    ref = timed(direct, repeats, device)
+    return [[f"(b) pyautoattack custom {'+'.join(attacks)} direct", f"{ref:.2f} s ({len(y)} images)", "", ""],
+            ["(b) our autoattack wrapper, same run", f"{ours:.2f} s",
+             f"wrapper / direct = {ours / ref:.3f}", "<= 1.05"]]
+
+
+def bench_training(model_factory, train, eps, steps, repeats, device, autocast) -> list[list[str]]:
+    from robdistill.data import Split
+    from robdistill.objectives import OBJECTIVES, TrainContext
+    from robdistill.recipes import load_recipe
+    from robdistill.training import fit
+
+    recipe = load_recipe("teacher", "at", ["epochs=1", f"attack_steps={steps}"])
+    objective = OBJECTIVES.get("at")
+    model = model_factory()
+
+    def epoch():
+        ctx = TrainContext(eps=eps, step_size=2.5 * eps / steps, steps=steps,
+                           generator=torch.Generator(device=device).manual_seed(1))
+        fit(model, train, recipe, lambda m, idx, xb, yb: objective(m, xb, yb, ctx), seed=0, desc="bench",
+            progress=False)
+
+    batch = recipe.batch_size
+    xb, yb = train.x[:batch], train.y[:batch]
+
+    def fwd_bwd():  # the training pass: forward, backward to the parameters, optimiser-free
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(xb), yb).backward()
+
+    with autocast():
+        train_pass = timed(fwd_bwd, repeats, device)
+        model.eval()
+        attack_pass = timed(lambda: input_gradient(model, xb, yb), repeats, device)
+        model.train()
+        one_epoch = timed(epoch, max(1, repeats // 2), device)
+    n_batches = -(-len(train) // batch)
+    limit = (steps * attack_pass + train_pass) * n_batches
+    return [[f"(c) training pass (fwd + bwd to the weights), batch {batch}", f"{1e6 * train_pass / batch:.1f} µs/example", "", ""],
+            [f"(c) input-gradient pass (fwd + bwd to the images), batch {batch}",
+             f"{1e6 * attack_pass / batch:.1f} µs/example", "", ""],
+            [f"(c) one AT epoch (PGD-{steps}), {len(train)} examples", f"{one_epoch:.2f} s",
+             f"{one_epoch / limit:.3f} x the limit {steps} x input-gradient + 1 x training pass", "<= 1.10"]]
+
+
+def bench_batches(repeats: int) -> list[list[str]]:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from robdistill.data import Split, iterate_batches, load_dataset
+
+    digits = load_dataset("digits").train
+    g = torch.Generator().manual_seed(0)
+    mnist = Split(torch.rand(60000, 1, 28, 28, generator=g), torch.randint(10, (60000,), generator=g))
+    rows = []
+    for name, split, batch in (("digits", digits, 64), ("MNIST-sized", mnist, 128)):
+        def ours():
+            for _ in iterate_batches(split, batch, torch.Generator().manual_seed(0)):
+                pass
+
+        loader = DataLoader(TensorDataset(split.x, split.y), batch_size=batch, shuffle=True,
+                            generator=torch.Generator().manual_seed(0))
+
+        def theirs():
+            for _ in loader:
+                pass
+
+        t_ours, t_loader = timed(ours, repeats, "cpu"), timed(theirs, repeats, "cpu")
+        rows.append([f"(d) {name} ({len(split)} x {tuple(split.x.shape[1:])}, batch {batch}) epoch: "
+                     f"iterate_batches / DataLoader", f"{1e3 * t_ours:.1f} ms vs {1e3 * t_loader:.1f} ms",
+                     f"DataLoader / ours = {t_loader / t_ours:.1f}", ""])
+    return rows
+
+
+@click.command()
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
+@click.option("--amp", type=click.Choice(["none", "bf16"]), default="none", show_default=True,
+              help="bf16 autocast around (a) and (c) (CUDA only; the attack steps stay in float32 pixels).")
+@click.option("--channels-last", is_flag=True, help="channels_last memory format for model and images.")
+@click.option("--threads", default=1, show_default=True)
+@click.option("--repeats", default=5, show_default=True)
+@click.option("--steps", default=10, show_default=True, help="k of PGD-k in (a) and (c).")
+@click.option("--n", "n_eval", default=256, show_default=True, help="Images per batch in (a) and (b).")
+@click.option("--aa-n", default=64, show_default=True, help="Images in (b).")
+@click.option("--parts", default="a,b,c,d", show_default=True)
+@click.option("--cache", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True)
+@click.option("--peer", type=click.Path(path_type=Path), default=DEFAULT_PEER, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None)
+def main(device, amp, channels_last, threads, repeats, steps, n_eval, aa_n, parts, cache, peer, out) -> None:
+    from robdistill.data import load_dataset
+    from robdistill.models import build_model
+
+    torch.set_num_threads(threads)
+    if amp != "none" and not device.startswith("cuda"):
+        raise click.UsageError("--amp bf16 is for CUDA devices")
+    started = time.perf_counter()
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp == "bf16" else nullcontext
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    splits = load_dataset("digits").to(device)
+    eps = 0.1
+    x, y = splits.test.x[:n_eval].contiguous(memory_format=fmt), splits.test.y[:n_eval]
+    has_peer = peer_available(peer)
+    rows: list[list[str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for teacher in ("standard", "at"):
+            model = digits_model(teacher, cache, device=device).to(memory_format=fmt)
+            if "a" in parts:
+                rows += [[f"[{teacher}] {r[0]}", *r[1:]] for r in
+                         bench_pgd(model, x, y, eps, steps, repeats, device, autocast, peer if has_peer else None,
+                                   threads, Path(tmp) / teacher)]
+            if "b" in parts and teacher == "at":
+                rows += [[f"[{teacher}] {r[0]}", *r[1:]] for r in
+                         bench_autoattack(model, x[:aa_n], y[:aa_n], eps, max(3, repeats // 2), device)]
+    if "c" in parts:
+        def factory():
+            torch.manual_seed(0)
+            return build_model("small-cnn", (1, 8, 8), 10, (0.5,), (0.5,)).to(device).to(memory_format=fmt)
+
+        rows += bench_training(factory, splits.train, eps, steps, repeats, device, autocast)
+    if "d" in parts:
+        rows += bench_batches(repeats)
+    header = ["measurement", "time", "ratio", "goal"]
+    lines = [f"# Speed benchmark ({device}{', bf16 autocast' if amp == 'bf16' else ''}"
+             f"{', channels_last' if channels_last else ''})", "",
+             f"Command: `{' '.join(shlex.quote(a) for a in ['python', *sys.argv])}`  ",
+             f"Machine: {machine(device)}  ",
+             f"torch.set_num_threads({threads}); median of {repeats} timings after a warm-up; "
+             f"PGD-{steps}, eps {eps}, {len(y)} digits test images per batch.  ",
+             f"Wall time: {time.perf_counter() - started:.0f} s", ""]
+    if not has_peer:
+        lines += [f"torchattacks peer venv not found at {peer}: skipped. Create it with `{PEER_HOWTO}`.", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    report = "\n".join(lines)
+    click.echo(report)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report + "\n")
+
+
+if __name__ == "__main__":
+    main()
