@@ -4,6 +4,11 @@
     /work/peer/bin/python benchmarks/peer_torchattacks.py flags MODEL.ts DATA.pt OUT.pt --eps .1 --steps 20
     /work/peer/bin/python benchmarks/peer_torchattacks.py time MODEL.ts DATA.pt OUT.json --eps .1 --steps 20
 
+``time`` with ``--ours REPO`` also times robdistill's PGD (imported from REPO; it needs only torch
+and tqdm) on the same traced model in the same process, alternating the two attacks round by
+round (ABAB, then BABA), so drifts in machine load hit both alike; it writes both medians and
+the median of the per-round ratios.
+
 MODEL.ts is a TorchScript trace of the model (inputs in [0, 1]); DATA.pt holds {"x", "y"}. ``flags``
 writes {"robust", "x_adv"} (robust = correct on the clean and on the final PGD iterate); ``time``
 writes the median wall time of --repeats runs after one warm-up. Needs only torch and torchattacks.
@@ -32,6 +37,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--ours", default=None, help="robdistill checkout: time its PGD interleaved")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = torch.jit.load(args.model, map_location=args.device).eval()
@@ -46,6 +52,8 @@ def main() -> None:
             robust = (model(x).argmax(1) == y) & (model(x_adv).argmax(1) == y)
         torch.save({"robust": robust.cpu(), "x_adv": x_adv.cpu()}, args.out)
         return
+    if args.ours is not None:
+        return time_interleaved(args, model, x, y, alpha, attack)
     times = []
     for i in range(args.repeats + 1):
         if args.device.startswith("cuda"):
@@ -58,6 +66,38 @@ def main() -> None:
             times.append(time.perf_counter() - start)
     with open(args.out, "w") as f:
         json.dump({"median_seconds": statistics.median(times), "times": times,
+                   "torchattacks": torchattacks.__version__, "torch": torch.__version__}, f)
+
+
+def time_interleaved(args, model, x, y, alpha, attack) -> None:
+    import sys
+
+    sys.path.insert(0, args.ours)
+    from robdistill.attacks import PGD
+
+    ours = PGD(args.eps, steps=args.steps, step_size=alpha)
+    run = {"ours": lambda: ours.run(model, x, y, batch_size=len(y), progress=False),
+           "torchattacks": lambda: attack(x, y)}
+
+    def once(name: str) -> float:
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        run[name]()
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    once("ours"), once("torchattacks")  # warm-up
+    times: dict[str, list[float]] = {"ours": [], "torchattacks": []}
+    for i in range(args.repeats):
+        for name in (("ours", "torchattacks") if i % 2 == 0 else ("torchattacks", "ours")):
+            times[name].append(once(name))
+    ratios = [a / b for a, b in zip(times["ours"], times["torchattacks"])]
+    with open(args.out, "w") as f:
+        json.dump({"median_seconds": statistics.median(times["torchattacks"]),
+                   "ours_median_seconds": statistics.median(times["ours"]),
+                   "median_ratio": statistics.median(ratios), "times": times,
                    "torchattacks": torchattacks.__version__, "torch": torch.__version__}, f)
 
 

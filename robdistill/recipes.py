@@ -90,17 +90,34 @@ class TeacherRecipe(TrainingRecipe):
 
 @dataclass(frozen=True)
 class StudentRecipe(TrainingRecipe):
-    """A student distilled on clean inputs only: loss T^2 KL(p_t'/T || p_s/T) + a CE (SPEC section 3)."""
+    """A student distilled on clean inputs only: loss T^2 KL(p_t'/T || p_s/T) + a CE (SPEC section 3).
+
+    ``method`` ``ard`` / ``rslad`` are the robust-distillation baselines instead (they train on the
+    student's adversarial examples: PGD with ``eps`` -- default the dataset's --, ``attack_steps``,
+    ``attack_step_size`` -- default 2.5 eps / steps --; ``adv_weight`` is their alpha)."""
 
     temperature: float = 4.0
     hard_label_weight: float = 0.0
     augment: str = "none"  # robdistill.augment: none (teacher logits cached), shift1, crop, crop-flip
+    method: str = "clean"  # robdistill.student_methods: clean, ard, rslad
+    adv_weight: float = 1.0
+    eps: float | None = None
+    attack_steps: int = 10
+    attack_step_size: float | None = None
 
     def validate(self) -> None:
         from .augment import AUGMENTATIONS
+        from .student_methods import STUDENT_METHODS
 
         super().validate()
         AUGMENTATIONS.get(self.augment)
+        STUDENT_METHODS.get(self.method)
+        _require(0.0 <= self.adv_weight <= 1.0, f"adv_weight must lie in [0, 1]; got {self.adv_weight}")
+        if self.eps is not None:
+            _require(0.0 <= self.eps <= 1.0, f"eps must lie in [0, 1]; got {self.eps}")
+        _require(self.attack_steps >= 1, f"attack_steps must be >= 1; got {self.attack_steps}")
+        if self.attack_step_size is not None:
+            _require(self.attack_step_size > 0, f"attack_step_size must be > 0; got {self.attack_step_size}")
         _require(self.temperature > 0, f"temperature must be > 0; got {self.temperature}")
         _require(self.hard_label_weight >= 0, f"hard_label_weight must be >= 0; got {self.hard_label_weight}")
 

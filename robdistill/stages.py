@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import distributed, tracking
@@ -25,6 +24,7 @@ from .modes import eval_mode, private_generator
 from .objectives import OBJECTIVES, LossOutput, TrainContext
 from .perturbations import PERTURBATIONS
 from .recipes import StudentRecipe, SuiteRecipe, TeacherRecipe, fingerprint, to_dict
+from .student_methods import ADVERSARIAL_INPUTS, STUDENT_METHODS, AttackContext, distillation_loss  # noqa: F401
 from .training import TrainingState, accuracy, fit
 
 # Bump when a change to training code makes old cached teachers stale.
@@ -216,17 +216,6 @@ def _with_generators(state: TrainingState | None, generators: dict[str, torch.Ge
     return state
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
-                      labels: torch.Tensor | None = None, hard_label_weight: float = 0.0) -> torch.Tensor:
-    """T^2 KL(softmax(z_t'/T) || softmax(z_s/T)), mean over the batch, + a CE(z_s, y) (SPEC section 3)."""
-    t = temperature
-    loss = t * t * F.kl_div(F.log_softmax(student_logits / t, 1), F.log_softmax(teacher_logits / t, 1),
-                            reduction="batchmean", log_target=True)
-    if hard_label_weight and labels is not None:
-        loss = loss + hard_label_weight * F.cross_entropy(student_logits, labels)
-    return loss
-
-
 class TeacherTargets:
     """The (perturbed) teacher logits a student learns from. Without augmentation the teacher's
     logits are computed once (eval mode) and perturbed afresh each epoch; with augmentation the
@@ -253,11 +242,19 @@ class TeacherTargets:
         return view, self.perturbation(logits_of(self.teacher, view), self.generator, self.recipe.temperature)
 
 
-def resolved_student(recipe: StudentRecipe, perturb: str) -> dict[str, Any]:
+def resolved_student(recipe: StudentRecipe, perturb: str, info: DatasetInfo | None = None) -> dict[str, Any]:
     values = to_dict(recipe)
     values["perturb"] = perturb
-    values["inputs"] = "clean training inputs only" + ("" if recipe.augment == "none" else
-                                                        f", augmented ({recipe.augment}); teacher run per view")
+    if recipe.method in ADVERSARIAL_INPUTS:
+        values["inputs"] = (f"ADVERSARIAL examples of the student ({recipe.method}: a robust-distillation "
+                            f"baseline, not clean-only distillation)")
+        if info is not None:
+            values["eps"] = info.eps if recipe.eps is None else recipe.eps
+            values["attack_step_size"] = (recipe.attack_step_size if recipe.attack_step_size is not None
+                                          else 2.5 * values["eps"] / recipe.attack_steps)
+    else:
+        values["inputs"] = "clean training inputs only" + ("" if recipe.augment == "none" else
+                                                            f", augmented ({recipe.augment}); teacher run per view")
     return values
 
 
@@ -267,26 +264,29 @@ def distill_student(teacher: TeacherHandle, recipe: StudentRecipe, perturb: str,
     once, or per augmented view when the recipe augments."""
     info = splits.info
     perturbation = PERTURBATIONS.get(perturb)
+    resolved = resolved_student(recipe, perturb, info)
     tags = {"stage": "student", "dataset": info.name, "teacher": teacher_name, "perturb": perturb,
-            "student": recipe.name, "seed": str(settings.seed), "teacher_key": teacher.key}
-    student_key = fingerprint({"teacher": teacher.key, "student": resolved_student(recipe, perturb),
-                               "seed": settings.seed})
+            "student": recipe.name, "seed": str(settings.seed), "teacher_key": teacher.key,
+            "student_inputs": "adversarial" if recipe.method in ADVERSARIAL_INPUTS else "clean"}
+    student_key = fingerprint({"teacher": teacher.key, "student": resolved, "seed": settings.seed})
     state = TrainingState(settings.cache_dir / "state" / f"student-{student_key}.state.pt")
     interrupted = _interrupted_run(state, settings)
     with tracking.tracked_run(f"student {recipe.name} <- {teacher_name} [{perturb}]", nested=True, tags=tags,
                               resume_run_id=interrupted) as run:
         if interrupted is None:
-            tracking.log_params("student", resolved_student(recipe, perturb))
+            tracking.log_params("student", resolved)
         state.extra = {"run_id": run.info.run_id}
         train = recipe.training_split(splits.train)
         targets = TeacherTargets(teacher.model, train, recipe, perturbation, settings.seed)
+        method = STUDENT_METHODS.get(recipe.method)
+        eps = info.eps if recipe.eps is None else recipe.eps  # ard / rslad only
+        step_size = recipe.attack_step_size if recipe.attack_step_size is not None else 2.5 * eps / recipe.attack_steps
+        attack = AttackContext(eps, recipe.attack_steps, step_size,
+                               private_generator(rank_seed(settings.seed + 4), settings.device))
 
         def step(model, idx, x, y) -> LossOutput:
             x, target = targets.batch(idx, x)
-            logits = model(x)
-            loss = distillation_loss(logits, target, recipe.temperature, y, recipe.hard_label_weight)
-            agree = (logits.argmax(1) == target.argmax(1)).float().mean().item()
-            return LossOutput(loss, logits.detach(), {"teacher_agreement": agree})
+            return method(model, x, y, target, recipe, attack)
 
         model = _new_model(recipe.model, info, settings.seed, settings.device)
         history = fit(model, train, recipe, step, seed=settings.seed,
@@ -294,12 +294,13 @@ def distill_student(teacher: TeacherHandle, recipe: StudentRecipe, perturb: str,
                       validate=_validator(info.eps, 10, 2.5 * info.eps / 10, splits.val, settings.seed),
                       on_epoch_end=lambda epoch, metrics: tracking.log_metrics(metrics, step=epoch),
                       progress=settings.progress, resume=settings.resume,
-                      state=_with_generators(state, {"perturb": targets.generator, "augment": targets.augment_generator}))
+                      state=_with_generators(state, {"perturb": targets.generator, "augment": targets.augment_generator,
+                                                     "student_attack": attack.generator}))
         name = f"{info.name}-{teacher_name}-{perturb}-{recipe.name}-s{settings.seed}-{run.info.run_id[:8]}.pt"
         path = settings.cache_dir / "students" / name
         if distributed.is_main():
             save_checkpoint(path, model, kind="student", model_name=recipe.model, dataset=info.name,
-                            recipe=resolved_student(recipe, perturb), seed=settings.seed,
+                            recipe=resolved, seed=settings.seed,
                             extra={"run_id": run.info.run_id, "teacher_key": teacher.key,
                                    "final_metrics": history[-1]})
         distributed.barrier()

@@ -1,0 +1,129 @@
+"""Do students inherit the other traits of robust teachers? (issue 4's extra; Chen et al. 2020)
+
+For every teacher and student checkpoint in a robdistill cache (e.g. the one the Seguin sweep and
+the teacher study filled), measure clean accuracy, PGD-20 accuracy, accuracy under Gaussian noise,
+blur and lowered contrast, and the total variation of the first-layer filters; print per
+(model, perturbation) the mean over seeds with its 95% t-interval, the Spearman correlation of
+each trait with PGD accuracy across all models, and the paired differences students of the AT
+teacher minus students of the standard teacher.
+
+    python benchmarks/traits_study.py --cache /work/study/digits/cache --out benchmarks/results/traits_digits.md
+"""
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+
+import click
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine  # noqa: E402
+
+TRAITS = ("clean", "pgd", "corrupt/gaussian-noise", "corrupt/blur", "corrupt/contrast", "conv1_tv")
+
+
+def describe(path: Path, perturbations: list[str]) -> tuple[str, str, int] | None:
+    """(teacher, perturbation or 'teacher', seed) from a checkpoint's file name."""
+    stem = path.stem
+    if path.parent.name == "teachers":
+        match = re.fullmatch(r"[a-z0-9-]+?-(?P<teacher>[a-z0-9-]+)-s(?P<seed>\d+)-[0-9a-f]+", stem)
+        return (match["teacher"], "teacher", int(match["seed"])) if match else None
+    for perturb in sorted(perturbations, key=len, reverse=True):
+        match = re.fullmatch(rf"[a-z0-9]+?-(?P<teacher>[a-z0-9-]+)-{perturb}-default-s(?P<seed>\d+)-[0-9a-f]+", stem)
+        if match:
+            return match["teacher"], perturb, int(match["seed"])
+    return None
+
+
+def measure(path: Path, test, eps: float) -> dict[str, float]:
+    from robdistill.attacks import PGD
+    from robdistill.checkpoints import load_checkpoint
+    from robdistill.training import accuracy
+    from robdistill.traits import traits
+
+    model, _ = load_checkpoint(path, "cpu")
+    out = {"clean": accuracy(model, test),
+           "pgd": PGD(eps, steps=20).run(model, test.x, test.y, progress=False).robust.float().mean().item()}
+    out.update(traits(model, test))
+    return out
+
+
+def fmt(summary, scale: float = 100.0, digits: int = 1) -> str:
+    if summary.std != summary.std:  # one seed
+        return f"{scale * summary.mean:.{digits}f}"
+    return f"{scale * summary.mean:.{digits}f} [{scale * summary.low:.{digits}f}, {scale * summary.high:.{digits}f}]"
+
+
+@click.command()
+@click.option("--cache", type=click.Path(path_type=Path, exists=True), required=True,
+              help="A robdistill --cache-dir with teachers/ and students/.")
+@click.option("--dataset", default="digits", show_default=True)
+@click.option("--teachers", default="standard,at,alp,aalp", show_default=True, help="Teachers to include.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Markdown results file.")
+def main(cache: Path, dataset: str, teachers: str, out: Path | None) -> None:
+    from scipy.stats import spearmanr
+
+    from robdistill.data import load_dataset
+    from robdistill.perturbations import PERTURBATIONS
+    from robdistill.stats import seed_summary
+
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    splits = load_dataset(dataset)
+    wanted = teachers.split(",")
+    rows: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
+    paths = sorted((cache / "teachers").glob(f"{dataset}-*.pt")) + sorted((cache / "students").glob(f"{dataset}-*.pt"))
+    for path in paths:
+        described = describe(path, PERTURBATIONS.names())
+        if described is None or described[0] not in wanted:
+            continue
+        teacher, perturb, seed = described
+        rows.setdefault((teacher, perturb), {})[seed] = measure(path, splits.test, splits.info.eps)
+        click.echo(f"{path.name}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[(teacher, perturb)][seed].items()),
+                   err=True)
+    order = [p for p in ["teacher", "keep", "nonmax-shuffle", "nonmax-flatten", "confidence-swap", "onehot",
+                         "nonmax-flatten-mean"]]
+    keys = sorted(rows, key=lambda k: (wanted.index(k[0]), order.index(k[1]) if k[1] in order else 99))
+    header = ["teacher", "model", "seeds", "clean %", "PGD-20 %", "noise %", "blur %", "contrast %", "conv1 TV"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key in keys:
+        by_seed = rows[key]
+        cells = [fmt(seed_summary([by_seed[s][t] for s in sorted(by_seed)]), *( (1.0, 3) if t == "conv1_tv" else ()))
+                 for t in TRAITS]
+        lines.append(f"| {key[0]} | {'teacher' if key[1] == 'teacher' else 'student <- ' + key[1]} | "
+                     f"{len(by_seed)} | " + " | ".join(cells) + " |")
+    every = [m for by_seed in rows.values() for m in by_seed.values()]
+    corr = ["| trait | Spearman rho with PGD-20 accuracy (all models) | p |", "|---|---|---|"]
+    for trait in TRAITS[2:]:
+        rho, p = spearmanr([m["pgd"] for m in every], [m[trait] for m in every])
+        corr.append(f"| {trait} | {rho:+.2f} | {p:.2g} |")
+    paired = ["| perturbation | trait | AT-teacher student − standard-teacher student, paired by seed [95% t] |",
+              "|---|---|---|"]
+    for perturb in [p for p in order[1:] if ("at", p) in rows and ("standard", p) in rows]:
+        seeds = sorted(set(rows[("at", perturb)]) & set(rows[("standard", perturb)]))
+        for trait in TRAITS:
+            scale, digits = (1.0, 3) if trait == "conv1_tv" else (100.0, 1)
+            diff = seed_summary([rows[("at", perturb)][s][trait] - rows[("standard", perturb)][s][trait] for s in seeds])
+            paired.append(f"| {perturb} | {trait} | {fmt(diff, scale, digits)} |")
+    report = "\n".join([
+        f"# Other traits of robust models, inherited? ({dataset}; Chen et al. 2020)", "",
+        f"Command: `python benchmarks/traits_study.py --cache {cache} --dataset {dataset} --teachers {teachers}`  ",
+        f"Machine: {machine()}  ",
+        f"Wall time: {time.perf_counter() - started:.0f} s; {len(every)} models, n = {len(splits.test)} test images, "
+        f"eps {splits.info.eps} for PGD-20.  ",
+        "Corruptions (robdistill.traits defaults): Gaussian noise sigma 0.2, Gaussian blur sigma 1 px, contrast x0.4. "
+        "conv1 TV: total variation of each first-layer filter / its L1 norm, mean over filters (lower = smoother).",
+        "", "## Per model (mean over seeds [95% t-interval])", "", *lines,
+        "", "## Across all models", "", *corr,
+        "", "## Students of the AT teacher minus students of the standard teacher", "", *paired, ""])
+    click.echo(report)
+    if out is not None:
+        out.write_text(report)
+        click.echo(f"wrote {out}", err=True)
+
+
+if __name__ == "__main__":
+    main()
