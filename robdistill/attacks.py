@@ -185,20 +185,29 @@ class PGD(Attack):
                 current = project_linf(xa + (2 * noise - 1) * self.eps, xa, self.eps)
             else:
                 current = xa.clone()
+            # the ball intersected with the box, once per restart: clamping to it equals project_linf
+            low, high = (xa - self.eps).clamp(0.0, 1.0), (xa + self.eps).clamp(0.0, 1.0)
             for step in range(p["steps"] + 1):
-                leaf = current.detach().requires_grad_(True)
-                logits = model(leaf)
+                last = step == p["steps"]  # the final iterate is only checked: no gradient
+                leaf = current.detach().requires_grad_(not last)
+                with torch.set_grad_enabled(not last):
+                    logits = model(leaf)
                 keep = logits.argmax(1) == ya
-                if not keep.all():
-                    fooled = ~keep
-                    robust[active[fooled]] = False
-                    x_adv[active[fooled]] = leaf.detach()[fooled]
-                if step == p["steps"] or not keep.any():
+                if bool(keep.all()):  # the common case on robust models: no indexing at all
+                    if last:
+                        break
+                    grad, = torch.autograd.grad(self.loss_fn(logits, ya), leaf)
+                    current = torch.clamp(leaf.detach() + p["step_size"] * grad.sign(), low, high)
+                    continue
+                fooled = ~keep
+                robust[active[fooled]] = False
+                x_adv[active[fooled]] = leaf.detach()[fooled]
+                if last or not keep.any():
                     active, current = active[keep], leaf.detach()[keep]
                     break
                 grad, = torch.autograd.grad(self.loss_fn(logits[keep], ya[keep]), leaf)
-                active, xa, ya = active[keep], xa[keep], ya[keep]
-                current = project_linf(leaf.detach()[keep] + p["step_size"] * grad[keep].sign(), xa, self.eps)
+                active, ya, low, high = active[keep], ya[keep], low[keep], high[keep]
+                current = torch.clamp(leaf.detach()[keep] + p["step_size"] * grad[keep].sign(), low, high)
             x_adv[active] = current.detach()
         return AttackOutput(x_adv, robust)
 

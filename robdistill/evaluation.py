@@ -93,6 +93,16 @@ STRENGTH_ORDER = (("pgd", "fgsm"), ("cw", "fgsm"), ("autoattack", "pgd"), ("auto
                   ("autoattack", "fgsm"), ("pgd", "transfer"), ("autoattack", "transfer"))
 
 
+def _strength_class(config: dict[str, Any], key: str) -> str:
+    """The attack's place in STRENGTH_ORDER. A custom AutoAttack without any APGD component (Square
+    or FAB alone) is not expected to beat PGD sample for sample: it gets a class of its own."""
+    name = config.get("attack", key)
+    if name == "autoattack" and config.get("version") == "custom" and \
+            not any(a.startswith("apgd") for a in config.get("attacks") or []):
+        return "autoattack-without-apgd"
+    return name
+
+
 def strength_checks(result: EvaluationResult, alpha: float = 0.05) -> list[SanityCheck]:
     """SPEC section 4: a stronger attack of the suite must not score above a weaker one by more
     than noise. Paired on the same images: fails when the stronger attack's accuracy is higher
@@ -101,7 +111,7 @@ def strength_checks(result: EvaluationResult, alpha: float = 0.05) -> list[Sanit
 
     by_name: dict[str, list[str]] = {}
     for key, config in result.attack_configs.items():
-        by_name.setdefault(config.get("attack", key), []).append(key)
+        by_name.setdefault(_strength_class(config, key), []).append(key)
     checks = []
     for strong, weak in STRENGTH_ORDER:
         for s_key in by_name.get(strong, []):

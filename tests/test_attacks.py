@@ -679,3 +679,21 @@ def test_strength_checks_flag_a_stronger_attack_scoring_higher() -> None:
     ok = EvaluationResult("m", 0.1, torch.zeros(n, dtype=torch.long), clean, {"fgsm": weak, "pgd": noisy},
                           configs, {})
     assert all(c.passed for c in strength_checks(ok))
+
+
+def test_square_alone_is_not_expected_to_beat_pgd() -> None:
+    """A custom AutoAttack of Square only (black-box) may leave more samples robust than PGD on an
+    honest model; one with an APGD component may not."""
+    from robdistill.evaluation import EvaluationResult, strength_checks
+
+    n = 40
+    clean = torch.ones(n, dtype=torch.bool)
+    pgd, square = torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)
+    pgd[:10], square[:30] = True, True
+    for attacks, judged in ((["square"], False), (["apgd-ce", "square"], True)):
+        configs = {"pgd": {"attack": "pgd"}, "aa": {"attack": "autoattack", "version": "custom", "attacks": attacks}}
+        result = EvaluationResult("m", 0.1, torch.zeros(n, dtype=torch.long), clean, {"pgd": pgd, "aa": square},
+                                  configs, {})
+        checks = strength_checks(result)
+        assert (any(c.name == "aa not above pgd" for c in checks)) == judged
+        assert all(c.passed for c in checks) != judged
