@@ -256,9 +256,6 @@ def _perturbation_checks(key: str, pieces: list[dict[str, Any]], eps: float) -> 
             SanityCheck(f"{key}: x_adv in [0, 1]", box, "all pixels in range" if box else "out of range")]
 
 
-AUTOATTACK_CHUNK = 1000  # samples per saved piece of a resumable AutoAttack run
-
-
 def _attack_piece(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
                   progress: bool) -> dict[str, Any]:
     """One attack on some samples: flags, time, warnings and perturbation statistics (a plain
@@ -270,17 +267,18 @@ def _attack_piece(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Te
             **_perturbation_stats(x, out.x_adv)}
 
 
-def _run_attack(key: str, attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+def _run_attack(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: SuiteRecipe,
                 progress: bool, partial: list[dict[str, Any]], save: Callable[[], None] | None) -> list[dict[str, Any]]:
-    """Run ``attack`` on all samples. AutoAttack under a state file goes in chunks of
-    AUTOATTACK_CHUNK samples, each saved as it ends (``partial`` holds those already done), so an
-    interrupted evaluation resumes after its last finished chunk."""
+    """Run ``attack`` on all samples. AutoAttack under a state file goes in chunks of the suite's
+    ``autoattack_chunk`` samples, each saved as it ends (``partial`` holds those already done), so
+    an interrupted evaluation resumes after its last finished chunk."""
     from .attacks import AutoAttackLinf
 
-    if save is None or not isinstance(attack, AutoAttackLinf) or len(y) <= AUTOATTACK_CHUNK:
+    chunk, batch_size = suite.autoattack_chunk, suite.batch_size
+    if save is None or not isinstance(attack, AutoAttackLinf) or len(y) <= chunk:
         return [_attack_piece(attack, model, x, y, batch_size, progress)]
-    for start in range(len(partial) * AUTOATTACK_CHUNK, len(y), AUTOATTACK_CHUNK):
-        sl = slice(start, start + AUTOATTACK_CHUNK)
+    for start in range(len(partial) * chunk, len(y), chunk):
+        sl = slice(start, start + chunk)
         partial.append(_attack_piece(attack, model, x[sl], y[sl], batch_size, progress))
         save()
     return partial
@@ -292,8 +290,8 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
 
     Under torchrun each rank attacks its rows (``rank::world_size``) and the per-sample flags are
     gathered in the global order: every rank returns the same result as one process would. With
-    ``state`` the evaluation is saved after every attack (and every AUTOATTACK_CHUNK samples of
-    AutoAttack); ``resume`` continues from that file."""
+    ``state`` the evaluation is saved after every attack (and every ``suite.autoattack_chunk``
+    samples of AutoAttack); ``resume`` continues from that file."""
     rows = distributed.local_rows(len(data))
     x, y = data.x[rows], data.y[rows]
     saved: dict[str, Any] = (state.load() if state is not None and resume else None) or {}
@@ -309,7 +307,7 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
     for key, attack in suite_attacks(suite, eps).items():
         if key not in saved["done"]:
             partial = saved["partial"].setdefault(key, [])
-            saved["done"][key] = _run_attack(key, attack, model, x, y, suite.batch_size, progress, partial, save)
+            saved["done"][key] = _run_attack(attack, model, x, y, suite, progress, partial, save)
             saved["partial"].pop(key, None)
             if save is not None:
                 save()

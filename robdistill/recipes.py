@@ -135,6 +135,7 @@ class SuiteRecipe:
     batch_size: int = 256
     seed: int = 0
     attack: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    autoattack_chunk: int = 1000  # AutoAttack is saved every this many samples (resumable evaluations)
 
     def validate(self) -> None:
         from .attacks import ATTACKS
@@ -143,6 +144,7 @@ class SuiteRecipe:
             _require(0.0 <= self.eps <= 1.0, f"eps must lie in [0, 1]; got {self.eps}")
         _require(self.n_eval >= 0, f"n_eval must be >= 0; got {self.n_eval}")
         _require(self.batch_size >= 1, f"batch_size must be >= 1; got {self.batch_size}")
+        _require(self.autoattack_chunk >= 1, f"autoattack_chunk must be >= 1; got {self.autoattack_chunk}")
         keys = set()
         for entry in self.attack:
             _require(isinstance(entry, dict) and "name" in entry, "every [[attack]] table needs a name")

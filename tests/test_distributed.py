@@ -137,11 +137,11 @@ class Stop(Exception):
 def test_autoattack_evaluation_resumes_after_its_last_chunk(tmp_path: Path, monkeypatch) -> None:
     data = load_dataset("digits").test.head(48)
     model = _tiny_model()
-    (tmp_path / "aa.toml").write_text('description = "aa"\nn_eval = 48\nbatch_size = 16\n\n[[attack]]\n'
+    (tmp_path / "aa.toml").write_text('description = "aa"\nn_eval = 48\nbatch_size = 16\nautoattack_chunk = 16\n'
+                                      '\n[[attack]]\n'
                                       'name = "fgsm"\n\n[[attack]]\nname = "autoattack"\nversion = "custom"\n'
                                       'attacks = ["apgd-ce"]\n')
     suite = load_recipe("suite", str(tmp_path / "aa.toml"))
-    monkeypatch.setattr(evaluation, "AUTOATTACK_CHUNK", 16)
     reference = evaluation.evaluate(model, data, suite, 0.1, progress=False,
                                     state=TrainingState(tmp_path / "reference.pt"))
 

@@ -112,3 +112,59 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(workdir: Path) -> No
     assert len(resumed_runs) == 1  # the killed run itself, continued and finished
     history = mlflow.MlflowClient().get_metric_history(resumed_runs[0].info.run_id, "train/loss")
     assert {m.step for m in history} == {1, 2, 3, 4}  # an epoch cut short may be logged twice
+
+
+AA_SUITE = """description = "resumable AutoAttack"
+n_eval = 256
+batch_size = 32
+autoattack_chunk = 32
+
+[[attack]]
+name = "fgsm"
+
+[[attack]]
+name = "autoattack"
+version = "custom"
+attacks = ["apgd-ce"]
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_during_autoattack_then_resume_ends_like_an_uninterrupted_evaluation(digits_teacher,
+                                                                                    workdir: Path) -> None:
+    _, _, teacher = digits_teacher
+    (workdir / "aa.toml").write_text(AA_SUITE)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = lambda cache, *extra: [sys.executable, "-m", "robdistill.cli", "evaluate", str(teacher.path),  # noqa: E731
+                                     "--suite", str(workdir / "aa.toml"), "--quiet", "--cache-dir", str(cache), *extra]
+    cache = workdir / "killed"
+    process = subprocess.Popen(command(cache), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_dir = cache / "state"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:  # two AutoAttack chunks saved: kill
+        states = list(state_dir.glob("eval-*.state.pt")) if state_dir.is_dir() else []
+        try:
+            saved = torch.load(states[0], weights_only=True) if states else None
+        except Exception:  # caught mid-rename: look again
+            saved = None
+        if saved and len(saved.get("partial", {}).get("autoattack", [])) >= 2:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the evaluation finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    resumed = subprocess.run(command(cache, "--resume"), env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert not list(state_dir.glob("eval-*.state.pt"))  # cleared once logged
+    fresh = subprocess.run(command(workdir / "fresh"), env=env, capture_output=True, text=True, timeout=600)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    row = lambda text: next(line for line in text.splitlines() if line.startswith("teacher:"))  # noqa: E731
+    assert row(resumed.stdout) == row(fresh.stdout)
+
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(experiment_names=["robdistill"], output_format="list")
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    evals = [r for r in runs if r.data.tags.get("stage") == "evaluation"]
+    assert sum(r.data.tags.get("resumed") == "true" for r in evals) == 1  # the killed evaluation, continued
+    assert any(r.info.status == "KILLED" and r.data.tags.get("stage") == "evaluate" for r in runs)
