@@ -100,6 +100,8 @@ class Attack(ABC):
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
             progress: bool = True) -> AttackOutput:
+        if len(y) == 0:  # nothing to attack (an empty shard)
+            return AttackOutput(x.clone(), torch.zeros(0, dtype=torch.bool, device=x.device))
         generator = private_generator(self.seed, x.device)
         outputs = []
         with eval_mode(model):

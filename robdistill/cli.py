@@ -238,7 +238,9 @@ def print_sweep_tables(cells, claims, outputs) -> None:
         click.echo("\nsample-wise confidence agreement (Seguin et al. claim 2: AT and standard teachers differ "
                    "on which samples are confident)")
         click.echo(format_table(claims.agreement_header, claims.agreement_rows))
-    for path in outputs:
+    from . import distributed
+
+    for path in outputs if distributed.is_main() else []:  # under torchrun rank 0 writes
         write_table(path, *summary)
         write_table(path.with_name(f"{path.stem}-paired{path.suffix}"), *paired)
         click.echo(f"wrote {path}")
@@ -440,6 +442,11 @@ def regress(baseline, update, add_seeds, refit, **kw) -> None:
     from .regress import update as update_baseline
     from .report import format_table
 
+    from . import distributed
+
+    if distributed.launched_by_torchrun():
+        raise UserError("regress runs in one process (its fresh teacher caches are per process); run it "
+                        "without torchrun")
     spec = load_baseline(baseline)
     if refit:
         from .regress import refit as refit_baseline

@@ -4,8 +4,10 @@ the collectives the pipeline needs.
 Under ``torchrun --nproc-per-node N robdistill ...`` every rank runs the same command. Ranks share
 the data order (same seed), split every global mini-batch and every evaluation by rank
 (rows ``rank::world_size``), train one model through DistributedDataParallel, and gather per-sample
-results in the global order, so that rank 0 -- the only rank that logs to MLflow or writes files --
-sees exactly what a single process would. Outside ``torchrun`` nothing here does anything.
+results in the global order. Rank 0 alone logs to MLflow and writes checkpoints and training state
+(each rank keeps its own evaluation state file). Deterministic work matches one process to float
+rounding; random draws (training attack, PGD random start) come from a stream per rank, so they
+match one process in distribution only. Outside ``torchrun`` nothing here does anything.
 """
 from __future__ import annotations
 

@@ -236,6 +236,8 @@ def suite_attacks(suite: SuiteRecipe, eps: float) -> dict[str, Attack]:
 
 
 def clean_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
+    if len(y) == 0:  # a rank or shard without rows
+        return torch.zeros(0, dtype=torch.bool, device=y.device)
     with eval_mode(model), torch.no_grad():
         return torch.cat([model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]
                           for i in range(0, len(y), batch_size)])
@@ -260,6 +262,9 @@ def _attack_piece(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Te
                   progress: bool) -> dict[str, Any]:
     """One attack on some samples: flags, time, warnings and perturbation statistics (a plain
     dictionary of tensors and numbers, so it can go into a ``weights_only`` state file)."""
+    if len(y) == 0:  # a rank or shard without rows: nothing to attack
+        return {"robust": torch.zeros(0, dtype=torch.bool), "seconds": 0.0, "warnings": [], "fooled_by": {},
+                "linf": 0.0, "box": True}
     started = time.perf_counter()
     out = attack.run(model, x, y, batch_size=batch_size, progress=progress)
     return {"robust": out.robust.cpu(), "seconds": time.perf_counter() - started, "warnings": out.warnings,
@@ -289,7 +294,9 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
     """Run a suite on ``data`` (already cut to n_eval) and check the evaluation's sanity.
 
     Under torchrun each rank attacks its rows (``rank::world_size``) and the per-sample flags are
-    gathered in the global order: every rank returns the same result as one process would. With
+    gathered in the global order, so every rank returns the whole result: the same as one process
+    for deterministic attacks; attacks with random draws (PGD's random start, AutoAttack) group
+    rows differently into batches and so match one process in distribution, not sample by sample. With
     ``state`` the evaluation is saved after every attack (and every ``suite.autoattack_chunk``
     samples of AutoAttack); ``resume`` continues from that file."""
     rows = distributed.local_rows(len(data))
@@ -331,8 +338,8 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
                                          f"{over} samples robust but misclassified clean"))
     result.checks += strength_checks(result)
     result.checks += square_gap_checks(result)
-    zero = build_attack("fgsm", 0.0).run(model, x, y, batch_size=suite.batch_size, progress=False)
-    zero_robust = distributed.gather_rows(zero.robust, len(data)).to(clean.device)
+    zero = _attack_piece(build_attack("fgsm", 0.0), model, x, y, suite.batch_size, False)["robust"]
+    zero_robust = distributed.gather_rows(zero, len(data)).to(clean.device)
     same = bool((zero_robust == clean).all())
     result.checks.append(SanityCheck("eps = 0 gives clean accuracy", same,
                                      f"{int(zero_robust.sum())} vs {int(clean.sum())} correct"))

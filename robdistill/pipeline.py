@@ -212,6 +212,9 @@ def evaluate_checkpoints(settings: Settings, checkpoints: list[Path], suite: str
     names = [f"{payload['kind']}:{Path(path).stem}" for path, (_, payload) in zip(checkpoints, loaded)]
     test, rows, shard_tags = plan.test(), None, {}
     if shard is not None:
+        if shard[1] > len(test):
+            raise UserError(f"--shard {shard[0]}/{shard[1]}: more shards than the {len(test)} test images; "
+                            f"use at most {len(test)} shards")
         rows = list(range(shard[0] - 1, len(test), shard[1]))
         test = Split(test.x[rows], test.y[rows])
         shard_tags = {"eval_name": evaluation_name(checkpoints, plan), "shard": f"{shard[0]}/{shard[1]}"}
@@ -265,8 +268,9 @@ def merged_evaluation(tracking_uri: str | None, experiment: str, eval_name: str)
     merged = {}
     with tempfile.TemporaryDirectory(prefix="robdistill-eval-") as tmp:
         for model in sorted({m for m, _ in newest}):
-            shards = {s: run for (m, s), run in newest.items() if m == model}
-            count = int(next(iter(shards)).split("/")[1])
+            shards = {s: run for (m, s), run in newest.items() if m == model}  # newest run first
+            count = int(next(iter(shards)).split("/")[1])  # the split of the newest run; others ignored
+            shards = {s: run for s, run in shards.items() if s.endswith(f"/{count}")}
             missing = [f"{i}/{count}" for i in range(1, count + 1) if f"{i}/{count}" not in shards]
             if missing:
                 raise UserError(f"{model}: shard {', '.join(missing)} of {eval_name} has not finished; run "

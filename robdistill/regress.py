@@ -181,12 +181,23 @@ def extend(baseline: Baseline, settings: Settings, seeds: list[int],
     """Measure only the new ``seeds`` and add them to the expectations (more seeds, tighter
     tolerances) without re-measuring the stored ones; the stored ones must have been measured under
     the baseline's current configuration."""
+    import copy
+
+    import torch
+
     check_expectations(baseline)
-    new = [s for s in seeds if s not in baseline.update_seeds]
+    seeds = [int(s) for s in seeds]
+    new = [s for s in dict.fromkeys(seeds) if s not in baseline.update_seeds]
     if not new or len(new) != len(seeds):
-        raise UserError(f"--add-seeds: give seeds not already in update_seeds {baseline.update_seeds}")
+        raise UserError(f"--add-seeds: give distinct seeds not already in update_seeds {baseline.update_seeds}")
     if baseline.gate_seed in new:
         raise UserError(f"--add-seeds: {baseline.gate_seed} is the gate seed; the expectations must not use it")
+    stored = {k: baseline.measured_on.get(k) for k in ("device", "torch")}
+    here = {"device": settings.device, "torch": torch.__version__}
+    if any(stored[k] is not None and stored[k] != here[k] for k in here):
+        raise UserError(f"--add-seeds: the stored seeds were measured with {stored}, this is {here}; measure "
+                        f"them all together with --update")
+    baseline = replace(baseline, expected=copy.deepcopy(baseline.expected))
     started = time.perf_counter()
     runs = [measure(baseline, settings, seed, on_case) for seed in new]
     missing = [k for k in baseline.expected if any(k not in run for run in runs)]

@@ -224,7 +224,8 @@ class TeacherTargets:
     def __init__(self, teacher: nn.Module, train: Split, recipe: StudentRecipe, perturbation, seed: int):
         self.teacher, self.recipe, self.perturbation = teacher, recipe, perturbation
         self.augment = AUGMENTATIONS.get(recipe.augment)
-        self.generator = private_generator(seed + 2, train.x.device)
+        # cached logits are perturbed whole, identically on every rank; per-view logits per rank
+        self.generator = private_generator(seed + 2 if self.augment is None else rank_seed(seed + 2), train.x.device)
         self.augment_generator = private_generator(rank_seed(seed + 3), train.x.device)
         self.cached = None if self.augment is not None else distributed.map_rows(
             lambda rows: logits_of(teacher, rows), train.x)  # each rank computes its share

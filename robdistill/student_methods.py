@@ -67,10 +67,11 @@ def clean(student, x, y, teacher_logits, recipe, ctx) -> LossOutput:
     return LossOutput(loss, logits.detach(), {"teacher_agreement": _agreement(logits, teacher_logits)})
 
 
-def _student_attack(student: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, ctx: AttackContext) -> torch.Tensor:
+def _student_attack(student: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, ctx: AttackContext,
+                    start: torch.Tensor | None = None) -> torch.Tensor:
     with eval_mode(student):
         return pgd_perturb(student, x, y, eps=ctx.eps, step_size=ctx.step_size, steps=ctx.steps,
-                           loss_fn=loss_fn, generator=ctx.generator)
+                           loss_fn=loss_fn, generator=ctx.generator, start=start)
 
 
 @STUDENT_METHODS.register("ard")
@@ -89,9 +90,10 @@ def ard(student, x, y, teacher_logits, recipe, ctx) -> LossOutput:
 def rslad(student, x, y, teacher_logits, recipe, ctx) -> LossOutput:
     """RSLAD (Zi et al. 2021, Eq. 6): (1 - a) KL(p_t(x) || p_s(x)) + a KL(p_t(x) || p_s(x + d)), the
     teacher's soft labels at T = 1 replacing hard labels everywhere, d = PGD on
-    KL(p_t(x) || p_s(x + d)). Adversarial inputs: a robust-distillation baseline, not clean-only."""
+    KL(p_t(x) || p_s(x + d)) started at x + 0.001 N(0, I) as in the paper. Adversarial inputs: a robust-distillation baseline, not clean-only."""
     target = teacher_logits.detach()
-    x_adv = _student_attack(student, x, y, lambda logits, _: soft_kl(logits, target, reduction="sum"), ctx)
+    start = x + 0.001 * torch.randn(x.shape, generator=ctx.generator, device=ctx.generator.device).to(x.device)
+    x_adv = _student_attack(student, x, y, lambda logits, _: soft_kl(logits, target, reduction="sum"), ctx, start)
     adv_logits, clean_logits = student(x_adv), student(x)
     a = recipe.adv_weight
     loss = (1 - a) * soft_kl(clean_logits, target) + a * soft_kl(adv_logits, target)

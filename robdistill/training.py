@@ -129,12 +129,31 @@ def _wrap_distributed(model: nn.Module, step_fn: StepFn) -> nn.Module:
 
 def _shard(idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, ctx: "distributed.DistContext"):
     """This rank's rows of a global batch and the weight of its loss (0 for a rank left without
-    rows by a short last batch: it steps on one row with weight 0, so the collectives still match)."""
+    rows by a short last batch: it steps on one row with weight 0, so the collectives still match;
+    with SyncBatchNorm on GPUs that row still enters that one step's batch statistics)."""
     rows = distributed.local_rows(len(y), ctx)
     idx_l, x_l, y_l = idx[rows], x[rows], y[rows]
     if len(y_l) == 0:
         return idx[:1], x[:1], y[:1], 0.0, 0
     return idx_l, x_l, y_l, ctx.world_size * len(y_l) / len(y), len(y_l)
+
+
+def _check_same_resume_point(saved: dict[str, Any] | None, ctx: "distributed.DistContext") -> None:
+    """Under torchrun every rank must resume from the same state file (a shared --cache-dir),
+    written by a job of the same size; otherwise the ranks' collectives would stop matching."""
+    if not ctx.active and (saved is None or saved.get("world_size", 1) == 1):
+        return
+    points = distributed.all_gather_object(None if saved is None else (saved["epoch"], saved.get("world_size", 1)))
+    if len(set(points)) > 1:
+        from .errors import UserError
+
+        raise UserError(f"ranks disagree on where to resume ({points}): every rank needs the same --cache-dir "
+                        f"(shared across machines)")
+    if saved is not None and saved.get("world_size", 1) != ctx.world_size:
+        from .errors import UserError
+
+        raise UserError(f"the training state was written by {saved.get('world_size', 1)} process(es), this job has "
+                        f"{ctx.world_size}; resume with the same number of processes or start without --resume")
 
 
 def fit(model: nn.Module, train: Split, recipe: TrainingRecipe, step_fn: StepFn, *, seed: int,
@@ -160,13 +179,15 @@ def fit(model: nn.Module, train: Split, recipe: TrainingRecipe, step_fn: StepFn,
     history: list[dict[str, float]] = []
     first_epoch = 1
     saved = state.load() if state is not None and resume else None
+    _check_same_resume_point(saved, ctx)
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
+        mine = saved.get("rank_streams", [None])[ctx.rank] or {"generators": saved["generators"], "rng": saved["rng"]}
         for name, generator in generators.items():
-            generator.set_state(saved["generators"][name])
-        torch.set_rng_state(saved["rng"])
+            generator.set_state(mine["generators"][name])
+        torch.set_rng_state(mine["rng"])
         history = saved["history"]
         first_epoch = saved["epoch"] + 1
     bar = tqdm(range(first_epoch, recipe.epochs + 1), desc=desc, disable=not (progress and ctx.is_main) or None,
@@ -214,10 +235,13 @@ def fit(model: nn.Module, train: Split, recipe: TrainingRecipe, step_fn: StepFn,
                         **({"val_acc": f"{metrics['val/acc']:.3f}"} if "val/acc" in metrics else {}))
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics)
-        if state is not None and ctx.is_main:
-            state.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
-                        "generators": {name: g.get_state() for name, g in generators.items()},
-                        "history": history, **state.extra})
+        if state is not None:  # every rank's random streams, saved by rank 0
+            streams = distributed.all_gather_object(
+                {"generators": {name: g.get_state() for name, g in generators.items()}, "rng": torch.get_rng_state()})
+            if ctx.is_main:
+                state.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), **streams[0], "history": history,
+                            "world_size": ctx.world_size, "rank_streams": streams if ctx.active else [None],
+                            **state.extra})
     model.eval()
     return history

@@ -36,6 +36,8 @@ def gaussian_noise(x: torch.Tensor, sigma: float, generator: torch.Generator) ->
 @CORRUPTIONS.register("blur")
 def gaussian_blur(x: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
     """Gaussian blur of standard deviation ``sigma`` pixels (kernel 2 ceil(2 sigma) + 1, reflect padding)."""
+    if sigma <= 0:
+        return x.clone()
     radius = max(1, int(torch.tensor(2.0 * sigma).ceil()))
     offsets = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     kernel = torch.exp(-offsets ** 2 / (2 * sigma ** 2))

@@ -148,9 +148,12 @@ def test_autoattack_evaluation_resumes_after_its_last_chunk(tmp_path: Path, monk
     calls = []
     real_piece = evaluation._attack_piece
 
+    stop_at = [3]  # fgsm, then AutoAttack chunk 1; stop inside chunk 2 (once)
+
     def piece(attack, model, x, y, batch_size, progress):
         calls.append((attack.name, len(y)))
-        if len(calls) == 3:  # fgsm, then AutoAttack chunk 1; stop inside chunk 2
+        if len(calls) == stop_at[0]:
+            stop_at[0] = -1
             raise Stop
         return real_piece(attack, model, x, y, batch_size, progress)
 
@@ -163,7 +166,8 @@ def test_autoattack_evaluation_resumes_after_its_last_chunk(tmp_path: Path, monk
 
     calls.clear()
     resumed = evaluation.evaluate(model, data, suite, 0.1, progress=False, state=state, resume=True)
-    assert calls == [("autoattack", 16), ("autoattack", 16)]  # only the two chunks left
+    # only the two chunks left, then the eps = 0 check (FGSM at radius 0, never saved)
+    assert calls == [("autoattack", 16), ("autoattack", 16), ("fgsm", 48)]
     for key in ("fgsm", "autoattack"):
         assert torch.equal(resumed.robust[key], reference.robust[key])
     assert torch.equal(resumed.clean, reference.clean)
@@ -209,3 +213,91 @@ def test_split_evaluation_merges_to_the_whole_one(digits_teacher, workdir: Path)
     out = runner.invoke(main, ["evaluate", *common, "--shard", "1/2"])
     missing = runner.invoke(main, ["evaluate-report", out.stdout.split("robdistill evaluate-report ")[1].split()[0]])
     assert missing.exit_code == 2 and "shard 2/2" in missing.stderr
+
+
+def test_a_state_written_by_another_job_size_is_refused(tmp_path: Path) -> None:
+    from robdistill.errors import UserError
+    from robdistill.training import _check_same_resume_point
+
+    _check_same_resume_point(None, distributed.DistContext())
+    _check_same_resume_point({"epoch": 2}, distributed.DistContext())  # an older single-process file
+    with pytest.raises(UserError, match="written by 2 process"):
+        _check_same_resume_point({"epoch": 2, "world_size": 2}, distributed.DistContext())
+
+
+def test_empty_rows_are_attacked_as_nothing() -> None:
+    """A rank or shard can own no rows (more processes than images): every attack returns empty flags."""
+    from robdistill.attacks import build_attack
+
+    model = _tiny_model()
+    x, y = torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long)
+    assert evaluation.clean_flags(model, x, y, 16).shape == (0,)
+    for name in ("fgsm", "pgd", "cw"):
+        assert build_attack(name, 0.1).run(model, x, y).robust.shape == (0,)
+    piece = evaluation._attack_piece(build_attack("autoattack", 0.1), model, x, y, 16, False)
+    assert piece["robust"].shape == (0,) and piece["box"]
+
+
+def test_more_shards_than_images_is_a_one_line_error(digits_teacher, workdir: Path) -> None:
+    from click.testing import CliRunner
+
+    from robdistill.cli import main
+
+    _, _, teacher = digits_teacher
+    out = CliRunner().invoke(main, ["evaluate", str(teacher.path), "--suite", "smoke", "--n-eval", "3",
+                                    "--shard", "4/4", "--quiet"])
+    assert out.exit_code == 2 and "more shards than the 3 test images" in out.stderr
+
+
+@pytest.mark.slow
+def test_torchrun_sigkill_then_resume_ends_like_an_uninterrupted_torchrun(workdir: Path) -> None:
+    """Each rank's random streams (its training attack) are saved and restored: a killed and
+    resumed 2-process AT training ends with the very weights of an uninterrupted one."""
+    import signal
+    import time
+
+    args = ["train-teacher", "--teacher", "at", "--set", "epochs=4", "--set", "train_subset=400",
+            "--set", "attack_steps=2", "--quiet", "--device", "cpu", "--no-registry"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1"]
+    command = lambda name, *extra: [*torchrun, "--master-port", str(_free_port()), "-m", "robdistill.cli", *args,  # noqa: E731
+                                    "--cache-dir", str(workdir / name),
+                                    "--tracking-uri", f"sqlite:///{workdir / name}.db", *extra]
+    process = subprocess.Popen(command("killed"), cwd=workdir, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    state_dir = workdir / "killed" / "state"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        states = list(state_dir.glob("*.state.pt")) if state_dir.is_dir() else []
+        try:
+            if states and torch.load(states[0], weights_only=True)["epoch"] >= 1:
+                break
+        except Exception:  # caught mid-rename
+            pass
+        time.sleep(0.05)
+    assert process.poll() is None, "training finished before it could be killed"
+    # SIGKILL torchrun and both ranks (the ranks run in their own process groups: a SIGKILLed
+    # torchrun cannot take them down, so they are found by their command line)
+    marker = str(workdir / "killed")
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            pass
+    process.wait()
+    time.sleep(1)  # let the killed ranks go
+    saved = torch.load(next(state_dir.glob("*.state.pt")), weights_only=True)
+    assert saved["world_size"] == 2 and saved["epoch"] < 4
+    assert not list((workdir / "killed").glob("teachers/*.pt"))  # killed before its checkpoint: --resume trains
+
+    assert not list((workdir / "killed").glob("teachers/*.pt"))  # no rank survived to finish the job
+    resumed = subprocess.run(command("killed", "--resume"), cwd=workdir, env=env, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "reused" not in resumed.stdout  # it trained: from the saved epoch on
+    _robdistill([*args, "--cache-dir", str(workdir / "fresh"), "--tracking-uri", f"sqlite:///{workdir / 'fresh'}.db"],
+                workdir, 2)
+    (a, pa), (b, pb) = (load_checkpoint(next((workdir / name / "teachers").glob("*.pt"))) for name in ("killed", "fresh"))
+    for x, y in zip(a.state_dict().values(), b.state_dict().values()):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
