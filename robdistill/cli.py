@@ -143,6 +143,10 @@ def main() -> None:
     Quick start (embedded digits dataset, a few minutes on a laptop CPU):
       robdistill run --teacher alp --perturb nonmax-shuffle
       robdistill list
+
+    \b
+    Several processes or GPUs (DistributedDataParallel; only rank 0 logs):
+      torchrun --nproc-per-node 2 -m robdistill.cli run --teacher at --perturb keep
     """
 
 
