@@ -19,10 +19,11 @@ from robdistill.attacks import (ATTACKS, AttackOutput, build_attack, ce_loss, cw
 from robdistill.data import Split, load_dataset
 from robdistill.errors import UserError
 from robdistill.evaluation import _perturbation_checks, _perturbation_stats, clean_flags, evaluate
-from robdistill.models import build_model
 from robdistill.modes import eval_mode, preserved_global_rng, private_generator
 from robdistill.recipes import SuiteRecipe
 from robdistill.stats import Proportion, wilson
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 EPS = 0.1
 TOL = 1e-6
@@ -32,14 +33,6 @@ GRADIENT_ATTACKS = ("fgsm", "pgd", "cw")
 
 # --------------------------------------------------------------------------- fixtures
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is as fast, and immune to OpenMP oversubscription when
-    the CPU is shared (two threads on a busy 2-core machine ran these tests ~50x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -48,20 +41,9 @@ def digits():
 
 
 @pytest.fixture(scope="module")
-def model(digits) -> nn.Module:
-    """small-cnn trained for 60 Adam steps (about 90% clean accuracy, about 40% under PGD at 0.1)."""
-    torch.manual_seed(0)
-    net = build_model("small-cnn", (1, 8, 8), 10, (0.5,), (0.5,))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    g = torch.Generator().manual_seed(0)
-    train = digits.train
-    for _ in range(60):
-        idx = torch.randint(len(train), (64,), generator=g)
-        loss = F.cross_entropy(net(train.x[idx]), train.y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    net.eval()
+def model(quick_cnn) -> nn.Module:
+    """small-cnn trained for 60 Adam steps, frozen (attacks must not need parameter gradients)."""
+    net = quick_cnn(0)
     for p in net.parameters():
         p.requires_grad_(False)
     return net

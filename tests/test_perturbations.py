@@ -16,6 +16,8 @@ from hypothesis.extra.numpy import arrays
 from robdistill.errors import UserError
 from robdistill.perturbations import PERTURBATIONS, nonmax_positions, perturbation_names
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 NAMES = ("keep", "nonmax-shuffle", "nonmax-flatten")
 EXTRAS = ("nonmax-flatten-mean", "onehot", "confidence-swap")
 ALL = NAMES + EXTRAS
@@ -55,13 +57,6 @@ def unique_max_logits(draw) -> torch.Tensor:
     return z
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors: one intra-op thread avoids OpenMP oversubscription on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def gen(seed: int) -> torch.Generator:

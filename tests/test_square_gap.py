@@ -10,26 +10,20 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from robdistill.attacks import build_attack
 from robdistill.data import Split, load_dataset
 from robdistill.errors import UserError
 from robdistill.evaluation import EvaluationResult, evaluate, result_from_json, square_gap_checks
-from robdistill.models import build_model
 from robdistill.recipes import SuiteRecipe
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 EPS = 0.1
 N = 32
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class Rounded(nn.Module):
@@ -49,18 +43,8 @@ def digits():
 
 
 @pytest.fixture(scope="module")
-def model(digits) -> nn.Module:
-    torch.manual_seed(0)
-    net = build_model("small-cnn", (1, 8, 8), 10, (0.5,), (0.5,))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(60):
-        idx = torch.randint(len(digits.train), (64,), generator=g)
-        loss = F.cross_entropy(net(digits.train.x[idx]), digits.train.y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return net.eval()
+def model(quick_cnn) -> nn.Module:
+    return quick_cnn(0)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from robdistill.attacks import ATTACKS, build_attack
@@ -16,18 +15,13 @@ from robdistill.checkpoints import save_checkpoint
 from robdistill.data import Split, load_dataset
 from robdistill.errors import UserError
 from robdistill.evaluation import evaluate
-from robdistill.models import build_model
 from robdistill.recipes import SuiteRecipe
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 EPS = 0.1
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -35,29 +29,15 @@ def digits():
     return load_dataset("digits")
 
 
-def _train(digits, seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    net = build_model("small-cnn", (1, 8, 8), 10, (0.5,), (0.5,))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(60):
-        idx = torch.randint(len(digits.train), (64,), generator=g)
-        loss = F.cross_entropy(net(digits.train.x[idx]), digits.train.y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return net.eval()
+@pytest.fixture(scope="module")
+def target(quick_cnn) -> nn.Module:
+    return quick_cnn(0)
 
 
 @pytest.fixture(scope="module")
-def target(digits) -> nn.Module:
-    return _train(digits, 0)
-
-
-@pytest.fixture(scope="module")
-def surrogate_path(digits, tmp_path_factory) -> Path:
+def surrogate_path(quick_cnn, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("surrogate") / "surrogate.pt"
-    return save_checkpoint(path, _train(digits, 1), kind="teacher", model_name="small-cnn", dataset="digits",
+    return save_checkpoint(path, quick_cnn(1), kind="teacher", model_name="small-cnn", dataset="digits",
                            recipe={}, seed=1)
 
 
