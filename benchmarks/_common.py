@@ -72,3 +72,18 @@ def run_peer(peer: Path, mode: str, model: nn.Module, x: torch.Tensor, y: torch.
         sys.stderr.write(done.stderr)
         raise RuntimeError(f"the peer torchattacks run failed (exit {done.returncode})")
     return out
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table, as lines."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def emit(report: str, out: Path | None) -> None:
+    """Print a results report and, with ``out``, write it there."""
+    import click
+
+    click.echo(report)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report + "\n")

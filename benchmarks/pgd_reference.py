@@ -25,7 +25,7 @@ import click
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (DEFAULT_CACHE, DEFAULT_PEER, PEER_HOWTO, digits_model, machine,  # noqa: E402
+from _common import (DEFAULT_CACHE, DEFAULT_PEER, PEER_HOWTO, digits_model, emit, machine, markdown_table,  # noqa: E402
                      peer_available, run_peer)
 
 
@@ -106,15 +106,8 @@ def main(teachers, steps, seed, n_eval, cache, peer, threads, out) -> None:
     header = ["attack", "accuracy % [95% Wilson]", "robust only for ours", "robust only for this", "McNemar p"]
     lines += [f"Wall time: {time.perf_counter() - started:.0f} s", ""]
     for teacher, rows in tables:
-        lines += [f"## teacher `{teacher}`", "", "| " + " | ".join(header) + " |",
-                  "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        lines.append("")
-    report = "\n".join(lines)
-    click.echo(report)
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report + "\n")
+        lines += [f"## teacher `{teacher}`", "", *markdown_table(header, rows), ""]
+    emit("\n".join(lines), out)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (BENCH, DEFAULT_CACHE, DEFAULT_PEER, PEER_HOWTO, digits_model, machine,  # noqa: E402
-                     peer_available, run_peer)
+from _common import (BENCH, DEFAULT_CACHE, DEFAULT_PEER, PEER_HOWTO, digits_model, emit, machine,  # noqa: E402
+                     markdown_table, peer_available, run_peer)
 
 
 def timed(fn: Callable[[], object], repeats: int, device: str) -> float:
@@ -260,13 +260,8 @@ def main(device, amp, channels_last, threads, repeats, steps, n_eval, aa_n, part
              f"Wall time: {time.perf_counter() - started:.0f} s", ""]
     if not has_peer:
         lines += [f"torchattacks peer venv not found at {peer}: skipped. Create it with `{PEER_HOWTO}`.", ""]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    report = "\n".join(lines)
-    click.echo(report)
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report + "\n")
+    lines += markdown_table(header, rows)
+    emit("\n".join(lines), out)
 
 
 if __name__ == "__main__":
