@@ -75,12 +75,15 @@ def main(cache: Path, dataset: str, teachers: str, out: Path | None) -> None:
     splits = load_dataset(dataset)
     wanted = teachers.split(",")
     rows: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
-    paths = sorted((cache / "teachers").glob(f"{dataset}-*.pt")) + sorted((cache / "students").glob(f"{dataset}-*.pt"))
+    # the newest checkpoint per (teacher, perturbation, seed): a cell distilled twice counts once
+    paths = sorted([*(cache / "teachers").glob(f"{dataset}-*.pt"), *(cache / "students").glob(f"{dataset}-*.pt")],
+                   key=lambda path: path.stat().st_mtime)
+    newest = {}
     for path in paths:
         described = describe(path, PERTURBATIONS.names())
-        if described is None or described[0] not in wanted:
-            continue
-        teacher, perturb, seed = described
+        if described is not None and described[0] in wanted:
+            newest[described] = path
+    for (teacher, perturb, seed), path in sorted(newest.items()):
         rows.setdefault((teacher, perturb), {})[seed] = measure(path, splits.test, splits.info.eps)
         click.echo(f"{path.name}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[(teacher, perturb)][seed].items()),
                    err=True)
