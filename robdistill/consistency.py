@@ -108,7 +108,7 @@ def plot_feature_contributions(contributions: dict[str, torch.Tensor], path: Pat
         ax.hist(data, bins=40, alpha=0.55, label=f"{name} (mean {data.mean():.3g}, max {data.max():.3g})")
     ax.set(xlabel="feature contribution C_j = mean |dL/dA_j|", ylabel="features",
            title="Penultimate feature contributions (AALP Eq. 5)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper right")  # histograms of |dL/dA| pile up on the left
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
