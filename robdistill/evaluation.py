@@ -327,7 +327,8 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
         warnings = [w for p in pieces for w in p["warnings"]]
         if warnings:
             result.warnings[key] = warnings
-        components = sorted({c for p in saved["done"][key] for c in p["fooled_by"]})
+        # from every rank's pieces, so that every rank makes the same gathers (an empty rank has none)
+        components = sorted({c for p in pieces for c in p["fooled_by"]})
         if components:
             result.fooled_by[key] = {c: distributed.gather_rows(torch.cat(
                 [p["fooled_by"].get(c, torch.zeros(len(p["robust"]), dtype=torch.bool)) for p in saved["done"][key]]),
