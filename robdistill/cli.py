@@ -269,21 +269,32 @@ def evaluate_report(eval_name, experiment, tracking_uri) -> None:
 
 
 @main.command("sweep-report")
-@click.argument("sweep_name")
+@click.argument("sweep_names", nargs=-1, required=True)
 @click.option("--experiment", default="robdistill", show_default=True, help="MLflow experiment to read.")
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
               help="MLflow store or server [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].")
 @click.option("--out", "outputs", multiple=True, type=click.Path(path_type=Path),
               help="Also write the summary to FILE.csv or FILE.md (and FILE-paired.*).")
-def sweep_report(sweep_name, experiment, tracking_uri, outputs) -> None:
+def sweep_report(sweep_names, experiment, tracking_uri, outputs) -> None:
     """Merge a sweep's shards (run on several machines sharing a tracking server) from the store:
-    the same summary and paired tables as `sweep`, from every finished evaluation tagged SWEEP_NAME."""
+    the same summary and paired tables as `sweep`, from every finished evaluation tagged SWEEP_NAME,
+    and Seguin et al.'s claims 1 and 2 from the teacher logits the shards logged.
+
+    Several names merge several sweeps that differ only in teachers, perturbations or seeds, e.g. a
+    grid run for seed 0 and extended later with seeds 1,2:
+
+      robdistill sweep-report sweep-1a2b3c4d5e6f sweep-6f5e4d3c2b1a --out study.md
+    """
     from .report import check_table_path
-    from .sweep import cells_from_store
+    from .sweep import load_sweeps
 
     for path in outputs:
         check_table_path(path)
-    print_sweep_tables(cells_from_store(tracking_uri, experiment, sweep_name), None, outputs)
+    stored = load_sweeps(tracking_uri, experiment, sweep_names)
+    print_sweep_tables(stored.cells, stored.claims(), outputs)
+    if stored.without_logits:
+        click.echo(f"\nnote: {', '.join(stored.without_logits)} logged no teacher logits (run by an older "
+                   f"robdistill), so claims 1 and 2 leave out their teachers")
 
 
 @main.command("train-teacher")

@@ -15,12 +15,14 @@ from .evaluation import EvaluationResult
 from .perturbations import PERTURBATIONS
 from .pipeline import Outcome, default_suite, make_plan, run_experiment, split_overrides
 from .recipes import load_recipe
-from .seguin import ClaimTables, plot_confidence_difference_grid, teacher_claims
+from .seguin import ClaimTables, TeacherLogits, plot_confidence_difference_grid, teacher_claims
 from .stages import Settings
 from .stats import mcnemar_exact, seed_summary
 
 SUMMARY_METRICS = ("clean", "pgd", "cw", "autoattack", "worst")
 TEACHER_ROW = "(teacher)"
+TEACHER_LOGITS_DIR = "teacher_logits"
+MERGE_MUST_MATCH = ("dataset", "student", "suite", "eps", "n_eval", "overrides")
 
 
 @dataclass
@@ -159,10 +161,14 @@ def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence
 def _teacher_claims(first: dict[tuple[str, int], Outcome], reference: str) -> ClaimTables | None:
     """Claims (1) and (2) on the evaluated test images of each (teacher, seed) (``first``: a run
     with that teacher and seed), logged as tables and one confidence-difference grid per teacher
-    (first seed) against the reference teacher."""
+    (first seed) against the reference teacher. Every teacher's test logits are logged too
+    (``teacher_logits/``), so `sweep-report` can recompute the claims over shards and sweeps."""
+    logits = {key: logits_of(run.models["teacher"], run.test.x) for key, run in first.items()}
+    for (teacher, seed), z in logits.items():
+        tracking.log_json({"teacher": teacher, "seed": seed, "logits": z.tolist()},
+                          f"{TEACHER_LOGITS_DIR}/{teacher}-s{seed}.json")
     if not any(t == reference for t, _ in first):
         return None
-    logits = {key: logits_of(run.models["teacher"], run.test.x) for key, run in first.items()}
     claims = teacher_claims(logits, reference)
     for name, header, rows in (("seguin_claim1_logits", claims.logits_header, claims.logits_rows),
                                ("seguin_claim2_agreement", claims.agreement_header, claims.agreement_rows)):
@@ -179,9 +185,50 @@ def _teacher_claims(first: dict[tuple[str, int], Outcome], reference: str) -> Cl
     return claims
 
 
-def cells_from_store(tracking_uri: str | None, experiment: str, sweep_name: str) -> list[Cell]:
-    """Every evaluated cell of a sweep (all its shards) from the tracking store, rebuilt with their
-    per-sample flags from each evaluation run's ``results.json``."""
+@dataclass
+class StoredSweeps:
+    """One or more sweeps read back from the tracking store: their cells and teacher logits."""
+
+    cells: list[Cell]
+    logits: TeacherLogits
+    without_logits: list[str]  # sweep names whose runs logged no teacher logits (older versions)
+
+    def claims(self, reference: str = "standard") -> ClaimTables | None:
+        """Claims (1) and (2) over every logged teacher, or None without the reference teacher."""
+        if not any(t == reference for t, _ in self.logits):
+            return None
+        return teacher_claims(self.logits, reference)
+
+
+def _sweep_parents(tracking_uri: str | None, experiment: str, name: str) -> list:
+    from .compare import find_runs
+
+    return find_runs(tracking_uri, experiment, "sweep", None, [f"sweep_name={name}"])
+
+
+def check_mergeable(parents: dict[str, list]) -> None:
+    """Sweeps merge only when they differ in teachers, perturbations or seeds: the same dataset,
+    student, suite, eps, test images and overrides, so that every cell is measured alike."""
+    settings = {}
+    for name, runs in parents.items():
+        if runs:
+            settings[name] = {key: runs[0].data.params.get(key, "") for key in MERGE_MUST_MATCH}
+    if not settings:
+        return
+    first_name, first = next(iter(settings.items()))
+    for name, values in settings.items():
+        for key in MERGE_MUST_MATCH:
+            if values[key] != first[key]:
+                raise UserError(f"sweeps {first_name} and {name} differ in {key} ({first[key] or '-'} vs "
+                                f"{values[key] or '-'}); only sweeps that differ in teachers, perturbations or "
+                                f"seeds can be merged")
+
+
+def load_sweeps(tracking_uri: str | None, experiment: str, names: Sequence[str]) -> StoredSweeps:
+    """Every evaluated cell of the named sweeps (all their shards) from the tracking store, rebuilt
+    with their per-sample flags from each evaluation run's ``results.json``, and the teacher logits
+    their sweep runs logged. Within a sweep a cell run twice (a shard re-run) counts once, the
+    newest; a cell present in two different sweeps is an error."""
     import json
     import tempfile
 
@@ -190,25 +237,63 @@ def cells_from_store(tracking_uri: str | None, experiment: str, sweep_name: str)
     from .compare import find_runs
     from .evaluation import result_from_json
 
-    runs = find_runs(tracking_uri, experiment, "evaluation", None, [f"sweep_name={sweep_name}"])
-    cells = []
-    seen: set[tuple[str, str, str, str]] = set()
+    names = list(dict.fromkeys(names))
+    parents = {name: _sweep_parents(tracking_uri, experiment, name) for name in names}
+    check_mergeable(parents)
+    cells: list[Cell] = []
+    owner: dict[tuple[str, str, str, str], str] = {}
+    logits: TeacherLogits = {}
+    without_logits = []
     with tempfile.TemporaryDirectory(prefix="robdistill-sweep-") as tmp:
-        for run in runs:  # newest first: a cell run twice (a shard re-run) counts once, the newest
-            tags = run.data.tags
-            cell_key = (tags.get("teacher", ""), tags.get("perturb", ""), tags.get("seed", ""), tags.get("role", ""))
-            if run.info.status != "FINISHED" or cell_key in seen:
-                continue
-            seen.add(cell_key)
-            local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="results.json",
-                                                        dst_path=f"{tmp}/{run.info.run_id}")
-            result = result_from_json(json.loads(Path(local).read_text()))
-            perturb = TEACHER_ROW if tags.get("role") == "teacher" else tags["perturb"]
-            cells.append(Cell(tags["teacher"], perturb, int(tags["seed"]), result,
-                              tags.get("mlflow.parentRunId", "")))
-    if not cells:
-        raise UserError(f"no finished evaluations tagged sweep_name={sweep_name} in experiment '{experiment}'")
-    return cells
+        for name in names:
+            runs = find_runs(tracking_uri, experiment, "evaluation", None, [f"sweep_name={name}"])
+            if not runs:
+                raise UserError(f"no finished evaluations tagged sweep_name={name} in experiment '{experiment}'")
+            for run in runs:  # newest first
+                tags = run.data.tags
+                cell_key = (tags.get("teacher", ""), tags.get("perturb", ""), tags.get("seed", ""),
+                            tags.get("role", ""))
+                if run.info.status != "FINISHED" or owner.get(cell_key) == name:
+                    continue
+                if cell_key in owner:
+                    raise UserError(f"cell teacher={cell_key[0]} perturb={cell_key[1]} seed={cell_key[2]} is in both "
+                                    f"sweeps {owner[cell_key]} and {name}; merge sweeps that share no cell")
+                owner[cell_key] = name
+                local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="results.json",
+                                                            dst_path=f"{tmp}/{run.info.run_id}")
+                result = result_from_json(json.loads(Path(local).read_text()))
+                perturb = TEACHER_ROW if tags.get("role") == "teacher" else tags["perturb"]
+                cells.append(Cell(tags["teacher"], perturb, int(tags["seed"]), result,
+                                  tags.get("mlflow.parentRunId", "")))
+            found = _logged_teacher_logits(parents[name], f"{tmp}/logits-{name}")
+            if not found:
+                without_logits.append(name)
+            for key, z in found.items():
+                logits.setdefault(key, z)
+    return StoredSweeps(cells, logits, without_logits)
+
+
+def _logged_teacher_logits(parents: Sequence, dst: str) -> TeacherLogits:
+    """The ``teacher_logits/*.json`` artifacts of a sweep's parent runs (one per shard), newest first."""
+    import json
+
+    import mlflow
+    import torch
+
+    logits: TeacherLogits = {}
+    for run in parents:
+        listed = mlflow.MlflowClient().list_artifacts(run.info.run_id, TEACHER_LOGITS_DIR)
+        for item in listed:
+            local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=item.path,
+                                                        dst_path=f"{dst}/{run.info.run_id}")
+            payload = json.loads(Path(local).read_text())
+            logits.setdefault((payload["teacher"], int(payload["seed"])), torch.tensor(payload["logits"]))
+    return logits
+
+
+def cells_from_store(tracking_uri: str | None, experiment: str, sweep_name: str) -> list[Cell]:
+    """Every evaluated cell of one sweep (all its shards); see :func:`load_sweeps`."""
+    return load_sweeps(tracking_uri, experiment, [sweep_name]).cells
 
 
 def _log_summaries(cells: Sequence[Cell]) -> None:
@@ -320,4 +405,4 @@ def _flags(result: EvaluationResult, metric: str) -> list[bool]:
     return flags.tolist()
 
 
-__all__ = ["run_sweep", "summary_rows", "paired_rows", "cells_from_store", "Cell"]
+__all__ = ["run_sweep", "summary_rows", "paired_rows", "cells_from_store", "load_sweeps", "Cell"]

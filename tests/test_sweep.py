@@ -79,6 +79,8 @@ def test_sweep_grid_layout_and_teacher_reuse(workdir: Path) -> None:
     assert "claim 1" in out.stdout and "at vs standard (same seed)" in out.stdout
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(sweep[0].info.run_id, "seguin")}
     assert artifacts == {"seguin/confidence_difference_at_vs_standard.png"}
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(sweep[0].info.run_id, "teacher_logits")}
+    assert logged == {f"teacher_logits/{t}-s{s}.json" for t in ("standard", "at") for s in (0, 1)}
 
 
 @pytest.mark.parametrize("args, message", [
@@ -141,5 +143,44 @@ def test_shards_on_one_store_merge_into_the_full_grid(workdir: Path) -> None:
                 teacher, perturb = line.split()[:2]
                 merged_line = next(m for m in merged.stdout.splitlines() if m.split()[:2] == [teacher, perturb])
                 assert merged_line.split() == line.split()
+    # neither shard holds both teachers, so only the merge can state claims 1 and 2: from the logged logits
+    assert all("at vs standard (same seed)" not in out.stdout for out in outs)
+    assert "claim 1" in merged.stdout and "at vs standard (same seed)" in merged.stdout
     bad = CliRunner().invoke(main, ["sweep-report", "sweep-nope"])
     assert bad.exit_code == 2 and "no finished evaluations" in bad.stderr
+
+    # the grid extended with seed 1 later: a second sweep, merged with the first by naming both
+    more = CliRunner().invoke(main, ["sweep", "--teachers", "standard,at", "--perturbs", "keep,nonmax-shuffle",
+                                     "--seeds", "1", *TINY, "--shard", "1/1"])
+    assert more.exit_code == 0, (more.output, more.exception)
+    second = more.stdout.split("robdistill sweep-report ")[1].split()[0]
+    both = CliRunner().invoke(main, ["sweep-report", name, second])
+    assert both.exit_code == 0, (both.output, both.exception)
+    summary = [line.split() for line in both.stdout.splitlines() if line.startswith(("at ", "standard "))]
+    assert {row[2] for row in summary if row[1] in ("keep", "nonmax-shuffle") and row[2] != "-"} == {"0,1"}
+    assert any(row[:4] == ["at", "nonmax-shuffle", "-", "keep"] and row[5] == "2" for row in summary)
+    assert "at vs at (different seeds)" in both.stdout  # claim 2 over both sweeps' teachers
+    # a cell in two sweeps is refused, naming both
+    overlap = CliRunner().invoke(main, ["sweep", "--teachers", "standard", "--perturbs", "keep", "--seeds", "1",
+                                        *TINY, "--shard", "1/1"])
+    third = overlap.stdout.split("robdistill sweep-report ")[1].split()[0]
+    clash = CliRunner().invoke(main, ["sweep-report", second, third])
+    assert clash.exit_code == 2 and f"in both sweeps {second} and {third}" in clash.stderr, clash.output
+
+
+def test_sweeps_measured_differently_do_not_merge() -> None:
+    from types import SimpleNamespace
+
+    from robdistill.errors import UserError
+    from robdistill.sweep import check_mergeable
+
+    def parent(**params: str):
+        base = {"dataset": "digits", "student": "default", "suite": "fast", "eps": "null", "n_eval": "null",
+                "overrides": "[]", "seeds": "0"}
+        return SimpleNamespace(data=SimpleNamespace(params={**base, **params}))
+
+    check_mergeable({"a": [parent()], "b": [parent(seeds="1,2", teachers="at")]})  # seeds differ: fine
+    for field, value in (("dataset", "fashion-mnist"), ("n_eval", "100"), ("overrides", '["student.epochs=3"]'),
+                         ("suite", "full"), ("eps", "0.2"), ("student", "ard")):
+        with pytest.raises(UserError, match=f"sweeps a and b differ in {field}"):
+            check_mergeable({"a": [parent()], "b": [parent(**{field: value})]})
