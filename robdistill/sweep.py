@@ -246,14 +246,15 @@ def load_sweeps(tracking_uri: str | None, experiment: str, names: Sequence[str])
     without_logits = []
     with tempfile.TemporaryDirectory(prefix="robdistill-sweep-") as tmp:
         for name in names:
-            runs = find_runs(tracking_uri, experiment, "evaluation", None, [f"sweep_name={name}"])
+            runs = [run for run in find_runs(tracking_uri, experiment, "evaluation", None, [f"sweep_name={name}"])
+                    if run.info.status == "FINISHED"]
             if not runs:
                 raise UserError(f"no finished evaluations tagged sweep_name={name} in experiment '{experiment}'")
             for run in runs:  # newest first
                 tags = run.data.tags
                 cell_key = (tags.get("teacher", ""), tags.get("perturb", ""), tags.get("seed", ""),
                             tags.get("role", ""))
-                if run.info.status != "FINISHED" or owner.get(cell_key) == name:
+                if owner.get(cell_key) == name:
                     continue
                 if cell_key in owner:
                     raise UserError(f"cell teacher={cell_key[0]} perturb={cell_key[1]} seed={cell_key[2]} is in both "
