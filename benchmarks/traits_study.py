@@ -51,10 +51,12 @@ def measure(path: Path, test, eps: float) -> dict[str, float]:
     return out
 
 
-def fmt(summary, scale: float = 100.0, digits: int = 1) -> str:
+def fmt(summary, scale: float = 100.0, digits: int = 1, bounds: tuple[float, float] | None = None) -> str:
+    """Mean [95% t-interval]; ``bounds`` clips the interval to a quantity's range (an accuracy: 0-1)."""
     if summary.std != summary.std:  # one seed
         return f"{scale * summary.mean:.{digits}f}"
-    return f"{scale * summary.mean:.{digits}f} [{scale * summary.low:.{digits}f}, {scale * summary.high:.{digits}f}]"
+    low, high = (max(summary.low, bounds[0]), min(summary.high, bounds[1])) if bounds else (summary.low, summary.high)
+    return f"{scale * summary.mean:.{digits}f} [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
 
 
 @click.command()
@@ -62,8 +64,9 @@ def fmt(summary, scale: float = 100.0, digits: int = 1) -> str:
               help="A robdistill --cache-dir with teachers/ and students/.")
 @click.option("--dataset", default="digits", show_default=True)
 @click.option("--teachers", default="standard,at,alp,aalp", show_default=True, help="Teachers to include.")
+@click.option("--n-eval", type=int, default=None, help="First N test images (default: the whole test set).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Markdown results file.")
-def main(cache: Path, dataset: str, teachers: str, out: Path | None) -> None:
+def main(cache: Path, dataset: str, teachers: str, n_eval: int | None, out: Path | None) -> None:
     from scipy.stats import spearmanr
 
     from robdistill.data import load_dataset
@@ -73,6 +76,7 @@ def main(cache: Path, dataset: str, teachers: str, out: Path | None) -> None:
     torch.set_num_threads(1)
     started = time.perf_counter()
     splits = load_dataset(dataset)
+    test = splits.test.head(n_eval)
     wanted = teachers.split(",")
     rows: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
     # the newest checkpoint per (teacher, perturbation, seed): a cell distilled twice counts once
@@ -84,7 +88,7 @@ def main(cache: Path, dataset: str, teachers: str, out: Path | None) -> None:
         if described is not None and described[0] in wanted:
             newest[described] = path
     for (teacher, perturb, seed), path in sorted(newest.items()):
-        rows.setdefault((teacher, perturb), {})[seed] = measure(path, splits.test, splits.info.eps)
+        rows.setdefault((teacher, perturb), {})[seed] = measure(path, test, splits.info.eps)
         click.echo(f"{path.name}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[(teacher, perturb)][seed].items()),
                    err=True)
     order = [p for p in ["teacher", "keep", "nonmax-shuffle", "nonmax-flatten", "confidence-swap", "onehot",
@@ -94,8 +98,8 @@ def main(cache: Path, dataset: str, teachers: str, out: Path | None) -> None:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key in keys:
         by_seed = rows[key]
-        cells = [fmt(seed_summary([by_seed[s][t] for s in sorted(by_seed)]), *( (1.0, 3) if t == "conv1_tv" else ()))
-                 for t in TRAITS]
+        cells = [fmt(seed_summary([by_seed[s][t] for s in sorted(by_seed)]), 1.0, 3) if t == "conv1_tv" else
+                 fmt(seed_summary([by_seed[s][t] for s in sorted(by_seed)]), bounds=(0.0, 1.0)) for t in TRAITS]
         lines.append(f"| {key[0]} | {'teacher' if key[1] == 'teacher' else 'student <- ' + key[1]} | "
                      f"{len(by_seed)} | " + " | ".join(cells) + " |")
     every = [m for by_seed in rows.values() for m in by_seed.values()]
@@ -113,9 +117,10 @@ def main(cache: Path, dataset: str, teachers: str, out: Path | None) -> None:
             paired.append(f"| {perturb} | {trait} | {fmt(diff, scale, digits)} |")
     report = "\n".join([
         f"# Other traits of robust models, inherited? ({dataset}; Chen et al. 2020)", "",
-        f"Command: `python benchmarks/traits_study.py --cache {cache} --dataset {dataset} --teachers {teachers}`  ",
+        f"Command: `python benchmarks/traits_study.py --cache {cache} --dataset {dataset} --teachers {teachers}"
+        + (f" --n-eval {n_eval}" if n_eval is not None else "") + "`  ",
         f"Machine: {machine()}  ",
-        f"Wall time: {time.perf_counter() - started:.0f} s; {len(every)} models, n = {len(splits.test)} test images, "
+        f"Wall time: {time.perf_counter() - started:.0f} s; {len(every)} models, n = {len(test)} test images, "
         f"eps {splits.info.eps} for PGD-20.  ",
         "Corruptions (robdistill.traits defaults): Gaussian noise sigma 0.2, Gaussian blur sigma 1 px, contrast x0.4. "
         "conv1 TV: total variation of each first-layer filter / its L1 norm, mean over filters (lower = smoother).",
