@@ -271,6 +271,9 @@ def load_sweeps(tracking_uri: str | None, experiment: str, names: Sequence[str])
                 without_logits.append(name)
             for key, z in found.items():
                 logits.setdefault(key, z)
+    known = [p for p in ("keep", *PERTURBATIONS.names()) if p != "keep"]
+    rank = {TEACHER_ROW: -2, "keep": -1, **{p: i for i, p in enumerate(known)}}
+    cells.sort(key=lambda c: (c.teacher, rank.get(c.perturb, len(rank)), c.perturb, c.seed))  # the store's order is by time
     return StoredSweeps(cells, logits, without_logits)
 
 

@@ -32,6 +32,7 @@ def quiet_mlflow_logging() -> None:
     """MLflow, alembic and SQLAlchemy log every migration at INFO; keep the terminal for results."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per small download
     import mlflow  # noqa: F401  (after the import: mlflow sets its own level)
 
     for name in ("mlflow", "alembic", "sqlalchemy"):
