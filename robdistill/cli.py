@@ -108,6 +108,21 @@ def _join_torchrun(device: str) -> str:
     return device
 
 
+def ui_hint(tracking_uri: str) -> str:
+    """How to look at the runs: a server is its own UI; a local store needs `mlflow ui`."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open the UI:  {tracking_uri}"
+    return f"open the UI:  mlflow ui --backend-store-uri {tracking_uri}   -> http://127.0.0.1:5000"
+
+
+def merge_hint(command: str, name: str, tracking_uri: str, experiment: str) -> str:
+    """The command that merges the shards of a split sweep or evaluation, with the store to read."""
+    from .tracking import DEFAULT_EXPERIMENT
+
+    where = f" --tracking-uri {tracking_uri}" + (f" --experiment {experiment}" if experiment != DEFAULT_EXPERIMENT else "")
+    return f"  robdistill {command} {name}{where}"
+
+
 def print_outcome(outcome, heading: str) -> None:
     from .report import consistency_table, failed_checks
 
@@ -129,7 +144,7 @@ def print_outcome(outcome, heading: str) -> None:
         reused = f" (reused from {source})" if role == "teacher" and outcome.teacher_reused else ""
         click.echo(f"{role} checkpoint: {path}{reused}")
     click.echo(f"MLflow run: {outcome.run_id}  (store: {outcome.tracking_uri})")
-    click.echo(f"open the UI:  mlflow ui --backend-store-uri {outcome.tracking_uri}   -> http://127.0.0.1:5000")
+    click.echo(ui_hint(outcome.tracking_uri))
 
 
 @click.group(cls=FriendlyGroup, epilog=EPILOG)
@@ -221,9 +236,9 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
     print_sweep_tables(outcome.cells, outcome.claims, outputs)
     if shard_spec:
         click.echo(f"\nthis was shard {shard}; once every shard has finished, merge them with:\n"
-                   f"  robdistill sweep-report {outcome.name} --tracking-uri {outcome.tracking_uri}")
+                   + merge_hint("sweep-report", outcome.name, outcome.tracking_uri, settings.experiment))
     click.echo(f"\nMLflow sweep run: {outcome.run_id}  (sweep name {outcome.name}, store: {outcome.tracking_uri})")
-    click.echo(f"open the UI:  mlflow ui --backend-store-uri {outcome.tracking_uri}   -> http://127.0.0.1:5000")
+    click.echo(ui_hint(outcome.tracking_uri))
 
 
 def print_sweep_tables(cells, claims, outputs) -> None:
@@ -365,7 +380,7 @@ def evaluate(checkpoints, suite, eps, n_eval, eps_sweep, shard, overrides, **kw)
     if shard_spec is not None:
         name = outcome.eval_name
         click.echo(f"\nthis was shard {shard}; once every shard has finished, merge them with:\n"
-                   f"  robdistill evaluate-report {name} --tracking-uri {outcome.tracking_uri}")
+                   + merge_hint("evaluate-report", name, outcome.tracking_uri, settings.experiment))
     if outcome.eps_curves:
         click.echo("\naccuracy versus eps (accuracy %, 95% Wilson interval; eps_curves.png in the run)")
         click.echo(eps_table(outcome.eps_curves))

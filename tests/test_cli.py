@@ -197,3 +197,13 @@ def test_evaluate_eps_sweep(digits_teacher, workdir: Path) -> None:
 def test_eps_sweep_bad_values(workdir: Path) -> None:
     assert_one_line_error(invoke("evaluate", "x.pt", "--eps-sweep", "0,a"), "comma-separated numbers")
     assert_one_line_error(invoke("evaluate", "x.pt", "--eps-sweep", "0,1.5"), "radii must lie in [0, 1]")
+
+
+def test_hints_name_the_store_and_experiment_to_read() -> None:
+    from robdistill.cli import merge_hint, ui_hint
+
+    assert ui_hint("http://127.0.0.1:5055") == "open the UI:  http://127.0.0.1:5055"  # a server is its own UI
+    assert "mlflow ui --backend-store-uri sqlite:///x.db" in ui_hint("sqlite:///x.db")
+    assert merge_hint("sweep-report", "sweep-1", "http://h:5000", "study").split() == [
+        "robdistill", "sweep-report", "sweep-1", "--tracking-uri", "http://h:5000", "--experiment", "study"]
+    assert "--experiment" not in merge_hint("evaluate-report", "eval-1", "sqlite:///x.db", "robdistill")
