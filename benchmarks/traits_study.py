@@ -25,14 +25,15 @@ from _common import machine  # noqa: E402
 TRAITS = ("clean", "pgd", "corrupt/gaussian-noise", "corrupt/blur", "corrupt/contrast", "conv1_tv")
 
 
-def describe(path: Path, perturbations: list[str]) -> tuple[str, str, int] | None:
-    """(teacher, perturbation or 'teacher', seed) from a checkpoint's file name."""
-    stem = path.stem
+def describe(path: Path, dataset: str, perturbations: list[str]) -> tuple[str, str, int] | None:
+    """(teacher, perturbation or 'teacher', seed) from a checkpoint's file name
+    (``<dataset>-<teacher>-s<seed>-<hash>``, ``<dataset>-<teacher>-<perturb>-default-s<seed>-<hash>``)."""
+    stem, prefix = path.stem, re.escape(dataset)
     if path.parent.name == "teachers":
-        match = re.fullmatch(r"[a-z0-9-]+?-(?P<teacher>[a-z0-9-]+)-s(?P<seed>\d+)-[0-9a-f]+", stem)
+        match = re.fullmatch(rf"{prefix}-(?P<teacher>[a-z0-9-]+)-s(?P<seed>\d+)-[0-9a-f]+", stem)
         return (match["teacher"], "teacher", int(match["seed"])) if match else None
     for perturb in sorted(perturbations, key=len, reverse=True):
-        match = re.fullmatch(rf"[a-z0-9]+?-(?P<teacher>[a-z0-9-]+)-{perturb}-default-s(?P<seed>\d+)-[0-9a-f]+", stem)
+        match = re.fullmatch(rf"{prefix}-(?P<teacher>[a-z0-9-]+)-{perturb}-default-s(?P<seed>\d+)-[0-9a-f]+", stem)
         if match:
             return match["teacher"], perturb, int(match["seed"])
     return None
@@ -84,9 +85,11 @@ def main(cache: Path, dataset: str, teachers: str, n_eval: int | None, out: Path
                    key=lambda path: path.stat().st_mtime)
     newest = {}
     for path in paths:
-        described = describe(path, PERTURBATIONS.names())
+        described = describe(path, dataset, PERTURBATIONS.names())
         if described is not None and described[0] in wanted:
             newest[described] = path
+    if not newest:
+        raise click.UsageError(f"no {dataset} checkpoints of teachers {teachers} (or their students) under {cache}")
     for (teacher, perturb, seed), path in sorted(newest.items()):
         rows.setdefault((teacher, perturb), {})[seed] = measure(path, test, splits.info.eps)
         click.echo(f"{path.name}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[(teacher, perturb)][seed].items()),
