@@ -307,9 +307,10 @@ def sweep_report(sweep_names, experiment, tracking_uri, outputs) -> None:
         check_table_path(path)
     stored = load_sweeps(tracking_uri, experiment, sweep_names)
     print_sweep_tables(stored.cells, stored.claims(), outputs)
-    if stored.without_logits:
-        click.echo(f"\nnote: {', '.join(stored.without_logits)} logged no teacher logits (run by an older "
-                   f"robdistill), so claims 1 and 2 leave out their teachers")
+    missing = stored.missing_logits()
+    if missing:
+        click.echo("\nnote: claims 1 and 2 leave out teachers whose logits no sweep logged (an older robdistill, "
+                   "or a shard stopped early): " + ", ".join(f"{t} seed {s}" for t, s in missing))
 
 
 @main.command("train-teacher")

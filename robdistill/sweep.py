@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+import torch
+
 from . import tracking
 from .analysis import logits_of
 from .errors import UserError
@@ -138,6 +140,7 @@ def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence
                                  "overrides": list(overrides)})
         outcome = SweepOutcome(sweep_id, uri, name)
         teacher_runs: dict[tuple[str, int], Outcome] = {}
+        teacher_logits: TeacherLogits = {}
         done = 0
         for seed, teacher in groups:
             for i, perturb in enumerate(perturbs):
@@ -149,24 +152,31 @@ def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence
                                      overrides=overrides, evaluate_teacher=evaluate_teachers and i == 0,
                                      nested=True, extra_tags={"sweep_id": sweep_id, **shard_tags})
                 outcome.runs.append(run)
-                teacher_runs.setdefault((teacher, seed), run)
+                if (teacher, seed) not in teacher_runs:  # logged at once, so a shard killed later keeps it
+                    teacher_runs[(teacher, seed)] = run
+                    teacher_logits[(teacher, seed)] = _log_teacher_logits(teacher, seed, run)
                 outcome.cells.append(Cell(teacher, perturb, seed, run.results["student"], run.run_id))
                 if "teacher" in run.results:
                     outcome.cells.append(Cell(teacher, TEACHER_ROW, seed, run.results["teacher"], run.run_id))
         _log_summaries(outcome.cells)
-        outcome.claims = _teacher_claims(teacher_runs, reference)
+        outcome.claims = _teacher_claims(teacher_runs, teacher_logits, reference)
     return outcome
 
 
-def _teacher_claims(first: dict[tuple[str, int], Outcome], reference: str) -> ClaimTables | None:
+def _log_teacher_logits(teacher: str, seed: int, run: Outcome) -> torch.Tensor:
+    """The teacher's logits on the evaluated test images, on the sweep run (``teacher_logits/``), so
+    `sweep-report` can recompute claims (1) and (2) over shards and sweeps."""
+    z = logits_of(run.models["teacher"], run.test.x)
+    tracking.log_json({"teacher": teacher, "seed": seed, "logits": z.tolist()},
+                      f"{TEACHER_LOGITS_DIR}/{teacher}-s{seed}.json")
+    return z
+
+
+def _teacher_claims(first: dict[tuple[str, int], Outcome], logits: TeacherLogits,
+                    reference: str) -> ClaimTables | None:
     """Claims (1) and (2) on the evaluated test images of each (teacher, seed) (``first``: a run
     with that teacher and seed), logged as tables and one confidence-difference grid per teacher
-    (first seed) against the reference teacher. Every teacher's test logits are logged too
-    (``teacher_logits/``), so `sweep-report` can recompute the claims over shards and sweeps."""
-    logits = {key: logits_of(run.models["teacher"], run.test.x) for key, run in first.items()}
-    for (teacher, seed), z in logits.items():
-        tracking.log_json({"teacher": teacher, "seed": seed, "logits": z.tolist()},
-                          f"{TEACHER_LOGITS_DIR}/{teacher}-s{seed}.json")
+    (first seed) against the reference teacher; ``logits``: each teacher's test logits."""
     if not any(t == reference for t, _ in first):
         return None
     claims = teacher_claims(logits, reference)
@@ -191,13 +201,19 @@ class StoredSweeps:
 
     cells: list[Cell]
     logits: TeacherLogits
-    without_logits: list[str]  # sweep names whose runs logged no teacher logits (older versions)
+
+    def missing_logits(self) -> list[tuple[str, int]]:
+        """(teacher, seed) pairs with cells but no logged logits (an older robdistill, or a shard
+        stopped before its teacher's first cell finished): claims (1) and (2) leave them out."""
+        return sorted({(c.teacher, c.seed) for c in self.cells} - set(self.logits))
 
     def claims(self, reference: str = "standard") -> ClaimTables | None:
-        """Claims (1) and (2) over every logged teacher, or None without the reference teacher."""
+        """Claims (1) and (2) over every logged teacher (the reference first, as `sweep` prints
+        them), or None without the reference teacher."""
         if not any(t == reference for t, _ in self.logits):
             return None
-        return teacher_claims(self.logits, reference)
+        order = sorted(self.logits, key=lambda key: (key[0] != reference, key))
+        return teacher_claims({key: self.logits[key] for key in order}, reference)
 
 
 def _sweep_parents(tracking_uri: str | None, experiment: str, name: str) -> list:
@@ -228,7 +244,8 @@ def load_sweeps(tracking_uri: str | None, experiment: str, names: Sequence[str])
     """Every evaluated cell of the named sweeps (all their shards) from the tracking store, rebuilt
     with their per-sample flags from each evaluation run's ``results.json``, and the teacher logits
     their sweep runs logged. Within a sweep a cell run twice (a shard re-run) counts once, the
-    newest; a cell present in two different sweeps is an error."""
+    newest; a student cell present in two different sweeps is an error, a teacher attacked by two
+    sweeps (the same cached teacher) counts once."""
     import json
     import tempfile
 
@@ -243,7 +260,6 @@ def load_sweeps(tracking_uri: str | None, experiment: str, names: Sequence[str])
     cells: list[Cell] = []
     owner: dict[tuple[str, str, str, str], str] = {}
     logits: TeacherLogits = {}
-    without_logits = []
     with tempfile.TemporaryDirectory(prefix="robdistill-sweep-") as tmp:
         for name in names:
             runs = [run for run in find_runs(tracking_uri, experiment, "evaluation", None, [f"sweep_name={name}"])
@@ -252,10 +268,11 @@ def load_sweeps(tracking_uri: str | None, experiment: str, names: Sequence[str])
                 raise UserError(f"no finished evaluations tagged sweep_name={name} in experiment '{experiment}'")
             for run in runs:  # newest first
                 tags = run.data.tags
-                cell_key = (tags.get("teacher", ""), tags.get("perturb", ""), tags.get("seed", ""),
-                            tags.get("role", ""))
-                if owner.get(cell_key) == name:
-                    continue
+                is_teacher = tags.get("role") == "teacher"  # evaluated in the run of any perturbation
+                cell_key = (tags.get("teacher", ""), TEACHER_ROW if is_teacher else tags.get("perturb", ""),
+                            tags.get("seed", ""), tags.get("role", ""))
+                if owner.get(cell_key) == name or (is_teacher and cell_key in owner):
+                    continue  # a re-run, or the same cached teacher attacked by another sweep: once
                 if cell_key in owner:
                     raise UserError(f"cell teacher={cell_key[0]} perturb={cell_key[1]} seed={cell_key[2]} is in both "
                                     f"sweeps {owner[cell_key]} and {name}; merge sweeps that share no cell")
@@ -263,18 +280,15 @@ def load_sweeps(tracking_uri: str | None, experiment: str, names: Sequence[str])
                 local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="results.json",
                                                             dst_path=f"{tmp}/{run.info.run_id}")
                 result = result_from_json(json.loads(Path(local).read_text()))
-                perturb = TEACHER_ROW if tags.get("role") == "teacher" else tags["perturb"]
+                perturb = TEACHER_ROW if is_teacher else tags["perturb"]
                 cells.append(Cell(tags["teacher"], perturb, int(tags["seed"]), result,
                                   tags.get("mlflow.parentRunId", "")))
-            found = _logged_teacher_logits(parents[name], f"{tmp}/logits-{name}")
-            if not found:
-                without_logits.append(name)
-            for key, z in found.items():
+            for key, z in _logged_teacher_logits(parents[name], f"{tmp}/logits-{name}").items():
                 logits.setdefault(key, z)
     known = [p for p in ("keep", *PERTURBATIONS.names()) if p != "keep"]
     rank = {TEACHER_ROW: -2, "keep": -1, **{p: i for i, p in enumerate(known)}}
     cells.sort(key=lambda c: (c.teacher, rank.get(c.perturb, len(rank)), c.perturb, c.seed))  # the store's order is by time
-    return StoredSweeps(cells, logits, without_logits)
+    return StoredSweeps(cells, logits)
 
 
 def _logged_teacher_logits(parents: Sequence, dst: str) -> TeacherLogits:
@@ -282,7 +296,6 @@ def _logged_teacher_logits(parents: Sequence, dst: str) -> TeacherLogits:
     import json
 
     import mlflow
-    import torch
 
     logits: TeacherLogits = {}
     for run in parents:

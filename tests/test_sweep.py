@@ -166,6 +166,26 @@ def test_shards_on_one_store_merge_into_the_full_grid(workdir: Path) -> None:
     third = overlap.stdout.split("robdistill sweep-report ")[1].split()[0]
     clash = CliRunner().invoke(main, ["sweep-report", second, third])
     assert clash.exit_code == 2 and f"in both sweeps {second} and {third}" in clash.stderr, clash.output
+    # a sweep over other perturbations attacks the same cached teacher again: its row counts once
+    other = CliRunner().invoke(main, ["sweep", "--teachers", "standard", "--perturbs", "nonmax-flatten",
+                                      "--seeds", "1", *TINY, "--shard", "1/1"])
+    fourth = other.stdout.split("robdistill sweep-report ")[1].split()[0]
+    merged = CliRunner().invoke(main, ["sweep-report", second, fourth])
+    assert merged.exit_code == 0, (merged.output, merged.exception)
+    teacher_rows = [line.split() for line in merged.stdout.splitlines() if line.startswith("standard  (teacher)")]
+    assert len(teacher_rows) == 1 and teacher_rows[0][2] == "1", merged.stdout
+
+
+def test_claims_of_stored_sweeps_name_teachers_without_logits() -> None:
+    from robdistill.sweep import StoredSweeps
+
+    z = torch.tensor([[3.0, 0.0], [0.0, 1.0], [2.0, 1.0]])
+    cells = [Cell(t, "keep", s, result([1, 1, 1], [1, 0, 0]), "r") for t in ("at", "standard") for s in (0, 1)]
+    stored = StoredSweeps(cells, {("at", 0): z, ("standard", 0): z * 2, ("at", 1): z})
+    assert stored.missing_logits() == [("standard", 1)]
+    claims = stored.claims()
+    assert [row[0] for row in claims.logits_rows] == ["standard", "at"]  # the reference first, as `sweep` prints
+    assert StoredSweeps(cells, {("at", 0): z}).claims() is None  # no reference teacher: no claims
 
 
 def test_sweeps_measured_differently_do_not_merge() -> None:
