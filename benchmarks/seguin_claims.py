@@ -36,7 +36,7 @@ def main(checkpoints: tuple[Path, ...], n_eval: int, reference: str, teachers: s
     from robdistill.data import load_dataset
     from robdistill.errors import UserError
     from robdistill.report import format_table
-    from robdistill.seguin import plot_confidence_difference_grid, teacher_claims
+    from robdistill.seguin import confidence_difference_grids, teacher_claims
 
     wanted = set(teachers.split(",")) if teachers else None
     loaded = {}
@@ -70,14 +70,7 @@ def main(checkpoints: tuple[Path, ...], n_eval: int, reference: str, teachers: s
              format_table(claims.agreement_header, claims.agreement_rows), "```"]
     if grids is not None:
         grids.mkdir(parents=True, exist_ok=True)
-        seeds = sorted(s for t, s in logits if t == reference)
-        for (teacher, seed) in logits:
-            if teacher == reference or not seeds or seed != seeds[0]:
-                continue
-            path = grids / f"confidence_difference_{teacher}_vs_{reference}.png"
-            plot_confidence_difference_grid(test.x, test.y, logits[(teacher, seed)], logits[(reference, seed)],
-                                            teacher, reference, path)
-            lines.append(f"\ngrid: {path}")
+        lines += [f"\ngrid: {path}" for path in confidence_difference_grids(test.x, test.y, logits, reference, grids)]
     emit("\n".join(lines), out)
 
 

@@ -145,3 +145,19 @@ def plot_confidence_difference_grid(x: torch.Tensor, y: torch.Tensor, logits_a: 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def confidence_difference_grids(x: torch.Tensor, y: torch.Tensor, logits: TeacherLogits, reference: str,
+                                out_dir: Path) -> list[Path]:
+    """One :func:`plot_confidence_difference_grid` per teacher against ``reference``, both of the
+    reference's lowest seed, written to ``out_dir``; returns the files."""
+    seeds = sorted(s for t, s in logits if t == reference)
+    if not seeds:
+        return []
+    paths = []
+    for teacher, seed in logits:
+        if teacher != reference and seed == seeds[0]:
+            path = Path(out_dir) / f"confidence_difference_{teacher}_vs_{reference}.png"
+            paths.append(plot_confidence_difference_grid(x, y, logits[(teacher, seed)], logits[(reference, seed)],
+                                                         teacher, reference, path))
+    return paths

@@ -17,7 +17,7 @@ from .evaluation import EvaluationResult
 from .perturbations import PERTURBATIONS
 from .pipeline import Outcome, default_suite, make_plan, run_experiment, split_overrides
 from .recipes import load_recipe
-from .seguin import ClaimTables, TeacherLogits, plot_confidence_difference_grid, teacher_claims
+from .seguin import ClaimTables, TeacherLogits, confidence_difference_grids, teacher_claims
 from .stages import Settings
 from .stats import mcnemar_exact, seed_summary
 
@@ -117,7 +117,7 @@ def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence
     """Run the grid (or one shard of it); cell (teacher, perturb, seed) is a nested `run`. The
     teacher is attacked once per (teacher, seed), in the run of the first perturbation. Every run is
     tagged with the grid's ``sweep_name``, so shards run on several machines sharing one tracking
-    server can be merged by :func:`cells_from_store` (``robdistill sweep-report``)."""
+    server can be merged by :func:`load_sweeps` (``robdistill sweep-report``)."""
     suite = suite or default_suite(settings.dataset)
     validate_grid(teachers, perturbs, student, suite, split_overrides(overrides))
     make_plan(settings, suite=suite, eps=eps, n_eval=n_eval,  # eps, n_eval and the data, before any run
@@ -139,7 +139,6 @@ def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence
         tracking.log_params("", {**grid, "dataset": settings.dataset, "eps": eps, "n_eval": n_eval,
                                  "overrides": list(overrides)})
         outcome = SweepOutcome(sweep_id, uri, name)
-        teacher_runs: dict[tuple[str, int], Outcome] = {}
         teacher_logits: TeacherLogits = {}
         done = 0
         for seed, teacher in groups:
@@ -152,14 +151,13 @@ def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence
                                      overrides=overrides, evaluate_teacher=evaluate_teachers and i == 0,
                                      nested=True, extra_tags={"sweep_id": sweep_id, **shard_tags})
                 outcome.runs.append(run)
-                if (teacher, seed) not in teacher_runs:  # logged at once, so a shard killed later keeps it
-                    teacher_runs[(teacher, seed)] = run
+                if (teacher, seed) not in teacher_logits:  # logged at once, so a shard killed later keeps it
                     teacher_logits[(teacher, seed)] = _log_teacher_logits(teacher, seed, run)
                 outcome.cells.append(Cell(teacher, perturb, seed, run.results["student"], run.run_id))
                 if "teacher" in run.results:
                     outcome.cells.append(Cell(teacher, TEACHER_ROW, seed, run.results["teacher"], run.run_id))
         _log_summaries(outcome.cells)
-        outcome.claims = _teacher_claims(teacher_runs, teacher_logits, reference)
+        outcome.claims = _teacher_claims(outcome.runs[0].test, teacher_logits, reference)
     return outcome
 
 
@@ -172,25 +170,18 @@ def _log_teacher_logits(teacher: str, seed: int, run: Outcome) -> torch.Tensor:
     return z
 
 
-def _teacher_claims(first: dict[tuple[str, int], Outcome], logits: TeacherLogits,
-                    reference: str) -> ClaimTables | None:
-    """Claims (1) and (2) on the evaluated test images of each (teacher, seed) (``first``: a run
-    with that teacher and seed), logged as tables and one confidence-difference grid per teacher
-    (first seed) against the reference teacher; ``logits``: each teacher's test logits."""
-    if not any(t == reference for t, _ in first):
+def _teacher_claims(test, logits: TeacherLogits, reference: str) -> ClaimTables | None:
+    """Claims (1) and (2) from each (teacher, seed)'s ``logits`` on the evaluated ``test`` images
+    (the same for every cell of a sweep), logged as tables and one confidence-difference grid per
+    teacher (first seed) against the reference teacher."""
+    if not any(t == reference for t, _ in logits):
         return None
     claims = teacher_claims(logits, reference)
     for name, header, rows in (("seguin_claim1_logits", claims.logits_header, claims.logits_rows),
                                ("seguin_claim2_agreement", claims.agreement_header, claims.agreement_rows)):
         tracking.log_rows(header, rows, f"{name}.json")
-    seed = min(s for t, s in first if t == reference)
     with tracking.scratch_dir() as tmp:
-        for (teacher, s), run in first.items():
-            if teacher == reference or s != seed:
-                continue
-            path = tmp / f"confidence_difference_{teacher}_vs_{reference}.png"
-            plot_confidence_difference_grid(run.test.x, run.test.y, logits[(teacher, s)], logits[(reference, s)],
-                                            teacher, reference, path)
+        for path in confidence_difference_grids(test.x, test.y, logits, reference, tmp):
             tracking.log_file(path, "seguin")
     return claims
 
@@ -280,13 +271,11 @@ def load_sweeps(tracking_uri: str | None, experiment: str, names: Sequence[str])
                 local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="results.json",
                                                             dst_path=f"{tmp}/{run.info.run_id}")
                 result = result_from_json(json.loads(Path(local).read_text()))
-                perturb = TEACHER_ROW if is_teacher else tags["perturb"]
-                cells.append(Cell(tags["teacher"], perturb, int(tags["seed"]), result,
+                cells.append(Cell(tags["teacher"], cell_key[1], int(tags["seed"]), result,
                                   tags.get("mlflow.parentRunId", "")))
             for key, z in _logged_teacher_logits(parents[name], f"{tmp}/logits-{name}").items():
                 logits.setdefault(key, z)
-    known = [p for p in ("keep", *PERTURBATIONS.names()) if p != "keep"]
-    rank = {TEACHER_ROW: -2, "keep": -1, **{p: i for i, p in enumerate(known)}}
+    rank = {TEACHER_ROW: -2, "keep": -1, **{p: i for i, p in enumerate(PERTURBATIONS.names()) if p != "keep"}}
     cells.sort(key=lambda c: (c.teacher, rank.get(c.perturb, len(rank)), c.perturb, c.seed))  # the store's order is by time
     return StoredSweeps(cells, logits)
 
@@ -306,11 +295,6 @@ def _logged_teacher_logits(parents: Sequence, dst: str) -> TeacherLogits:
             payload = json.loads(Path(local).read_text())
             logits.setdefault((payload["teacher"], int(payload["seed"])), torch.tensor(payload["logits"]))
     return logits
-
-
-def cells_from_store(tracking_uri: str | None, experiment: str, sweep_name: str) -> list[Cell]:
-    """Every evaluated cell of one sweep (all its shards); see :func:`load_sweeps`."""
-    return load_sweeps(tracking_uri, experiment, [sweep_name]).cells
 
 
 def _log_summaries(cells: Sequence[Cell]) -> None:
@@ -422,4 +406,4 @@ def _flags(result: EvaluationResult, metric: str) -> list[bool]:
     return flags.tolist()
 
 
-__all__ = ["run_sweep", "summary_rows", "paired_rows", "cells_from_store", "load_sweeps", "Cell"]
+__all__ = ["run_sweep", "summary_rows", "paired_rows", "load_sweeps", "Cell"]
