@@ -128,7 +128,7 @@ def ordering_rows(entries: list[dict], metric: str) -> list[str]:
     """For each consecutive pair of ORDERING: the difference in points per seed (the seed is the
     experimental unit: mean with its 95% t-interval, which gives the reading) and McNemar's exact p
     per seed (conditional on those trained models: test-image noise only)."""
-    from robdistill.stats import mcnemar_exact, seed_summary
+    from robdistill.stats import direction, mcnemar_exact, seed_summary
 
     by = {(e["teacher"], e["seed"]): e for e in entries}
     rows = []
@@ -141,15 +141,12 @@ def ordering_rows(entries: list[dict], metric: str) -> list[str]:
         summary = seed_summary(diffs)
         if len(seeds) > 1:
             interval = f" [{100 * summary.low:+.1f}, {100 * summary.high:+.1f}]"
-            if summary.std == 0:
-                reading = f"{hi} {'higher' if summary.mean > 0 else 'lower' if summary.mean < 0 else 'equal'} (no spread)"
-            else:
-                reading = (f"{hi} higher" if summary.low > 0 else f"{hi} lower" if summary.high < 0 else
-                           "inconclusive (interval contains 0)")
+            word = direction(summary)
+            reading = f"{hi} {word}" if not word.startswith("inconclusive") else word
         else:
             interval = ""
-            direction = "higher" if summary.mean > 0 else "lower" if summary.mean < 0 else "equal"
-            reading = (f"{hi} {direction}" + (" (McNemar p < 0.05; one seed, conditional on these models)"
+            way = "higher" if summary.mean > 0 else "lower" if summary.mean < 0 else "equal"
+            reading = (f"{hi} {way}" + (" (McNemar p < 0.05; one seed, conditional on these models)"
                                               if per_seed[0] < 0.05 else " (not significant; one seed)"))
         rows.append(f"| {metric} | {hi} − {lo} | {100 * summary.mean:+.1f}{interval} | {len(seeds)} | "
                     f"{', '.join(f'{p:.2g}' for p in per_seed)} | {reading} |")

@@ -93,6 +93,11 @@ class Attack(ABC):
         """The full configuration, read off the attack object (logged with every result)."""
         return {"attack": self.name, "eps": self.eps, "seed": self.seed, **self.params}
 
+    def zero_eps_probe(self, steps: int = 2) -> "Attack":
+        """The same attack at eps = 0 with at most ``steps`` iterations and one restart: it must
+        leave exactly the clean flags (the sanity check of SPEC section 4), and cheaply."""
+        return type(self)(eps=0.0, seed=self.seed, **self.params)
+
     @abstractmethod
     def attack_batch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                      generator: torch.Generator) -> AttackOutput:
@@ -171,6 +176,11 @@ class PGD(Attack):
         super().__init__(eps, seed, steps=steps, step_size=float(step_size), restarts=int(restarts),
                          random_start=bool(random_start))
 
+    def zero_eps_probe(self, steps: int = 2) -> "Attack":
+        p = self.params
+        return type(self)(0.0, seed=self.seed, steps=min(p["steps"], steps), step_size=p["step_size"], restarts=1,
+                          random_start=p["random_start"])
+
     def attack_batch(self, model, x, y, generator):
         p = self.params
         x = x.detach()
@@ -225,12 +235,13 @@ class CW(PGD):
 @ATTACKS.register("transfer")
 class Transfer(Attack):
     """Transfer (black-box) attack (Papernot et al. 2017; Athalye et al. 2018 on its use as a
-    masking check): PGD-k crafted on a surrogate model, evaluated on the target.
+    masking check): PGD-k crafted on a surrogate model, evaluated on the target (SPEC section 4).
 
     ``surrogate`` is a robdistill checkpoint path (a suite's ``surrogate = "path.pt"``) or an
-    ``nn.Module``. The surrogate's PGD is our :class:`PGD` with the same seed, so its images are the
-    first iterate that fools the surrogate (or the last one). A sample is robust iff the target
-    classifies both the clean and the transferred image correctly."""
+    ``nn.Module``. Every image is perturbed, also those the surrogate already misclassifies, and
+    each restart sends the *final* iterate of a plain PGD-k on the surrogate's cross-entropy (the
+    scoring PGD's early stop would send the weakest fooling image, which transfers worst). A sample
+    is robust iff the target classifies the clean image and every restart's image correctly."""
 
     name = "transfer"
 
@@ -245,10 +256,25 @@ class Transfer(Attack):
         super().__init__(eps, seed, surrogate=label, surrogate_attack=pgd)
 
     def attack_batch(self, model, x, y, generator):
-        crafted = self.pgd.attack_batch(self.surrogate, x, y, generator)
+        p = self.pgd.params
+        x = x.detach()
         with torch.no_grad():
-            robust = (model(x).argmax(1) == y) & (model(crafted.x_adv).argmax(1) == y)
-        return AttackOutput(crafted.x_adv, robust)
+            robust = model(x).argmax(1) == y
+        sent, fooled = x.clone(), torch.zeros_like(robust)
+        for _ in range(p["restarts"]):
+            crafted = pgd_perturb(self.surrogate, x, y, eps=self.eps, step_size=p["step_size"], steps=p["steps"],
+                                  random_start=p["random_start"], generator=generator)
+            with torch.no_grad():
+                wrong = model(crafted).argmax(1) != y
+            update = ~fooled  # a sample keeps the first image that fooled the target
+            sent[update] = crafted[update]
+            fooled |= wrong
+        return AttackOutput(sent, robust & ~fooled)
+
+    def zero_eps_probe(self, steps: int = 2) -> "Attack":
+        return Transfer(0.0, seed=self.seed, surrogate=self.surrogate, steps=min(self.pgd.params["steps"], steps),
+                        step_size=self.pgd.params["step_size"], restarts=1,
+                        random_start=self.pgd.params["random_start"])
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
             progress: bool = True) -> AttackOutput:
@@ -321,18 +347,49 @@ class AutoAttackLinf(Attack):
             params["square_queries"] = int(square_queries)
         super().__init__(eps, seed, **params)
 
+    # the fewest classes each component works with: the DLR loss reads the third-largest logit,
+    # its targeted form the fourth (Croce & Hein 2020, Eq. 5 and 6)
+    MIN_CLASSES = {"apgd-dlr": 3, "apgd-t": 4}
+    TARGET_CLASSES = 9  # the library's number of target classes for apgd-t and fab-t
+
     def attack_batch(self, model, x, y, generator):  # pragma: no cover - run() is overridden
         raise NotImplementedError
 
-    def _adversary(self, model: nn.Module, device: torch.device):
+    def zero_eps_probe(self, steps: int = 2) -> "Attack":
+        probe = AutoAttackLinf(0.0, seed=self.seed, version=self.params["version"], attacks=self.params["attacks"],
+                               square_queries=steps)
+        probe._iterations = steps
+        return probe
+
+    _iterations: int | None = None  # a cap on every component's iterations (the eps = 0 probe only)
+
+    def _adversary(self, model: nn.Module, device: torch.device, num_classes: int):
         from pyautoattack import AutoAttack
 
         kwargs = {"attacks": self.params["attacks"]} if self.params["version"] == "custom" else {}
         adversary = AutoAttack(model, eps=self.eps, norm="Linf", version=self.params["version"],
                                seed=self.seed, device=device, **kwargs)
+        for component in adversary.attacks_to_run:
+            needed = self.MIN_CLASSES.get(component, 2)
+            if num_classes < needed:
+                usable = [a for a in self.ATTACK_NAMES if self.MIN_CLASSES.get(a, 2) <= num_classes]
+                raise UserError(f"autoattack component {component} needs at least {needed} classes (DLR loss) and "
+                                f"the model has {num_classes}; use version = \"custom\" with attacks from "
+                                f"{', '.join(usable)}")
+        # targeted components: at most C - 1 target classes (the library's standard is 9)
+        adversary.apgd_targeted.n_target_classes = self.target_classes(num_classes)
+        adversary.fab.n_target_classes = self.target_classes(num_classes)
         if "square_queries" in self.params:
             adversary.square.n_queries = self.params["square_queries"]
+        if self._iterations is not None:
+            for component in (adversary.apgd, adversary.apgd_targeted, adversary.fab):
+                component.n_iter = self._iterations
+                component.n_restarts = 1
         return adversary
+
+    def target_classes(self, num_classes: int) -> int:
+        """How many target classes apgd-t and fab-t use for a model with ``num_classes`` outputs."""
+        return min(self.TARGET_CLASSES, num_classes - 1)
 
     def run(self, model, x, y, batch_size: int = 256, progress: bool = True) -> AttackOutput:
         collector = _WarningCollector()
@@ -340,7 +397,8 @@ class AutoAttackLinf(Attack):
         logger.addHandler(collector)
         try:
             with eval_mode(model), preserved_global_rng(x.device):
-                adversary = self._adversary(model, x.device)
+                num_classes = _num_classes(model, x)
+                adversary = self._adversary(model, x.device, num_classes)
                 order = list(adversary.attacks_to_run)
                 if progress:
                     tqdm.write(f"  autoattack ({self.params['version']}) on {len(y)} samples ...")
@@ -368,7 +426,7 @@ class AutoAttackLinf(Attack):
         logger.addHandler(muted)
         try:
             with eval_mode(model), preserved_global_rng(x.device):
-                adversary = self._adversary(model, x.device)
+                adversary = self._adversary(model, x.device, _num_classes(model, x))
                 adversary.attacks_to_run = later
                 with _recording_components() as snapshots:
                     adversary.run_standard_evaluation(x[idx], y[idx], batch_size=batch_size)
@@ -376,6 +434,12 @@ class AutoAttackLinf(Attack):
             logger.removeHandler(muted)
         for name, sub in _fooled_by(snapshots, later, len(idx), y.device).items():
             fooled[name][idx] |= sub
+
+
+def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
+    """The number of logits the model outputs (one forward of one image)."""
+    with torch.no_grad():
+        return int(model(x[:1]).shape[1])
 
 
 _RECORDING_LOCK = threading.Lock()

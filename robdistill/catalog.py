@@ -22,17 +22,46 @@ def _recipe_descriptions(kind: str) -> dict[str, str]:
     return out
 
 
+STEP_ATTACKS = ("pgd", "cw", "transfer")
+
+
+def _suite_descriptions() -> dict[str, str]:
+    """Each suite's description and which step size its PGD-type attacks use (SPEC section 1)."""
+    out = {}
+    for name, text in _recipe_descriptions("suite").items():
+        try:
+            entries = tomllib.loads(available("suite")[name].read_text()).get("attack", [])
+        except (OSError, tomllib.TOMLDecodeError):
+            out[name] = text
+            continue
+        stepped = [e for e in entries if e.get("name") in STEP_ATTACKS]
+        own = [e for e in stepped if e.get("step_size") is not None]
+        if not stepped:
+            out[name] = text
+        elif len(own) == len(stepped):
+            out[name] = f"{text} [step sizes: the suite's]"
+        else:
+            out[name] = f"{text} [step size: the dataset's, scaled to eps{' where unset' if own else ''}]"
+    return out
+
+
+def _dataset_descriptions() -> dict[str, str]:
+    """Each dataset's description with its default attack step (SPEC section 1)."""
+    return {name: f"{text}, attack step {DATASETS.get(name).step_size:.4g}"
+            for name, text in DATASETS.describe().items()}
+
+
 def catalog() -> dict[str, dict[str, str]]:
     models = MODELS.describe()
     models["timm:<architecture>"] = "any timm model by name, e.g. timm:resnet18 (random init)"
     return {
-        "datasets": DATASETS.describe(),
+        "datasets": _dataset_descriptions(),
         "models": models,
         "teachers": _recipe_descriptions("teacher"),
         "students": _recipe_descriptions("student"),
         "perturbations": PERTURBATIONS.describe(),
         "attacks": ATTACKS.describe(),
-        "suites": _recipe_descriptions("suite"),
+        "suites": _suite_descriptions(),
         "objectives": OBJECTIVES.describe(),
         "augmentations": AUGMENTATIONS.describe(),
     }

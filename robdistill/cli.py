@@ -2,9 +2,13 @@
 to fix it, exit status 2, no traceback."""
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -13,18 +17,56 @@ from .errors import UserError
 EPILOG = "Runs are logged to MLflow (default sqlite:///mlflow.db); see README.md."
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler's preemption, torchrun's agent) taken like Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    """Raise :class:`Terminated` once; a second SIGTERM during the cleanup is ignored (SIGKILL is
+    the hard stop) so the MLflow runs still end KILLED."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While the command runs, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main
+    thread; the previous handler comes back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def resume_hint(group: click.Group, ctx: click.Context) -> str:
+    """``; run the same command with --resume to continue`` for commands that can resume, else ''."""
+    command = group.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
+    if command is None or not any(p.name == "resume" for p in command.params):
+        return ""
+    return "; run the same command with --resume to continue from the last saved state"
+
+
 class FriendlyGroup(click.Group):
-    """Turns :class:`UserError` into ``error: <message>`` and exit 2; Ctrl-C into exit 130."""
+    """Turns :class:`UserError` into ``error: <message>`` and exit 2; Ctrl-C into exit 130 and
+    SIGTERM into exit 143, both with the MLflow runs marked KILLED (never left RUNNING)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with sigterm_as_interrupt():
+                return super().invoke(ctx)
         except UserError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted: the MLflow run was marked KILLED", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, Terminated)
+            if os.environ.get("RANK", "0") == "0":  # under torchrun one line, from rank 0
+                cause = "terminated (SIGTERM)" if terminated else "interrupted"
+                click.echo(f"{cause}: the MLflow run was marked KILLED{resume_hint(self, ctx)}", err=True)
+            sys.exit(128 + int(signal.SIGTERM) if terminated else 130)
 
 
 def common_options(func: Callable) -> Callable:
@@ -85,11 +127,24 @@ def make_settings(kw: dict[str, Any]):
                 raise UserError("--device cuda asked for, but no CUDA GPU is available; use --device cpu")
         except RuntimeError:
             raise UserError(f"unknown --device '{device}'; use cpu, cuda, cuda:N or auto") from None
+    cache_dir = check_cache_dir(kw.pop("cache_dir"))
     device = _join_torchrun(device)
     return Settings(dataset=kw.pop("dataset"), data_root=kw.pop("data_root"), download=kw.pop("download"),
                     seed=kw.pop("seed"), device=device, tracking_uri=kw.pop("tracking_uri"),
-                    experiment=kw.pop("experiment"), cache_dir=kw.pop("cache_dir"), progress=not kw.pop("quiet"),
+                    experiment=kw.pop("experiment"), cache_dir=cache_dir, progress=not kw.pop("quiet"),
                     resume=kw.pop("resume", False), use_registry=not kw.pop("no_registry", False))
+
+
+def check_cache_dir(path: Path) -> Path:
+    """``--cache-dir`` must be a directory or a path that can become one: no file on the way."""
+    for part in (path, *path.parents):
+        if part.exists() or part.is_symlink():
+            if not part.is_dir():
+                where = "" if part == path else f" (its parent {part} is not)"
+                raise UserError(f"--cache-dir {path} is not a directory{where}; pass a directory path "
+                                f"(or set $ROBDISTILL_CACHE to one)")
+            break
+    return path
 
 
 def _join_torchrun(device: str) -> str:
@@ -431,8 +486,8 @@ def compare(experiment, tracking_uri, stage, sweep, tags, limit, outputs) -> Non
               help="MLflow store [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].")
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 def ui(tracking_uri, port) -> None:
-    """Start MLflow's UI on 127.0.0.1 for the store in use (Ctrl-C stops it). A tracking server
-    (http://...) is its own UI: open its address instead."""
+    """Start MLflow's UI on 127.0.0.1 for the store in use (Ctrl-C or SIGTERM stops it and its
+    workers). A tracking server (http://...) is its own UI: open its address instead."""
     from .compare import open_ui, ui_command
     from .tracking import resolve_tracking_uri
 

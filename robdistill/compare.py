@@ -2,8 +2,11 @@
 open MLflow's UI on the store in use."""
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -100,8 +103,84 @@ def ui_command(tracking_uri: str | None, port: int) -> list[str] | None:
             "--port", str(port)]
 
 
+FORWARDED_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
+
+
 def open_ui(tracking_uri: str | None, port: int) -> int:
+    """Run `mlflow ui` in its own process group until it ends; SIGTERM, SIGINT (Ctrl-C) and SIGHUP go
+    to the whole group (the server and its workers), which is waited for, so the port is free when
+    this returns. The exit status: the server's, or 128 + the signal that stopped it."""
     command = ui_command(tracking_uri, port)
     if command is None:
         return 0
-    return subprocess.call(command)
+    if not hasattr(os, "killpg"):  # no process groups (Windows): the console signals the child itself
+        return subprocess.call(command)
+    received: list[int] = []
+    child: subprocess.Popen | None = None
+
+    def forward(signum: int, frame: object) -> None:
+        received.append(signum)
+        if child is not None:
+            _signal_group(child.pid, signum)
+
+    signums = [getattr(signal, name) for name in FORWARDED_SIGNALS if hasattr(signal, name)]
+    previous = {signum: signal.signal(signum, forward) for signum in signums}
+    try:
+        child = subprocess.Popen(command, start_new_session=True)
+        if received:  # a signal before the child existed
+            _signal_group(child.pid, received[0])
+        status = child.wait()
+    finally:
+        if child is not None:
+            stop_group(child)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 128 + int(received[0]) if received else status
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` is still running (zombies, which hold no port, aside)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
+
+
+def stop_group(child: subprocess.Popen, grace: float = 10.0) -> None:
+    """End what is left of ``child``'s process group (workers that outlive the server): SIGTERM,
+    then SIGKILL after ``grace`` seconds; returns once none is left."""
+    if child.poll() is None or group_alive(child.pid):
+        _signal_group(child.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while group_alive(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if group_alive(child.pid):
+        _signal_group(child.pid, signal.SIGKILL)
+        while group_alive(child.pid) and time.monotonic() < deadline + 5:
+            time.sleep(0.1)
+    try:
+        child.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass

@@ -226,21 +226,47 @@ def merge_shards(shards: list[EvaluationResult]) -> EvaluationResult:
     return merged
 
 
-def suite_attacks(suite: SuiteRecipe, eps: float) -> dict[str, Attack]:
-    """Build the suite's attacks, keyed by metric name (``key``, default the attack name)."""
+STEP_ATTACKS = ("pgd", "cw", "transfer")  # the attacks that take a step_size
+
+
+def suite_attacks(suite: SuiteRecipe, eps: float, step_ratio: float | None = None) -> dict[str, Attack]:
+    """Build the suite's attacks, keyed by metric name (``key``, default the attack name).
+
+    ``step_ratio`` is the default step size as a fraction of eps for the attacks that take one and
+    whose suite entry sets none: the dataset's step / eps (SPEC section 1). None leaves each
+    attack's own default (Madry's 2.5 eps / steps)."""
     attacks = {}
     for entry in suite.attack:
         params = {k: v for k, v in entry.items() if k not in ("name", "key")}
+        if step_ratio is not None and entry["name"] in STEP_ATTACKS and params.get("step_size") is None:
+            params["step_size"] = step_ratio * eps
         attacks[entry.get("key", entry["name"])] = build_attack(entry["name"], eps, suite.seed, **params)
     return attacks
 
 
-def clean_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
+def clean_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                name: str = "model") -> torch.Tensor:
+    """Per-sample clean correctness; non-finite logits are an error naming the model and batch
+    (an all-NaN model would otherwise score the share of class 0)."""
     if len(y) == 0:  # a rank or shard without rows
         return torch.zeros(0, dtype=torch.bool, device=y.device)
+    flags = []
     with eval_mode(model), torch.no_grad():
-        return torch.cat([model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]
-                          for i in range(0, len(y), batch_size)])
+        for batch, i in enumerate(range(0, len(y), batch_size)):
+            logits = model(x[i:i + batch_size])
+            check_finite(logits, f"model '{name}' gives non-finite logits on test batch {batch} "
+                                 f"(images {i}-{i + len(logits) - 1})")
+            flags.append(logits.argmax(1) == y[i:i + batch_size])
+    return torch.cat(flags)
+
+
+def check_finite(values: torch.Tensor, what: str) -> None:
+    """A one-line :class:`UserError` when ``values`` holds NaN or infinity."""
+    bad = ~torch.isfinite(values)
+    if bool(bad.any()):
+        rows = int(bad.reshape(len(values), -1).any(1).sum()) if values.ndim else 1
+        raise UserError(f"{what}: {rows} of {len(values) if values.ndim else 1} non-finite; check the model's "
+                        f"weights, its normalisation and the learning rate")
 
 
 def _perturbation_stats(x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, Any]:
@@ -289,8 +315,33 @@ def _run_attack(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tens
     return partial
 
 
+ZERO_EPS_SAMPLES = 64  # the eps = 0 probe runs every attack on this many samples (per rank)
+ZERO_EPS_STEPS = 2     # ... with at most this many iterations
+
+
+def zero_eps_check(model: nn.Module, attacks: dict[str, Attack], x: torch.Tensor, y: torch.Tensor,
+                   clean: torch.Tensor, batch_size: int) -> SanityCheck:
+    """SPEC section 4: every attack of the suite run at eps = 0 (on the first ``ZERO_EPS_SAMPLES``
+    samples, at most ``ZERO_EPS_STEPS`` iterations) must leave exactly the clean flags."""
+    n = min(len(y), ZERO_EPS_SAMPLES)
+    mismatched: dict[str, int] = {}
+    for key, attack in attacks.items():
+        robust = _attack_piece(attack.zero_eps_probe(ZERO_EPS_STEPS), model, x[:n], y[:n], batch_size,
+                               False)["robust"].to(clean.device)
+        mismatched[key] = int((robust != clean[:n]).sum())
+    per_rank = distributed.all_gather_object((n, mismatched))
+    total = sum(k for k, _ in per_rank)
+    bad = {key: sum(m[key] for _, m in per_rank) for key in attacks}
+    failed = {key: count for key, count in bad.items() if count}
+    detail = (f"{len(attacks)} attacks at eps = 0 on {total} samples: "
+              + (", ".join(f"{key} differs from clean on {count}" for key, count in failed.items())
+                 if failed else "flags identical to clean"))
+    return SanityCheck("eps = 0 gives clean accuracy", not failed, detail)
+
+
 def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, name: str = "model",
-             progress: bool = True, state: TrainingState | None = None, resume: bool = False) -> EvaluationResult:
+             progress: bool = True, state: TrainingState | None = None, resume: bool = False,
+             step_ratio: float | None = None) -> EvaluationResult:
     """Run a suite on ``data`` (already cut to n_eval) and check the evaluation's sanity.
 
     Under torchrun each rank attacks its rows (``rank::world_size``) and the per-sample flags are
@@ -307,11 +358,12 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
     save = (lambda: state.save({**saved, **state.extra})) if state is not None else None  # noqa: E731
     if "clean" not in saved:
         started = time.perf_counter()
-        saved["clean"] = clean_flags(model, x, y, suite.batch_size).cpu()
+        saved["clean"] = clean_flags(model, x, y, suite.batch_size, name).cpu()
         saved["clean_seconds"] = time.perf_counter() - started
     clean = distributed.gather_rows(saved["clean"], len(data)).to(data.y.device)
     result = EvaluationResult(name, eps, data.y.clone(), clean, {}, {}, {"clean": saved["clean_seconds"]})
-    for key, attack in suite_attacks(suite, eps).items():
+    attacks = suite_attacks(suite, eps, step_ratio)
+    for key, attack in attacks.items():
         if key not in saved["done"]:
             partial = saved["partial"].setdefault(key, [])
             saved["done"][key] = _run_attack(attack, model, x, y, suite, progress, partial, save)
@@ -339,19 +391,17 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
                                          f"{over} samples robust but misclassified clean"))
     result.checks += strength_checks(result)
     result.checks += square_gap_checks(result)
-    zero = _attack_piece(build_attack("fgsm", 0.0), model, x, y, suite.batch_size, False)["robust"]
-    zero_robust = distributed.gather_rows(zero, len(data)).to(clean.device)
-    same = bool((zero_robust == clean).all())
-    result.checks.append(SanityCheck("eps = 0 gives clean accuracy", same,
-                                     f"{int(zero_robust.sum())} vs {int(clean.sum())} correct"))
+    result.checks.append(zero_eps_check(model, attacks, x, y, saved["clean"].to(x.device), suite.batch_size))
     return result
 
 
 def eps_sweep(model: nn.Module, data: Split, suite: SuiteRecipe, eps_values: list[float], *,
-              name: str = "model", progress: bool = True) -> dict[float, EvaluationResult]:
+              name: str = "model", progress: bool = True,
+              step_ratio: float | None = None) -> dict[float, EvaluationResult]:
     """Robust accuracy versus eps (SPEC section 4): the whole suite at every radius, each with its
     sanity checks; per-sample flags kept so curves can be recomputed."""
-    return {eps: evaluate(model, data, suite, eps, name=name, progress=progress) for eps in eps_values}
+    return {eps: evaluate(model, data, suite, eps, name=name, progress=progress, step_ratio=step_ratio)
+            for eps in eps_values}
 
 
 def plot_eps_curves(curves: dict[str, dict[float, EvaluationResult]], path, title: str = "") -> None:

@@ -182,10 +182,15 @@ def trades_kl(adv_logits: torch.Tensor, clean_probs: torch.Tensor) -> torch.Tens
 def trades(model, x, y, ctx) -> LossOutput:
     """TRADES (Zhang et al. 2019, Eq. 5): CE(f(x), y) + beta KL(softmax f(x) || softmax f(x~)),
     KL summed over classes and averaged over the batch; x~ maximises that KL by PGD-k from
-    x + 0.001 N(0, I) (the reference code's start), generated in eval mode."""
+    x + 0.001 N(0, I) (the reference code's start), generated in eval mode.
+
+    The clean and adversarial batches go through the model as two separate training-mode forwards,
+    clean first, as in the reference implementation, so batch-norm statistics are never computed
+    over a mixed clean + adversarial batch (the reference code forwards x a second time inside its
+    KL term; here the one clean forward serves both terms)."""
     x_adv = ctx.kl_adversarial(model, x)
-    logits = model(torch.cat([x, x_adv]))
-    clean, adv = logits.chunk(2)
+    clean = model(x)
+    adv = model(x_adv)
     ce = F.cross_entropy(clean, y)
     kl = trades_kl(adv, clean.softmax(1)).mean()
     return LossOutput(ce + ctx.beta * kl, clean.detach(), {"ce_clean": ce.item(), "kl": kl.item()})

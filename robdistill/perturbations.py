@@ -24,6 +24,14 @@ def nonmax_positions(logits: torch.Tensor) -> torch.Tensor:
     return columns[columns != top].view(batch, classes - 1)
 
 
+def untie_max(logits: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """The (B, C-1) non-max ``values`` of ``logits`` with every entry equal to its row max lowered by
+    one ulp (torch.nextafter toward -inf), so that the first argmax is the unique maximum."""
+    top = logits.amax(1, keepdim=True)
+    below_top = torch.nextafter(top, torch.full_like(top, float("-inf")))
+    return torch.where(values == top, below_top.expand_as(values), values)
+
+
 @PERTURBATIONS.register("keep")
 def keep(logits: torch.Tensor, generator: torch.Generator, temperature: float) -> torch.Tensor:
     """The teacher's logits unchanged (plain distillation)."""
@@ -35,9 +43,15 @@ def nonmax_shuffle(logits: torch.Tensor, generator: torch.Generator, temperature
     """Scramble: per sample, permute the C-1 non-max values uniformly among the non-max positions.
 
     Keeps the max position and value and the multiset of values, so the max-class probability is
-    unchanged at every temperature; loses the incorrect-class ordering (Seguin et al. Sec. 5)."""
+    unchanged at every temperature; loses the incorrect-class ordering (Seguin et al. Sec. 5).
+
+    Ties at the max (SPEC section 3): k is the first argmax, and the other copies of the max value
+    are non-max entries; shuffled before k they would move the argmax. So before shuffling every
+    such copy is lowered by one ulp (``untie_max``): k stays the unique max, its value is kept, and
+    the multiset is kept except that the tied copies move down one ulp (the max-class probability
+    changes by at most a relative ulp(z_k) / T)."""
     positions = nonmax_positions(logits)
-    values = logits.gather(1, positions)
+    values = untie_max(logits, logits.gather(1, positions))
     keys = torch.rand(values.shape, generator=generator, device=generator.device).to(values.device)
     shuffled = values.gather(1, keys.argsort(1))
     return logits.clone().scatter_(1, positions, shuffled)

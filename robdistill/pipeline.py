@@ -19,7 +19,7 @@ from .perturbations import PERTURBATIONS
 from .recipes import StudentRecipe, SuiteRecipe, TeacherRecipe, load_recipe, to_dict
 from .report import failed_checks, results_table, results_table_records
 from .stages import (Analysis, Settings, distill_student, evaluate_model, obtain_teacher, resolved_teacher,
-                     suite_eps)
+                     suite_eps, dataset_step_ratio)
 
 DEFAULT_SUITES = {"digits": "fast"}  # every other dataset: "paper"
 STAGES = ("teacher", "student", "suite")
@@ -227,7 +227,7 @@ def evaluate_checkpoints(settings: Settings, checkpoints: list[Path], suite: str
         analyses = {name: analysis for name, (_, analysis) in evaluated.items()}
         _log_comparison(results, analyses, {n: m for n, (m, _) in zip(names, loaded)}, plan)
         curves = {name: eps_sweep(model, plan.test(), plan.suite, sorted(eps_values), name=name,
-                                  progress=settings.progress)
+                                  progress=settings.progress, step_ratio=dataset_step_ratio(dataset))
                   for name, (model, _) in zip(names, loaded)} if eps_values else {}
         if curves:
             _log_eps_curves(curves, dataset)

@@ -60,8 +60,8 @@ class TrainingRecipe:
 class TeacherRecipe(TrainingRecipe):
     """A teacher: objective (SPEC section 2) and the PGD attack used while training.
 
-    ``eps`` / ``attack_step_size`` left out mean the dataset's eps and 2.5 eps / steps (Madry's
-    rule). ``pairing_weight`` is lambda of ALP, CLP and LSQ; for ALP under our convention: squared
+    ``eps`` / ``attack_step_size`` left out mean the dataset's eps and step size (SPEC section 1),
+    the step scaled in proportion when ``eps`` is set. ``pairing_weight`` is lambda of ALP, CLP and LSQ; for ALP under our convention: squared
     L2 summed over classes, mean over the batch (AALP Eq. 1); Kannan's code averages over B*C
     (lambda / C). ``alpha`` weighs AALP's sample-weighted pairing term, ``beta`` TRADES' KL term."""
 
@@ -94,7 +94,7 @@ class StudentRecipe(TrainingRecipe):
 
     ``method`` ``ard`` / ``rslad`` are the robust-distillation baselines instead (they train on the
     student's adversarial examples: PGD with ``eps`` -- default the dataset's --, ``attack_steps``,
-    ``attack_step_size`` -- default 2.5 eps / steps --; ``adv_weight`` is their alpha)."""
+    ``attack_step_size`` -- default the dataset's step, scaled to eps --; ``adv_weight`` is their alpha)."""
 
     temperature: float = 4.0
     hard_label_weight: float = 0.0

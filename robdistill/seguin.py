@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .analysis import logit_statistics
-from .stats import seed_summary
+from .stats import direction, seed_summary
 
 TeacherLogits = dict[tuple[str, int], torch.Tensor]  # (teacher, seed) -> (N, C) test logits
 
@@ -97,18 +97,15 @@ def teacher_claims(logits: TeacherLogits, reference: str = "standard") -> ClaimT
 
 
 def _claim1_reading(d_max: list[float], d_gap: list[float]) -> str:
-    """'lower' / 'higher' when the 95% interval (>= 2 seeds) excludes 0, else 'inconclusive'."""
+    """'lower' / 'higher' when a test over seeds says so (:func:`robdistill.stats.direction`), else
+    'inconclusive'."""
     words = []
     for name, values in (("max logit", d_max), ("gap", d_gap)):
         s = seed_summary(values)
         if s.n < 2:
             words.append(f"{name} {'lower' if s.mean < 0 else 'higher'} (1 seed)")
-        elif s.high < 0:
-            words.append(f"{name} lower")
-        elif s.low > 0:
-            words.append(f"{name} higher")
         else:
-            words.append(f"{name} inconclusive")
+            words.append(f"{name} {direction(s)}")
     return ", ".join(words)
 
 

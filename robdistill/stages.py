@@ -16,7 +16,7 @@ from .augment import AUGMENTATIONS
 from .attacks import PGD, pgd_perturb
 from .checkpoints import load_checkpoint, save_checkpoint
 from .consistency import ConsistencyReport, consistency_report, feature_contributions
-from .data import DatasetInfo, Split, Splits
+from .data import DATASETS, DatasetInfo, Split, Splits
 from .errors import UserError
 from .evaluation import EvaluationResult, evaluate
 from .models import Classifier, build_model
@@ -25,11 +25,13 @@ from .objectives import OBJECTIVES, LossOutput, TrainContext
 from .perturbations import PERTURBATIONS
 from .recipes import StudentRecipe, SuiteRecipe, TeacherRecipe, fingerprint, to_dict
 from .student_methods import ADVERSARIAL_INPUTS, STUDENT_METHODS, AttackContext, distillation_loss  # noqa: F401
+from .streams import STREAMS_VERSION, stream_seed
 from .training import TrainingState, accuracy, fit
 
 # Bump when a change to training code makes old cached teachers stale.
 TRAINING_CODE_VERSION = 2
 VAL_ROBUST_SAMPLES = 256
+STUDENT_VAL_PGD_STEPS = 10  # the student's per-epoch validation PGD-10 (at the dataset's eps and step)
 
 
 @dataclass(frozen=True)
@@ -49,10 +51,10 @@ class Settings:
     resume: bool = False  # continue interrupted teacher training / distillation from its state file
 
 
-def rank_seed(seed: int) -> int:
-    """A seed for randomness drawn per rank on the rank's own rows (training attacks, augmentation):
-    rank 0 keeps ``seed`` (a single process is rank 0), every other rank gets its own stream."""
-    return seed + 1_000_003 * distributed.context().rank
+def rank_stream(seed: int, stage: str, purpose: str) -> int:
+    """The seed of a stream drawn per rank on the rank's own rows (training attacks, augmentation):
+    each rank gets its own independent stream; a single process is rank 0."""
+    return stream_seed(seed, stage, purpose, distributed.context().rank)
 
 
 def teacher_eps(recipe: TeacherRecipe, info: DatasetInfo) -> float:
@@ -60,8 +62,9 @@ def teacher_eps(recipe: TeacherRecipe, info: DatasetInfo) -> float:
 
 
 def teacher_step_size(recipe: TeacherRecipe, info: DatasetInfo) -> float:
+    """The recipe's step size, else the dataset's (SPEC section 1) scaled to the recipe's eps."""
     eps = teacher_eps(recipe, info)
-    return recipe.attack_step_size if recipe.attack_step_size is not None else 2.5 * eps / recipe.attack_steps
+    return recipe.attack_step_size if recipe.attack_step_size is not None else info.step_for(eps)
 
 
 def resolved_teacher(recipe: TeacherRecipe, info: DatasetInfo) -> dict[str, Any]:
@@ -77,7 +80,7 @@ def resolved_teacher(recipe: TeacherRecipe, info: DatasetInfo) -> dict[str, Any]
 def teacher_key(recipe: TeacherRecipe, info: DatasetInfo, seed: int) -> str:
     hashed = {k: v for k, v in resolved_teacher(recipe, info).items() if k not in ("name", "description")}
     return fingerprint({"recipe": hashed, "dataset": info.name, "seed": seed,
-                        "code_version": TRAINING_CODE_VERSION})
+                        "code_version": TRAINING_CODE_VERSION, "streams": STREAMS_VERSION})
 
 
 def _validator(eps: float, steps: int, step_size: float, val: Split, seed: int):
@@ -92,9 +95,11 @@ def _validator(eps: float, steps: int, step_size: float, val: Split, seed: int):
     return validate
 
 
-def _new_model(name: str, info: DatasetInfo, seed: int, device: str) -> Classifier:
+def initial_model(name: str, info: DatasetInfo, seed: int, stage: str, device: str) -> Classifier:
+    """A freshly initialised model for ``stage`` ("teacher" or "student"), its weights drawn from
+    that stage's own init stream (the caller's global RNG is left untouched)."""
     with torch.random.fork_rng():
-        torch.manual_seed(seed)
+        torch.manual_seed(stream_seed(seed, stage, "init"))
         model = build_model(name, info.shape, info.num_classes, info.mean, info.std)
     return model.to(device)
 
@@ -194,15 +199,16 @@ def _fetch_registered_teacher(key: str, path: Path) -> str | None:
 def _train_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings,
                    state: TrainingState | None = None) -> Classifier:
     info = splits.info
-    model = _new_model(recipe.model, info, settings.seed, settings.device)
+    model = initial_model(recipe.model, info, settings.seed, "teacher", settings.device)
     eps, step = teacher_eps(recipe, info), teacher_step_size(recipe, info)
     ctx = TrainContext(eps=eps, step_size=step, steps=recipe.attack_steps,
-                       generator=private_generator(rank_seed(settings.seed + 1), settings.device),
+                       generator=private_generator(rank_stream(settings.seed, "teacher", "attack"), settings.device),
                        pairing_weight=recipe.pairing_weight, alpha=recipe.alpha, beta=recipe.beta)
     objective = OBJECTIVES.get(recipe.objective)
     history = fit(model, recipe.training_split(splits.train), recipe, lambda m, idx, x, y: objective(m, x, y, ctx),
-                  seed=settings.seed, desc=f"teacher {recipe.name}",
-                  validate=_validator(eps, recipe.attack_steps, step, splits.val, settings.seed),
+                  seed=stream_seed(settings.seed, "teacher", "order"), desc=f"teacher {recipe.name}",
+                  validate=_validator(eps, recipe.attack_steps, step, splits.val,
+                                      stream_seed(settings.seed, "teacher", "validation")),
                   on_epoch_end=lambda epoch, metrics: tracking.log_metrics(metrics, step=epoch),
                   progress=settings.progress, state=_with_generators(state, {"attack": ctx.generator}),
                   resume=settings.resume)
@@ -225,8 +231,10 @@ class TeacherTargets:
         self.teacher, self.recipe, self.perturbation = teacher, recipe, perturbation
         self.augment = AUGMENTATIONS.get(recipe.augment)
         # cached logits are perturbed whole, identically on every rank; per-view logits per rank
-        self.generator = private_generator(seed + 2 if self.augment is None else rank_seed(seed + 2), train.x.device)
-        self.augment_generator = private_generator(rank_seed(seed + 3), train.x.device)
+        perturb_seed = (stream_seed(seed, "student", "perturb") if self.augment is None
+                        else rank_stream(seed, "student", "perturb"))
+        self.generator = private_generator(perturb_seed, train.x.device)
+        self.augment_generator = private_generator(rank_stream(seed, "student", "augment"), train.x.device)
         self.cached = None if self.augment is not None else distributed.map_rows(
             lambda rows: logits_of(teacher, rows), train.x)  # each rank computes its share
         self.current: torch.Tensor | None = None
@@ -252,10 +260,12 @@ def resolved_student(recipe: StudentRecipe, perturb: str, info: DatasetInfo | No
         if info is not None:
             values["eps"] = info.eps if recipe.eps is None else recipe.eps
             values["attack_step_size"] = (recipe.attack_step_size if recipe.attack_step_size is not None
-                                          else 2.5 * values["eps"] / recipe.attack_steps)
+                                          else info.step_for(values["eps"]))
     else:
         values["inputs"] = "clean training inputs only" + ("" if recipe.augment == "none" else
                                                             f", augmented ({recipe.augment}); teacher run per view")
+    if info is not None:
+        values["val_attack"] = f"PGD-{STUDENT_VAL_PGD_STEPS}, eps {info.eps:g}, step {info.step_for(info.eps):g}"
     return values
 
 
@@ -269,7 +279,8 @@ def distill_student(teacher: TeacherHandle, recipe: StudentRecipe, perturb: str,
     tags = {"stage": "student", "dataset": info.name, "teacher": teacher_name, "perturb": perturb,
             "student": recipe.name, "seed": str(settings.seed), "teacher_key": teacher.key,
             "student_inputs": "adversarial" if recipe.method in ADVERSARIAL_INPUTS else "clean"}
-    student_key = fingerprint({"teacher": teacher.key, "student": resolved, "seed": settings.seed})
+    student_key = fingerprint({"teacher": teacher.key, "student": resolved, "seed": settings.seed,
+                               "streams": STREAMS_VERSION})
     state = TrainingState(settings.cache_dir / "state" / f"student-{student_key}.state.pt")
     interrupted = _interrupted_run(state, settings)
     with tracking.tracked_run(f"student {recipe.name} <- {teacher_name} [{perturb}]", nested=True, tags=tags,
@@ -281,18 +292,19 @@ def distill_student(teacher: TeacherHandle, recipe: StudentRecipe, perturb: str,
         targets = TeacherTargets(teacher.model, train, recipe, perturbation, settings.seed)
         method = STUDENT_METHODS.get(recipe.method)
         eps = info.eps if recipe.eps is None else recipe.eps  # ard / rslad only
-        step_size = recipe.attack_step_size if recipe.attack_step_size is not None else 2.5 * eps / recipe.attack_steps
+        step_size = recipe.attack_step_size if recipe.attack_step_size is not None else info.step_for(eps)
         attack = AttackContext(eps, recipe.attack_steps, step_size,
-                               private_generator(rank_seed(settings.seed + 4), settings.device))
+                               private_generator(rank_stream(settings.seed, "student", "attack"), settings.device))
 
         def step(model, idx, x, y) -> LossOutput:
             x, target = targets.batch(idx, x)
             return method(model, x, y, target, recipe, attack)
 
-        model = _new_model(recipe.model, info, settings.seed, settings.device)
-        history = fit(model, train, recipe, step, seed=settings.seed,
+        model = initial_model(recipe.model, info, settings.seed, "student", settings.device)
+        history = fit(model, train, recipe, step, seed=stream_seed(settings.seed, "student", "order"),
                       desc=f"student [{perturb}]", on_epoch_start=targets.new_epoch,
-                      validate=_validator(info.eps, 10, 2.5 * info.eps / 10, splits.val, settings.seed),
+                      validate=_validator(info.eps, STUDENT_VAL_PGD_STEPS, info.step_for(info.eps), splits.val,
+                                          stream_seed(settings.seed, "student", "validation")),
                       on_epoch_end=lambda epoch, metrics: tracking.log_metrics(metrics, step=epoch),
                       progress=settings.progress, resume=settings.resume,
                       state=_with_generators(state, {"perturb": targets.generator, "augment": targets.augment_generator,
@@ -322,12 +334,14 @@ ANALYSIS_PGD_STEPS = 20
 
 
 def analyze_model(model: Classifier, test: Split, eps: float, seed: int,
-                  steps: int = ANALYSIS_PGD_STEPS) -> Analysis:
-    """Consistent / inconsistent sets under plain PGD-k (last iterate, step 2.5 eps / k, as the
-    adversarial examples of AALP Sec. 2.2) and the feature contributions of AALP Eq. 5; logged to
-    the active MLflow run as metrics and tables."""
+                  steps: int = ANALYSIS_PGD_STEPS, step_size: float | None = None) -> Analysis:
+    """Consistent / inconsistent sets under plain PGD-k (last iterate, as the adversarial examples
+    of AALP Sec. 2.2; ``step_size`` default 2.5 eps / k, the dataset's step where the caller knows
+    the dataset) and the feature contributions of AALP Eq. 5; logged to the active MLflow run as
+    metrics and tables."""
+    step_size = 2.5 * eps / steps if step_size is None else step_size
     with eval_mode(model):
-        x_adv = pgd_perturb(model, test.x, test.y, eps=eps, step_size=2.5 * eps / steps, steps=steps,
+        x_adv = pgd_perturb(model, test.x, test.y, eps=eps, step_size=step_size, steps=steps,
                             generator=private_generator(seed, test.x.device))
     report = consistency_report(model, test.x, test.y, x_adv)
     contributions = feature_contributions(model, test.x, test.y)
@@ -341,9 +355,10 @@ def analyze_model(model: Classifier, test: Split, eps: float, seed: int,
     return Analysis(report, contributions)
 
 
-def evaluation_key(model: nn.Module, test: Split, suite: SuiteRecipe, eps: float) -> str:
-    """What an evaluation's state file belongs to: the model's weights, the images, the suite, eps
-    and this rank's place in a torchrun job."""
+def evaluation_key(model: nn.Module, test: Split, suite: SuiteRecipe, eps: float,
+                   step_ratio: float | None = None) -> str:
+    """What an evaluation's state file belongs to: the model's weights, the images, the suite, eps,
+    the default step size and this rank's place in a torchrun job."""
     import hashlib
 
     digest = hashlib.sha256()
@@ -351,7 +366,15 @@ def evaluation_key(model: nn.Module, test: Split, suite: SuiteRecipe, eps: float
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     ctx = distributed.context()
     return fingerprint({"data": digest.hexdigest(), "suite": to_dict(suite), "eps": eps,
+                        **({} if step_ratio is None else {"step_ratio": step_ratio}),
                         "rank": ctx.rank, "world_size": ctx.world_size})
+
+
+def dataset_step_ratio(dataset: str) -> float:
+    """The dataset's attack step size as a fraction of its eps (SPEC section 1): the default step
+    of every attack that takes one, at any radius, unless the suite or recipe sets a step."""
+    info = DATASETS.get(dataset)
+    return info.step_size / info.eps
 
 
 def evaluate_model(model: nn.Module, name: str, test: Split, suite: SuiteRecipe, eps: float,
@@ -360,17 +383,20 @@ def evaluate_model(model: nn.Module, name: str, test: Split, suite: SuiteRecipe,
     """Attack one model with a suite in a child run; log accuracies, intervals, checks, logits and
     the AALP measurements. The evaluation is saved after every attack (and AutoAttack chunk) in
     ``cache_dir/state``; ``--resume`` continues it in the same MLflow run."""
-    state = TrainingState(settings.cache_dir / "state" / f"eval-{evaluation_key(model, test, suite, eps)}.state.pt")
+    ratio = dataset_step_ratio(settings.dataset)
+    key = evaluation_key(model, test, suite, eps, ratio)
+    state = TrainingState(settings.cache_dir / "state" / f"eval-{key}.state.pt")
     interrupted = _interrupted_run(state, settings)
     with tracking.tracked_run(f"eval {name}", nested=True, tags={"stage": "evaluation", **tags},
                               resume_run_id=interrupted) as run:
         if interrupted is None:
-            tracking.log_params("suite", {**to_dict(suite), "eps": eps, "n": len(test)})
+            tracking.log_params("suite", {**to_dict(suite), "eps": eps, "n": len(test),
+                                          "default_step_size": ratio * eps})
         state.extra = {"run_id": run.info.run_id}
         result = evaluate(model, test, suite, eps, name=name, progress=settings.progress, state=state,
-                          resume=settings.resume)
+                          resume=settings.resume, step_ratio=ratio)
         result.rows = rows  # one shard of a split evaluation: which test rows these are
-        analysis = analyze_model(model, test, eps, suite.seed)
+        analysis = analyze_model(model, test, eps, suite.seed, step_size=ratio * eps)
         tracking.log_metrics({**result.metrics(), **mean_statistics(logits_of(model, test.x))})
         tracking.log_metrics({f"seconds/{k}": v for k, v in result.seconds.items()})
         failed = [c.name for c in result.checks if not c.passed]

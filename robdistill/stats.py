@@ -81,3 +81,43 @@ def mcnemar_exact(a: list[int] | list[bool], b: list[int] | list[bool]) -> float
     if only_a + only_b == 0:
         return 1.0
     return float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
+
+
+SPREAD_TOLERANCE = 1e-12  # accuracy differences are multiples of 1/n: a real spread is far larger
+SIGN_TEST_ALPHA = 0.05
+
+
+def no_spread(summary: SeedSummary) -> bool:
+    """Whether the per-seed values (>= 2 seeds) all agree up to float rounding: the same +1 sample
+    out of n, computed as k'/n - k/n, can differ in its last bits from seed to seed, and a t-test
+    on such noise would read p ~ 1e-16."""
+    return summary.n >= 2 and summary.std <= SPREAD_TOLERANCE
+
+
+def sign_test_p(values: list[float] | tuple[float, ...]) -> float:
+    """Exact two-sided sign test over seeds: a binomial test (p = 1/2) on the number of positive
+    values among the nonzero ones (beyond ``SPREAD_TOLERANCE``); 1 when none is nonzero."""
+    from scipy.stats import binomtest
+
+    nonzero = [v for v in values if abs(v) > SPREAD_TOLERANCE]
+    if not nonzero:
+        return 1.0
+    return float(binomtest(sum(v > 0 for v in nonzero), len(nonzero), 0.5).pvalue)
+
+
+def direction(summary: SeedSummary) -> str:
+    """The direction of a per-seed difference (>= 2 seeds), always from a test, never from zero
+    variance: 'higher' / 'lower' when the 95% t-interval excludes 0, else 'inconclusive'. Without
+    spread the t-interval is undefined and an exact sign test over seeds decides (alpha 0.05, so at
+    least 6 seeds); a zero mean without spread is 'equal'."""
+    if no_spread(summary):
+        if abs(summary.mean) <= SPREAD_TOLERANCE:
+            return "equal"
+        p = sign_test_p(summary.values)
+        word = ("higher" if summary.mean > 0 else "lower") if p < SIGN_TEST_ALPHA else "inconclusive"
+        return f"{word} (no spread, sign test p = {p:.2g})"
+    if summary.low > 0:
+        return "higher"
+    if summary.high < 0:
+        return "lower"
+    return "inconclusive"

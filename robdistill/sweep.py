@@ -19,7 +19,7 @@ from .pipeline import Outcome, default_suite, make_plan, run_experiment, split_o
 from .recipes import load_recipe
 from .seguin import ClaimTables, TeacherLogits, confidence_difference_grids, teacher_claims
 from .stages import Settings
-from .stats import mcnemar_exact, seed_summary
+from .stats import SeedSummary, direction, mcnemar_exact, no_spread, seed_summary
 
 SUMMARY_METRICS = ("clean", "pgd", "cw", "autoattack", "worst")
 TEACHER_ROW = "(teacher)"
@@ -354,8 +354,10 @@ def summary_metrics(cells: Sequence[Cell]) -> dict[str, float]:
 def paired_rows(cells: Sequence[Cell], reference: str = "keep") -> tuple[list[str], list[list[str]]]:
     """Each perturbation minus ``reference`` for the same teacher and seed (Seguin et al. claim 3).
     The seed is the experimental unit: the difference in points has a 95% t-interval over seeds
-    and a paired t-test (>= 2 seeds), which give the reading. McNemar's exact test per seed is shown
-    too; it is conditional on those trained models (test-image noise only, not training noise)."""
+    and a paired t-test (>= 2 seeds), which give the reading. When the per-seed differences have no
+    spread (see ``no_spread``) the t-test is undefined: "paired t p" is then "-" and the reading
+    comes from an exact sign test over seeds (``paired_reading``). McNemar's exact test per seed is
+    shown too; it is conditional on those trained models (test-image noise only, not training noise)."""
     from scipy.stats import ttest_rel
 
     groups = _groups(cells)
@@ -379,7 +381,7 @@ def paired_rows(cells: Sequence[Cell], reference: str = "keep") -> tuple[list[st
                 b = [base[s].result.accuracies()[metric].value for s in seeds]
                 diff = seed_summary([x - y for x, y in zip(a, b)])
                 interval = f" [{100 * diff.low:+.1f}, {100 * diff.high:+.1f}]" if len(seeds) > 1 else ""
-                t_p = float(ttest_rel(a, b).pvalue) if len(seeds) > 1 and diff.std > 0 else float("nan")
+                t_p = float(ttest_rel(a, b).pvalue) if len(seeds) > 1 and not no_spread(diff) else float("nan")
                 per_seed = [mcnemar_exact(_flags(other[s].result, metric), _flags(base[s].result, metric))
                             for s in seeds]
                 rows.append([teacher, f"{perturb} - {reference}", metric, str(len(seeds)),
@@ -388,17 +390,12 @@ def paired_rows(cells: Sequence[Cell], reference: str = "keep") -> tuple[list[st
     return header, rows
 
 
-def paired_reading(diff) -> str:
-    """'higher' / 'lower' when the 95% t-interval over seeds excludes 0, else 'inconclusive'."""
+def paired_reading(diff: SeedSummary) -> str:
+    """The reading of a paired difference over seeds (:func:`robdistill.stats.direction`): 'higher' /
+    'lower' only when a test says so, else 'inconclusive'; one seed is always inconclusive."""
     if diff.n < 2:
         return "inconclusive (1 seed)"
-    if diff.std == 0:
-        return "equal" if diff.mean == 0 else ("higher" if diff.mean > 0 else "lower") + " (no spread)"
-    if diff.low > 0:
-        return "higher"
-    if diff.high < 0:
-        return "lower"
-    return "inconclusive"
+    return direction(diff)
 
 
 def _flags(result: EvaluationResult, metric: str) -> list[bool]:

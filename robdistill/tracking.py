@@ -1,5 +1,5 @@
 """MLflow tracking: one parent run per command, child runs per stage, and runs that always end
-in a terminal state (FINISHED, FAILED, or KILLED on Ctrl-C) -- never left RUNNING.
+in a terminal state (FINISHED, FAILED, or KILLED on Ctrl-C and SIGTERM) -- never left RUNNING.
 
 Under ``torchrun`` only rank 0 talks to the store: on the other ranks every function here is a
 no-op and :func:`tracked_run` yields a stand-in carrying rank 0's run id."""
@@ -22,6 +22,9 @@ from .recipes import PROJECT_ROOT
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "robdistill"
+# MLflow 3's experiment kind (the UI's "Machine learning" type, as against "genai_development")
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -49,12 +52,28 @@ def configure(uri: str | None, experiment: str) -> str:
 
     mlflow.set_tracking_uri(resolved)
     try:
-        mlflow.set_experiment(experiment)
+        mark_model_training(mlflow.set_experiment(experiment))
     except Exception as exc:  # MlflowException, requests errors, sqlalchemy errors ...
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise UserError(f"cannot use tracking store {resolved} ({first}); start the server or pass "
                         f"--tracking-uri") from None
     return resolved
+
+
+def mark_model_training(experiment: Any) -> None:
+    """Tag the experiment as model training, so MLflow 3's UI opens it on its runs rather than in
+    the GenAI view (traces); an experiment kind already set (by the user) is kept, and a store that
+    refuses the tag (no edit permission) only costs a warning."""
+    if EXPERIMENT_KIND_TAG in (experiment.tags or {}):
+        return
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG,
+                                                 MODEL_TRAINING_KIND)
+    except MlflowException as exc:
+        logging.getLogger(__name__).warning("experiment kind not set (%s)", str(exc).splitlines()[0][:200])
 
 
 def git_commit() -> str:
@@ -70,7 +89,7 @@ def git_commit() -> str:
 def tracked_run(name: str, *, nested: bool = False, tags: dict[str, str] | None = None,
                 resume_run_id: str | None = None) -> Iterator[Any]:
     """Start an MLflow run (or reopen ``resume_run_id``, an interrupted one, under the active parent)
-    and end it FINISHED, FAILED (exception) or KILLED (Ctrl-C / SystemExit). Under torchrun the other
+    and end it FINISHED, FAILED (exception) or KILLED (Ctrl-C, SIGTERM, SystemExit). Under torchrun the other
     ranks get a stand-in with rank 0's run id."""
     if not distributed.is_main():
         yield SimpleNamespace(info=SimpleNamespace(run_id=distributed.broadcast_object(None)))

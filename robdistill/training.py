@@ -156,12 +156,23 @@ def _check_same_resume_point(saved: dict[str, Any] | None, ctx: "distributed.Dis
                         f"{ctx.world_size}; resume with the same number of processes or start without --resume")
 
 
+def _check_finite_loss(loss: torch.Tensor, desc: str, epoch: int, batch: int) -> None:
+    """Stop at the first NaN or infinite training loss with one line naming model, epoch and batch
+    (training on would only spread the NaN through the weights)."""
+    if not math.isfinite(loss.item()):
+        from .errors import UserError
+
+        raise UserError(f"{desc}: the training loss is {loss.item()} at epoch {epoch}, batch {batch}; lower the "
+                        f"learning rate, or check the data and the model for NaN")
+
+
 def fit(model: nn.Module, train: Split, recipe: TrainingRecipe, step_fn: StepFn, *, seed: int,
         desc: str, on_epoch_start: Callable[[int], None] | None = None,
         validate: Callable[[nn.Module], dict[str, float]] | None = None,
         on_epoch_end: EpochCallback | None = None, progress: bool = True,
         state: TrainingState | None = None, resume: bool = False) -> list[dict[str, float]]:
-    """Train ``model`` for ``recipe.epochs`` epochs; returns the per-epoch metrics. With ``state``
+    """Train ``model`` for ``recipe.epochs`` epochs; returns the per-epoch metrics. ``seed`` seeds the
+    mini-batch order; a non-finite loss stops training with a :class:`UserError`. With ``state``
     the loop is checkpointed after every epoch; with ``resume`` it continues from that checkpoint
     and ends exactly where an uninterrupted run would (same generators, same RNG).
 
@@ -200,15 +211,17 @@ def fit(model: nn.Module, train: Split, recipe: TrainingRecipe, step_fn: StepFn,
         started = time.perf_counter()
         totals: dict[str, float] = {}
         seen = correct = 0
-        for idx, x, y in iterate_batches(train, recipe.batch_size, order):
+        for batch, (idx, x, y) in enumerate(iterate_batches(train, recipe.batch_size, order)):
             if ddp is None:
                 out, n = step_fn(model, idx, x, y), len(y)
+                _check_finite_loss(out.loss, desc, epoch, batch)
                 optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
                 loss = out.loss.item()
             else:
                 idx, x, y, weight, n = _shard(idx, x, y, ctx)
                 scaled, logits, logs = ddp(idx, x, y, weight)
+                _check_finite_loss(scaled, desc, epoch, batch)
                 optimizer.zero_grad(set_to_none=True)
                 scaled.backward()
                 out = LossOutput(scaled, logits, logs)

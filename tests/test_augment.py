@@ -64,7 +64,7 @@ def test_augmented_distillation_runs_the_teacher_on_each_view(digits_teacher, mo
     teacher_inputs: list[torch.Tensor] = []
     student_inputs: list[torch.Tensor] = []
     teacher.model.register_forward_pre_hook(lambda m, inputs: teacher_inputs.append(inputs[0].clone()))
-    original = stages._new_model
+    original = stages.initial_model
 
     def recording_model(*args, **kwargs):
         model = original(*args, **kwargs)
@@ -72,7 +72,7 @@ def test_augmented_distillation_runs_the_teacher_on_each_view(digits_teacher, mo
                                         if m.training else None)
         return model
 
-    monkeypatch.setattr(stages, "_new_model", recording_model)
+    monkeypatch.setattr(stages, "initial_model", recording_model)
     distill_student(teacher, recipe, "nonmax-shuffle", splits, settings, "standard")
     batches = -(-len(splits.train) // 128)
     assert len(student_inputs) == batches

@@ -111,6 +111,23 @@ def test_unreachable_tracking_server(workdir: Path) -> None:
     assert_one_line_error(result, "cannot use tracking store http://127.0.0.1:9")
 
 
+@pytest.mark.parametrize("cache", ["taken", "taken/sub"])
+def test_cache_dir_that_is_a_file(workdir: Path, monkeypatch, cache: str) -> None:
+    """--cache-dir (or $ROBDISTILL_CACHE) on an existing file: one line, for every command."""
+    (workdir / "taken").write_text("a file, not a directory")
+    before = set(workdir.iterdir())
+    commands = [["run", "--teacher", "standard", *TINY], ["train-teacher", "--teacher", "standard", "--quiet"],
+                ["distill", "--teacher", "standard", "--quiet"], ["evaluate", "absent.pt"],
+                ["sweep", "--teachers", "standard", "--perturbs", "keep", "--seeds", "0", "--quiet"]]
+    for args in commands:
+        assert_one_line_error(invoke(*args, "--cache-dir", cache), f"--cache-dir {cache} is not a directory",
+                              "pass a directory")
+    monkeypatch.setenv("ROBDISTILL_CACHE", str(workdir / cache))
+    assert_one_line_error(invoke("train-teacher", "--teacher", "standard", "--quiet"), "is not a directory")
+    assert set(workdir.iterdir()) == before
+    assert_nothing_written(workdir)
+
+
 def _foreign_checkpoint(workdir: Path) -> None:
     import torch
 

@@ -45,7 +45,7 @@ def test_student_sees_clean_training_inputs_only(digits_teacher, monkeypatch) ->
 
     seen: list[torch.Tensor] = []
     teacher_modes: list[bool] = []
-    original_new_model = stages._new_model
+    original_new_model = stages.initial_model
 
     def recording_model(*args, **kwargs):
         model = original_new_model(*args, **kwargs)
@@ -53,7 +53,7 @@ def test_student_sees_clean_training_inputs_only(digits_teacher, monkeypatch) ->
                                         if m.training else None)
         return model
 
-    monkeypatch.setattr(stages, "_new_model", recording_model)
+    monkeypatch.setattr(stages, "initial_model", recording_model)
     teacher.model.register_forward_pre_hook(lambda m, inputs: teacher_modes.append(m.training))
     teacher.model.train()  # the engine must switch it to eval mode for the logits
     distill_student(teacher, recipe, "nonmax-shuffle", splits, settings, "standard")

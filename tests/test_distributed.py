@@ -166,8 +166,8 @@ def test_autoattack_evaluation_resumes_after_its_last_chunk(tmp_path: Path, monk
 
     calls.clear()
     resumed = evaluation.evaluate(model, data, suite, 0.1, progress=False, state=state, resume=True)
-    # only the two chunks left, then the eps = 0 check (FGSM at radius 0, never saved)
-    assert calls == [("autoattack", 16), ("autoattack", 16), ("fgsm", 48)]
+    # only the two chunks left, then the eps = 0 check (every attack at radius 0, never saved)
+    assert calls == [("autoattack", 16), ("autoattack", 16), ("fgsm", 48), ("autoattack", 48)]
     for key in ("fgsm", "autoattack"):
         assert torch.equal(resumed.robust[key], reference.robust[key])
     assert torch.equal(resumed.clean, reference.clean)

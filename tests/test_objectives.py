@@ -1,12 +1,15 @@
 """Teacher objectives (SPEC section 2): each loss against its formula on a fixed model and batch."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from robdistill.models import build_model
-from robdistill.objectives import OBJECTIVES, TrainContext, guided_dropout_mask
+from robdistill.models import Classifier, build_model
+from robdistill.objectives import OBJECTIVES, TrainContext, guided_dropout_mask, trades_kl
 
 
 class FixedAdversary(TrainContext):
@@ -17,6 +20,9 @@ class FixedAdversary(TrainContext):
         self.x_adv = x_adv
 
     def adversarial(self, model, x, y):
+        return self.x_adv
+
+    def kl_adversarial(self, model, x):
         return self.x_adv
 
 
@@ -96,3 +102,47 @@ def test_aalp_applies_guided_dropout_only_in_training(setup) -> None:
     # ... while the model itself is never masked: eval forward equals head(features)
     model.eval()
     assert torch.allclose(model(x), model.head(model.features(x)))
+
+
+def bn_model() -> Classifier:
+    """A tiny classifier with batch norm on its features (as in resnet18 and timm models)."""
+    torch.manual_seed(0)
+    backbone = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU())
+    return Classifier(backbone, 16, 10, (0.5,), (0.5,)).train()
+
+
+def test_trades_runs_clean_and_adversarial_as_separate_training_forwards(setup) -> None:
+    """Zhang et al.'s reference code forwards the clean and the adversarial batch separately, so
+    batch-norm statistics never mix the two: two training-mode forwards of B, clean first (not one of
+    2B), and the running statistics are those of those two forwards in that order."""
+    _, x, y, _ = setup
+    model = bn_model()
+    before = copy.deepcopy(model)
+    calls: list[tuple[bool, torch.Tensor]] = []
+    model.register_forward_pre_hook(lambda module, args: calls.append((module.training, args[0].detach().clone())))
+    ctx = TrainContext(eps=0.1, step_size=0.05, steps=2, generator=torch.Generator().manual_seed(1), beta=6.0)
+    out = OBJECTIVES.get("trades")(model, x, y, ctx)
+    training = [inputs for is_training, inputs in calls if is_training]
+    assert [len(inputs) for inputs in training] == [len(x), len(x)]
+    assert torch.equal(training[0], x)
+    x_adv = training[1]
+    assert not torch.equal(x_adv, x) and (x_adv - x).abs().max() <= 0.1 + 1e-6
+    # the same two forwards, clean then adversarial, on a copy: same BN statistics and the same loss
+    clean, adv = before(x), before(x_adv)
+    bn, bn_before = model.backbone[2], before.backbone[2]
+    assert int(bn.num_batches_tracked) == 2
+    torch.testing.assert_close(bn.running_mean, bn_before.running_mean, rtol=0, atol=0)
+    torch.testing.assert_close(bn.running_var, bn_before.running_var, rtol=0, atol=0)
+    expected = F.cross_entropy(clean, y) + 6.0 * trades_kl(adv, clean.softmax(1)).mean()
+    torch.testing.assert_close(out.loss, expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out.logits, clean.detach())
+
+
+def test_trades_loss_without_batch_norm_is_that_of_one_joint_forward(setup) -> None:
+    """Without batch norm, separate forwards change nothing: the loss is that of the former single
+    forward of torch.cat([x, x~])."""
+    model, x, y, x_adv = setup
+    ctx = FixedAdversary(x_adv, beta=3.0)
+    clean, adv = model(torch.cat([x, x_adv])).chunk(2)
+    expected = F.cross_entropy(clean, y) + 3.0 * trades_kl(adv, clean.softmax(1)).mean()
+    torch.testing.assert_close(OBJECTIVES.get("trades")(model, x, y, ctx).loss, expected, rtol=1e-6, atol=1e-7)

@@ -2,7 +2,8 @@
 
 Logits are random (B, C) float32 tensors with B in 1..16 and C in 2..12, drawn either element by
 element by hypothesis (finite values in [-20, 20], which includes many ties) or densely from a
-hypothesis-drawn torch seed. k is the first argmax of each row.
+hypothesis-drawn torch seed. k is the first argmax of each row. ``tied_max_logits`` forces ties
+at the row max (two or more copies, and whole rows of equal values).
 """
 from __future__ import annotations
 
@@ -57,6 +58,23 @@ def unique_max_logits(draw) -> torch.Tensor:
     return z
 
 
+@st.composite
+def tied_max_logits(draw) -> torch.Tensor:
+    """Logits with the row max tied in every row: either a drawn set of >= 2 positions set to the
+    row max (anywhere, so also before and after the first argmax), or the whole row equal."""
+    z = draw(logits())
+    classes = z.shape[1]
+    for i in range(len(z)):
+        if draw(st.integers(0, 3)) == 0:
+            z[i] = float(z[i, draw(st.integers(0, classes - 1))])   # all equal
+        else:
+            tied = draw(st.lists(st.integers(0, classes - 1), min_size=2, max_size=classes, unique=True))
+            z[i, tied] = z[i].max()
+    counts = (z == z.max(1, keepdim=True).values).sum(1)
+    assert bool((counts >= 2).all())
+    return z
+
+
 
 
 def gen(seed: int) -> torch.Generator:
@@ -78,6 +96,22 @@ def nonmax_mask(z: torch.Tensor) -> torch.Tensor:
 def probs_at_k(z: torch.Tensor, k: torch.Tensor, temperature: float) -> torch.Tensor:
     p = torch.softmax(z.double() / temperature, dim=1)
     return p[torch.arange(z.shape[0]), k]
+
+
+def tied_copies_lowered(z: torch.Tensor) -> torch.Tensor:
+    """z with every copy of the row max other than the first argmax one float32 ulp lower (numpy's
+    nextafter toward -inf): the values nonmax-shuffle permutes when the max is tied."""
+    out = z.clone().numpy()
+    top = out.max(1, keepdims=True)
+    lowered = (out == top) & nonmax_mask(z).numpy()
+    out[lowered] = np.nextafter(np.broadcast_to(top, out.shape)[lowered], np.float32(-np.inf))
+    return torch.from_numpy(out)
+
+
+def ulp_below(top: torch.Tensor) -> torch.Tensor:
+    """top minus the next float32 below it, in float64."""
+    below = np.nextafter(top.numpy(), np.float32(-np.inf))
+    return top.double() - torch.from_numpy(below).double()
 
 
 # --------------------------------------------------------------------------- all perturbations
@@ -137,8 +171,8 @@ def test_unique_argmax_and_max_value_kept(name: str, z: torch.Tensor, seed: int,
 def test_ties_first_argmax_position_keeps_the_max(name: str, z: torch.Tensor, seed: int,
                                                   temperature: float) -> None:
     """Tie behaviour (documented): k is the *first* argmax; position k keeps the max value and no
-    entry exceeds it. With nonmax-shuffle another tied max value may move before k, so out.argmax
-    can then differ from k (the max value and the max-class probability are still kept)."""
+    entry exceeds it (nonmax-shuffle lowers the other tied copies by one ulp, so argmax stays k:
+    see ``test_ties_keep_argmax_max_value_and_probability``)."""
     out = PERTURBATIONS.get(name)(z, gen(seed), temperature)
     k = first_argmax(z)
     rows = torch.arange(z.shape[0])
@@ -157,12 +191,56 @@ def test_nonmax_positions_excludes_first_argmax_only() -> None:
     assert nonmax_positions(z).tolist() == [[0, 2, 3], [1, 2, 3], [0, 1, 2]]
 
 
-def test_tie_example_shuffle_may_move_argmax_but_keeps_max_at_k() -> None:
+def test_tie_example_shuffle_keeps_argmax() -> None:
     z = torch.tensor([[1.0, 5.0, 5.0]]).expand(64, 3).contiguous()
     out = PERTURBATIONS.get("nonmax-shuffle")(z, gen(0), 1.0)
     assert torch.equal(out[:, 1], z[:, 1])
-    # the other 5 lands on position 0 in some rows and stays at 2 in others
-    assert {tuple(r) for r in out.tolist()} == {(1.0, 5.0, 5.0), (5.0, 5.0, 1.0)}
+    # the other 5, one ulp lower, lands on position 0 in some rows and stays at 2 in others; the
+    # argmax stays at position 1 either way
+    five = float(np.nextafter(np.float32(5.0), np.float32(-np.inf)))
+    assert {tuple(r) for r in out.tolist()} == {(1.0, 5.0, five), (five, 5.0, 1.0)}
+    assert out.argmax(1).tolist() == [1] * 64
+
+
+def test_all_equal_rows_shuffle_keeps_argmax_first() -> None:
+    z = torch.full((32, 6), 2.5)
+    out = PERTURBATIONS.get("nonmax-shuffle")(z, gen(1), 1.0)
+    below = float(np.nextafter(np.float32(2.5), np.float32(-np.inf)))
+    assert out[:, 0].tolist() == [2.5] * 32 and bool((out[:, 1:] == below).all())
+    assert out.argmax(1).tolist() == [0] * 32
+
+
+TIE_KEEPS_MAX = ("keep", "nonmax-shuffle", "nonmax-flatten", "nonmax-flatten-mean")
+
+
+@SETTINGS
+@given(z=tied_max_logits(), seed=seeds, temperature=temperatures)
+@pytest.mark.parametrize("name", ALL)
+def test_ties_keep_argmax_max_value_and_probability(name: str, z: torch.Tensor, seed: int,
+                                                    temperature: float) -> None:
+    """Tied top logits (SPEC section 3): every perturbation keeps the first argmax k; those that keep
+    the max value keep it at k; the max-class probability at T is kept within 1e-6 relative, or
+    within the one-ulp change of the tied copies where ulp(z_k) / T is larger than that."""
+    out = PERTURBATIONS.get(name)(z, gen(seed), temperature)
+    k = first_argmax(z)
+    rows = torch.arange(len(z))
+    assert torch.equal(out.argmax(1), k), "the argmax moved"
+    if name not in TIE_KEEPS_MAX:
+        return
+    top = z.max(1).values
+    assert torch.equal(out[rows, k], top) and torch.equal(out.max(1).values, top)
+    if name == "nonmax-shuffle":
+        # multiset kept, except the tied copies of the max: exactly one ulp lower, so k is unique
+        assert torch.equal(out.sort(1).values, tied_copies_lowered(z).sort(1).values)
+        others = out.masked_fill(~nonmax_mask(z), float("-inf"))
+        assert bool((others.amax(1) < top).all())
+    if name in ("nonmax-shuffle", "nonmax-flatten"):
+        p_in, p_out = probs_at_k(z, k, temperature), probs_at_k(out, k, temperature)
+        relative = (p_out - p_in).abs() / p_in
+        # nonmax-flatten also rounds c to float32: allow it four ulps of z_k
+        ulps = 1.0 if name == "nonmax-shuffle" else 4.0
+        allowed = torch.clamp(torch.expm1(ulps * ulp_below(top) / temperature), min=1e-6)
+        assert bool((relative <= allowed * (1 + 1e-9)).all()), (relative.max().item(), allowed.min().item())
 
 
 # --------------------------------------------------------------------------- keep
@@ -180,13 +258,17 @@ def test_keep_returns_equal_values(z: torch.Tensor, seed: int, temperature: floa
 @given(z=logits(), seed=seeds)
 def test_shuffle_keeps_multiset_and_max_position(z: torch.Tensor, seed: int) -> None:
     out = PERTURBATIONS.get("nonmax-shuffle")(z, gen(seed), 1.0)
-    assert torch.equal(out.sort(1).values, z.sort(1).values), "multiset of values changed"
+    # the multiset of values, up to the tied copies of the max (one ulp lower: see the tie tests)
+    expected = tied_copies_lowered(z)
+    assert torch.equal(out.sort(1).values, expected.sort(1).values), "multiset of values changed"
     k = first_argmax(z)
     rows = torch.arange(z.shape[0])
     assert torch.equal(out[rows, k], z[rows, k])
+    assert torch.equal(out.argmax(1), k)
     mask = nonmax_mask(z)
     # the non-max values are a permutation of the non-max values
-    assert torch.equal(out[mask].view(len(z), -1).sort(1).values, z[mask].view(len(z), -1).sort(1).values)
+    assert torch.equal(out[mask].view(len(z), -1).sort(1).values,
+                       expected[mask].view(len(z), -1).sort(1).values)
 
 
 @SETTINGS

@@ -40,3 +40,16 @@ def test_mcnemar_exact() -> None:
     assert mcnemar_exact([1, 0, 1], [1, 0, 1]) == 1.0
     with pytest.raises(ValueError):
         mcnemar_exact([1], [1, 0])
+
+
+def test_direction_never_comes_from_zero_variance() -> None:
+    """Issue "Trust" item 7: two seeds each +1 sample is no evidence of a direction."""
+    from robdistill.stats import direction
+
+    assert direction(seed_summary([1 / 359, 1 / 359])).startswith("inconclusive (no spread, sign test p = 0.5")
+    assert direction(seed_summary([9 / 1000 - 8 / 1000, 1 / 1000 - 0 / 1000])).startswith("inconclusive")
+    assert direction(seed_summary([0.01] * 6)) == "higher (no spread, sign test p = 0.031)"
+    assert direction(seed_summary([-0.01] * 6)).startswith("lower (no spread")
+    assert direction(seed_summary([0.0, 0.0])) == "equal"
+    assert direction(seed_summary([0.10, 0.12, 0.11])) == "higher"
+    assert direction(seed_summary([0.10, -0.12, 0.11])) == "inconclusive"

@@ -47,6 +47,48 @@ def test_summary_and_paired_rows_by_hand() -> None:
     assert pgd[7] == "inconclusive"  # the t-interval over seeds contains 0
 
 
+def counted(n: int, k: int) -> EvaluationResult:
+    """n test images, all clean-correct, k of them pgd-robust."""
+    return result([1] * n, [1] * k + [0] * (n - k))
+
+
+def paired_pgd_row(n: int, keep: list[int], other: list[int]) -> list[str]:
+    """The pgd row of paired_rows for per-seed robust counts (out of n) of keep and of a perturbation."""
+    cells = ([Cell("at", "keep", s, counted(n, k), f"k{s}") for s, k in enumerate(keep)]
+             + [Cell("at", "nonmax-shuffle", s, counted(n, k), f"s{s}") for s, k in enumerate(other)])
+    _, rows = paired_rows(cells)
+    return next(r for r in rows if r[2] == "pgd")
+
+
+@pytest.mark.parametrize("n, keep, other, t_p, reading", [
+    # two seeds, each exactly +1 image of 4: zero spread; a sign test over 2 seeds gives p = 0.5
+    (4, [1, 2], [2, 3], "-", "inconclusive (no spread, sign test p = 0.5)"),
+    # the same +1 image of 1000, but 9/1000 - 8/1000 != 1/1000 - 0/1000 in float: the spread is
+    # rounding noise (std ~ 6e-19), on which a t-test would read p ~ 3e-16
+    (1000, [8, 0], [9, 1], "-", "inconclusive (no spread, sign test p = 0.5)"),
+    # five seeds: p = 2 / 2^5 = 0.0625, still no direction; six: p = 0.03125 < 0.05
+    (4, [1] * 5, [2] * 5, "-", "inconclusive (no spread, sign test p = 0.062)"),
+    (4, [1] * 6, [2] * 6, "-", "higher (no spread, sign test p = 0.031)"),
+    (4, [3] * 6, [2] * 6, "-", "lower (no spread, sign test p = 0.031)"),
+    (4, [1, 2, 3], [1, 2, 3], "-", "equal"),
+])
+def test_paired_reading_without_spread_comes_from_a_sign_test(n: int, keep: list[int], other: list[int],
+                                                              t_p: str, reading: str) -> None:
+    """A direction comes from a test, never from zero variance: with no spread over seeds the paired
+    t-test is undefined ("-") and an exact two-sided sign test over seeds decides (>= 6 seeds)."""
+    row = paired_pgd_row(n, keep, other)
+    assert row[5] == t_p
+    assert row[7] == reading
+
+
+def test_paired_reading_with_spread_is_the_t_test() -> None:
+    row = paired_pgd_row(4, [0, 0, 0], [2, 3, 2])   # +50, +75, +50 points: t = 13, df = 2
+    assert float(row[5]) < 0.05 and row[7] == "higher"
+    row = paired_pgd_row(4, [0, 0], [1, 3])          # +25, +75: the t-interval contains 0
+    assert float(row[5]) > 0.05 and row[7] == "inconclusive"
+    assert paired_pgd_row(4, [2], [3])[7] == "inconclusive (1 seed)"
+
+
 TINY = ["--set", "teacher.epochs=1", "--set", "student.epochs=1", "--suite", "smoke", "--n-eval", "24", "--quiet"]
 
 

@@ -134,6 +134,110 @@ def test_ui_serves_the_local_store(workdir: Path) -> None:
         stop(process)
 
 
+def _descendants(pid: int) -> set[int]:
+    """``pid``'s children, grandchildren ... (from /proc)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _live_members(pgids: set[int]) -> list[str]:
+    """Processes (zombies aside) still in any of the process groups ``pgids``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                text = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = text.rsplit(")", 1)[1].split()
+            if fields[0] != "Z" and int(fields[2]) in pgids:
+                members.append(text.split(")")[0] + ")")
+    return members
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # only a listener makes bind fail
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
+def test_sigterm_stops_the_ui_and_its_workers(tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen([*ROBDISTILL, "ui", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}",
+                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    groups = {process.pid}
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", process)
+        for pid in _descendants(process.pid):  # the server and its workers, in whatever groups
+            try:
+                groups.add(os.getpgid(pid))
+            except ProcessLookupError:
+                pass
+        process.send_signal(signal.SIGTERM)
+        status = process.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (_live_members(groups) or not _port_free(port)):
+            time.sleep(0.2)
+        assert not _live_members(groups), _live_members(groups)
+        assert _port_free(port)
+        assert status == 128 + signal.SIGTERM
+    finally:
+        for pgid in groups:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if process.poll() is None:
+            process.wait()
+
+
+def test_experiments_are_tagged_as_model_training(workdir: Path) -> None:
+    """MLflow 3's UI opens an experiment without a kind in its GenAI view; ours are model training."""
+    from robdistill import tracking
+
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    client = mlflow.MlflowClient(uri)
+    tracking.configure(uri, "robdistill")
+    with tracking.tracked_run("tiny"):
+        tracking.log_metrics({"acc": 0.5})
+    kind = lambda name: client.get_experiment_by_name(name).tags.get("mlflow.experimentKind")  # noqa: E731
+    assert kind("robdistill") == "custom_model_development"
+    client.create_experiment("older")  # made before robdistill tagged them: tagged when used
+    tracking.configure(uri, "older")
+    assert kind("older") == "custom_model_development"
+    client.create_experiment("mine", tags={"mlflow.experimentKind": "genai_development"})
+    tracking.configure(uri, "mine")
+    assert kind("mine") == "genai_development"  # the user's choice is kept
+
+
+def test_experiment_kind_is_the_one_the_installed_ui_knows() -> None:
+    """The tag key and value appear in the installed MLflow UI bundle (guards an MLflow upgrade)."""
+    from robdistill.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
+
+    bundles = list((Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js").glob("main.*.js"))
+    if not bundles:
+        pytest.skip("this MLflow has no built UI")
+    text = bundles[0].read_text(errors="replace")
+    assert f'"{EXPERIMENT_KIND_TAG}"' in text and f'CUSTOM_MODEL_DEVELOPMENT="{MODEL_TRAINING_KIND}"' in text
+
+
 @pytest.mark.slow
 def test_two_concurrent_runs_share_one_server(workdir: Path, mlflow_server: str) -> None:
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "OMP_NUM_THREADS": "1"}

@@ -50,16 +50,6 @@ def test_transfer_is_registered() -> None:
     assert "transfer" in ATTACKS.names()
 
 
-def test_self_transfer_equals_white_box_pgd(target, batch) -> None:
-    x, y = batch
-    pgd = build_attack("pgd", EPS, seed=3, steps=5).run(target, x, y, batch_size=20, progress=False)
-    tr = build_attack("transfer", EPS, seed=3, steps=5, surrogate=target).run(target, x, y, batch_size=20,
-                                                                             progress=False)
-    assert torch.equal(tr.robust, pgd.robust)
-    assert torch.equal(tr.x_adv, pgd.x_adv)
-    assert pgd.robust.sum() < len(y), "PGD should fool some samples of a standard model"
-
-
 def test_transfer_flags_subset_of_clean_and_in_ball(target, surrogate_path, batch) -> None:
     x, y = batch
     with torch.no_grad():
