@@ -94,8 +94,8 @@ class Attack(ABC):
         return {"attack": self.name, "eps": self.eps, "seed": self.seed, **self.params}
 
     def zero_eps_probe(self, steps: int = 2) -> "Attack":
-        """The same attack at eps = 0 with at most ``steps`` iterations and one restart: it must
-        leave exactly the clean flags (the sanity check of SPEC section 4), and cheaply."""
+        """The same attack at eps = 0, cheaply (iterative attacks override this: at most ``steps``
+        iterations and two restarts): it must leave exactly the clean flags (SPEC section 4)."""
         return type(self)(eps=0.0, seed=self.seed, **self.params)
 
     @abstractmethod
@@ -178,8 +178,8 @@ class PGD(Attack):
 
     def zero_eps_probe(self, steps: int = 2) -> "Attack":
         p = self.params
-        return type(self)(0.0, seed=self.seed, steps=min(p["steps"], steps), step_size=p["step_size"], restarts=1,
-                          random_start=p["random_start"])
+        return type(self)(0.0, seed=self.seed, steps=min(p["steps"], steps), step_size=p["step_size"],
+                          restarts=min(p["restarts"], 2), random_start=p["random_start"])
 
     def attack_batch(self, model, x, y, generator):
         p = self.params
@@ -272,9 +272,11 @@ class Transfer(Attack):
         return AttackOutput(sent, robust & ~fooled)
 
     def zero_eps_probe(self, steps: int = 2) -> "Attack":
-        return Transfer(0.0, seed=self.seed, surrogate=self.surrogate, steps=min(self.pgd.params["steps"], steps),
-                        step_size=self.pgd.params["step_size"], restarts=1,
-                        random_start=self.pgd.params["random_start"])
+        p = self.pgd.params
+        probe = Transfer(0.0, seed=self.seed, surrogate=self.surrogate, steps=min(p["steps"], steps),
+                         step_size=p["step_size"], restarts=min(p["restarts"], 2), random_start=p["random_start"])
+        probe._owns_surrogate = self._owns_surrogate  # a loaded surrogate follows the inputs' device
+        return probe
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
             progress: bool = True) -> AttackOutput:

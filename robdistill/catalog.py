@@ -6,6 +6,7 @@ import tomllib
 from .attacks import ATTACKS
 from .augment import AUGMENTATIONS
 from .data import DATASETS
+from .evaluation import STEP_ATTACKS
 from .models import MODELS
 from .objectives import OBJECTIVES
 from .perturbations import PERTURBATIONS
@@ -20,9 +21,6 @@ def _recipe_descriptions(kind: str) -> dict[str, str]:
         except (OSError, tomllib.TOMLDecodeError):
             out[name] = "(unreadable recipe)"
     return out
-
-
-STEP_ATTACKS = ("pgd", "cw", "transfer")
 
 
 def _suite_descriptions() -> dict[str, str]:

@@ -65,7 +65,8 @@ class FriendlyGroup(click.Group):
             terminated = isinstance(exc, Terminated)
             if os.environ.get("RANK", "0") == "0":  # under torchrun one line, from rank 0
                 cause = "terminated (SIGTERM)" if terminated else "interrupted"
-                click.echo(f"{cause}: the MLflow run was marked KILLED{resume_hint(self, ctx)}", err=True)
+                hint = resume_hint(self, ctx)  # the commands that can resume are the ones with runs
+                click.echo(f"{cause}: the MLflow run was marked KILLED{hint}" if hint else cause, err=True)
             sys.exit(128 + int(signal.SIGTERM) if terminated else 130)
 
 

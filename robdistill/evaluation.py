@@ -229,6 +229,38 @@ def merge_shards(shards: list[EvaluationResult]) -> EvaluationResult:
 STEP_ATTACKS = ("pgd", "cw", "transfer")  # the attacks that take a step_size
 
 
+def reach(steps: int, step_size: float) -> float:
+    """How far (L-infinity) a PGD of ``steps`` signed steps of ``step_size`` can move from its start."""
+    return steps * step_size
+
+
+def reach_warning(what: str, steps: int, step_size: float, eps: float) -> str | None:
+    """A warning (printed once to stderr, and returned) when a PGD cannot cross its eps ball:
+    ``steps * step_size < eps`` -- e.g. MNIST's paper step 0.01 with 10 steps at eps 0.3. Such an
+    attack is weaker than intended: robust accuracy measured or trained with it is overstated."""
+    if reach(steps, step_size) >= eps - TOLERANCE:
+        return None
+    import warnings
+
+    message = (f"{what}: {steps} steps of {step_size:g} reach only {reach(steps, step_size):g} of the eps {eps:g} "
+               f"ball; raise the steps or set the step size")
+    warnings.warn(message, UserWarning, stacklevel=2)
+    return message
+
+
+def reach_checks(attacks: dict[str, Attack]) -> list[SanityCheck]:
+    """SPEC section 4: every PGD-type attack of the suite can cross its ball (steps x step >= eps)."""
+    checks = []
+    for key, attack in attacks.items():
+        params = attack.params.get("surrogate_attack", attack.params)
+        if attack.name not in STEP_ATTACKS or "steps" not in params:
+            continue
+        distance = reach(params["steps"], params["step_size"])
+        checks.append(SanityCheck(f"{key}: steps x step_size >= eps", distance >= attack.eps - TOLERANCE,
+                                  f"{params['steps']} x {params['step_size']:g} = {distance:g} vs eps {attack.eps:g}"))
+    return checks
+
+
 def suite_attacks(suite: SuiteRecipe, eps: float, step_ratio: float | None = None) -> dict[str, Attack]:
     """Build the suite's attacks, keyed by metric name (``key``, default the attack name).
 
@@ -324,11 +356,14 @@ def zero_eps_check(model: nn.Module, attacks: dict[str, Attack], x: torch.Tensor
     """SPEC section 4: every attack of the suite run at eps = 0 (on the first ``ZERO_EPS_SAMPLES``
     samples, at most ``ZERO_EPS_STEPS`` iterations) must leave exactly the clean flags."""
     n = min(len(y), ZERO_EPS_SAMPLES)
+    # the reference clean flags with the probe's own batching (on a GPU, kernels chosen per batch
+    # size could flip a near-tie sample between differently batched forwards)
+    reference = clean_flags(model, x[:n], y[:n], batch_size).cpu() if n else clean[:0].cpu()
     mismatched: dict[str, int] = {}
     for key, attack in attacks.items():
         robust = _attack_piece(attack.zero_eps_probe(ZERO_EPS_STEPS), model, x[:n], y[:n], batch_size,
-                               False)["robust"].to(clean.device)
-        mismatched[key] = int((robust != clean[:n]).sum())
+                               False)["robust"].cpu()
+        mismatched[key] = int((robust != reference).sum())
     per_rank = distributed.all_gather_object((n, mismatched))
     total = sum(k for k, _ in per_rank)
     bad = {key: sum(m[key] for _, m in per_rank) for key in attacks}
@@ -337,6 +372,19 @@ def zero_eps_check(model: nn.Module, attacks: dict[str, Attack], x: torch.Tensor
               + (", ".join(f"{key} differs from clean on {count}" for key, count in failed.items())
                  if failed else "flags identical to clean"))
     return SanityCheck("eps = 0 gives clean accuracy", not failed, detail)
+
+
+def _agreed(compute: Callable[[], Any]) -> Any:
+    """``compute()`` on every rank; a :class:`UserError` on any rank is raised on every rank (so no
+    rank waits in a collective for one that stopped)."""
+    try:
+        value, message = compute(), None
+    except UserError as exc:
+        value, message = None, str(exc)
+    failed = [m for m in distributed.all_gather_object(message) if m is not None]
+    if failed:
+        raise UserError(failed[0])
+    return value
 
 
 def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, name: str = "model",
@@ -358,7 +406,7 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
     save = (lambda: state.save({**saved, **state.extra})) if state is not None else None  # noqa: E731
     if "clean" not in saved:
         started = time.perf_counter()
-        saved["clean"] = clean_flags(model, x, y, suite.batch_size, name).cpu()
+        saved["clean"] = _agreed(lambda: clean_flags(model, x, y, suite.batch_size, name).cpu())
         saved["clean_seconds"] = time.perf_counter() - started
     clean = distributed.gather_rows(saved["clean"], len(data)).to(data.y.device)
     result = EvaluationResult(name, eps, data.y.clone(), clean, {}, {}, {"clean": saved["clean_seconds"]})
@@ -391,6 +439,7 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
                                          f"{over} samples robust but misclassified clean"))
     result.checks += strength_checks(result)
     result.checks += square_gap_checks(result)
+    result.checks += reach_checks(attacks)
     result.checks.append(zero_eps_check(model, attacks, x, y, saved["clean"].to(x.device), suite.batch_size))
     return result
 

@@ -18,7 +18,7 @@ from .checkpoints import load_checkpoint, save_checkpoint
 from .consistency import ConsistencyReport, consistency_report, feature_contributions
 from .data import DATASETS, DatasetInfo, Split, Splits
 from .errors import UserError
-from .evaluation import EvaluationResult, evaluate
+from .evaluation import EvaluationResult, check_finite, evaluate, reach_warning
 from .models import Classifier, build_model
 from .modes import eval_mode, private_generator
 from .objectives import OBJECTIVES, LossOutput, TrainContext
@@ -29,7 +29,7 @@ from .streams import STREAMS_VERSION, stream_seed
 from .training import TrainingState, accuracy, fit
 
 # Bump when a change to training code makes old cached teachers stale.
-TRAINING_CODE_VERSION = 2
+TRAINING_CODE_VERSION = 2  # with STREAMS_VERSION in the key: TRADES's two forwards came with streams 1
 VAL_ROBUST_SAMPLES = 256
 STUDENT_VAL_PGD_STEPS = 10  # the student's per-epoch validation PGD-10 (at the dataset's eps and step)
 
@@ -201,6 +201,7 @@ def _train_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings,
     info = splits.info
     model = initial_model(recipe.model, info, settings.seed, "teacher", settings.device)
     eps, step = teacher_eps(recipe, info), teacher_step_size(recipe, info)
+    reach_warning(f"teacher {recipe.name}: training PGD", recipe.attack_steps, step, eps)
     ctx = TrainContext(eps=eps, step_size=step, steps=recipe.attack_steps,
                        generator=private_generator(rank_stream(settings.seed, "teacher", "attack"), settings.device),
                        pairing_weight=recipe.pairing_weight, alpha=recipe.alpha, beta=recipe.beta)
@@ -227,7 +228,8 @@ class TeacherTargets:
     logits are computed once (eval mode) and perturbed afresh each epoch; with augmentation the
     batch is augmented and the teacher is run on that same view, then perturbed (SPEC section 3)."""
 
-    def __init__(self, teacher: nn.Module, train: Split, recipe: StudentRecipe, perturbation, seed: int):
+    def __init__(self, teacher: nn.Module, train: Split, recipe: StudentRecipe, perturbation, seed: int,
+                 name: str = "teacher"):
         self.teacher, self.recipe, self.perturbation = teacher, recipe, perturbation
         self.augment = AUGMENTATIONS.get(recipe.augment)
         # cached logits are perturbed whole, identically on every rank; per-view logits per rank
@@ -237,6 +239,8 @@ class TeacherTargets:
         self.augment_generator = private_generator(rank_stream(seed, "student", "augment"), train.x.device)
         self.cached = None if self.augment is not None else distributed.map_rows(
             lambda rows: logits_of(teacher, rows), train.x)  # each rank computes its share
+        if self.cached is not None:  # gathered on every rank: every rank stops alike
+            check_finite(self.cached, f"teacher '{name}' gives non-finite logits on the training images")
         self.current: torch.Tensor | None = None
 
     def new_epoch(self, epoch: int) -> None:  # a fresh perturbation each epoch (matters for shuffle)
@@ -289,10 +293,12 @@ def distill_student(teacher: TeacherHandle, recipe: StudentRecipe, perturb: str,
             tracking.log_params("student", resolved)
         state.extra = {"run_id": run.info.run_id}
         train = recipe.training_split(splits.train)
-        targets = TeacherTargets(teacher.model, train, recipe, perturbation, settings.seed)
+        targets = TeacherTargets(teacher.model, train, recipe, perturbation, settings.seed, teacher_name)
         method = STUDENT_METHODS.get(recipe.method)
         eps = info.eps if recipe.eps is None else recipe.eps  # ard / rslad only
         step_size = recipe.attack_step_size if recipe.attack_step_size is not None else info.step_for(eps)
+        if recipe.method in ADVERSARIAL_INPUTS:
+            reach_warning(f"student {recipe.name}: training PGD", recipe.attack_steps, step_size, eps)
         attack = AttackContext(eps, recipe.attack_steps, step_size,
                                private_generator(rank_stream(settings.seed, "student", "attack"), settings.device))
 

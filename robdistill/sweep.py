@@ -24,7 +24,7 @@ from .stats import SeedSummary, direction, mcnemar_exact, no_spread, seed_summar
 SUMMARY_METRICS = ("clean", "pgd", "cw", "autoattack", "worst")
 TEACHER_ROW = "(teacher)"
 TEACHER_LOGITS_DIR = "teacher_logits"
-MERGE_MUST_MATCH = ("dataset", "student", "suite", "eps", "n_eval", "overrides")
+MERGE_MUST_MATCH = ("dataset", "student", "suite", "eps", "n_eval", "overrides", "protocol")
 
 
 @dataclass
@@ -96,7 +96,16 @@ def sweep_name_of(settings: Settings, grid: dict[str, str], eps: float | None, n
     from .recipes import fingerprint
 
     return "sweep-" + fingerprint({**grid, "dataset": settings.dataset, "eps": eps, "n_eval": n_eval,
-                                   "overrides": list(overrides)})[:12]
+                                   "overrides": list(overrides), "protocol": protocol()})[:12]
+
+
+def protocol() -> str:
+    """What, besides the grid, decides a sweep's numbers: the random-stream derivation and the
+    training code version. Sweeps (and shards) of different protocols are never merged."""
+    from .stages import TRAINING_CODE_VERSION
+    from .streams import STREAMS_VERSION
+
+    return f"streams {STREAMS_VERSION}, training code {TRAINING_CODE_VERSION}"
 
 
 def shard_groups(seeds: Sequence[int], teachers: Sequence[str], shard: tuple[int, int] | None) -> list[tuple[int, str]]:
@@ -137,7 +146,7 @@ def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence
     with tracking.tracked_run(title, tags={"stage": "sweep", "dataset": settings.dataset, **grid, **shard_tags}) as parent:
         sweep_id = parent.info.run_id
         tracking.log_params("", {**grid, "dataset": settings.dataset, "eps": eps, "n_eval": n_eval,
-                                 "overrides": list(overrides)})
+                                 "overrides": list(overrides), "protocol": protocol()})
         outcome = SweepOutcome(sweep_id, uri, name)
         teacher_logits: TeacherLogits = {}
         done = 0
@@ -380,7 +389,8 @@ def paired_rows(cells: Sequence[Cell], reference: str = "keep") -> tuple[list[st
                 a = [other[s].result.accuracies()[metric].value for s in seeds]
                 b = [base[s].result.accuracies()[metric].value for s in seeds]
                 diff = seed_summary([x - y for x, y in zip(a, b)])
-                interval = f" [{100 * diff.low:+.1f}, {100 * diff.high:+.1f}]" if len(seeds) > 1 else ""
+                interval = (f" [{100 * diff.low:+.1f}, {100 * diff.high:+.1f}]"
+                            if len(seeds) > 1 and not no_spread(diff) else "")
                 t_p = float(ttest_rel(a, b).pvalue) if len(seeds) > 1 and not no_spread(diff) else float("nan")
                 per_seed = [mcnemar_exact(_flags(other[s].result, metric), _flags(base[s].result, metric))
                             for s in seeds]

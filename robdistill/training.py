@@ -156,14 +156,21 @@ def _check_same_resume_point(saved: dict[str, Any] | None, ctx: "distributed.Dis
                         f"{ctx.world_size}; resume with the same number of processes or start without --resume")
 
 
-def _check_finite_loss(loss: torch.Tensor, desc: str, epoch: int, batch: int) -> None:
+def _check_finite_loss(loss: torch.Tensor, desc: str, epoch: int, batch: int,
+                       ctx: "distributed.DistContext") -> None:
     """Stop at the first NaN or infinite training loss with one line naming model, epoch and batch
-    (training on would only spread the NaN through the weights)."""
-    if not math.isfinite(loss.item()):
+    (training on would only spread the NaN through the weights). Under torchrun the ranks agree
+    first (one small all-reduce per batch), so every rank stops at the same batch."""
+    value = loss.item()
+    bad = not math.isfinite(value)
+    if ctx.active:
+        bad = distributed.all_reduce_sum({"bad": float(bad)})["bad"] > 0
+    if bad:
         from .errors import UserError
 
-        raise UserError(f"{desc}: the training loss is {loss.item()} at epoch {epoch}, batch {batch}; lower the "
-                        f"learning rate, or check the data and the model for NaN")
+        where = f"the training loss is {value}" if not math.isfinite(value) else "a rank's training loss is not finite"
+        raise UserError(f"{desc}: {where} at epoch {epoch}, batch {batch + 1}; lower the learning rate, or check "
+                        f"the data and the model for NaN")
 
 
 def fit(model: nn.Module, train: Split, recipe: TrainingRecipe, step_fn: StepFn, *, seed: int,
@@ -214,14 +221,14 @@ def fit(model: nn.Module, train: Split, recipe: TrainingRecipe, step_fn: StepFn,
         for batch, (idx, x, y) in enumerate(iterate_batches(train, recipe.batch_size, order)):
             if ddp is None:
                 out, n = step_fn(model, idx, x, y), len(y)
-                _check_finite_loss(out.loss, desc, epoch, batch)
+                _check_finite_loss(out.loss, desc, epoch, batch, ctx)
                 optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
                 loss = out.loss.item()
             else:
                 idx, x, y, weight, n = _shard(idx, x, y, ctx)
                 scaled, logits, logs = ddp(idx, x, y, weight)
-                _check_finite_loss(scaled, desc, epoch, batch)
+                _check_finite_loss(scaled, desc, epoch, batch, ctx)
                 optimizer.zero_grad(set_to_none=True)
                 scaled.backward()
                 out = LossOutput(scaled, logits, logs)

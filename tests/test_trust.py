@@ -80,13 +80,16 @@ def test_transfer_sends_the_final_iterate_of_every_restart_for_every_image(quick
 
 
 def test_transfer_is_never_stronger_than_white_box_pgd_on_the_same_model(quick_cnn, batch) -> None:
-    """Self-transfer sends final iterates only; the scoring PGD counts every iterate: it can only
-    leave fewer samples robust."""
+    """From the same (clean) start, self-transfer sends the final iterate only while the scoring PGD
+    counts every iterate: PGD can only leave fewer samples robust. (With random starts the two draw
+    different noise: PGD draws it only for clean-correct samples.)"""
     model = quick_cnn(0)
     x, y = batch
-    pgd = build_attack("pgd", EPS, seed=3, steps=5).run(model, x, y, progress=False)
-    self_transfer = build_attack("transfer", EPS, seed=3, steps=5, surrogate=model).run(model, x, y, progress=False)
+    pgd = build_attack("pgd", EPS, steps=5, random_start=False).run(model, x, y, progress=False)
+    self_transfer = build_attack("transfer", EPS, steps=5, surrogate=model,
+                                 random_start=False).run(model, x, y, progress=False)
     assert not (pgd.robust & ~self_transfer.robust).any()
+    assert int(pgd.robust.sum()) < int(self_transfer.robust.sum())  # it differs: early stop vs final iterate
 
 
 # ------------------------------------------------------------------ 2. every attack at eps = 0
@@ -139,7 +142,10 @@ def test_zero_eps_probe_is_cheap_and_leaves_the_clean_flags(quick_cnn, batch, na
     attack = build_attack(name, EPS, seed=2, **params)
     probe = attack.zero_eps_probe(2)
     assert probe.eps == 0.0 and probe.name == attack.name
-    assert probe.params.get("steps", 2) <= 2 and probe.params.get("restarts", 1) == 1
+    if name == "autoattack":
+        assert probe._iterations == 2
+    else:
+        assert probe.params.get("steps", 2) <= 2 and probe.params.get("restarts", 1) <= 2
     with torch.no_grad():
         clean = model(x).argmax(1) == y
     out = probe.run(model, x, y, progress=False)
@@ -154,6 +160,42 @@ def test_zero_eps_probe_of_transfer(quick_cnn, batch) -> None:
         clean = model(x).argmax(1) == y
     assert probe.eps == 0.0 and probe.params["surrogate_attack"]["steps"] == 2
     assert torch.equal(probe.run(model, x, y, progress=False).robust, clean)
+
+
+def test_zero_eps_probe_of_a_loaded_surrogate_moves_it_like_the_attack(quick_cnn, tmp_path) -> None:
+    """A surrogate loaded from a checkpoint follows the inputs' device in the probe too (on --resume
+    the probe can run before the attack itself)."""
+    from robdistill.checkpoints import save_checkpoint
+
+    path = save_checkpoint(tmp_path / "s.pt", quick_cnn(1), kind="teacher", model_name="small-cnn",
+                           dataset="digits", recipe={}, seed=1)
+    attack = build_attack("transfer", EPS, surrogate=str(path), steps=3)
+    assert attack.zero_eps_probe(2)._owns_surrogate
+    assert not build_attack("transfer", EPS, surrogate=quick_cnn(1)).zero_eps_probe(2)._owns_surrogate
+
+
+def test_an_attack_that_cannot_cross_its_ball_fails_a_check(quick_cnn, batch) -> None:
+    """MNIST's paper step 0.01 with too few steps cannot reach eps 0.3: the evaluation says so."""
+    x, y = batch
+    suite = SuiteRecipe(name="t", attack=({"name": "pgd", "steps": 10, "step_size": 0.01},
+                                         {"name": "cw", "steps": 40, "step_size": 0.01}))
+    result = evaluate(quick_cnn(0), Split(x[:8], y[:8]), suite, 0.3, progress=False)
+    checks = {c.name: c for c in result.checks}
+    assert not checks["pgd: steps x step_size >= eps"].passed
+    assert checks["cw: steps x step_size >= eps"].passed
+    with pytest.warns(UserWarning, match="reach only 0.1 of the eps 0.3"):
+        from robdistill.evaluation import reach_warning
+
+        reach_warning("teacher at: training PGD", 10, 0.01, 0.3)
+
+
+def test_non_finite_teacher_logits_name_the_teacher(digits) -> None:
+    from robdistill.perturbations import PERTURBATIONS
+    from robdistill.stages import TeacherTargets
+
+    with pytest.raises(UserError, match="teacher 'broken' gives non-finite logits"):
+        TeacherTargets(_NaNModel(), digits.train, load_recipe("student", "default"), PERTURBATIONS.get("keep"), 0,
+                       "broken")
 
 
 # ------------------------------------------------------------------ 3. independent random streams
@@ -296,7 +338,7 @@ def test_non_finite_training_loss_stops_training_naming_epoch_and_batch(digits) 
     with pytest.raises(UserError) as info:
         fit(model, digits.train, recipe, step, seed=0, desc="teacher broken", progress=False)
     message = str(info.value)
-    assert "\n" not in message and "teacher broken" in message and "epoch 1, batch 2" in message
+    assert "\n" not in message and "teacher broken" in message and "epoch 1, batch 3" in message
 
 
 # ------------------------------------------------------------------ 6. AutoAttack with few classes
