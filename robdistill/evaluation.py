@@ -13,6 +13,7 @@ from . import distributed
 from .attacks import Attack, build_attack
 from .data import Split
 from .modes import eval_mode
+from .progress import StepLog
 from .recipes import SuiteRecipe
 from .errors import UserError
 from .stats import Proportion, wilson
@@ -411,7 +412,8 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
     clean = distributed.gather_rows(saved["clean"], len(data)).to(data.y.device)
     result = EvaluationResult(name, eps, data.y.clone(), clean, {}, {}, {"clean": saved["clean_seconds"]})
     attacks = suite_attacks(suite, eps, step_ratio)
-    for key, attack in attacks.items():
+    lines = StepLog(f"eval {name}", len(attacks), "attack", enabled=progress and distributed.is_main())
+    for number, (key, attack) in enumerate(attacks.items(), 1):
         if key not in saved["done"]:
             partial = saved["partial"].setdefault(key, [])
             saved["done"][key] = _run_attack(attack, model, x, y, suite, progress, partial, save)
@@ -437,6 +439,8 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
         over = int((result.robust[key] & ~clean).sum())
         result.checks.append(SanityCheck(f"{key}: robust only where clean is correct", over == 0,
                                          f"{over} samples robust but misclassified clean"))
+        lines.step(number, f"{key} ({number}/{len(attacks)} attacks: {100 * float(result.robust[key].float().mean()):.1f}% "
+                           f"robust of {len(data)})")
     result.checks += strength_checks(result)
     result.checks += square_gap_checks(result)
     result.checks += reach_checks(attacks)

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from . import distributed
 from .data import Split, iterate_batches
 from .objectives import LossOutput
+from .progress import StepLog
 from .recipes import TrainingRecipe
 from .registry import Registry
 
@@ -208,6 +209,7 @@ def fit(model: nn.Module, train: Split, recipe: TrainingRecipe, step_fn: StepFn,
         torch.set_rng_state(mine["rng"])
         history = saved["history"]
         first_epoch = saved["epoch"] + 1
+    lines = StepLog(desc, recipe.epochs, "epoch", enabled=progress and ctx.is_main, done=first_epoch - 1)
     bar = tqdm(range(first_epoch, recipe.epochs + 1), desc=desc, disable=not (progress and ctx.is_main) or None,
                leave=True,
                initial=first_epoch - 1, total=recipe.epochs)
@@ -253,6 +255,8 @@ def fit(model: nn.Module, train: Split, recipe: TrainingRecipe, step_fn: StepFn,
         history.append(metrics)
         bar.set_postfix(loss=f"{metrics['train/loss']:.3f}",
                         **({"val_acc": f"{metrics['val/acc']:.3f}"} if "val/acc" in metrics else {}))
+        lines.step(epoch, f"epoch {epoch}/{recipe.epochs} (loss {metrics['train/loss']:.3f}"
+                          + (f", val acc {metrics['val/acc']:.3f}" if "val/acc" in metrics else "") + ")")
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics)
         if state is not None:  # every rank's random streams, saved by rank 0

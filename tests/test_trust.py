@@ -378,3 +378,33 @@ def test_autoattack_without_dlr_runs_on_two_classes(batch) -> None:
     with torch.no_grad():
         clean = model(x[:8]).argmax(1) == y[:8] % 2
     assert not (out.robust & ~clean).any()
+
+
+# ------------------------------------------------------------------ long jobs without a terminal
+
+def test_epochs_and_attacks_print_a_line_each_when_no_bar_is_drawn(digits, quick_cnn, batch, capsys) -> None:
+    """Under nohup / tee / a scheduler stderr is no terminal and tqdm draws nothing: each epoch and
+    each attack still says it finished, with the elapsed time and an estimate of what is left."""
+    from robdistill.objectives import LossOutput
+    from robdistill.training import fit
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    recipe = load_recipe("teacher", "standard", ["epochs=3", "batch_size=512"])
+
+    def step(m, idx, x, y):
+        logits = m(x)
+        return LossOutput(F.cross_entropy(logits, y), logits.detach(), {})
+
+    fit(model, digits.train, recipe, step, seed=0, desc="teacher tiny", progress=True)
+    err = capsys.readouterr().err
+    epochs = [line for line in err.splitlines() if line.startswith("teacher tiny: epoch")]
+    assert len(epochs) == 3 and "about" in epochs[0] and "left" in epochs[0] and "left" not in epochs[-1]
+    x, y = batch
+    evaluate(quick_cnn(0), Split(x[:16], y[:16]), SuiteRecipe(name="t", attack=({"name": "fgsm"}, {"name": "pgd",
+                                                                                                  "steps": 2})),
+             EPS, name="m", progress=True)
+    err = capsys.readouterr().err
+    assert [line.split(" (")[0] for line in err.splitlines() if line.startswith("eval m:")] == ["eval m: fgsm",
+                                                                                               "eval m: pgd"]
+    fit(model, digits.train, recipe, step, seed=0, desc="teacher quiet", progress=False)
+    assert "teacher quiet" not in capsys.readouterr().err
