@@ -80,8 +80,12 @@ TABLE_SUFFIXES = (".csv", ".md", ".markdown")
 
 
 def check_table_path(path: Path) -> None:
+    """An output table's name is checked before any work: a .csv or .md name in an existing folder."""
     if path.suffix not in TABLE_SUFFIXES:
         raise UserError(f"cannot write '{path}': use a .csv or .md file name")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise UserError(f"cannot write '{path}': the folder {folder} does not exist; create it or pick another path")
 
 
 def write_table(path: Path, header: list[str], rows: list[list[str]]) -> None:

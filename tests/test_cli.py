@@ -224,3 +224,15 @@ def test_hints_name_the_store_and_experiment_to_read() -> None:
     assert merge_hint("sweep-report", "sweep-1", "http://h:5000", "study").split() == [
         "robdistill", "sweep-report", "sweep-1", "--tracking-uri", "http://h:5000", "--experiment", "study"]
     assert "--experiment" not in merge_hint("evaluate-report", "eval-1", "sqlite:///x.db", "robdistill")
+
+
+@pytest.mark.parametrize("command", [["sweep-report", "sweep-000000000000"], ["compare"]])
+def test_out_in_a_missing_folder_is_one_line_before_any_work(command, workdir) -> None:
+    from click.testing import CliRunner
+
+    from robdistill.cli import main
+
+    result = CliRunner().invoke(main, [*command, "--out", str(workdir / "missing" / "table.md")])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "missing does not exist" in lines[0] and "Traceback" not in result.output
