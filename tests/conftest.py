@@ -16,6 +16,11 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("ROBDISTILL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("ROBDISTILL_RECIPES", str(REPO))
+    # mlflow.set_experiment() exports MLFLOW_EXPERIMENT_ID to os.environ; a test that selects an
+    # experiment in-process must not hand that id to the subprocesses of later tests (set, then
+    # delete: monkeypatch then removes whatever a test leaves there)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "")
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID")
     return tmp_path
 
 
