@@ -74,7 +74,7 @@ def common_options(func: Callable) -> Callable:
     options = [
         click.option("--dataset", default="digits", show_default=True,
                      help="Dataset name (see `robdistill list datasets`)."),
-        click.option("--seed", default=0, show_default=True, type=int, help="Seed for model init, data order, attacks."),
+        click.option("--seed", default=0, show_default=True, type=int, help="Seeds independent streams (init, batch order, training attacks, perturbations) for teacher and student."),
         click.option("--data-root", type=click.Path(path_type=Path), default=None,
                      help="Where torchvision-format datasets live [default: $ROBDISTILL_DATA or ~/.cache/robdistill/data]."),
         click.option("--download", is_flag=True, help="Download a missing dataset (needs internet)."),
