@@ -39,7 +39,7 @@ def describe(path: Path, dataset: str, perturbations: list[str]) -> tuple[str, s
     return None
 
 
-def measure(path: Path, test, eps: float) -> dict[str, float]:
+def measure(path: Path, test, eps: float, step_size: float) -> dict[str, float]:
     from robdistill.attacks import PGD
     from robdistill.checkpoints import load_checkpoint
     from robdistill.training import accuracy
@@ -47,7 +47,8 @@ def measure(path: Path, test, eps: float) -> dict[str, float]:
 
     model, _ = load_checkpoint(path, "cpu")
     out = {"clean": accuracy(model, test),
-           "pgd": PGD(eps, steps=20).run(model, test.x, test.y, progress=False).robust.float().mean().item()}
+           "pgd": PGD(eps, steps=20, step_size=step_size).run(model, test.x, test.y,
+                                                              progress=False).robust.float().mean().item()}
     out.update(traits(model, test))
     return out
 
@@ -91,7 +92,7 @@ def main(cache: Path, dataset: str, teachers: str, n_eval: int | None, out: Path
     if not newest:
         raise click.UsageError(f"no {dataset} checkpoints of teachers {teachers} (or their students) under {cache}")
     for (teacher, perturb, seed), path in sorted(newest.items()):
-        rows.setdefault((teacher, perturb), {})[seed] = measure(path, test, splits.info.eps)
+        rows.setdefault((teacher, perturb), {})[seed] = measure(path, test, splits.info.eps, splits.info.step_for(splits.info.eps))
         click.echo(f"{path.name}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[(teacher, perturb)][seed].items()),
                    err=True)
     order = [p for p in ["teacher", "keep", "nonmax-shuffle", "nonmax-flatten", "confidence-swap", "onehot",
@@ -124,7 +125,7 @@ def main(cache: Path, dataset: str, teachers: str, n_eval: int | None, out: Path
         + (f" --n-eval {n_eval}" if n_eval is not None else "") + "`  ",
         f"Machine: {machine()}  ",
         f"Wall time: {time.perf_counter() - started:.0f} s; {len(every)} models, n = {len(test)} test images, "
-        f"eps {splits.info.eps} for PGD-20.  ",
+        f"eps {splits.info.eps} for PGD-20 (step {splits.info.step_for(splits.info.eps):g}, the dataset's).  ",
         "Corruptions (robdistill.traits defaults): Gaussian noise sigma 0.2, Gaussian blur sigma 1 px, contrast x0.4. "
         "conv1 TV: total variation of each first-layer filter / its L1 norm, mean over filters (lower = smoother).",
         "", "## Per model (mean over seeds [95% t-interval])", "", *lines,
