@@ -157,12 +157,11 @@ def _check_same_resume_point(saved: dict[str, Any] | None, ctx: "distributed.Dis
                         f"{ctx.world_size}; resume with the same number of processes or start without --resume")
 
 
-def _check_finite_loss(loss: torch.Tensor, desc: str, epoch: int, batch: int,
+def _check_finite_loss(value: float, desc: str, epoch: int, batch: int,
                        ctx: "distributed.DistContext") -> None:
-    """Stop at the first NaN or infinite training loss with one line naming model, epoch and batch
-    (training on would only spread the NaN through the weights). Under torchrun the ranks agree
-    first (one small all-reduce per batch), so every rank stops at the same batch."""
-    value = loss.item()
+    """Stop at the first NaN or infinite training loss ``value`` with one line naming model, epoch
+    and batch (training on would only spread the NaN through the weights). Under torchrun the ranks
+    agree first (one small all-reduce per batch), so every rank stops at the same batch."""
     bad = not math.isfinite(value)
     if ctx.active:
         bad = distributed.all_reduce_sum({"bad": float(bad)})["bad"] > 0
@@ -223,18 +222,19 @@ def fit(model: nn.Module, train: Split, recipe: TrainingRecipe, step_fn: StepFn,
         for batch, (idx, x, y) in enumerate(iterate_batches(train, recipe.batch_size, order)):
             if ddp is None:
                 out, n = step_fn(model, idx, x, y), len(y)
-                _check_finite_loss(out.loss, desc, epoch, batch, ctx)
+                loss = out.loss.item()  # one host sync per step, shared with the finiteness check
+                _check_finite_loss(loss, desc, epoch, batch, ctx)
                 optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
-                loss = out.loss.item()
             else:
                 idx, x, y, weight, n = _shard(idx, x, y, ctx)
                 scaled, logits, logs = ddp(idx, x, y, weight)
-                _check_finite_loss(scaled, desc, epoch, batch, ctx)
+                scaled_value = scaled.item()
+                _check_finite_loss(scaled_value, desc, epoch, batch, ctx)
                 optimizer.zero_grad(set_to_none=True)
                 scaled.backward()
                 out = LossOutput(scaled, logits, logs)
-                loss = scaled.item() / weight if weight else 0.0
+                loss = scaled_value / weight if weight else 0.0
             optimizer.step()
             scheduler.step()
             seen += n

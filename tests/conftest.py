@@ -57,6 +57,14 @@ def digits_teacher(workdir: Path):
 
 
 @pytest.fixture(scope="module")
+def digits():
+    """The embedded digits dataset (splits), loaded once per test module."""
+    from robdistill.data import load_dataset
+
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
 def single_thread():
     """Small tensors: one intra-op thread is as fast, and immune to OpenMP oversubscription when the
     CPU is shared (two threads on a busy 2-core machine ran the attack tests ~50x slower)."""

@@ -16,7 +16,7 @@ from torch import nn
 
 from robdistill.attacks import (ATTACKS, AttackOutput, build_attack, ce_loss, cw_margin_loss, pgd_perturb,
                                 project_linf)
-from robdistill.data import Split, load_dataset
+from robdistill.data import Split
 from robdistill.errors import UserError
 from robdistill.evaluation import _perturbation_checks, _perturbation_stats, clean_flags, evaluate
 from robdistill.modes import eval_mode, preserved_global_rng, private_generator
@@ -33,11 +33,6 @@ GRADIENT_ATTACKS = ("fgsm", "pgd", "cw")
 
 # --------------------------------------------------------------------------- fixtures
 
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 @pytest.fixture(scope="module")

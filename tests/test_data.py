@@ -139,11 +139,6 @@ def _rows(*splits: Split) -> list[bytes]:
     return sorted(rows)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
-
-
 def test_digits_shapes_and_types(digits) -> None:
     assert digits.info.name == "digits"
     assert digits.info.shape == (1, 8, 8) and digits.info.num_classes == 10

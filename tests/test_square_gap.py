@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from robdistill.attacks import build_attack
-from robdistill.data import Split, load_dataset
+from robdistill.data import Split
 from robdistill.errors import UserError
 from robdistill.evaluation import EvaluationResult, evaluate, result_from_json, square_gap_checks
 from robdistill.recipes import SuiteRecipe
@@ -35,11 +35,6 @@ class Rounded(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(torch.round(x * 16) / 16)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from torch import nn
 
 from robdistill.attacks import ATTACKS, build_attack
 from robdistill.checkpoints import save_checkpoint
-from robdistill.data import Split, load_dataset
+from robdistill.data import Split
 from robdistill.errors import UserError
 from robdistill.evaluation import evaluate
 from robdistill.recipes import SuiteRecipe
@@ -22,11 +22,6 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 EPS = 0.1
 
 
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 @pytest.fixture(scope="module")

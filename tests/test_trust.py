@@ -23,11 +23,6 @@ EPS = 0.1
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
-
-
-@pytest.fixture(scope="module")
 def batch(digits):
     return digits.test.x[:48].clone(), digits.test.y[:48].clone()
 
