@@ -29,10 +29,10 @@ def digits_model(teacher: str, cache: Path, seed: int = 0, device: str = "cpu",
                  overrides: list[str] | None = None) -> nn.Module:
     """A digits teacher (recipe ``teacher``) trained once by robdistill and cached under ``cache``
     (its own MLflow store there too)."""
-    from robdistill import tracking
-    from robdistill.data import load_dataset
-    from robdistill.recipes import load_recipe
-    from robdistill.stages import Settings, obtain_teacher
+    from robdistill.tracking import store as tracking
+    from robdistill.data.datasets import load_dataset
+    from robdistill.config.recipes import load_recipe
+    from robdistill.experiments.stages import Settings, obtain_teacher
 
     cache.mkdir(parents=True, exist_ok=True)
     tracking.configure(f"sqlite:///{cache / 'mlflow.db'}", "benchmarks")

@@ -33,7 +33,7 @@ def apgd_ce_flags(model, x, y, eps: float, steps: int, restarts: int, seed: int)
     """pyautoattack's APGD-CE with ``steps`` iterations; robust = correct on clean and on its output."""
     from pyautoattack.autopgd_base import APGDAttack
 
-    from robdistill.modes import preserved_global_rng
+    from robdistill.core.modes import preserved_global_rng
 
     with preserved_global_rng(x.device):
         attack = APGDAttack(model, n_iter=steps, n_restarts=restarts, eps=eps, norm="Linf", loss="ce",
@@ -44,7 +44,7 @@ def apgd_ce_flags(model, x, y, eps: float, steps: int, restarts: int, seed: int)
 
 
 def compare_row(name: str, flags: torch.Tensor, ours: torch.Tensor) -> list[str]:
-    from robdistill.stats import mcnemar_exact, wilson
+    from robdistill.core.stats import mcnemar_exact, wilson
 
     p = wilson(int(flags.sum()), len(flags))
     only_ours = int((ours & ~flags).sum())
@@ -65,8 +65,8 @@ def compare_row(name: str, flags: torch.Tensor, ours: torch.Tensor) -> list[str]
 @click.option("--threads", default=1, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the Markdown report here.")
 def main(teachers, steps, seed, n_eval, cache, peer, threads, out) -> None:
-    from robdistill.attacks import PGD, pgd_perturb
-    from robdistill.data import load_dataset
+    from robdistill.attacks.base import PGD, pgd_perturb
+    from robdistill.data.datasets import load_dataset
 
     torch.set_num_threads(threads)
     started = time.perf_counter()

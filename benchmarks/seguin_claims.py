@@ -31,12 +31,12 @@ from _common import emit, machine  # noqa: E402
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write Markdown.")
 def main(checkpoints: tuple[Path, ...], n_eval: int, reference: str, teachers: str | None, grids: Path | None,
          out: Path | None) -> None:
-    from robdistill.analysis import logits_of
-    from robdistill.checkpoints import load_checkpoint
-    from robdistill.data import load_dataset
-    from robdistill.errors import UserError
-    from robdistill.report import format_table
-    from robdistill.seguin import confidence_difference_grids, teacher_claims
+    from robdistill.analysis.logits import logits_of
+    from robdistill.models.checkpoints import load_checkpoint
+    from robdistill.data.datasets import load_dataset
+    from robdistill.core.errors import UserError
+    from robdistill.eval.tables import format_table
+    from robdistill.analysis.seguin import confidence_difference_grids, teacher_claims
 
     wanted = set(teachers.split(",")) if teachers else None
     loaded = {}

@@ -6,7 +6,7 @@
 (b) our AutoAttack wrapper versus calling pyautoattack directly (goal: within 5%);
 (c) one adversarial-training epoch (PGD-k + the training step) versus (k + 1) forward + backward
     passes per example (goal: within 10%);
-(d) in-memory batch iteration (robdistill.data.iterate_batches) versus torch's DataLoader over a
+(d) in-memory batch iteration (robdistill.data.datasets.iterate_batches) versus torch's DataLoader over a
     TensorDataset, for digits- and MNIST-sized data.
 
 Timings: median of --repeats runs after one warm-up, torch.set_num_threads(--threads).
@@ -75,7 +75,7 @@ def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.
 
 
 def bench_pgd(model, x, y, eps, steps, repeats, device, autocast, peer, threads, workdir) -> list[list[str]]:
-    from robdistill.attacks import PGD
+    from robdistill.attacks.base import PGD
 
     attack = PGD(eps, steps=steps)
 
@@ -108,8 +108,8 @@ def bench_pgd(model, x, y, eps, steps, repeats, device, autocast, peer, threads,
 def bench_autoattack(model, x, y, eps, repeats, device) -> list[list[str]]:
     from pyautoattack import AutoAttack
 
-    from robdistill.attacks import build_attack
-    from robdistill.modes import preserved_global_rng
+    from robdistill.attacks.base import build_attack
+    from robdistill.core.modes import preserved_global_rng
 
     attacks = ["apgd-ce", "apgd-t"]
     wrapper = build_attack("autoattack", eps, version="custom", attacks=attacks)
@@ -128,10 +128,10 @@ def bench_autoattack(model, x, y, eps, repeats, device) -> list[list[str]]:
 
 
 def bench_training(model_factory, train, eps, steps, repeats, device, autocast) -> list[list[str]]:
-    from robdistill.data import Split
-    from robdistill.objectives import OBJECTIVES, TrainContext
-    from robdistill.recipes import load_recipe
-    from robdistill.training import fit
+    from robdistill.data.datasets import Split
+    from robdistill.train.objectives import OBJECTIVES, TrainContext
+    from robdistill.config.recipes import load_recipe
+    from robdistill.train.loop import fit
 
     recipe = load_recipe("teacher", "at", ["epochs=1", f"attack_steps={steps}"])
     objective = OBJECTIVES.get("at")
@@ -178,7 +178,7 @@ def bench_training(model_factory, train, eps, steps, repeats, device, autocast) 
 def bench_batches(repeats: int) -> list[list[str]]:
     from torch.utils.data import DataLoader, TensorDataset
 
-    from robdistill.data import Split, iterate_batches, load_dataset
+    from robdistill.data.datasets import Split, iterate_batches, load_dataset
 
     digits = load_dataset("digits").train
     g = torch.Generator().manual_seed(0)
@@ -218,8 +218,8 @@ def bench_batches(repeats: int) -> list[list[str]]:
 @click.option("--peer", type=click.Path(path_type=Path), default=DEFAULT_PEER, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None)
 def main(device, amp, channels_last, threads, repeats, steps, n_eval, aa_n, parts, cache, peer, out) -> None:
-    from robdistill.data import load_dataset
-    from robdistill.models import build_model
+    from robdistill.data.datasets import load_dataset
+    from robdistill.models.zoo import build_model
 
     torch.set_num_threads(threads)
     if amp != "none" and not device.startswith("cuda"):

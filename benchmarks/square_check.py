@@ -32,9 +32,9 @@ NAME = re.compile(r"student:(?P<dataset>[a-z0-9-]+?)-(?P<teacher>standard|at|alp
 def main(tracking_uri: str, experiment: str, out: Path | None) -> None:
     import mlflow
 
-    from robdistill.compare import find_runs
-    from robdistill.evaluation import result_from_json
-    from robdistill.stats import mcnemar_exact, seed_summary
+    from robdistill.tracking.search import find_runs
+    from robdistill.eval.runner import result_from_json
+    from robdistill.core.stats import mcnemar_exact, seed_summary
 
     runs = find_runs(tracking_uri, experiment, "evaluation")
     results = {}

@@ -65,9 +65,9 @@ def main() -> None:
 @click.option("--quiet", is_flag=True)
 def run(dataset, teachers, seeds, suite, n_eval, overrides, out, device, quiet) -> None:
     """Train (or reuse) and attack each teacher x seed; results appended to --out."""
-    from robdistill import tracking
-    from robdistill.pipeline import make_plan
-    from robdistill.stages import Settings, evaluate_model, obtain_teacher
+    from robdistill.tracking import store as tracking
+    from robdistill.experiments.pipeline import make_plan
+    from robdistill.experiments.stages import Settings, evaluate_model, obtain_teacher
 
     results = load_results(out)
     invocation = {"command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]), "machine": machine(device),
@@ -114,7 +114,7 @@ def run(dataset, teachers, seeds, suite, n_eval, overrides, out, device, quiet) 
 
 
 def _cell(values: list[dict]) -> str:
-    from robdistill.stats import seed_summary
+    from robdistill.core.stats import seed_summary
 
     if len(values) == 1:
         v = values[0]
@@ -128,7 +128,7 @@ def ordering_rows(entries: list[dict], metric: str) -> list[str]:
     """For each consecutive pair of ORDERING: the difference in points per seed (the seed is the
     experimental unit: mean with its 95% t-interval, which gives the reading) and McNemar's exact p
     per seed (conditional on those trained models: test-image noise only)."""
-    from robdistill.stats import direction, mcnemar_exact, seed_summary
+    from robdistill.core.stats import direction, mcnemar_exact, seed_summary
 
     by = {(e["teacher"], e["seed"]): e for e in entries}
     rows = []
@@ -173,7 +173,7 @@ def _dedupe(entries: list[dict]) -> list[dict]:
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 def report(files) -> None:
     """Markdown tables from results files: one section per (dataset, suite, eps, n)."""
-    from robdistill.stats import seed_summary
+    from robdistill.core.stats import seed_summary
 
     entries = _dedupe([e for f in files for e in load_results(f)["entries"].values()])
     groups = dict.fromkeys((e["dataset"], e["suite"], e["eps"], e["n"]) for e in entries)

@@ -40,10 +40,10 @@ def describe(path: Path, dataset: str, perturbations: list[str]) -> tuple[str, s
 
 
 def measure(path: Path, test, eps: float, step_size: float) -> dict[str, float]:
-    from robdistill.attacks import PGD
-    from robdistill.checkpoints import load_checkpoint
-    from robdistill.training import accuracy
-    from robdistill.traits import traits
+    from robdistill.attacks.base import PGD
+    from robdistill.models.checkpoints import load_checkpoint
+    from robdistill.train.loop import accuracy
+    from robdistill.analysis.traits import traits
 
     model, _ = load_checkpoint(path, "cpu")
     out = {"clean": accuracy(model, test),
@@ -71,9 +71,9 @@ def fmt(summary, scale: float = 100.0, digits: int = 1, bounds: tuple[float, flo
 def main(cache: Path, dataset: str, teachers: str, n_eval: int | None, out: Path | None) -> None:
     from scipy.stats import spearmanr
 
-    from robdistill.data import load_dataset
-    from robdistill.perturbations import PERTURBATIONS
-    from robdistill.stats import seed_summary
+    from robdistill.data.datasets import load_dataset
+    from robdistill.train.perturbations import PERTURBATIONS
+    from robdistill.core.stats import seed_summary
 
     torch.set_num_threads(1)
     started = time.perf_counter()

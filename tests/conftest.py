@@ -45,9 +45,9 @@ def digits_teacher(workdir: Path):
     """(splits, settings, teacher): digits, a private store and cache, a standard teacher of 1 epoch."""
     import mlflow
 
-    from robdistill.data import load_dataset
-    from robdistill.recipes import load_recipe
-    from robdistill.stages import Settings, obtain_teacher
+    from robdistill.data.datasets import load_dataset
+    from robdistill.config.recipes import load_recipe
+    from robdistill.experiments.stages import Settings, obtain_teacher
 
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     mlflow.set_experiment("robdistill")
@@ -59,7 +59,7 @@ def digits_teacher(workdir: Path):
 @pytest.fixture(scope="module")
 def digits():
     """The embedded digits dataset (splits), loaded once per test module."""
-    from robdistill.data import load_dataset
+    from robdistill.data.datasets import load_dataset
 
     return load_dataset("digits")
 
@@ -83,8 +83,8 @@ def quick_cnn():
     import torch
     import torch.nn.functional as F
 
-    from robdistill.data import load_dataset
-    from robdistill.models import build_model
+    from robdistill.data.datasets import load_dataset
+    from robdistill.models.zoo import build_model
 
     train = load_dataset("digits").train
 

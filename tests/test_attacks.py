@@ -14,14 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robdistill.attacks import (ATTACKS, AttackOutput, build_attack, ce_loss, cw_margin_loss, pgd_perturb,
+from robdistill.attacks.base import (ATTACKS, AttackOutput, build_attack, ce_loss, cw_margin_loss, pgd_perturb,
                                 project_linf)
-from robdistill.data import Split
-from robdistill.errors import UserError
-from robdistill.evaluation import _perturbation_checks, _perturbation_stats, clean_flags, evaluate
-from robdistill.modes import eval_mode, preserved_global_rng, private_generator
-from robdistill.recipes import SuiteRecipe
-from robdistill.stats import Proportion, wilson
+from robdistill.data.datasets import Split
+from robdistill.core.errors import UserError
+from robdistill.eval.runner import _perturbation_checks, _perturbation_stats, clean_flags, evaluate
+from robdistill.core.modes import eval_mode, preserved_global_rng, private_generator
+from robdistill.config.recipes import SuiteRecipe
+from robdistill.core.stats import Proportion, wilson
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -637,7 +637,7 @@ def test_wilson_extremes_are_exact_and_contain_the_estimate() -> None:
 
 
 def test_strength_checks_flag_a_stronger_attack_scoring_higher() -> None:
-    from robdistill.evaluation import EvaluationResult, strength_checks
+    from robdistill.eval.runner import EvaluationResult, strength_checks
 
     n = 40
     clean = torch.ones(n, dtype=torch.bool)
@@ -661,7 +661,7 @@ def test_strength_checks_flag_a_stronger_attack_scoring_higher() -> None:
 def test_square_alone_is_not_expected_to_beat_pgd() -> None:
     """A custom AutoAttack of Square only (black-box) may leave more samples robust than PGD on an
     honest model; one with an APGD component may not."""
-    from robdistill.evaluation import EvaluationResult, strength_checks
+    from robdistill.eval.runner import EvaluationResult, strength_checks
 
     n = 40
     clean = torch.ones(n, dtype=torch.bool)

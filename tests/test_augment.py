@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robdistill import stages
-from robdistill.augment import AUGMENTATIONS, random_translate
-from robdistill.errors import UserError
-from robdistill.recipes import load_recipe
-from robdistill.stages import distill_student
+from robdistill.experiments import stages
+from robdistill.train.augment import AUGMENTATIONS, random_translate
+from robdistill.core.errors import UserError
+from robdistill.config.recipes import load_recipe
+from robdistill.experiments.stages import distill_student
 
 
 def gen(seed: int) -> torch.Generator:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from robdistill.cli import main
+from robdistill.cli.main import main
 
 TINY = ["--set", "teacher.epochs=1", "--set", "student.epochs=1", "--suite", "smoke", "--n-eval", "16", "--quiet"]
 
@@ -217,7 +217,7 @@ def test_eps_sweep_bad_values(workdir: Path) -> None:
 
 
 def test_hints_name_the_store_and_experiment_to_read() -> None:
-    from robdistill.cli import merge_hint, ui_hint
+    from robdistill.cli.main import merge_hint, ui_hint
 
     assert ui_hint("http://127.0.0.1:5055") == "open the UI:  http://127.0.0.1:5055"  # a server is its own UI
     assert "mlflow ui --backend-store-uri sqlite:///x.db" in ui_hint("sqlite:///x.db")
@@ -230,7 +230,7 @@ def test_hints_name_the_store_and_experiment_to_read() -> None:
 def test_out_in_a_missing_folder_is_one_line_before_any_work(command, workdir) -> None:
     from click.testing import CliRunner
 
-    from robdistill.cli import main
+    from robdistill.cli.main import main
 
     result = CliRunner().invoke(main, [*command, "--out", str(workdir / "missing" / "table.md")])
     assert result.exit_code == 2, result.output

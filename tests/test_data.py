@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-import robdistill.data as data
-from robdistill.data import Split, iterate_batches, load_dataset, read_idx
-from robdistill.errors import UserError
+import robdistill.data.datasets as data
+from robdistill.data.datasets import Split, iterate_batches, load_dataset, read_idx
+from robdistill.core.errors import UserError
 
 N_TRAIN, N_TEST = 12, 6
 MNIST_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",

@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from robdistill import stages
-from robdistill.recipes import load_recipe
-from robdistill.stages import distill_student, distillation_loss
-from robdistill.training import OPTIMIZERS, SCHEDULES
+from robdistill.experiments import stages
+from robdistill.config.recipes import load_recipe
+from robdistill.experiments.stages import distill_student, distillation_loss
+from robdistill.train.loop import OPTIMIZERS, SCHEDULES
 
 
 def test_distillation_loss_matches_formula() -> None:
@@ -67,7 +67,7 @@ def test_student_sees_clean_training_inputs_only(digits_teacher, monkeypatch) ->
 
 
 def test_nonmax_shuffle_is_fresh_each_epoch() -> None:
-    from robdistill.perturbations import PERTURBATIONS
+    from robdistill.train.perturbations import PERTURBATIONS
 
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(64, 10, generator=torch.Generator().manual_seed(1))

@@ -14,12 +14,14 @@ import mlflow
 import pytest
 import torch
 
-from robdistill import distributed, evaluation
-from robdistill.checkpoints import load_checkpoint
-from robdistill.data import load_dataset
-from robdistill.models import build_model
-from robdistill.recipes import load_recipe
-from robdistill.training import TrainingState
+from robdistill.core import distributed
+
+from robdistill.eval import runner as evaluation
+from robdistill.models.checkpoints import load_checkpoint
+from robdistill.data.datasets import load_dataset
+from robdistill.models.zoo import build_model
+from robdistill.config.recipes import load_recipe
+from robdistill.train.loop import TrainingState
 
 DETERMINISTIC_SUITE = """description = "deterministic suite: exact equality between sharded and whole evaluation"
 n_eval = 120
@@ -179,8 +181,8 @@ def test_split_evaluation_merges_to_the_whole_one(digits_teacher, workdir: Path)
     same per-sample flags and table as one evaluation of the whole test set."""
     from click.testing import CliRunner
 
-    from robdistill.cli import main
-    from robdistill.pipeline import merged_evaluation
+    from robdistill.cli.main import main
+    from robdistill.experiments.pipeline import merged_evaluation
 
     _, _, teacher = digits_teacher
     (workdir / "det.toml").write_text(DETERMINISTIC_SUITE)
@@ -216,8 +218,8 @@ def test_split_evaluation_merges_to_the_whole_one(digits_teacher, workdir: Path)
 
 
 def test_a_state_written_by_another_job_size_is_refused(tmp_path: Path) -> None:
-    from robdistill.errors import UserError
-    from robdistill.training import _check_same_resume_point
+    from robdistill.core.errors import UserError
+    from robdistill.train.loop import _check_same_resume_point
 
     _check_same_resume_point(None, distributed.DistContext())
     _check_same_resume_point({"epoch": 2}, distributed.DistContext())  # an older single-process file
@@ -227,7 +229,7 @@ def test_a_state_written_by_another_job_size_is_refused(tmp_path: Path) -> None:
 
 def test_empty_rows_are_attacked_as_nothing() -> None:
     """A rank or shard can own no rows (more processes than images): every attack returns empty flags."""
-    from robdistill.attacks import build_attack
+    from robdistill.attacks.base import build_attack
 
     model = _tiny_model()
     x, y = torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long)
@@ -241,7 +243,7 @@ def test_empty_rows_are_attacked_as_nothing() -> None:
 def test_more_shards_than_images_is_a_one_line_error(digits_teacher, workdir: Path) -> None:
     from click.testing import CliRunner
 
-    from robdistill.cli import main
+    from robdistill.cli.main import main
 
     _, _, teacher = digits_teacher
     out = CliRunner().invoke(main, ["evaluate", str(teacher.path), "--suite", "smoke", "--n-eval", "3",

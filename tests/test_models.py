@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from robdistill.errors import UserError
-from robdistill.models import MODELS, Classifier, build_model, model_names
+from robdistill.core.errors import UserError
+from robdistill.models.zoo import MODELS, Classifier, build_model, model_names
 
 NUM_CLASSES = 10
 MNIST_STATS = ((0.1307,), (0.3081,))

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from robdistill.models import Classifier
-from robdistill.objectives import OBJECTIVES, TrainContext
+from robdistill.models.zoo import Classifier
+from robdistill.train.objectives import OBJECTIVES, TrainContext
 
 # logits = W x with W = [[1, 0], [0, 1], [-1, -1]]: easy to evaluate by hand
 W = [[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]
@@ -124,7 +124,7 @@ def test_guided_dropout_by_hand(tiny) -> None:
     model, x, y = tiny
     features = torch.tensor(X + X_ADV, requires_grad=True)
     ctx = FixedAdversary(pairing_weight=0.5)
-    from robdistill.objectives import _logit_pairing_loss
+    from robdistill.train.objectives import _logit_pairing_loss
 
     loss, _ = _logit_pairing_loss(model.head(features), y, "alp", ctx)
     grad, = torch.autograd.grad(loss, features)

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robdistill.models import Classifier, build_model
-from robdistill.objectives import OBJECTIVES, TrainContext, guided_dropout_mask, trades_kl
+from robdistill.models.zoo import Classifier, build_model
+from robdistill.train.objectives import OBJECTIVES, TrainContext, guided_dropout_mask, trades_kl
 
 
 class FixedAdversary(TrainContext):

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from robdistill.errors import UserError
-from robdistill.perturbations import PERTURBATIONS, nonmax_positions, perturbation_names
+from robdistill.core.errors import UserError
+from robdistill.train.perturbations import PERTURBATIONS, nonmax_positions, perturbation_names
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -9,7 +9,7 @@ import mlflow
 import pytest
 from click.testing import CliRunner
 
-from robdistill.cli import main
+from robdistill.cli.main import main
 
 TEACHERS = ["standard", "at", "alp", "aalp"]
 PERTURBS = ["keep", "nonmax-shuffle", "nonmax-flatten"]
@@ -86,7 +86,7 @@ def test_run_layout_in_mlflow(workdir: Path) -> None:
 
 @pytest.mark.slow
 def test_failure_marks_runs_failed_and_interrupt_marks_killed(workdir: Path, monkeypatch) -> None:
-    import robdistill.pipeline as pipeline
+    import robdistill.experiments.pipeline as pipeline
 
     def explode(*args, **kwargs):
         raise RuntimeError("boom")

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from robdistill.errors import UserError
-from robdistill.recipes import (StudentRecipe, SuiteRecipe, TeacherRecipe, available, fingerprint,
+from robdistill.core.errors import UserError
+from robdistill.config.recipes import (StudentRecipe, SuiteRecipe, TeacherRecipe, available, fingerprint,
                                 load_recipe, parse_override)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,7 +23,7 @@ def test_every_shipped_recipe_loads(kind: str) -> None:
 
 
 def test_every_objective_has_a_recipe() -> None:
-    from robdistill.objectives import OBJECTIVES
+    from robdistill.train.objectives import OBJECTIVES
 
     teachers = available("teacher")
     assert set(OBJECTIVES.names()) == {"standard", "at", "mpgd", "alp", "clp", "lsq", "aalp-gd", "aalp-sw",
@@ -119,7 +119,7 @@ def test_fingerprint_is_stable_and_sensitive() -> None:
 
 
 def test_train_subset_takes_the_first_examples_of_the_shuffled_split() -> None:
-    from robdistill.data import Split
+    from robdistill.data.datasets import Split
 
     train = Split(torch.arange(10.0)[:, None], torch.arange(10))
     assert load_recipe("teacher", "at").training_split(train) is train  # 0 = all

@@ -11,11 +11,11 @@ import pytest
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from robdistill.cli import main
-from robdistill.errors import UserError
-from robdistill.objectives import OBJECTIVES, LossOutput
-from robdistill.regress import FORMAT, GateRow, load_baseline, prediction_tolerance
-from robdistill.stats import wilson
+from robdistill.cli.main import main
+from robdistill.core.errors import UserError
+from robdistill.train.objectives import OBJECTIVES, LossOutput
+from robdistill.experiments.regress import FORMAT, GateRow, load_baseline, prediction_tolerance
+from robdistill.core.stats import wilson
 
 
 def test_prediction_tolerance_by_hand() -> None:
@@ -104,8 +104,8 @@ def test_gate_passes_on_the_baseline_code_and_fails_on_a_broken_objective(workdi
 def test_add_seeds_measures_only_the_new_seeds_and_refits(monkeypatch, tmp_path: Path) -> None:
     """--add-seeds: the stored values stay, the new seeds' values are appended, the tolerances
     are refitted over all seeds, and the fingerprint covers the new seed list."""
-    from robdistill import regress
-    from robdistill.stages import Settings
+    from robdistill.experiments import regress
+    from robdistill.experiments.stages import Settings
 
     fake = {1: 0.80, 2: 0.84, 3: 0.82, 4: 0.78}
     measured: list[int] = []

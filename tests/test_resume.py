@@ -13,14 +13,14 @@ import mlflow
 import pytest
 import torch
 
-from robdistill.checkpoints import load_checkpoint
-from robdistill.data import load_dataset
-from robdistill.errors import UserError
-from robdistill.models import build_model
-from robdistill.recipes import load_recipe
-from robdistill.training import TrainingState, fit
-from robdistill.objectives import OBJECTIVES, TrainContext
-from robdistill.modes import private_generator
+from robdistill.models.checkpoints import load_checkpoint
+from robdistill.data.datasets import load_dataset
+from robdistill.core.errors import UserError
+from robdistill.models.zoo import build_model
+from robdistill.config.recipes import load_recipe
+from robdistill.train.loop import TrainingState, fit
+from robdistill.train.objectives import OBJECTIVES, TrainContext
+from robdistill.core.modes import private_generator
 
 
 class Interrupt(Exception):

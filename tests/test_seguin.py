@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from robdistill.seguin import plot_confidence_difference_grid, spearman, teacher_claims
+from robdistill.analysis.seguin import plot_confidence_difference_grid, spearman, teacher_claims
 
 
 def test_claim1_differences_and_reading_by_hand() -> None:

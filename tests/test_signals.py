@@ -14,13 +14,13 @@ import mlflow
 import pytest
 from click.testing import CliRunner
 
-from robdistill.cli import main
+from robdistill.cli.main import main
 
 
 def test_sigterm_in_process_is_an_interrupt_with_exit_143(workdir: Path, monkeypatch) -> None:
     """The handler FriendlyGroup installs: SIGTERM raises an interrupt, the message names SIGTERM and
     --resume, and the previous handler is back afterwards."""
-    import robdistill.pipeline as pipeline
+    import robdistill.experiments.pipeline as pipeline
 
     def terminated(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)

@@ -12,11 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from robdistill.attacks import build_attack
-from robdistill.data import Split
-from robdistill.errors import UserError
-from robdistill.evaluation import EvaluationResult, evaluate, result_from_json, square_gap_checks
-from robdistill.recipes import SuiteRecipe
+from robdistill.attacks.base import build_attack
+from robdistill.data.datasets import Split
+from robdistill.core.errors import UserError
+from robdistill.eval.runner import EvaluationResult, evaluate, result_from_json, square_gap_checks
+from robdistill.config.recipes import SuiteRecipe
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from robdistill.stats import seed_summary
+from robdistill.core.stats import seed_summary
 
 
 def test_seed_summary_known_values() -> None:
@@ -30,7 +30,7 @@ def test_seed_summary_degenerate_cases() -> None:
 
 
 def test_mcnemar_exact() -> None:
-    from robdistill.stats import mcnemar_exact
+    from robdistill.core.stats import mcnemar_exact
 
     # 8 pairs where only a is right, 2 where only b is: two-sided binomial p = 2 * P(X >= 8 | 10, 1/2)
     a = [1] * 8 + [0] * 2 + [1] * 5 + [0] * 3
@@ -44,7 +44,7 @@ def test_mcnemar_exact() -> None:
 
 def test_direction_never_comes_from_zero_variance() -> None:
     """Issue "Trust" item 7: two seeds each +1 sample is no evidence of a direction."""
-    from robdistill.stats import direction
+    from robdistill.core.stats import direction
 
     assert direction(seed_summary([1 / 359, 1 / 359])).startswith("inconclusive (no spread, sign test p = 0.5")
     assert direction(seed_summary([9 / 1000 - 8 / 1000, 1 / 1000 - 0 / 1000])).startswith("inconclusive")

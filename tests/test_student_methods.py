@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robdistill.errors import UserError
-from robdistill.recipes import load_recipe
-from robdistill.stages import distill_student
-from robdistill.student_methods import STUDENT_METHODS, AttackContext
+from robdistill.core.errors import UserError
+from robdistill.config.recipes import load_recipe
+from robdistill.experiments.stages import distill_student
+from robdistill.train.distillation import STUDENT_METHODS, AttackContext
 
 
 def kl(teacher_logits, student_logits, t=1.0):
@@ -45,7 +45,7 @@ def test_the_student_attack_stays_in_the_ball_and_raises_its_loss(name: str, mon
     """ARD's attack ascends CE(z_s(x'), y); RSLAD's ascends KL(p_t(x) || p_s(x'))."""
     student, x, y, zt, ctx = _setup(0.1)
     seen = []
-    from robdistill import student_methods
+    from robdistill.train import distillation as student_methods
 
     real = student_methods.pgd_perturb
 

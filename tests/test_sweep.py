@@ -8,9 +8,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from robdistill.cli import main
-from robdistill.evaluation import EvaluationResult
-from robdistill.sweep import TEACHER_ROW, Cell, paired_rows, summary_rows
+from robdistill.cli.main import main
+from robdistill.eval.runner import EvaluationResult
+from robdistill.experiments.sweep import TEACHER_ROW, Cell, paired_rows, summary_rows
 
 
 def result(clean: list[int], pgd: list[int]) -> EvaluationResult:
@@ -144,7 +144,7 @@ def test_sweep_bad_input_is_one_line_and_starts_nothing(workdir: Path, args: lis
 
 
 def test_shards_partition_the_teacher_groups() -> None:
-    from robdistill.sweep import parse_shard, shard_groups
+    from robdistill.experiments.sweep import parse_shard, shard_groups
 
     groups = [shard_groups([0, 1], ["standard", "at", "alp"], (i, 4)) for i in range(1, 5)]
     flat = [g for part in groups for g in part]
@@ -157,7 +157,7 @@ def test_shards_partition_the_teacher_groups() -> None:
 
 
 def test_results_round_trip_through_json() -> None:
-    from robdistill.evaluation import result_from_json
+    from robdistill.eval.runner import result_from_json
 
     r = result([1, 1, 0, 1], [1, 0, 0, 1])
     back = result_from_json(r.to_json())
@@ -219,7 +219,7 @@ def test_shards_on_one_store_merge_into_the_full_grid(workdir: Path) -> None:
 
 
 def test_claims_of_stored_sweeps_name_teachers_without_logits() -> None:
-    from robdistill.sweep import StoredSweeps
+    from robdistill.experiments.sweep import StoredSweeps
 
     z = torch.tensor([[3.0, 0.0], [0.0, 1.0], [2.0, 1.0]])
     cells = [Cell(t, "keep", s, result([1, 1, 1], [1, 0, 0]), "r") for t in ("at", "standard") for s in (0, 1)]
@@ -233,8 +233,8 @@ def test_claims_of_stored_sweeps_name_teachers_without_logits() -> None:
 def test_sweeps_measured_differently_do_not_merge() -> None:
     from types import SimpleNamespace
 
-    from robdistill.errors import UserError
-    from robdistill.sweep import check_mergeable
+    from robdistill.core.errors import UserError
+    from robdistill.experiments.sweep import check_mergeable
 
     def parent(**params: str):
         base = {"dataset": "digits", "student": "default", "suite": "fast", "eps": "null", "n_eval": "null",

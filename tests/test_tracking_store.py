@@ -15,8 +15,8 @@ import mlflow
 import pytest
 from click.testing import CliRunner
 
-from robdistill.cli import main
-from robdistill.compare import filter_string, ui_command
+from robdistill.cli.main import main
+from robdistill.tracking.search import filter_string, ui_command
 
 TINY = ["--set", "teacher.epochs=1", "--set", "student.epochs=1", "--suite", "smoke", "--n-eval", "16", "--quiet"]
 ROBDISTILL = [sys.executable, "-m", "robdistill.cli"]
@@ -210,7 +210,7 @@ def test_sigterm_stops_the_ui_and_its_workers(tmp_path: Path) -> None:
 
 def test_experiments_are_tagged_as_model_training(workdir: Path) -> None:
     """MLflow 3's UI opens an experiment without a kind in its GenAI view; ours are model training."""
-    from robdistill import tracking
+    from robdistill.tracking import store as tracking
 
     uri = os.environ["MLFLOW_TRACKING_URI"]
     client = mlflow.MlflowClient(uri)
@@ -229,7 +229,7 @@ def test_experiments_are_tagged_as_model_training(workdir: Path) -> None:
 
 def test_experiment_kind_is_the_one_the_installed_ui_knows() -> None:
     """The tag key and value appear in the installed MLflow UI bundle (guards an MLflow upgrade)."""
-    from robdistill.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
+    from robdistill.tracking.store import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
 
     bundles = list((Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js").glob("main.*.js"))
     if not bundles:

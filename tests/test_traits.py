@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from robdistill.data import Split, load_dataset
-from robdistill.models import build_model
-from robdistill.traits import (CORRUPTIONS, corruption_accuracy, filter_total_variation, first_conv, traits)
-from robdistill.training import accuracy
+from robdistill.data.datasets import Split, load_dataset
+from robdistill.models.zoo import build_model
+from robdistill.analysis.traits import (CORRUPTIONS, corruption_accuracy, filter_total_variation, first_conv, traits)
+from robdistill.train.loop import accuracy
 
 
 @pytest.mark.parametrize("name", CORRUPTIONS.names())

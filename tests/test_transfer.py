@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from robdistill.attacks import ATTACKS, build_attack
-from robdistill.checkpoints import save_checkpoint
-from robdistill.data import Split
-from robdistill.errors import UserError
-from robdistill.evaluation import evaluate
-from robdistill.recipes import SuiteRecipe
+from robdistill.attacks.base import ATTACKS, build_attack
+from robdistill.models.checkpoints import save_checkpoint
+from robdistill.data.datasets import Split
+from robdistill.core.errors import UserError
+from robdistill.eval.runner import evaluate
+from robdistill.config.recipes import SuiteRecipe
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robdistill.attacks import ATTACKS, Attack, AttackOutput, build_attack, project_linf
-from robdistill.data import DATASETS, Split, load_dataset
-from robdistill.errors import UserError
-from robdistill.evaluation import evaluate, suite_attacks
-from robdistill.recipes import SuiteRecipe, load_recipe
+from robdistill.attacks.base import ATTACKS, Attack, AttackOutput, build_attack, project_linf
+from robdistill.data.datasets import DATASETS, Split, load_dataset
+from robdistill.core.errors import UserError
+from robdistill.eval.runner import evaluate, suite_attacks
+from robdistill.config.recipes import SuiteRecipe, load_recipe
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -160,7 +160,7 @@ def test_zero_eps_probe_of_transfer(quick_cnn, batch) -> None:
 def test_zero_eps_probe_of_a_loaded_surrogate_moves_it_like_the_attack(quick_cnn, tmp_path) -> None:
     """A surrogate loaded from a checkpoint follows the inputs' device in the probe too (on --resume
     the probe can run before the attack itself)."""
-    from robdistill.checkpoints import save_checkpoint
+    from robdistill.models.checkpoints import save_checkpoint
 
     path = save_checkpoint(tmp_path / "s.pt", quick_cnn(1), kind="teacher", model_name="small-cnn",
                            dataset="digits", recipe={}, seed=1)
@@ -179,14 +179,14 @@ def test_an_attack_that_cannot_cross_its_ball_fails_a_check(quick_cnn, batch) ->
     assert not checks["pgd: steps x step_size >= eps"].passed
     assert checks["cw: steps x step_size >= eps"].passed
     with pytest.warns(UserWarning, match="reach only 0.1 of the eps 0.3"):
-        from robdistill.evaluation import reach_warning
+        from robdistill.eval.runner import reach_warning
 
         reach_warning("teacher at: training PGD", 10, 0.01, 0.3)
 
 
 def test_non_finite_teacher_logits_name_the_teacher(digits) -> None:
-    from robdistill.perturbations import PERTURBATIONS
-    from robdistill.stages import TeacherTargets
+    from robdistill.train.perturbations import PERTURBATIONS
+    from robdistill.experiments.stages import TeacherTargets
 
     with pytest.raises(UserError, match="teacher 'broken' gives non-finite logits"):
         TeacherTargets(_NaNModel(), digits.train, load_recipe("student", "default"), PERTURBATIONS.get("keep"), 0,
@@ -196,7 +196,7 @@ def test_non_finite_teacher_logits_name_the_teacher(digits) -> None:
 # ------------------------------------------------------------------ 3. independent random streams
 
 def test_stream_seeds_never_collide_across_seeds_stages_purposes_and_ranks() -> None:
-    from robdistill.streams import PURPOSES, STAGES, stream_seed
+    from robdistill.core.streams import PURPOSES, STAGES, stream_seed
 
     seen = {}
     for seed, stage, purpose, rank in itertools.product(range(40), STAGES, PURPOSES, range(4)):
@@ -207,7 +207,7 @@ def test_stream_seeds_never_collide_across_seeds_stages_purposes_and_ranks() -> 
 
 
 def test_negative_seed_is_a_user_error() -> None:
-    from robdistill.streams import stream_seed
+    from robdistill.core.streams import stream_seed
 
     with pytest.raises(UserError, match="--seed"):
         stream_seed(-1, "teacher", "init")
@@ -219,8 +219,8 @@ def test_student_starts_independently_of_its_teacher(workdir, monkeypatch) -> No
     its teacher's (before the fix they were identical), and are reproducible."""
     import mlflow
 
-    from robdistill import stages
-    from robdistill.stages import Settings, distill_student, obtain_teacher
+    from robdistill.experiments import stages
+    from robdistill.experiments.stages import Settings, distill_student, obtain_teacher
 
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     mlflow.set_experiment("robdistill")
@@ -258,7 +258,7 @@ def test_student_starts_independently_of_its_teacher(workdir, monkeypatch) -> No
 # ------------------------------------------------------------------ 4. dataset step sizes
 
 def test_teacher_training_uses_the_dataset_step_size() -> None:
-    from robdistill.stages import resolved_teacher, teacher_step_size
+    from robdistill.experiments.stages import resolved_teacher, teacher_step_size
 
     at = load_recipe("teacher", "at")
     assert teacher_step_size(at, DATASETS.get("fashion-mnist")) == pytest.approx(0.01)
@@ -273,7 +273,7 @@ def test_teacher_training_uses_the_dataset_step_size() -> None:
 
 
 def test_suites_use_the_dataset_step_size_unless_they_set_one() -> None:
-    from robdistill.stages import dataset_step_ratio
+    from robdistill.experiments.stages import dataset_step_ratio
 
     suite = load_recipe("suite", "paper")
     ratio = dataset_step_ratio("mnist")
@@ -288,7 +288,7 @@ def test_suites_use_the_dataset_step_size_unless_they_set_one() -> None:
 def test_list_says_which_step_size_applies() -> None:
     from click.testing import CliRunner
 
-    from robdistill.cli import main
+    from robdistill.cli.main import main
 
     datasets = CliRunner().invoke(main, ["list", "datasets"]).output
     assert "attack step 0.01" in datasets and "attack step 0.025" in datasets
@@ -317,8 +317,8 @@ def test_non_finite_logits_stop_the_evaluation_naming_the_model(batch) -> None:
 
 
 def test_non_finite_training_loss_stops_training_naming_epoch_and_batch(digits) -> None:
-    from robdistill.objectives import LossOutput
-    from robdistill.training import fit
+    from robdistill.train.objectives import LossOutput
+    from robdistill.train.loop import fit
 
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     recipe = load_recipe("teacher", "standard", ["epochs=2", "batch_size=256"])
@@ -380,8 +380,8 @@ def test_autoattack_without_dlr_runs_on_two_classes(batch) -> None:
 def test_epochs_and_attacks_print_a_line_each_when_no_bar_is_drawn(digits, quick_cnn, batch, capsys) -> None:
     """Under nohup / tee / a scheduler stderr is no terminal and tqdm draws nothing: each epoch and
     each attack still says it finished, with the elapsed time and an estimate of what is left."""
-    from robdistill.objectives import LossOutput
-    from robdistill.training import fit
+    from robdistill.train.objectives import LossOutput
+    from robdistill.train.loop import fit
 
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     recipe = load_recipe("teacher", "standard", ["epochs=3", "batch_size=512"])

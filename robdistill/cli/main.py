@@ -1,0 +1,593 @@
+"""The ``robdistill`` command line (click). Bad input ends in one line on stderr that says how
+to fix it, exit status 2, no traceback."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import click
+
+from robdistill.core.errors import UserError
+
+EPILOG = "Runs are logged to MLflow (default sqlite:///mlflow.db); see README.md."
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler's preemption, torchrun's agent) taken like Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    """Raise :class:`Terminated` once; a second SIGTERM during the cleanup is ignored (SIGKILL is
+    the hard stop) so the MLflow runs still end KILLED."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While the command runs, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main
+    thread; the previous handler comes back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def resume_hint(group: click.Group, ctx: click.Context) -> str:
+    """``; run the same command with --resume to continue`` for commands that can resume, else ''."""
+    command = group.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
+    if command is None or not any(p.name == "resume" for p in command.params):
+        return ""
+    return "; run the same command with --resume to continue from the last saved state"
+
+
+class FriendlyGroup(click.Group):
+    """Turns :class:`UserError` into ``error: <message>`` and exit 2; Ctrl-C into exit 130 and
+    SIGTERM into exit 143, both with the MLflow runs marked KILLED (never left RUNNING)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            with sigterm_as_interrupt():
+                return super().invoke(ctx)
+        except UserError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, Terminated)
+            if os.environ.get("RANK", "0") == "0":  # under torchrun one line, from rank 0
+                cause = "terminated (SIGTERM)" if terminated else "interrupted"
+                hint = resume_hint(self, ctx)  # the commands that can resume are the ones with runs
+                click.echo(f"{cause}: the MLflow run was marked KILLED{hint}" if hint else cause, err=True)
+            sys.exit(128 + int(signal.SIGTERM) if terminated else 130)
+
+
+def common_options(func: Callable) -> Callable:
+    options = [
+        click.option("--dataset", default="digits", show_default=True,
+                     help="Dataset name (see `robdistill list datasets`)."),
+        click.option("--seed", default=0, show_default=True, type=int, help="Seeds independent streams (init, batch order, training attacks, perturbations) for teacher and student."),
+        click.option("--data-root", type=click.Path(path_type=Path), default=None,
+                     help="Where torchvision-format datasets live [default: $ROBDISTILL_DATA or ~/.cache/robdistill/data]."),
+        click.option("--download", is_flag=True, help="Download a missing dataset (needs internet)."),
+        click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 ... or auto."),
+        click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
+                     help="MLflow store or server [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db]."),
+        click.option("--experiment", default="robdistill", show_default=True, help="MLflow experiment name."),
+        click.option("--cache-dir", type=click.Path(path_type=Path), envvar="ROBDISTILL_CACHE",
+                     default=Path(".robdistill"), show_default=True,
+                     help="Trained teachers (reused across runs) and student checkpoints."),
+        click.option("--quiet", is_flag=True, help="No progress bars."),
+        click.option("--no-registry", is_flag=True,
+                     help="Neither reuse teachers from the tracking store's model registry nor register new ones."),
+        click.option("--resume", is_flag=True,
+                     help="Continue an interrupted teacher training / distillation from its last epoch, "
+                          "or an evaluation from its last attack / AutoAttack chunk (state in "
+                          "--cache-dir/state), in the same MLflow run."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def overrides_option(help_text: str) -> Callable:
+    return click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=help_text)
+
+
+def eval_options(func: Callable) -> Callable:
+    func = click.option("--n-eval", type=int, default=None,
+                        help="Evaluate the first N test images (0 = all) [default: the suite's n_eval].")(func)
+    func = click.option("--eps", type=float, default=None,
+                        help="L-inf radius in [0, 1] [default: the suite's, else the dataset's].")(func)
+    func = click.option("--suite", default=None,
+                        help="Attack suite name or .toml path [default: fast on digits, paper elsewhere].")(func)
+    return func
+
+
+def make_settings(kw: dict[str, Any]):
+    from robdistill.experiments.stages import Settings
+
+    device = kw.pop("device")
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        import torch
+
+        try:
+            if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+                raise UserError("--device cuda asked for, but no CUDA GPU is available; use --device cpu")
+        except RuntimeError:
+            raise UserError(f"unknown --device '{device}'; use cpu, cuda, cuda:N or auto") from None
+    cache_dir = check_cache_dir(kw.pop("cache_dir"))
+    device = _join_torchrun(device)
+    return Settings(dataset=kw.pop("dataset"), data_root=kw.pop("data_root"), download=kw.pop("download"),
+                    seed=kw.pop("seed"), device=device, tracking_uri=kw.pop("tracking_uri"),
+                    experiment=kw.pop("experiment"), cache_dir=cache_dir, progress=not kw.pop("quiet"),
+                    resume=kw.pop("resume", False), use_registry=not kw.pop("no_registry", False))
+
+
+def check_cache_dir(path: Path) -> Path:
+    """``--cache-dir`` must be a directory or a path that can become one: no file on the way."""
+    for part in (path, *path.parents):
+        if part.exists() or part.is_symlink():
+            if not part.is_dir():
+                where = "" if part == path else f" (its parent {part} is not)"
+                raise UserError(f"--cache-dir {path} is not a directory{where}; pass a directory path "
+                                f"(or set $ROBDISTILL_CACHE to one)")
+            break
+    return path
+
+
+def _join_torchrun(device: str) -> str:
+    """Under ``torchrun``: join the process group, and let only rank 0 print results (the other
+    ranks keep stderr for errors). Returns the rank's device."""
+    import atexit
+    import os
+
+    from robdistill.core import distributed
+
+    ctx, device = distributed.init_from_env(device)
+    if ctx.active:
+        atexit.register(distributed.shutdown)
+        if not ctx.is_main:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    return device
+
+
+def ui_hint(tracking_uri: str) -> str:
+    """How to look at the runs: a server is its own UI; a local store needs `mlflow ui`."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open the UI:  {tracking_uri}"
+    return f"open the UI:  mlflow ui --backend-store-uri {tracking_uri}   -> http://127.0.0.1:5000"
+
+
+def merge_hint(command: str, name: str, tracking_uri: str, experiment: str) -> str:
+    """The command that merges the shards of a split sweep or evaluation, with the store to read."""
+    from robdistill.tracking.store import DEFAULT_EXPERIMENT
+
+    where = f" --tracking-uri {tracking_uri}" + (f" --experiment {experiment}" if experiment != DEFAULT_EXPERIMENT else "")
+    return f"  robdistill {command} {name}{where}"
+
+
+def print_outcome(outcome, heading: str) -> None:
+    from robdistill.eval.tables import consistency_table, failed_checks
+
+    if outcome.results:
+        click.echo(f"\n{heading} (accuracy %, 95% Wilson interval)")
+        click.echo(outcome.table)
+        failures = failed_checks(outcome.results)
+        click.echo("\nsanity checks: " + ("all passed" if not failures else "FAILED\n  " + "\n  ".join(failures)))
+        for name, result in outcome.results.items():
+            for key, messages in result.warnings.items():
+                for message in messages:
+                    click.echo(f"warning ({name}, {key}): {message}")
+    if outcome.analyses:
+        click.echo("\nconsistent (clean and PGD-20 correct) / inconsistent (clean correct, PGD-20 wrong) sets,"
+                   " AALP Sec. 2.2")
+        click.echo(consistency_table(outcome.analyses))
+    for role, path in outcome.checkpoints.items():
+        source = "the model registry" if outcome.teacher_source == "registry" else "cache"
+        reused = f" (reused from {source})" if role == "teacher" and outcome.teacher_reused else ""
+        click.echo(f"{role} checkpoint: {path}{reused}")
+    click.echo(f"MLflow run: {outcome.run_id}  (store: {outcome.tracking_uri})")
+    click.echo(ui_hint(outcome.tracking_uri))
+
+
+@click.group(cls=FriendlyGroup, epilog=EPILOG)
+@click.version_option(package_name="robdistill")
+def main() -> None:
+    """How much adversarial robustness does a student inherit when it is distilled, on clean
+    inputs only, from an adversarially trained teacher -- and which parts of the teacher's logits
+    carry it?
+
+    \b
+    Quick start (embedded digits dataset, a few minutes on a laptop CPU):
+      robdistill run --teacher alp --perturb nonmax-shuffle
+      robdistill list
+
+    \b
+    Several processes or GPUs (DistributedDataParallel; only rank 0 logs):
+      torchrun --nproc-per-node 2 -m robdistill.cli run --teacher at --perturb keep
+    """
+
+
+@main.command()
+@click.option("--teacher", required=True, help="Teacher recipe: standard, at, alp, aalp ... or a .toml path.")
+@click.option("--perturb", default="keep", show_default=True,
+              help="What to do to the teacher's logits: keep, nonmax-shuffle, nonmax-flatten; extras "
+                   "onehot, confidence-swap, nonmax-flatten-mean (`robdistill list perturbations`).")
+@click.option("--student", default="default", show_default=True, help="Student recipe name or .toml path.")
+@eval_options
+@click.option("--skip-teacher-eval", is_flag=True, help="Attack only the student.")
+@overrides_option("Override a recipe field: teacher.epochs=5, student.temperature=2, suite.n_eval=100 (repeatable).")
+@common_options
+def run(teacher, perturb, student, suite, eps, n_eval, skip_teacher_eval, overrides, **kw) -> None:
+    """Train (or reuse) a teacher, distill a student on clean inputs, attack both.
+
+    \b
+    Examples:
+      robdistill run --teacher alp --perturb nonmax-shuffle
+      robdistill run --teacher at --perturb nonmax-flatten --set student.temperature=2
+      robdistill run --teacher aalp --dataset fashion-mnist --set teacher.epochs=5
+    """
+    from robdistill.experiments.pipeline import run_experiment
+
+    outcome = run_experiment(make_settings(kw), teacher=teacher, perturb=perturb, student=student,
+                             suite=suite, eps=eps, n_eval=n_eval, overrides=overrides,
+                             evaluate_teacher=not skip_teacher_eval)
+    print_outcome(outcome, "results")
+
+
+@main.command()
+@click.option("--teachers", default="standard,at,alp,aalp", show_default=True, help="Comma-separated teacher recipes.")
+@click.option("--perturbs", default="keep,nonmax-shuffle,nonmax-flatten", show_default=True,
+              help="Comma-separated perturbations (`robdistill list perturbations`).")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds.")
+@click.option("--student", default="default", show_default=True, help="Student recipe name or .toml path.")
+@eval_options
+@click.option("--skip-teacher-eval", is_flag=True, help="Attack only the students.")
+@click.option("--out", "outputs", multiple=True, type=click.Path(path_type=Path),
+              help="Also write the summary table to FILE.csv or FILE.md (repeatable); the paired table "
+                   "goes beside it as FILE-paired.csv / .md.")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Run only shard I of N (each (seed, teacher) group on exactly one shard), e.g. on N machines "
+                   "sharing one tracking server; merge with `robdistill sweep-report`.")
+@overrides_option("Override a recipe field for every cell: teacher.epochs=5, student.temperature=2 (repeatable).")
+@common_options
+def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_eval, outputs, shard, overrides,
+          **kw) -> None:
+    """The teacher x perturbation x seed grid under one MLflow parent run, each teacher trained once
+    per seed; prints accuracy per cell (mean and 95% interval over seeds) and each perturbation
+    paired against keep (Seguin et al. claim 3).
+
+    \b
+    Examples:
+      robdistill sweep
+      robdistill sweep --teachers at,alp --perturbs keep,nonmax-shuffle --seeds 0,1 --out grid.md
+      robdistill sweep --dataset fashion-mnist --set teacher.epochs=5 --n-eval 500
+    """
+    from robdistill.experiments.pipeline import check_eps
+    from robdistill.eval.tables import check_table_path
+    from robdistill.experiments.sweep import parse_list, parse_seeds, parse_shard, run_sweep
+
+    for path in outputs:
+        check_table_path(path)
+    check_eps(eps)
+    shard_spec = parse_shard(shard)
+    settings = make_settings(kw)
+    outcome = run_sweep(settings, teachers=parse_list(teachers, "teachers"), perturbs=parse_list(perturbs, "perturbs"),
+                        seeds=parse_seeds(seeds), student=student, suite=suite, eps=eps, n_eval=n_eval,
+                        overrides=overrides, evaluate_teachers=not skip_teacher_eval, shard=shard_spec,
+                        on_cell=lambda i, n, text: click.echo(f"[{i}/{n}] {text}", err=True))
+    print_sweep_tables(outcome.cells, outcome.claims, outputs)
+    if shard_spec:
+        click.echo(f"\nthis was shard {shard}; once every shard has finished, merge them with:\n"
+                   + merge_hint("sweep-report", outcome.name, outcome.tracking_uri, settings.experiment))
+    click.echo(f"\nMLflow sweep run: {outcome.run_id}  (sweep name {outcome.name}, store: {outcome.tracking_uri})")
+    click.echo(ui_hint(outcome.tracking_uri))
+
+
+def print_sweep_tables(cells, claims, outputs) -> None:
+    from robdistill.eval.tables import format_table, write_table
+    from robdistill.experiments.sweep import paired_rows, summary_rows
+
+    summary, paired = summary_rows(cells), paired_rows(cells)
+    click.echo("\nsweep summary (accuracy %; mean ± std over seeds [95% t-interval], or [95% Wilson] for one seed)")
+    click.echo(format_table(*summary))
+    click.echo("\neach perturbation against keep, same teacher and seed (Seguin et al. claim 3)")
+    click.echo(format_table(*paired) if paired[1] else "(no keep cells to compare against)")
+    if claims is not None:
+        click.echo("\nteacher logits on the evaluated test images (Seguin et al. claim 1: AT lowers the mean "
+                   "max logit and gap); mean over seeds [95% t-interval]")
+        click.echo(format_table(claims.logits_header, claims.logits_rows))
+        click.echo("\nsample-wise confidence agreement (Seguin et al. claim 2: AT and standard teachers differ "
+                   "on which samples are confident)")
+        click.echo(format_table(claims.agreement_header, claims.agreement_rows))
+    from robdistill.core import distributed
+
+    for path in outputs if distributed.is_main() else []:  # under torchrun rank 0 writes
+        write_table(path, *summary)
+        write_table(path.with_name(f"{path.stem}-paired{path.suffix}"), *paired)
+        click.echo(f"wrote {path}")
+
+
+@main.command("evaluate-report")
+@click.argument("eval_name")
+@click.option("--experiment", default="robdistill", show_default=True, help="MLflow experiment to read.")
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
+              help="MLflow store or server [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].")
+def evaluate_report(eval_name, experiment, tracking_uri) -> None:
+    """Merge the shards of a split evaluation (`evaluate --shard i/n` on several machines sharing a
+    tracking server) from their per-sample flags: the table the whole evaluation would print."""
+    from robdistill.experiments.pipeline import merged_evaluation
+    from robdistill.eval.tables import failed_checks, results_table
+
+    results = merged_evaluation(tracking_uri, experiment, eval_name)
+    click.echo(f"{eval_name}: merged from its shards (accuracy %, 95% Wilson interval)")
+    click.echo(results_table(results))
+    failures = failed_checks(results)
+    click.echo("\nsanity checks: " + ("all passed" if not failures else "FAILED\n  " + "\n  ".join(failures)))
+
+
+@main.command("sweep-report")
+@click.argument("sweep_names", nargs=-1, required=True)
+@click.option("--experiment", default="robdistill", show_default=True, help="MLflow experiment to read.")
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
+              help="MLflow store or server [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].")
+@click.option("--out", "outputs", multiple=True, type=click.Path(path_type=Path),
+              help="Also write the summary to FILE.csv or FILE.md (and FILE-paired.*).")
+def sweep_report(sweep_names, experiment, tracking_uri, outputs) -> None:
+    """Merge a sweep's shards (run on several machines sharing a tracking server) from the store:
+    the same summary and paired tables as `sweep`, from every finished evaluation tagged SWEEP_NAME,
+    and Seguin et al.'s claims 1 and 2 from the teacher logits the shards logged.
+
+    Several names merge several sweeps that differ only in teachers, perturbations or seeds, e.g. a
+    grid run for seed 0 and extended later with seeds 1,2:
+
+      robdistill sweep-report sweep-1a2b3c4d5e6f sweep-6f5e4d3c2b1a --out study.md
+    """
+    from robdistill.eval.tables import check_table_path
+    from robdistill.experiments.sweep import load_sweeps
+
+    for path in outputs:
+        check_table_path(path)
+    stored = load_sweeps(tracking_uri, experiment, sweep_names)
+    print_sweep_tables(stored.cells, stored.claims(), outputs)
+    missing = stored.missing_logits()
+    if missing:
+        click.echo("\nnote: claims 1 and 2 leave out teachers whose logits no sweep logged (an older robdistill, "
+                   "or a shard stopped early): " + ", ".join(f"{t} seed {s}" for t, s in missing))
+
+
+@main.command("train-teacher")
+@click.option("--teacher", required=True, help="Teacher recipe name or .toml path.")
+@overrides_option("Override a recipe field, e.g. epochs=2 or objective=at (repeatable).")
+@common_options
+def train_teacher(teacher, overrides, **kw) -> None:
+    """Train a teacher (or find it in the cache) and save its checkpoint."""
+    from robdistill.experiments.pipeline import train_teacher_only
+
+    print_outcome(train_teacher_only(make_settings(kw), teacher, overrides), "teacher")
+
+
+@main.command()
+@click.option("--teacher", required=True, help="Teacher recipe name or .toml path (trained if not cached).")
+@click.option("--perturb", default="keep", show_default=True,
+              help="keep, nonmax-shuffle, nonmax-flatten, onehot, confidence-swap, nonmax-flatten-mean.")
+@click.option("--student", default="default", show_default=True, help="Student recipe name or .toml path.")
+@overrides_option("Override a recipe field: teacher.epochs=5 or student.epochs=3 (repeatable).")
+@common_options
+def distill(teacher, perturb, student, overrides, **kw) -> None:
+    """Distill a student from a teacher's (perturbed) logits on clean inputs only; no attacks."""
+    from robdistill.experiments.pipeline import distill_only
+
+    print_outcome(distill_only(make_settings(kw), teacher, perturb, student, overrides), "distillation")
+
+
+@main.command()
+@click.argument("checkpoints", nargs=-1, required=True, type=click.Path(path_type=Path))
+@eval_options
+@click.option("--eps-sweep", default=None, metavar="E1,E2,...",
+              help="Also run the suite at each of these radii: a table and accuracy-versus-eps curves.")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Attack only test rows I-1, I-1+N, ... (one machine's share of a large test set, "
+                   "all sharing one tracking server); merge with `robdistill evaluate-report`.")
+@overrides_option("Override a suite field, e.g. n_eval=100 or seed=3 (repeatable).")
+@common_options
+def evaluate(checkpoints, suite, eps, n_eval, eps_sweep, shard, overrides, **kw) -> None:
+    """Attack saved checkpoints (teacher or student .pt files) with an attack suite.
+
+    \b
+    Examples:
+      robdistill evaluate .robdistill/teachers/digits-at-s0-*.pt --suite full
+      robdistill evaluate student.pt --eps-sweep 0,0.05,0.1,0.15,0.2 --suite smoke
+      robdistill evaluate student.pt --suite full --shard 2/4 --tracking-uri http://server:5000
+    """
+    from robdistill.experiments.pipeline import evaluate_checkpoints
+    from robdistill.eval.tables import eps_table
+
+    eps_values = None
+    if eps_sweep is not None:
+        try:
+            eps_values = sorted({float(v) for v in eps_sweep.split(",") if v.strip()})
+        except ValueError:
+            raise UserError(f"--eps-sweep must be comma-separated numbers (e.g. 0,0.05,0.1); got '{eps_sweep}'") from None
+        if not eps_values:
+            raise UserError("--eps-sweep is empty; give comma-separated radii")
+        outside = [v for v in eps_values if not 0.0 <= v <= 1.0]
+        if outside:
+            raise UserError(f"--eps-sweep radii must lie in [0, 1] (images are in [0, 1]); got {outside[0]:g}")
+    from robdistill.experiments.sweep import parse_shard
+
+    shard_spec = parse_shard(shard)
+    settings = make_settings(kw)
+    outcome = evaluate_checkpoints(settings, list(checkpoints), suite, eps, n_eval, overrides, eps_values,
+                                   shard_spec)
+    print_outcome(outcome, "evaluation" if shard_spec is None else f"evaluation, shard {shard} of the test rows")
+    if shard_spec is not None:
+        name = outcome.eval_name
+        click.echo(f"\nthis was shard {shard}; once every shard has finished, merge them with:\n"
+                   + merge_hint("evaluate-report", name, outcome.tracking_uri, settings.experiment))
+    if outcome.eps_curves:
+        click.echo("\naccuracy versus eps (accuracy %, 95% Wilson interval; eps_curves.png in the run)")
+        click.echo(eps_table(outcome.eps_curves))
+
+
+@main.command()
+@click.option("--experiment", default="robdistill", show_default=True, help="MLflow experiment to read.")
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
+              help="MLflow store or server [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].")
+@click.option("--stage", default="run", show_default=True,
+              help="Which runs: run (one per `robdistill run` or sweep cell), evaluation, teacher, student, "
+                   "evaluate, sweep (parents only; list a sweep's cells with --sweep); 'any' for all.")
+@click.option("--sweep", default=None, help="Only the cells of this sweep (its parent run id).")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Filter on a tag, e.g. teacher=alp (repeatable).")
+@click.option("--limit", default=1000, show_default=True, type=click.IntRange(1), help="At most this many runs.")
+@click.option("--out", "outputs", multiple=True, type=click.Path(path_type=Path),
+              help="Also write the table to FILE.csv or FILE.md (repeatable).")
+def compare(experiment, tracking_uri, stage, sweep, tags, limit, outputs) -> None:
+    """Runs from a tracking store as one table: tags and accuracy % [95% interval], newest first.
+
+    \b
+    Examples:
+      robdistill compare
+      robdistill compare --tag teacher=alp --tag dataset=digits --out alp.md
+      robdistill compare --sweep 69935d2f6ff940ec... --out grid.csv
+      robdistill compare --stage evaluation --tracking-uri http://127.0.0.1:5000
+    """
+    from robdistill.tracking.search import find_runs, runs_table
+    from robdistill.eval.tables import format_table
+    from robdistill.eval.tables import check_table_path, write_table
+
+    for path in outputs:
+        check_table_path(path)
+    runs = find_runs(tracking_uri, experiment, None if stage == "any" else stage, sweep, tags, limit)
+    if not runs:
+        click.echo("no runs match")
+        return
+    header, rows = runs_table(runs)
+    click.echo(format_table(header, rows))
+    for path in outputs:
+        write_table(path, header, rows)
+        click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
+              help="MLflow store [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].")
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
+def ui(tracking_uri, port) -> None:
+    """Start MLflow's UI on 127.0.0.1 for the store in use (Ctrl-C or SIGTERM stops it and its
+    workers). A tracking server (http://...) is its own UI: open its address instead."""
+    from robdistill.tracking.search import open_ui, ui_command
+    from robdistill.tracking.store import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if ui_command(uri, port) is None:
+        click.echo(f"{uri} is a tracking server: open {uri} in a browser")
+        return
+    click.echo(f"MLflow UI for {uri} on http://127.0.0.1:{port} (Ctrl-C to stop)")
+    sys.exit(open_ui(uri, port))
+
+
+@main.command()
+@click.option("--baseline", required=True, type=click.Path(path_type=Path),
+              help="Baseline JSON (e.g. benchmarks/baselines/digits-fast.json).")
+@click.option("--update", is_flag=True,
+              help="Re-measure over the baseline's update_seeds and rewrite its expectations (deliberately).")
+@click.option("--add-seeds", default=None, metavar="S1,S2,...",
+              help="Measure only these new seeds and add them to the expectations (tighter tolerances).")
+@click.option("--refit", is_flag=True,
+              help="Recompute the tolerances from the stored per-seed values (after a change to the rule); "
+                   "measures nothing.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 ... or auto.")
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
+              help="MLflow store or server [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].")
+@click.option("--experiment", default="robdistill-regress", show_default=True, help="MLflow experiment name.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def regress(baseline, update, add_seeds, refit, **kw) -> None:
+    """CI gate: run the baseline's fixed configuration with fresh teachers and fail (exit 1) when
+    any accuracy falls below expected - tolerance (tolerance from the baseline's seed-to-seed
+    spread and the Wilson interval; see robdistill/regress.py).
+
+    \b
+    Examples:
+      robdistill regress --baseline benchmarks/baselines/digits-fast.json
+      robdistill regress --baseline benchmarks/baselines/digits-fast.json --update
+    """
+    from robdistill.experiments.regress import check, check_expectations, gate_table, load_baseline, measure, save_baseline
+    from robdistill.experiments.regress import update as update_baseline
+    from robdistill.eval.tables import format_table
+
+    from robdistill.core import distributed
+
+    if distributed.launched_by_torchrun():
+        raise UserError("regress runs in one process (its fresh teacher caches are per process); run it "
+                        "without torchrun")
+    spec = load_baseline(baseline)
+    if refit:
+        from robdistill.experiments.regress import refit as refit_baseline
+
+        save_baseline(baseline, refit_baseline(spec))
+        click.echo(f"refitted the tolerances of {baseline} from its stored per-seed values")
+        return
+    settings = make_settings({**kw, "dataset": spec.dataset, "seed": spec.gate_seed, "data_root": None,
+                              "download": False, "cache_dir": Path(".robdistill")})
+    progress = lambda text: click.echo(f"[regress] {text}", err=True)  # noqa: E731
+    if add_seeds:
+        from robdistill.experiments.regress import extend
+        from robdistill.experiments.sweep import parse_seeds
+
+        extended = extend(spec, settings, parse_seeds(add_seeds), progress)
+        save_baseline(baseline, extended)
+        click.echo(f"extended {baseline}: {len(extended.expected)} expectations over seeds "
+                   f"{','.join(map(str, extended.update_seeds))}")
+        return
+    if update:
+        updated = update_baseline(spec, settings, progress)
+        save_baseline(baseline, updated)
+        click.echo(f"updated {baseline}: {len(updated.expected)} expectations over seeds "
+                   f"{','.join(map(str, spec.update_seeds))} ({updated.measured_on['seconds']} s)")
+        return
+    if not spec.expected:
+        raise UserError(f"{baseline} has no expectations yet; run with --update first")
+    check_expectations(spec)  # before any work
+    rows = check(spec, measure(spec, settings, spec.gate_seed, progress))
+    click.echo(format_table(*gate_table(rows)))
+    failed = [r for r in rows if r.failed]
+    click.echo(f"\nregression gate: {'FAILED' if failed else 'passed'} "
+               f"({len(rows) - len(failed)}/{len(rows)} within tolerance)")
+    if failed:
+        sys.exit(1)
+
+
+LISTS = ("datasets", "models", "teachers", "students", "perturbations", "attacks", "suites", "objectives", "augmentations")
+
+
+@main.command("list")
+@click.argument("what", required=False, type=click.Choice(LISTS))
+def list_(what: str | None) -> None:
+    """List what can be named on the command line (all kinds, or one)."""
+    from robdistill.cli.catalog import catalog
+
+    for kind, entries in catalog().items():
+        if what and kind != what:
+            continue
+        click.echo(f"{kind}:")
+        width = max((len(n) for n in entries), default=0)
+        for name, text in entries.items():
+            click.echo(f"  {name.ljust(width)}  {text}".rstrip())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

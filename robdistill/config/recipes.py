@@ -1,0 +1,281 @@
+"""Declarative TOML recipes: ``teachers/<name>.toml``, ``students/<name>.toml`` and attack suites
+``benchmarks/suites/<name>.toml``. A recipe is a typed dataclass; unknown fields, wrong types and
+out-of-range values are one-line errors. Fields can be overridden with ``key=value`` strings.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, TypeVar, get_type_hints
+
+from robdistill.core.errors import UserError
+
+if TYPE_CHECKING:
+    from robdistill.data.datasets import Split
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """Fields shared by teacher and student training."""
+
+    name: str = ""
+    description: str = ""
+    model: str = "small-cnn"
+    epochs: int = 20
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    train_subset: int = 0  # train on the first N examples of the (shuffled) training split; 0 = all
+
+    def validate(self) -> None:
+        from robdistill.models.zoo import MODELS
+        from robdistill.train.loop import OPTIMIZERS, SCHEDULES
+
+        if not self.model.startswith("timm:"):
+            MODELS.get(self.model)
+        OPTIMIZERS.get(self.optimizer)
+        SCHEDULES.get(self.lr_schedule)
+        _require(self.epochs >= 1, f"epochs must be >= 1; got {self.epochs}")
+        _require(self.batch_size >= 1, f"batch_size must be >= 1; got {self.batch_size}")
+        _require(self.lr > 0, f"lr must be > 0; got {self.lr}")
+        _require(self.weight_decay >= 0, f"weight_decay must be >= 0; got {self.weight_decay}")
+        _require(self.train_subset >= 0, f"train_subset must be >= 0 (0 = all); got {self.train_subset}")
+
+    def training_split(self, train: "Split") -> "Split":
+        """The examples this recipe trains on: all, or the first ``train_subset`` of a split that
+        the loader has already shuffled deterministically (a random, reproducible subset)."""
+        return train.head(self.train_subset or None)
+
+
+@dataclass(frozen=True)
+class TeacherRecipe(TrainingRecipe):
+    """A teacher: objective (SPEC section 2) and the PGD attack used while training.
+
+    ``eps`` / ``attack_step_size`` left out mean the dataset's eps and step size (SPEC section 1),
+    the step scaled in proportion when ``eps`` is set. ``pairing_weight`` is lambda of ALP, CLP and LSQ; for ALP under our convention: squared
+    L2 summed over classes, mean over the batch (AALP Eq. 1); Kannan's code averages over B*C
+    (lambda / C). ``alpha`` weighs AALP's sample-weighted pairing term, ``beta`` TRADES' KL term."""
+
+    objective: str = "standard"
+    eps: float | None = None
+    attack_steps: int = 10
+    attack_step_size: float | None = None
+    pairing_weight: float = 0.5
+    alpha: float = 1.0
+    beta: float = 6.0
+
+    def validate(self) -> None:
+        from robdistill.train.objectives import OBJECTIVES
+
+        super().validate()
+        OBJECTIVES.get(self.objective)
+        if self.eps is not None:
+            _require(0.0 <= self.eps <= 1.0, f"eps must lie in [0, 1]; got {self.eps}")
+        _require(self.attack_steps >= 1, f"attack_steps must be >= 1; got {self.attack_steps}")
+        if self.attack_step_size is not None:
+            _require(self.attack_step_size > 0, f"attack_step_size must be > 0; got {self.attack_step_size}")
+        _require(self.pairing_weight >= 0, f"pairing_weight must be >= 0; got {self.pairing_weight}")
+        _require(self.alpha >= 0, f"alpha must be >= 0; got {self.alpha}")
+        _require(self.beta >= 0, f"beta must be >= 0; got {self.beta}")
+
+
+@dataclass(frozen=True)
+class StudentRecipe(TrainingRecipe):
+    """A student distilled on clean inputs only: loss T^2 KL(p_t'/T || p_s/T) + a CE (SPEC section 3).
+
+    ``method`` ``ard`` / ``rslad`` are the robust-distillation baselines instead (they train on the
+    student's adversarial examples: PGD with ``eps`` -- default the dataset's --, ``attack_steps``,
+    ``attack_step_size`` -- default the dataset's step, scaled to eps --; ``adv_weight`` is their alpha)."""
+
+    temperature: float = 4.0
+    hard_label_weight: float = 0.0
+    augment: str = "none"  # robdistill.augment: none (teacher logits cached), shift1, crop, crop-flip
+    method: str = "clean"  # robdistill.student_methods: clean, ard, rslad
+    adv_weight: float = 1.0
+    eps: float | None = None
+    attack_steps: int = 10
+    attack_step_size: float | None = None
+
+    def validate(self) -> None:
+        from robdistill.train.augment import AUGMENTATIONS
+        from robdistill.train.distillation import STUDENT_METHODS
+
+        super().validate()
+        AUGMENTATIONS.get(self.augment)
+        STUDENT_METHODS.get(self.method)
+        _require(0.0 <= self.adv_weight <= 1.0, f"adv_weight must lie in [0, 1]; got {self.adv_weight}")
+        if self.eps is not None:
+            _require(0.0 <= self.eps <= 1.0, f"eps must lie in [0, 1]; got {self.eps}")
+        _require(self.attack_steps >= 1, f"attack_steps must be >= 1; got {self.attack_steps}")
+        if self.attack_step_size is not None:
+            _require(self.attack_step_size > 0, f"attack_step_size must be > 0; got {self.attack_step_size}")
+        _require(self.temperature > 0, f"temperature must be > 0; got {self.temperature}")
+        _require(self.hard_label_weight >= 0, f"hard_label_weight must be >= 0; got {self.hard_label_weight}")
+
+
+@dataclass(frozen=True)
+class SuiteRecipe:
+    """An attack suite: a list of ``[[attack]]`` tables (``name`` plus the attack's parameters,
+    optionally ``key`` for the metric name). ``eps`` left out means the dataset's eps;
+    ``n_eval = 0`` evaluates the whole test set."""
+
+    name: str = ""
+    description: str = ""
+    eps: float | None = None
+    n_eval: int = 0
+    batch_size: int = 256
+    seed: int = 0
+    attack: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    autoattack_chunk: int = 1000  # AutoAttack is saved every this many samples (resumable evaluations)
+
+    def validate(self) -> None:
+        from robdistill.attacks.base import ATTACKS
+
+        if self.eps is not None:
+            _require(0.0 <= self.eps <= 1.0, f"eps must lie in [0, 1]; got {self.eps}")
+        _require(self.n_eval >= 0, f"n_eval must be >= 0; got {self.n_eval}")
+        _require(self.batch_size >= 1, f"batch_size must be >= 1; got {self.batch_size}")
+        _require(self.autoattack_chunk >= 1, f"autoattack_chunk must be >= 1; got {self.autoattack_chunk}")
+        keys = set()
+        for entry in self.attack:
+            _require(isinstance(entry, dict) and "name" in entry, "every [[attack]] table needs a name")
+            ATTACKS.get(entry["name"])
+            key = entry.get("key", entry["name"])
+            _require(key not in keys, f"attack key '{key}' appears twice; give one a different key")
+            keys.add(key)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise UserError(message)
+
+
+R = TypeVar("R")
+
+RECIPE_KINDS: dict[str, tuple[type, str]] = {
+    "teacher": (TeacherRecipe, "teachers"),
+    "student": (StudentRecipe, "students"),
+    "suite": (SuiteRecipe, os.path.join("benchmarks", "suites")),
+}
+
+
+def recipe_dirs(kind: str) -> list[Path]:
+    """Where named recipes are found: $ROBDISTILL_RECIPES (os.pathsep-separated roots), the current
+    directory, then the project checkout this package was installed from."""
+    sub = RECIPE_KINDS[kind][1]
+    roots = [Path(p) for p in os.environ.get("ROBDISTILL_RECIPES", "").split(os.pathsep) if p]
+    roots += [Path.cwd(), PROJECT_ROOT]
+    seen, dirs = set(), []
+    for root in roots:
+        folder = (root / sub).resolve()
+        if folder not in seen and folder.is_dir():
+            seen.add(folder)
+            dirs.append(folder)
+    return dirs
+
+
+def available(kind: str) -> dict[str, Path]:
+    """Named recipes of a kind, first directory wins."""
+    found: dict[str, Path] = {}
+    for folder in recipe_dirs(kind):
+        for path in sorted(folder.glob("*.toml")):
+            found.setdefault(path.stem, path)
+    return dict(sorted(found.items()))
+
+
+def find_recipe(kind: str, name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if name_or_path.endswith(".toml") or os.sep in name_or_path:
+        if not path.is_file():
+            raise UserError(f"{kind} recipe file {name_or_path} does not exist")
+        return path
+    names = available(kind)
+    if name_or_path not in names:
+        raise UserError(f"unknown {kind} '{name_or_path}'; choose one of: {', '.join(names) or '(none found)'}"
+                        f" or give a path to a .toml recipe")
+    return names[name_or_path]
+
+
+def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
+    """Check a TOML value against a dataclass field type (int -> float is allowed)."""
+    text = str(annotation)
+    optional = "None" in text
+    if value is None and optional:
+        return None
+    if "float" in text and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if ("int" in text and "float" not in text) and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if "str" in text and isinstance(value, str):
+        return value
+    if "bool" in text and isinstance(value, bool):
+        return value
+    if "tuple" in text and isinstance(value, list):
+        return tuple(value)
+    expected = text.replace("typing.", "").replace("<class '", "").replace("'>", "")
+    raise UserError(f"field '{key}' in {source} must be {expected}; got {value!r}")
+
+
+def build_recipe(cls: type[R], data: dict[str, Any], source: str) -> R:
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise UserError(f"unknown field '{unknown[0]}' in {source}; valid fields: {', '.join(names)}")
+    values = {k: _coerce(v, hints[k], k, source) for k, v in data.items()}
+    recipe = cls(**values)
+    try:
+        recipe.validate()  # type: ignore[attr-defined]
+    except UserError as exc:
+        raise UserError(f"{source}: {exc}") from None
+    return recipe
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` with a TOML value (``epochs=2``, ``lr=1e-4``, ``model="lenet"``); bare
+    words that are not TOML are taken as strings (``model=lenet``)."""
+    if "=" not in text:
+        raise UserError(f"--set expects key=value; got '{text}'")
+    key, raw = (part.strip() for part in text.split("=", 1))
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def load_recipe(kind: str, name_or_path: str, overrides: Iterable[str] = ()) -> Any:
+    """Resolve a named recipe (or a path), apply ``key=value`` overrides, validate."""
+    cls = RECIPE_KINDS[kind][0]
+    path = find_recipe(kind, name_or_path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {kind} recipe {path} ({exc.__class__.__name__}); check the file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{kind} recipe {path} is not valid TOML ({exc}); fix the file") from None
+    data.setdefault("name", path.stem)
+    for text in overrides:
+        key, value = parse_override(text)
+        data[key] = value
+    source = f"{kind} recipe {path}" + (" with --set overrides" if overrides else "")
+    return build_recipe(cls, data, source)
+
+
+def to_dict(recipe: Any) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(recipe).items()}
+
+
+def fingerprint(payload: dict[str, Any]) -> str:
+    """A short, stable hash of a JSON-serialisable payload (the teacher cache key)."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,303 @@
+"""Commands end to end. Everything the user typed is resolved and validated *before* any MLflow run
+starts, so bad input leaves nothing half-written."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from torch import nn
+
+from robdistill.core import distributed
+
+from robdistill.tracking import store as tracking
+from robdistill.analysis.logits import logits_of, plot_logit_statistics
+from robdistill.analysis.consistency import plot_confidence_scatter, plot_feature_contributions
+from robdistill.models.checkpoints import load_checkpoint
+from robdistill.data.datasets import Split, Splits, load_dataset
+from robdistill.core.errors import UserError
+from robdistill.eval.runner import EvaluationResult, eps_sweep, plot_eps_curves, suite_attacks
+from robdistill.train.perturbations import PERTURBATIONS
+from robdistill.config.recipes import StudentRecipe, SuiteRecipe, TeacherRecipe, load_recipe, to_dict
+from robdistill.eval.tables import failed_checks, results_table, results_table_records
+from robdistill.experiments.stages import (Analysis, Settings, distill_student, evaluate_model, obtain_teacher, resolved_teacher,
+                     suite_eps, dataset_step_ratio)
+
+DEFAULT_SUITES = {"digits": "fast"}  # every other dataset: "paper"
+STAGES = ("teacher", "student", "suite")
+
+
+def default_suite(dataset: str) -> str:
+    return DEFAULT_SUITES.get(dataset, "paper")
+
+
+def split_overrides(overrides: Iterable[str], allowed: Iterable[str] = STAGES) -> dict[str, list[str]]:
+    """``teacher.epochs=2`` -> {"teacher": ["epochs=2"]}; an unprefixed key is an error."""
+    allowed = tuple(allowed)
+    out: dict[str, list[str]] = {stage: [] for stage in allowed}
+    for text in overrides:
+        stage, _, rest = text.partition(".")
+        if stage not in out or not rest or "=" not in rest:
+            raise UserError(f"--set '{text}': prefix the field with one of "
+                            f"{', '.join(s + '.' for s in allowed)} (e.g. teacher.epochs=2)")
+        out[stage].append(rest)
+    return out
+
+
+def check_eps(eps: float | None) -> None:
+    if eps is not None and not 0.0 <= eps <= 1.0:
+        raise UserError(f"--eps must lie in [0, 1] (images are in [0, 1]); got {eps}")
+
+
+@dataclass
+class Plan:
+    """A validated request: recipes, data and suite, ready to run."""
+
+    splits: Splits
+    teacher: TeacherRecipe | None = None
+    student: StudentRecipe | None = None
+    perturb: str | None = None
+    suite: SuiteRecipe | None = None
+    eps: float | None = None
+    test_n: int = 0
+
+    def test(self):
+        return self.splits.test.head(self.test_n or None)
+
+
+def make_plan(settings: Settings, *, teacher: str | None = None, student: str | None = None,
+              perturb: str | None = None, suite: str | None = None, eps: float | None = None,
+              n_eval: int | None = None, overrides: dict[str, list[str]] | None = None) -> Plan:
+    overrides = overrides or {}
+    if perturb is not None:
+        PERTURBATIONS.get(perturb)
+    check_eps(eps)
+    if n_eval is not None and n_eval < 0:
+        raise UserError(f"--n-eval must be >= 0 (0 = the whole test set); got {n_eval}")
+    teacher_recipe = load_recipe("teacher", teacher, overrides.get("teacher", [])) if teacher else None
+    student_recipe = load_recipe("student", student, overrides.get("student", [])) if student else None
+    suite_recipe = None
+    if suite is not None:
+        suite_recipe = load_recipe("suite", suite, overrides.get("suite", []))
+    splits = load_dataset(settings.dataset, settings.data_root, settings.download).to(settings.device)
+    plan = Plan(splits, teacher_recipe, student_recipe, perturb, suite_recipe)
+    if suite_recipe is not None:
+        plan.eps = suite_eps(suite_recipe, splits.info, eps)
+        plan.test_n = n_eval if n_eval is not None else suite_recipe.n_eval
+        suite_attacks(suite_recipe, plan.eps)  # build every attack now: bad parameters fail early
+    return plan
+
+
+@dataclass
+class Outcome:
+    run_id: str
+    tracking_uri: str
+    results: dict[str, EvaluationResult] = field(default_factory=dict)
+    checkpoints: dict[str, Path] = field(default_factory=dict)
+    teacher_reused: bool = False  # found in the cache or the model registry (teacher_source)
+    analyses: dict[str, Analysis] = field(default_factory=dict)
+    models: dict[str, nn.Module] = field(default_factory=dict)
+    test: Split | None = None  # the evaluated test images
+    teacher_source: str | None = None
+    eps_curves: dict[str, dict[float, EvaluationResult]] = field(default_factory=dict)
+    eval_name: str | None = None  # a split evaluation's name (evaluate --shard)
+
+    @property
+    def table(self) -> str:
+        return results_table(self.results)
+
+
+def _log_comparison(results: dict[str, EvaluationResult], analyses: dict[str, Analysis], models: dict,
+                    plan: Plan) -> None:
+    """Parent-run summary: prefixed metrics, the results table, and the figures (logit statistics,
+    AALP's confidence scatter and feature-contribution histograms). Rank 0 only under torchrun."""
+    if not distributed.is_main():
+        return
+    for name, result in results.items():
+        tracking.log_metrics({f"{name}/{k}": v for k, v in result.metrics().items()})
+    tracking.log_table(results_table_records(results), "results_table.json")
+    tracking.log_json({name: r.to_json() for name, r in results.items()}, "results.json")
+    with tracking.scratch_dir() as tmp:
+        logits = {name: logits_of(model, plan.test().x) for name, model in models.items()}
+        plot_logit_statistics(logits, tmp / "logit_statistics.png",
+                              title=f"Logit statistics on {plan.splits.info.name} test")
+        tracking.log_file(tmp / "logit_statistics.png")
+        plot_confidence_scatter({n: a.consistency for n, a in analyses.items()}, tmp / "confidence_scatter.png")
+        tracking.log_file(tmp / "confidence_scatter.png")
+        plot_feature_contributions({n: a.contributions for n, a in analyses.items()},
+                                   tmp / "feature_contributions.png")
+        tracking.log_file(tmp / "feature_contributions.png")
+
+
+def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: str, suite: str | None,
+                   eps: float | None = None, n_eval: int | None = None, overrides: Iterable[str] = (),
+                   evaluate_teacher: bool = True, nested: bool = False,
+                   extra_tags: dict[str, str] | None = None) -> Outcome:
+    """`robdistill run`: teacher (trained or reused) -> distilled student -> attacks on both.
+    ``nested``: a child of the active MLflow run (one cell of a sweep)."""
+    plan = make_plan(settings, teacher=teacher, student=student, perturb=perturb,
+                     suite=suite or default_suite(settings.dataset), eps=eps, n_eval=n_eval,
+                     overrides=split_overrides(overrides))
+    assert plan.teacher and plan.student and plan.suite and plan.eps is not None
+    uri = tracking.configure(settings.tracking_uri, settings.experiment)
+    tags = {"dataset": settings.dataset, "teacher": plan.teacher.name, "perturb": perturb,
+            "student": plan.student.name, "seed": str(settings.seed), "suite": plan.suite.name,
+            **(extra_tags or {})}
+    name = f"{plan.teacher.name} -> {plan.student.name} [{perturb}] on {settings.dataset} s{settings.seed}"
+    with tracking.tracked_run(name, nested=nested, tags={"stage": "run", **tags}) as parent:
+        tracking.log_params("", {"dataset": settings.dataset, "seed": settings.seed, "perturb": perturb,
+                                 "eps": plan.eps, "n_eval": len(plan.test())})
+        tracking.log_params("student", to_dict(plan.student))
+        tracking.log_params("suite", to_dict(plan.suite))
+        handle = obtain_teacher(plan.teacher, plan.splits, settings)
+        tracking.log_params("teacher", {"key": handle.key, **resolved_teacher(plan.teacher, plan.splits.info)})
+        student_model, student_path = distill_student(handle, plan.student, perturb, plan.splits,
+                                                      settings, plan.teacher.name)
+        models = {"teacher": handle.model, "student": student_model} if evaluate_teacher else {"student": student_model}
+        evaluated = {role: evaluate_model(model, role, plan.test(), plan.suite, plan.eps, settings,
+                                          {**tags, "role": role})
+                     for role, model in models.items()}
+        results = {role: result for role, (result, _) in evaluated.items()}
+        analyses = {role: analysis for role, (_, analysis) in evaluated.items()}
+        _log_comparison(results, analyses, models, plan)
+    return Outcome(parent.info.run_id, uri, results, {"teacher": handle.path, "student": student_path},
+                   handle.reused, analyses, {"teacher": handle.model, "student": student_model}, plan.test(),
+                   teacher_source=handle.source)
+
+
+def train_teacher_only(settings: Settings, teacher: str, overrides: Iterable[str]) -> Outcome:
+    plan = make_plan(settings, teacher=teacher, overrides={"teacher": list(overrides)})
+    assert plan.teacher
+    uri = tracking.configure(settings.tracking_uri, settings.experiment)
+    handle = obtain_teacher(plan.teacher, plan.splits, settings)
+    return Outcome(handle.run_id, uri, checkpoints={"teacher": handle.path}, teacher_reused=handle.reused,
+                   teacher_source=handle.source)
+
+
+def distill_only(settings: Settings, teacher: str, perturb: str, student: str,
+                 overrides: Iterable[str]) -> Outcome:
+    plan = make_plan(settings, teacher=teacher, student=student, perturb=perturb,
+                     overrides=split_overrides(overrides, ("teacher", "student")))
+    assert plan.teacher and plan.student
+    uri = tracking.configure(settings.tracking_uri, settings.experiment)
+    name = f"distill {plan.teacher.name} -> {plan.student.name} [{perturb}] on {settings.dataset}"
+    with tracking.tracked_run(name, tags={"stage": "distill", "dataset": settings.dataset}) as parent:
+        handle = obtain_teacher(plan.teacher, plan.splits, settings)
+        _, path = distill_student(handle, plan.student, perturb, plan.splits, settings, plan.teacher.name)
+    return Outcome(parent.info.run_id, uri, checkpoints={"teacher": handle.path, "student": path},
+                   teacher_reused=handle.reused, teacher_source=handle.source)
+
+
+def evaluate_checkpoints(settings: Settings, checkpoints: list[Path], suite: str | None,
+                         eps: float | None, n_eval: int | None, overrides: Iterable[str],
+                         eps_values: list[float] | None = None, shard: tuple[int, int] | None = None) -> Outcome:
+    """`robdistill evaluate`: attack saved checkpoints (teachers or students) with a suite; with
+    ``eps_values`` also the whole suite at every radius (table and curves). With ``shard`` (i, n)
+    only test rows i-1, i-1+n, ... are attacked and tagged with an ``eval_name`` shared by every
+    shard, for :func:`merged_evaluation` to put back together."""
+    if shard is not None and eps_values:
+        raise UserError("--shard and --eps-sweep do not go together; split the eps sweep by running one "
+                        "--eps per machine")
+    for value in eps_values or []:
+        check_eps(value)
+    loaded = [load_checkpoint(path, settings.device) for path in checkpoints]
+    datasets = {payload["dataset"] for _, payload in loaded}
+    if len(datasets) != 1:
+        raise UserError(f"checkpoints come from different datasets ({', '.join(sorted(datasets))}); "
+                        f"evaluate them separately")
+    dataset = datasets.pop()
+    settings = Settings(**{**vars(settings), "dataset": dataset})
+    plan = make_plan(settings, suite=suite or default_suite(dataset), eps=eps, n_eval=n_eval,
+                     overrides={"suite": list(overrides)})
+    assert plan.suite and plan.eps is not None
+    uri = tracking.configure(settings.tracking_uri, settings.experiment)
+    names = [f"{payload['kind']}:{Path(path).stem}" for path, (_, payload) in zip(checkpoints, loaded)]
+    test, rows, shard_tags = plan.test(), None, {}
+    if shard is not None:
+        if shard[1] > len(test):
+            raise UserError(f"--shard {shard[0]}/{shard[1]}: more shards than the {len(test)} test images; "
+                            f"use at most {len(test)} shards")
+        rows = list(range(shard[0] - 1, len(test), shard[1]))
+        test = Split(test.x[rows], test.y[rows])
+        shard_tags = {"eval_name": evaluation_name(checkpoints, plan), "shard": f"{shard[0]}/{shard[1]}"}
+    with tracking.tracked_run(f"evaluate on {dataset}", tags={"stage": "evaluate", "dataset": dataset,
+                                                              **shard_tags}) as parent:
+        evaluated = {name: evaluate_model(model, name, test, plan.suite, plan.eps, settings,
+                                          {"dataset": dataset, "model": name, **shard_tags}, rows)
+                     for name, (model, _) in zip(names, loaded)}
+        results = {name: result for name, (result, _) in evaluated.items()}
+        analyses = {name: analysis for name, (_, analysis) in evaluated.items()}
+        _log_comparison(results, analyses, {n: m for n, (m, _) in zip(names, loaded)}, plan)
+        curves = {name: eps_sweep(model, plan.test(), plan.suite, sorted(eps_values), name=name,
+                                  progress=settings.progress, step_ratio=dataset_step_ratio(dataset))
+                  for name, (model, _) in zip(names, loaded)} if eps_values else {}
+        if curves:
+            _log_eps_curves(curves, dataset)
+    return Outcome(parent.info.run_id, uri, results, analyses=analyses, eps_curves=curves,
+                   eval_name=shard_tags.get("eval_name"))
+
+
+def evaluation_name(checkpoints: list[Path], plan: Plan) -> str:
+    """The same on every machine that splits one evaluation: checkpoint contents, suite, eps, n."""
+    import hashlib
+
+    from robdistill.config.recipes import fingerprint
+
+    digests = [hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in checkpoints]
+    return "eval-" + fingerprint({"checkpoints": digests, "suite": to_dict(plan.suite), "eps": plan.eps,
+                                  "n": len(plan.test())})
+
+
+def merged_evaluation(tracking_uri: str | None, experiment: str, eval_name: str) -> dict[str, EvaluationResult]:
+    """Every model of a split evaluation, merged from the per-sample flags its shards logged (the
+    newest finished run of each shard); a missing shard is an error naming it."""
+    import json
+    import tempfile
+
+    import mlflow
+
+    from robdistill.tracking.search import find_runs
+    from robdistill.eval.runner import merge_shards, result_from_json
+
+    runs = find_runs(tracking_uri, experiment, "evaluation", None, [f"eval_name={eval_name}"])
+    newest: dict[tuple[str, str], object] = {}
+    for run in runs:  # newest first
+        key = (run.data.tags.get("model", ""), run.data.tags.get("shard", ""))
+        if run.info.status == "FINISHED" and key not in newest:
+            newest[key] = run
+    if not newest:
+        raise UserError(f"no finished evaluations tagged eval_name={eval_name} in experiment '{experiment}'")
+    merged = {}
+    with tempfile.TemporaryDirectory(prefix="robdistill-eval-") as tmp:
+        for model in sorted({m for m, _ in newest}):
+            shards = {s: run for (m, s), run in newest.items() if m == model}  # newest run first
+            count = int(next(iter(shards)).split("/")[1])  # the split of the newest run; others ignored
+            shards = {s: run for s, run in shards.items() if s.endswith(f"/{count}")}
+            missing = [f"{i}/{count}" for i in range(1, count + 1) if f"{i}/{count}" not in shards]
+            if missing:
+                raise UserError(f"{model}: shard {', '.join(missing)} of {eval_name} has not finished; run "
+                                f"`robdistill evaluate ... --shard {missing[0]}` with the same arguments")
+            parts = []
+            for shard, run in sorted(shards.items()):
+                local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="results.json",
+                                                            dst_path=f"{tmp}/{run.info.run_id}")
+                parts.append(result_from_json(json.loads(Path(local).read_text())))
+            merged[model] = merge_shards(parts)
+    return merged
+
+
+def _log_eps_curves(curves: dict[str, dict[float, EvaluationResult]], dataset: str) -> None:
+    records: dict[str, list] = {"model": [], "eps": [], "metric": [], "accuracy": [], "ci_low": [], "ci_high": []}
+    for name, by_eps in curves.items():
+        for eps, result in by_eps.items():
+            for key, p in result.accuracies().items():
+                for column, value in zip(records, [name, eps, key, p.value, p.low, p.high]):
+                    records[column].append(value)
+    tracking.log_table(records, "eps_sweep.json")
+    with tracking.scratch_dir() as tmp:
+        plot_eps_curves(curves, tmp / "eps_curves.png", title=f"Accuracy versus eps on {dataset}")
+        tracking.log_file(tmp / "eps_curves.png")
+
+
+__all__ = ["run_experiment", "train_teacher_only", "distill_only", "evaluate_checkpoints", "merged_evaluation",
+           "failed_checks", "Settings", "default_suite"]

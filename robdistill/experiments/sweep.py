@@ -1,0 +1,416 @@
+"""`robdistill sweep`: the teacher x perturbation x seed grid of Seguin et al.'s study under one
+parent MLflow run, each teacher trained once per seed and reused by every perturbation, and the
+summaries a reader needs: accuracy per cell as mean and 95% interval over seeds, and paired
+comparisons of each perturbation against ``keep`` (Seguin et al. claim 3)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from robdistill.tracking import store as tracking
+from robdistill.analysis.logits import logits_of
+from robdistill.core.errors import UserError
+from robdistill.eval.runner import EvaluationResult
+from robdistill.train.perturbations import PERTURBATIONS
+from robdistill.experiments.pipeline import Outcome, default_suite, make_plan, run_experiment, split_overrides
+from robdistill.config.recipes import load_recipe
+from robdistill.analysis.seguin import ClaimTables, TeacherLogits, confidence_difference_grids, teacher_claims
+from robdistill.experiments.stages import Settings
+from robdistill.core.stats import SeedSummary, direction, mcnemar_exact, no_spread, seed_summary
+
+SUMMARY_METRICS = ("clean", "pgd", "cw", "autoattack", "worst")
+TEACHER_ROW = "(teacher)"
+TEACHER_LOGITS_DIR = "teacher_logits"
+MERGE_MUST_MATCH = ("dataset", "student", "suite", "eps", "n_eval", "overrides", "protocol")
+
+
+@dataclass
+class Cell:
+    """One evaluated model of the grid: a student (teacher, perturb, seed) or a teacher (perturb
+    = TEACHER_ROW)."""
+
+    teacher: str
+    perturb: str
+    seed: int
+    result: EvaluationResult
+    run_id: str
+
+
+@dataclass
+class SweepOutcome:
+    run_id: str
+    tracking_uri: str
+    name: str = ""
+    cells: list[Cell] = field(default_factory=list)
+    runs: list[Outcome] = field(default_factory=list)
+    claims: ClaimTables | None = None  # Seguin et al. claims (1) and (2), when "standard" is in the grid
+
+
+def parse_list(text: str, what: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise UserError(f"--{what} is empty; give a comma-separated list")
+    if len(set(items)) != len(items):
+        raise UserError(f"--{what} names an entry twice: {text}")
+    return items
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in parse_list(text, "seeds")]
+    except ValueError:
+        raise UserError(f"--seeds must be comma-separated integers (e.g. 0,1,2); got '{text}'") from None
+
+
+def validate_grid(teachers: Sequence[str], perturbs: Sequence[str], student: str, suite: str,
+                  overrides: dict[str, list[str]]) -> None:
+    """Every name and override checked before anything runs or is logged."""
+    for name in perturbs:
+        PERTURBATIONS.get(name)
+    for name in teachers:
+        load_recipe("teacher", name, overrides.get("teacher", []))
+    load_recipe("student", student, overrides.get("student", []))
+    load_recipe("suite", suite, overrides.get("suite", []))
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'i/n' (1 <= i <= n) -> (i, n)."""
+    if text is None:
+        return None
+    index, sep, count = text.partition("/")
+    try:
+        shard = (int(index), int(count))
+    except ValueError:
+        shard = (0, 0)
+    if not sep or not 1 <= shard[0] <= shard[1]:
+        raise UserError(f"--shard must be i/n with 1 <= i <= n (e.g. 2/3); got '{text}'")
+    return shard
+
+
+def sweep_name_of(settings: Settings, grid: dict[str, str], eps: float | None, n_eval: int | None,
+                  overrides: Sequence[str]) -> str:
+    """A stable name for a grid: every shard of it, on any machine, computes the same one."""
+    from robdistill.config.recipes import fingerprint
+
+    return "sweep-" + fingerprint({**grid, "dataset": settings.dataset, "eps": eps, "n_eval": n_eval,
+                                   "overrides": list(overrides), "protocol": protocol()})[:12]
+
+
+def protocol() -> str:
+    """What, besides the grid, decides a sweep's numbers: the random-stream derivation and the
+    training code version. Sweeps (and shards) of different protocols are never merged."""
+    from robdistill.experiments.stages import TRAINING_CODE_VERSION
+    from robdistill.core.streams import STREAMS_VERSION
+
+    return f"streams {STREAMS_VERSION}, training code {TRAINING_CODE_VERSION}"
+
+
+def shard_groups(seeds: Sequence[int], teachers: Sequence[str], shard: tuple[int, int] | None) -> list[tuple[int, str]]:
+    """The (seed, teacher) groups a shard runs: group j goes to shard j mod n, so each teacher is
+    trained by exactly one shard."""
+    groups = [(seed, teacher) for seed in seeds for teacher in teachers]
+    if shard is None:
+        return groups
+    index, count = shard
+    return [g for j, g in enumerate(groups) if j % count == index - 1]
+
+
+def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence[str], seeds: Sequence[int],
+              student: str = "default", suite: str | None = None, eps: float | None = None,
+              n_eval: int | None = None, overrides: Sequence[str] = (), evaluate_teachers: bool = True,
+              on_cell: Callable[[int, int, str], None] | None = None,
+              reference: str = "standard", shard: tuple[int, int] | None = None) -> SweepOutcome:
+    """Run the grid (or one shard of it); cell (teacher, perturb, seed) is a nested `run`. The
+    teacher is attacked once per (teacher, seed), in the run of the first perturbation. Every run is
+    tagged with the grid's ``sweep_name``, so shards run on several machines sharing one tracking
+    server can be merged by :func:`load_sweeps` (``robdistill sweep-report``)."""
+    suite = suite or default_suite(settings.dataset)
+    validate_grid(teachers, perturbs, student, suite, split_overrides(overrides))
+    make_plan(settings, suite=suite, eps=eps, n_eval=n_eval,  # eps, n_eval and the data, before any run
+              overrides={"suite": split_overrides(overrides).get("suite", [])})
+    uri = tracking.configure(settings.tracking_uri, settings.experiment)
+    grid = {"teachers": ",".join(teachers), "perturbs": ",".join(perturbs),
+            "seeds": ",".join(map(str, seeds)), "student": student, "suite": suite}
+    name = sweep_name_of(settings, grid, eps, n_eval, overrides)
+    groups = shard_groups(seeds, teachers, shard)
+    if not groups:
+        raise UserError(f"shard {shard[0]}/{shard[1]} gets none of the {len(seeds) * len(teachers)} (seed, teacher) "
+                        f"groups; use at most {len(seeds) * len(teachers)} shards")
+    total = len(groups) * len(perturbs)
+    shard_tags = {"sweep_name": name, **({"shard": f"{shard[0]}/{shard[1]}"} if shard else {})}
+    title = (f"sweep {len(teachers)} teachers x {len(perturbs)} perturbs x {len(seeds)} seeds on {settings.dataset}"
+             + (f" (shard {shard[0]}/{shard[1]})" if shard else ""))
+    with tracking.tracked_run(title, tags={"stage": "sweep", "dataset": settings.dataset, **grid, **shard_tags}) as parent:
+        sweep_id = parent.info.run_id
+        tracking.log_params("", {**grid, "dataset": settings.dataset, "eps": eps, "n_eval": n_eval,
+                                 "overrides": list(overrides), "protocol": protocol()})
+        outcome = SweepOutcome(sweep_id, uri, name)
+        teacher_logits: TeacherLogits = {}
+        done = 0
+        for seed, teacher in groups:
+            for i, perturb in enumerate(perturbs):
+                done += 1
+                if on_cell is not None:
+                    on_cell(done, total, f"teacher {teacher}, perturb {perturb}, seed {seed}")
+                run = run_experiment(replace(settings, seed=seed), teacher=teacher, perturb=perturb,
+                                     student=student, suite=suite, eps=eps, n_eval=n_eval,
+                                     overrides=overrides, evaluate_teacher=evaluate_teachers and i == 0,
+                                     nested=True, extra_tags={"sweep_id": sweep_id, **shard_tags})
+                outcome.runs.append(run)
+                if (teacher, seed) not in teacher_logits:  # logged at once, so a shard killed later keeps it
+                    teacher_logits[(teacher, seed)] = _log_teacher_logits(teacher, seed, run)
+                outcome.cells.append(Cell(teacher, perturb, seed, run.results["student"], run.run_id))
+                if "teacher" in run.results:
+                    outcome.cells.append(Cell(teacher, TEACHER_ROW, seed, run.results["teacher"], run.run_id))
+        _log_summaries(outcome.cells)
+        outcome.claims = _teacher_claims(outcome.runs[0].test, teacher_logits, reference)
+    return outcome
+
+
+def _log_teacher_logits(teacher: str, seed: int, run: Outcome) -> torch.Tensor:
+    """The teacher's logits on the evaluated test images, on the sweep run (``teacher_logits/``), so
+    `sweep-report` can recompute claims (1) and (2) over shards and sweeps."""
+    z = logits_of(run.models["teacher"], run.test.x)
+    tracking.log_json({"teacher": teacher, "seed": seed, "logits": z.tolist()},
+                      f"{TEACHER_LOGITS_DIR}/{teacher}-s{seed}.json")
+    return z
+
+
+def _teacher_claims(test, logits: TeacherLogits, reference: str) -> ClaimTables | None:
+    """Claims (1) and (2) from each (teacher, seed)'s ``logits`` on the evaluated ``test`` images
+    (the same for every cell of a sweep), logged as tables and one confidence-difference grid per
+    teacher (first seed) against the reference teacher."""
+    if not any(t == reference for t, _ in logits):
+        return None
+    claims = teacher_claims(logits, reference)
+    for name, header, rows in (("seguin_claim1_logits", claims.logits_header, claims.logits_rows),
+                               ("seguin_claim2_agreement", claims.agreement_header, claims.agreement_rows)):
+        tracking.log_rows(header, rows, f"{name}.json")
+    with tracking.scratch_dir() as tmp:
+        for path in confidence_difference_grids(test.x, test.y, logits, reference, tmp):
+            tracking.log_file(path, "seguin")
+    return claims
+
+
+@dataclass
+class StoredSweeps:
+    """One or more sweeps read back from the tracking store: their cells and teacher logits."""
+
+    cells: list[Cell]
+    logits: TeacherLogits
+
+    def missing_logits(self) -> list[tuple[str, int]]:
+        """(teacher, seed) pairs with cells but no logged logits (an older robdistill, or a shard
+        stopped before its teacher's first cell finished): claims (1) and (2) leave them out."""
+        return sorted({(c.teacher, c.seed) for c in self.cells} - set(self.logits))
+
+    def claims(self, reference: str = "standard") -> ClaimTables | None:
+        """Claims (1) and (2) over every logged teacher (the reference first, as `sweep` prints
+        them), or None without the reference teacher."""
+        if not any(t == reference for t, _ in self.logits):
+            return None
+        order = sorted(self.logits, key=lambda key: (key[0] != reference, key))
+        return teacher_claims({key: self.logits[key] for key in order}, reference)
+
+
+def _sweep_parents(tracking_uri: str | None, experiment: str, name: str) -> list:
+    from robdistill.tracking.search import find_runs
+
+    return find_runs(tracking_uri, experiment, "sweep", None, [f"sweep_name={name}"])
+
+
+def check_mergeable(parents: dict[str, list]) -> None:
+    """Sweeps merge only when they differ in teachers, perturbations or seeds: the same dataset,
+    student, suite, eps, test images and overrides, so that every cell is measured alike."""
+    settings = {}
+    for name, runs in parents.items():
+        if runs:
+            settings[name] = {key: runs[0].data.params.get(key, "") for key in MERGE_MUST_MATCH}
+    if not settings:
+        return
+    first_name, first = next(iter(settings.items()))
+    for name, values in settings.items():
+        for key in MERGE_MUST_MATCH:
+            if values[key] != first[key]:
+                raise UserError(f"sweeps {first_name} and {name} differ in {key} ({first[key] or '-'} vs "
+                                f"{values[key] or '-'}); only sweeps that differ in teachers, perturbations or "
+                                f"seeds can be merged")
+
+
+def load_sweeps(tracking_uri: str | None, experiment: str, names: Sequence[str]) -> StoredSweeps:
+    """Every evaluated cell of the named sweeps (all their shards) from the tracking store, rebuilt
+    with their per-sample flags from each evaluation run's ``results.json``, and the teacher logits
+    their sweep runs logged. Within a sweep a cell run twice (a shard re-run) counts once, the
+    newest; a student cell present in two different sweeps is an error, a teacher attacked by two
+    sweeps (the same cached teacher) counts once."""
+    import json
+    import tempfile
+
+    import mlflow
+
+    from robdistill.tracking.search import find_runs
+    from robdistill.eval.runner import result_from_json
+
+    names = list(dict.fromkeys(names))
+    parents = {name: _sweep_parents(tracking_uri, experiment, name) for name in names}
+    check_mergeable(parents)
+    cells: list[Cell] = []
+    owner: dict[tuple[str, str, str, str], str] = {}
+    logits: TeacherLogits = {}
+    with tempfile.TemporaryDirectory(prefix="robdistill-sweep-") as tmp:
+        for name in names:
+            runs = [run for run in find_runs(tracking_uri, experiment, "evaluation", None, [f"sweep_name={name}"])
+                    if run.info.status == "FINISHED"]
+            if not runs:
+                raise UserError(f"no finished evaluations tagged sweep_name={name} in experiment '{experiment}'")
+            for run in runs:  # newest first
+                tags = run.data.tags
+                is_teacher = tags.get("role") == "teacher"  # evaluated in the run of any perturbation
+                cell_key = (tags.get("teacher", ""), TEACHER_ROW if is_teacher else tags.get("perturb", ""),
+                            tags.get("seed", ""), tags.get("role", ""))
+                if owner.get(cell_key) == name or (is_teacher and cell_key in owner):
+                    continue  # a re-run, or the same cached teacher attacked by another sweep: once
+                if cell_key in owner:
+                    raise UserError(f"cell teacher={cell_key[0]} perturb={cell_key[1]} seed={cell_key[2]} is in both "
+                                    f"sweeps {owner[cell_key]} and {name}; merge sweeps that share no cell")
+                owner[cell_key] = name
+                local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="results.json",
+                                                            dst_path=f"{tmp}/{run.info.run_id}")
+                result = result_from_json(json.loads(Path(local).read_text()))
+                cells.append(Cell(tags["teacher"], cell_key[1], int(tags["seed"]), result,
+                                  tags.get("mlflow.parentRunId", "")))
+            for key, z in _logged_teacher_logits(parents[name], f"{tmp}/logits-{name}").items():
+                logits.setdefault(key, z)
+    rank = {TEACHER_ROW: -2, "keep": -1, **{p: i for i, p in enumerate(PERTURBATIONS.names()) if p != "keep"}}
+    cells.sort(key=lambda c: (c.teacher, rank.get(c.perturb, len(rank)), c.perturb, c.seed))  # the store's order is by time
+    return StoredSweeps(cells, logits)
+
+
+def _logged_teacher_logits(parents: Sequence, dst: str) -> TeacherLogits:
+    """The ``teacher_logits/*.json`` artifacts of a sweep's parent runs (one per shard), newest first."""
+    import json
+
+    import mlflow
+
+    logits: TeacherLogits = {}
+    for run in parents:
+        listed = mlflow.MlflowClient().list_artifacts(run.info.run_id, TEACHER_LOGITS_DIR)
+        for item in listed:
+            local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=item.path,
+                                                        dst_path=f"{dst}/{run.info.run_id}")
+            payload = json.loads(Path(local).read_text())
+            logits.setdefault((payload["teacher"], int(payload["seed"])), torch.tensor(payload["logits"]))
+    return logits
+
+
+def _log_summaries(cells: Sequence[Cell]) -> None:
+    """The two tables as MLflow tables (viewable in the UI) and the mean accuracies as metrics."""
+    for name, (header, rows) in {"sweep_summary": summary_rows(cells), "sweep_paired": paired_rows(cells)}.items():
+        tracking.log_rows(header, rows, f"{name}.json")
+    tracking.log_metrics(summary_metrics(cells))
+
+
+def _metrics_of(cells: Sequence[Cell]) -> list[str]:
+    present = {key for cell in cells for key in cell.result.accuracies()}
+    return [m for m in SUMMARY_METRICS if m in present]
+
+
+def cell_text(cells: Sequence[Cell], metric: str) -> str:
+    """Accuracy % of one metric over seeds: 'mean ± std [t-interval clipped to 0-100]' for several
+    seeds, 'acc [Wilson]' for one."""
+    if len(cells) == 1:
+        p = cells[0].result.accuracies()[metric]
+        return f"{100 * p.value:.1f} [{100 * p.low:.1f}, {100 * p.high:.1f}]"
+    s = seed_summary([c.result.accuracies()[metric].value for c in cells])
+    low, high = max(s.low, 0.0), min(s.high, 1.0)  # an accuracy interval lies in [0, 1]
+    return f"{100 * s.mean:.1f} ± {100 * s.std:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def _groups(cells: Sequence[Cell]) -> dict[tuple[str, str], list[Cell]]:
+    groups: dict[tuple[str, str], list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.teacher, cell.perturb), []).append(cell)
+    return groups
+
+
+def summary_rows(cells: Sequence[Cell]) -> tuple[list[str], list[list[str]]]:
+    """Per teacher and perturbation (the teacher itself first), each metric over seeds."""
+    metrics = _metrics_of(cells)
+    header = ["teacher", "perturb", "seeds", "n"] + metrics
+    rows = []
+    for (teacher, perturb), group in _groups(cells).items():
+        ordered = sorted(group, key=lambda c: c.seed)
+        rows.append([teacher, perturb, ",".join(str(c.seed) for c in ordered), str(ordered[0].result.n)]
+                    + [cell_text(ordered, m) for m in metrics])
+    rows.sort(key=lambda r: (r[0], r[1] != TEACHER_ROW))
+    return header, rows
+
+
+def summary_metrics(cells: Sequence[Cell]) -> dict[str, float]:
+    """Parent-run metrics: mean accuracy over seeds per teacher / perturb / metric."""
+    out = {}
+    for (teacher, perturb), group in _groups(cells).items():
+        role = "teacher" if perturb == TEACHER_ROW else perturb
+        for metric in _metrics_of(group):
+            out[f"{teacher}/{role}/acc/{metric}"] = seed_summary(
+                [c.result.accuracies()[metric].value for c in group]).mean
+    return out
+
+
+def paired_rows(cells: Sequence[Cell], reference: str = "keep") -> tuple[list[str], list[list[str]]]:
+    """Each perturbation minus ``reference`` for the same teacher and seed (Seguin et al. claim 3).
+    The seed is the experimental unit: the difference in points has a 95% t-interval over seeds
+    and a paired t-test (>= 2 seeds), which give the reading. When the per-seed differences have no
+    spread (see ``no_spread``) the t-test is undefined: "paired t p" is then "-" and the reading
+    comes from an exact sign test over seeds (``paired_reading``). McNemar's exact test per seed is
+    shown too; it is conditional on those trained models (test-image noise only, not training noise)."""
+    from scipy.stats import ttest_rel
+
+    groups = _groups(cells)
+    metrics = [m for m in _metrics_of(cells) if m != "clean"] or ["clean"]
+    header = ["teacher", "comparison", "metric", "seeds", "difference (points)", "paired t p",
+              "McNemar p per seed", "reading"]
+    rows = []
+    teachers = list(dict.fromkeys(c.teacher for c in cells))
+    perturbs = list(dict.fromkeys(c.perturb for c in cells if c.perturb != TEACHER_ROW))
+    for teacher in teachers:
+        base = {c.seed: c for c in groups.get((teacher, reference), [])}
+        for perturb in perturbs:
+            if perturb == reference or not base:
+                continue
+            other = {c.seed: c for c in groups.get((teacher, perturb), [])}
+            seeds = sorted(set(base) & set(other))
+            if not seeds:
+                continue
+            for metric in metrics:
+                a = [other[s].result.accuracies()[metric].value for s in seeds]
+                b = [base[s].result.accuracies()[metric].value for s in seeds]
+                diff = seed_summary([x - y for x, y in zip(a, b)])
+                interval = (f" [{100 * diff.low:+.1f}, {100 * diff.high:+.1f}]"
+                            if len(seeds) > 1 and not no_spread(diff) else "")
+                t_p = float(ttest_rel(a, b).pvalue) if len(seeds) > 1 and not no_spread(diff) else float("nan")
+                per_seed = [mcnemar_exact(_flags(other[s].result, metric), _flags(base[s].result, metric))
+                            for s in seeds]
+                rows.append([teacher, f"{perturb} - {reference}", metric, str(len(seeds)),
+                             f"{100 * diff.mean:+.1f}{interval}", "-" if t_p != t_p else f"{t_p:.3g}",
+                             ", ".join(f"{p:.2g}" for p in per_seed), paired_reading(diff)])
+    return header, rows
+
+
+def paired_reading(diff: SeedSummary) -> str:
+    """The reading of a paired difference over seeds (:func:`robdistill.core.stats.direction`): 'higher' /
+    'lower' only when a test says so, else 'inconclusive'; one seed is always inconclusive."""
+    if diff.n < 2:
+        return "inconclusive (1 seed)"
+    return direction(diff)
+
+
+def _flags(result: EvaluationResult, metric: str) -> list[bool]:
+    flags = {"clean": result.clean, "worst": result.worst, **result.robust}[metric]
+    return flags.tolist()
+
+
+__all__ = ["run_sweep", "summary_rows", "paired_rows", "load_sweeps", "Cell"]

@@ -1,0 +1,52 @@
+"""Checkpoints: the architecture spec, recipe and weights in one file, written atomically and
+loaded with ``torch.load(weights_only=True)``."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robdistill.data.datasets import DATASETS
+from robdistill.core.errors import UserError
+from robdistill.models.zoo import Classifier, build_model
+
+FORMAT = "robdistill-checkpoint-v1"
+
+
+def save_checkpoint(path: Path, model: Classifier, *, kind: str, model_name: str, dataset: str,
+                    recipe: dict[str, Any], seed: int, extra: dict[str, Any] | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "kind": kind, "model_name": model_name, "dataset": dataset,
+               "recipe": recipe, "seed": seed, "extra": extra or {},
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[Classifier, dict[str, Any]]:
+    """Rebuild the model of a checkpoint; a corrupt or foreign file is a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"{path} is not a readable checkpoint ({type(exc).__name__}); "
+                        f"retrain or pass another file") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UserError(f"{path} is not a robdistill checkpoint (expected format {FORMAT})")
+    info = DATASETS.get(payload["dataset"])
+    model = build_model(payload["model_name"], info.shape, info.num_classes, info.mean, info.std)
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval(), payload

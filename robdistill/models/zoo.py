@@ -1,0 +1,130 @@
+"""Model registry. Every model is a :class:`Classifier`: normalisation inside, logits out,
+and the penultimate activation (the input of the logits layer) reachable through
+:meth:`Classifier.features` / :meth:`Classifier.head` (Guided Dropout and the analyses need it).
+
+Architectures: ``small-cnn`` (8x8 and 28x28), ``lenet`` (Madry et al.'s MNIST network),
+``resnet18`` (the CIFAR/SVHN ResNet-18 with a 3x3 stem), and ``timm:<name>`` for any timm model.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from robdistill.core.errors import UserError
+from robdistill.core.registry import Registry
+
+
+class Classifier(nn.Module):
+    """Wraps a backbone (image -> penultimate features) and a linear head, with the input
+    normalisation inside so that attacks work in [0, 1] pixel space (SPEC section 1)."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int,
+                 mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(feature_dim, num_classes)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate activation A (the input of the logits layer) for images in [0, 1]."""
+        return self.backbone((x - self.mean) / self.std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+BackboneFactory = Callable[[tuple[int, int, int]], tuple[nn.Module, int]]
+MODELS: Registry[BackboneFactory] = Registry("model")
+
+
+@MODELS.register("small-cnn")
+def small_cnn(shape: tuple[int, int, int]) -> tuple[nn.Module, int]:
+    """Small CNN for 8x8 and 28x28 inputs: two conv blocks, 2x2 pooling to a fixed grid, FC-128."""
+    channels = shape[0]
+    body = nn.Sequential(
+        nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+        nn.Linear(64 * 4, 128), nn.ReLU(),
+    )
+    return body, 128
+
+
+@MODELS.register("lenet")
+def lenet(shape: tuple[int, int, int]) -> tuple[nn.Module, int]:
+    """Madry et al.'s MNIST network: conv5x5-32, pool, conv5x5-64, pool, FC-1024."""
+    channels, height, width = shape
+    convs = nn.Sequential(
+        nn.Conv2d(channels, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+    )
+    flat = 64 * (height // 4) * (width // 4)
+    return nn.Sequential(convs, nn.Linear(flat, 1024), nn.ReLU()), 1024
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+@MODELS.register("resnet18")
+def resnet18_cifar(shape: tuple[int, int, int]) -> tuple[nn.Module, int]:
+    """ResNet-18 for 32x32 images (CIFAR-10 / SVHN): 3x3 stem, no max-pool, 512 features."""
+    layers: list[nn.Module] = [nn.Conv2d(shape[0], 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU()]
+    cin = 64
+    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        layers += [_BasicBlock(cin, cout, stride), _BasicBlock(cout, cout, 1)]
+        cin = cout
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    return nn.Sequential(*layers), 512
+
+
+class _TimmBackbone(nn.Module):
+    """A timm model without its classifier: image -> pooled pre-logits features."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+
+def _timm_backbone(arch: str, shape: tuple[int, int, int]) -> tuple[nn.Module, int]:
+    import timm
+
+    if arch not in timm.list_models():
+        raise UserError(f"unknown timm architecture '{arch}'; see timm.list_models() for names")
+    model = timm.create_model(arch, pretrained=False, num_classes=0, in_chans=shape[0])
+    # models with a conv head (MobileNetV3 ...) return head_hidden_size pre-logit features
+    dim = getattr(model, "head_hidden_size", None) or model.num_features
+    return _TimmBackbone(model), int(dim)
+
+
+def model_names() -> list[str]:
+    return MODELS.names() + ["timm:<architecture>"]
+
+
+def build_model(name: str, shape: tuple[int, int, int], num_classes: int,
+                mean: tuple[float, ...], std: tuple[float, ...]) -> Classifier:
+    """Build a registered architecture (or ``timm:<arch>``) as a normalising :class:`Classifier`."""
+    if name.startswith("timm:"):
+        backbone, dim = _timm_backbone(name.split(":", 1)[1], shape)
+    else:
+        backbone, dim = MODELS.get(name)(shape)
+    return Classifier(backbone, dim, num_classes, mean, std)

@@ -1,0 +1,256 @@
+"""MLflow tracking: one parent run per command, child runs per stage, and runs that always end
+in a terminal state (FINISHED, FAILED, or KILLED on Ctrl-C and SIGTERM) -- never left RUNNING.
+
+Under ``torchrun`` only rank 0 talks to the store: on the other ranks every function here is a
+no-op and :func:`tracked_run` yields a stand-in carrying rank 0's run id."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Iterator
+
+from robdistill.core import distributed
+
+from robdistill.core.errors import UserError
+from robdistill.config.recipes import PROJECT_ROOT
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "robdistill"
+# MLflow 3's experiment kind (the UI's "Machine learning" type, as against "genai_development")
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def quiet_mlflow_logging() -> None:
+    """MLflow, alembic and SQLAlchemy log every migration at INFO; keep the terminal for results."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per small download
+    import mlflow  # noqa: F401  (after the import: mlflow sets its own level)
+
+    for name in ("mlflow", "alembic", "sqlalchemy"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def configure(uri: str | None, experiment: str) -> str:
+    """Point MLflow at a store and experiment; an unreachable server is a one-line error."""
+    resolved = resolve_tracking_uri(uri)
+    if not distributed.is_main():
+        return resolved
+    quiet_mlflow_logging()
+    import mlflow
+
+    mlflow.set_tracking_uri(resolved)
+    try:
+        mark_model_training(mlflow.set_experiment(experiment))
+    except Exception as exc:  # MlflowException, requests errors, sqlalchemy errors ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"cannot use tracking store {resolved} ({first}); start the server or pass "
+                        f"--tracking-uri") from None
+    return resolved
+
+
+def mark_model_training(experiment: Any) -> None:
+    """Tag the experiment as model training, so MLflow 3's UI opens it on its runs rather than in
+    the GenAI view (traces); an experiment kind already set (by the user) is kept, and a store that
+    refuses the tag (no edit permission) only costs a warning."""
+    if EXPERIMENT_KIND_TAG in (experiment.tags or {}):
+        return
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG,
+                                                 MODEL_TRAINING_KIND)
+    except MlflowException as exc:
+        logging.getLogger(__name__).warning("experiment kind not set (%s)", str(exc).splitlines()[0][:200])
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@contextmanager
+def tracked_run(name: str, *, nested: bool = False, tags: dict[str, str] | None = None,
+                resume_run_id: str | None = None) -> Iterator[Any]:
+    """Start an MLflow run (or reopen ``resume_run_id``, an interrupted one, under the active parent)
+    and end it FINISHED, FAILED (exception) or KILLED (Ctrl-C, SIGTERM, SystemExit). Under torchrun the other
+    ranks get a stand-in with rank 0's run id."""
+    if not distributed.is_main():
+        yield SimpleNamespace(info=SimpleNamespace(run_id=distributed.broadcast_object(None)))
+        return
+    import mlflow
+
+    if resume_run_id is not None:
+        run = _reopen(resume_run_id, nested, tags or {})
+    else:
+        run = mlflow.start_run(run_name=name, nested=nested, tags={"git_commit": git_commit(), **(tags or {})})
+    distributed.broadcast_object(run.info.run_id)
+    try:
+        yield run
+    except (KeyboardInterrupt, SystemExit):
+        mlflow.end_run(status="KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    else:
+        mlflow.end_run(status="FINISHED")
+
+
+def _reopen(run_id: str, nested: bool, tags: dict[str, str]):
+    """Continue an interrupted run: the parent it was started under, if still RUNNING (its process
+    was killed), is marked KILLED, and the run moves under the active parent, if any."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    old = client.get_run(run_id)
+    old_parent = old.data.tags.get("mlflow.parentRunId")
+    active = mlflow.active_run()
+    if old_parent and (active is None or old_parent != active.info.run_id):
+        if client.get_run(old_parent).info.status == "RUNNING":
+            client.set_terminated(old_parent, status="KILLED")
+    run = mlflow.start_run(run_id=run_id, nested=nested)
+    if active is not None:
+        mlflow.set_tag("mlflow.parentRunId", active.info.run_id)
+    mlflow.set_tags({**tags, "resumed": "true"})
+    return run
+
+
+def flatten(prefix: str, values: dict[str, Any]) -> dict[str, str]:
+    """``{"epochs": 2}`` -> ``{"teacher.epochs": "2"}``; nested values become JSON."""
+    out = {}
+    for key, value in values.items():
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        out[f"{prefix}.{key}" if prefix else key] = text[:6000]
+    return out
+
+
+def log_params(prefix: str, values: dict[str, Any]) -> None:
+    if not distributed.is_main():
+        return
+    import mlflow
+
+    mlflow.log_params(flatten(prefix, values))
+
+
+def log_metrics(values: dict[str, float], step: int | None = None) -> None:
+    if not distributed.is_main():
+        return
+    import mlflow
+
+    finite = {k.replace("@", "_"): float(v) for k, v in values.items() if v == v}  # drop NaN
+    mlflow.log_metrics(finite, step=step)
+
+
+def log_json(payload: Any, artifact_file: str) -> None:
+    if not distributed.is_main():
+        return
+    import mlflow
+
+    mlflow.log_dict(json.loads(json.dumps(payload, default=str)), artifact_file)
+
+
+def log_rows(header: list[str], rows: list[list[Any]], artifact_file: str) -> None:
+    """A row-oriented table as an MLflow table (viewable in the UI)."""
+    log_table({h: [row[i] for row in rows] for i, h in enumerate(header)}, artifact_file)
+
+
+def log_table(columns: dict[str, list[Any]], artifact_file: str) -> None:
+    """A column-oriented table as an MLflow table (viewable in the UI)."""
+    if not distributed.is_main():
+        return
+    import mlflow
+
+    mlflow.log_table(columns, artifact_file=artifact_file)
+
+
+def set_tag(key: str, value: str) -> None:
+    if not distributed.is_main():
+        return
+    import mlflow
+
+    mlflow.set_tag(key, value)
+
+
+def log_file(path: Path, artifact_path: str | None = None) -> None:
+    if not distributed.is_main():
+        return
+    import mlflow
+
+    mlflow.log_artifact(str(path), artifact_path)
+
+
+@contextmanager
+def scratch_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="robdistill-") as tmp:
+        yield Path(tmp)
+
+
+def registered_teacher_name(dataset: str, teacher: str) -> str:
+    return f"robdistill-teacher-{dataset}-{teacher}"
+
+
+def register_teacher(name: str, run_id: str, artifact_path: str, key: str, tags: dict[str, str]) -> str | None:
+    """A model-registry version pointing at the teacher checkpoint logged by ``run_id``, tagged with
+    its recipe hash (``teacher_key``) so any machine sharing the store can find it. Returns the
+    version, or None when the store has no registry (the run goes on without it)."""
+    if not distributed.is_main():
+        return None
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    try:
+        try:
+            client.create_registered_model(name, description="robdistill teachers; tag teacher_key = recipe hash")
+        except MlflowException as exc:
+            if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
+                raise
+        run = client.get_run(run_id)
+        version = client.create_model_version(name, source=f"{run.info.artifact_uri}/{artifact_path}",
+                                              run_id=run_id, tags={"teacher_key": key, **tags})
+        return str(version.version)
+    except MlflowException as exc:
+        logging.getLogger(__name__).warning("teacher not registered (%s)", str(exc).splitlines()[0][:200])
+        return None
+
+
+def find_registered_teacher(key: str, destination: Path) -> Path | None:
+    """Download the registered teacher checkpoint whose ``teacher_key`` tag is ``key`` into
+    ``destination`` (a directory); None when there is none or the store has no registry (and on
+    ranks other than 0)."""
+    if not distributed.is_main():
+        return None
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = mlflow.MlflowClient().search_model_versions(f"tags.teacher_key = '{key}'")
+        if not versions:
+            return None
+        newest = max(versions, key=lambda v: int(v.version))
+        local = mlflow.artifacts.download_artifacts(artifact_uri=newest.source, dst_path=str(destination))
+    except (MlflowException, OSError) as exc:
+        logging.getLogger(__name__).warning("teacher registry not searched (%s)", str(exc).splitlines()[0][:200])
+        return None
+    local_path = Path(local)
+    if local_path.is_file():
+        return local_path
+    files = sorted(local_path.glob("*.pt"))
+    return files[0] if files else None

@@ -1,0 +1,271 @@
+"""The training loop shared by teachers and students: in-memory mini-batches, a registered
+optimiser and learning-rate schedule, per-epoch metrics handed to a callback (MLflow)."""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from robdistill.core import distributed
+from robdistill.data.datasets import Split, iterate_batches
+from robdistill.train.objectives import LossOutput
+from robdistill.core.progress import StepLog
+from robdistill.config.recipes import TrainingRecipe
+from robdistill.core.registry import Registry
+
+OptimizerFactory = Callable[[list[nn.Parameter], TrainingRecipe], torch.optim.Optimizer]
+ScheduleFactory = Callable[[int], Callable[[int], float]]  # total steps -> (step -> lr factor)
+OPTIMIZERS: Registry[OptimizerFactory] = Registry("optimizer")
+SCHEDULES: Registry[ScheduleFactory] = Registry("lr schedule")
+
+
+@OPTIMIZERS.register("adam")
+def adam(params, recipe):
+    """Adam (the AALP paper's optimiser)."""
+    return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(params, recipe):
+    """SGD with Nesterov momentum 0.9."""
+    return torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay)
+
+
+@SCHEDULES.register("constant")
+def constant(total_steps: int) -> Callable[[int], float]:
+    """Constant learning rate."""
+    return lambda step: 1.0
+
+
+@SCHEDULES.register("cosine")
+def cosine(total_steps: int) -> Callable[[int], float]:
+    """Cosine decay to zero over the whole run."""
+    return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+
+
+StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], LossOutput]
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+def accuracy(model: nn.Module, split: Split, batch_size: int = 512) -> float:
+    """Clean accuracy in eval mode (restoring the previous mode)."""
+    from robdistill.core.modes import eval_mode
+
+    correct = 0
+    with eval_mode(model), torch.no_grad():
+        for _, x, y in iterate_batches(split, batch_size):
+            correct += (model(x).argmax(1) == y).sum().item()
+    return correct / max(len(split), 1)
+
+
+@dataclass
+class TrainingState:
+    """Where :func:`fit` saves everything it needs to continue after each epoch (model, optimiser,
+    schedule, every generator, the global RNG, the metrics so far), and what it saves beside it
+    (e.g. the MLflow run id). Written atomically; loaded with ``weights_only=True``."""
+
+    path: Path
+    generators: dict[str, torch.Generator] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.path.is_file():
+            return None
+        try:
+            return torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            from robdistill.core.errors import UserError
+
+            raise UserError(f"training state {self.path} is unreadable ({type(exc).__name__}); delete it "
+                            f"and start again without --resume") from None
+
+    def save(self, payload: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(payload, tmp)
+            os.replace(tmp, self.path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class _TrainingStep(nn.Module):
+    """One training step as a module, so that DistributedDataParallel sees the whole step --
+    adversarial example generation included -- as one forward, and synchronises the gradients in
+    its one backward. ``weight`` rescales this rank's mean loss so that the average DDP takes over
+    ranks is the mean over the global batch, whatever the shard sizes."""
+
+    def __init__(self, model: nn.Module, step_fn: "StepFn") -> None:
+        super().__init__()
+        self.model = model
+        self.step_fn = step_fn
+
+    def forward(self, idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, weight: float):
+        out = self.step_fn(self.model, idx, x, y)
+        return out.loss * weight, out.logits, out.logs
+
+
+def _wrap_distributed(model: nn.Module, step_fn: StepFn) -> nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = next(model.parameters()).device
+    if device.type == "cuda":  # batch statistics over the global batch (in place: same parameters)
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return DistributedDataParallel(_TrainingStep(model, step_fn),
+                                   device_ids=[device] if device.type == "cuda" else None)
+
+
+def _shard(idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, ctx: "distributed.DistContext"):
+    """This rank's rows of a global batch and the weight of its loss (0 for a rank left without
+    rows by a short last batch: it steps on one row with weight 0, so the collectives still match;
+    with SyncBatchNorm on GPUs that row still enters that one step's batch statistics)."""
+    rows = distributed.local_rows(len(y), ctx)
+    idx_l, x_l, y_l = idx[rows], x[rows], y[rows]
+    if len(y_l) == 0:
+        return idx[:1], x[:1], y[:1], 0.0, 0
+    return idx_l, x_l, y_l, ctx.world_size * len(y_l) / len(y), len(y_l)
+
+
+def _check_same_resume_point(saved: dict[str, Any] | None, ctx: "distributed.DistContext") -> None:
+    """Under torchrun every rank must resume from the same state file (a shared --cache-dir),
+    written by a job of the same size; otherwise the ranks' collectives would stop matching."""
+    if not ctx.active and (saved is None or saved.get("world_size", 1) == 1):
+        return
+    points = distributed.all_gather_object(None if saved is None else (saved["epoch"], saved.get("world_size", 1)))
+    if len(set(points)) > 1:
+        from robdistill.core.errors import UserError
+
+        raise UserError(f"ranks disagree on where to resume ({points}): every rank needs the same --cache-dir "
+                        f"(shared across machines)")
+    if saved is not None and saved.get("world_size", 1) != ctx.world_size:
+        from robdistill.core.errors import UserError
+
+        raise UserError(f"the training state was written by {saved.get('world_size', 1)} process(es), this job has "
+                        f"{ctx.world_size}; resume with the same number of processes or start without --resume")
+
+
+def _check_finite_loss(value: float, desc: str, epoch: int, batch: int,
+                       ctx: "distributed.DistContext") -> None:
+    """Stop at the first NaN or infinite training loss ``value`` with one line naming model, epoch
+    and batch (training on would only spread the NaN through the weights). Under torchrun the ranks
+    agree first (one small all-reduce per batch), so every rank stops at the same batch."""
+    bad = not math.isfinite(value)
+    if ctx.active:
+        bad = distributed.all_reduce_sum({"bad": float(bad)})["bad"] > 0
+    if bad:
+        from robdistill.core.errors import UserError
+
+        where = f"the training loss is {value}" if not math.isfinite(value) else "a rank's training loss is not finite"
+        raise UserError(f"{desc}: {where} at epoch {epoch}, batch {batch + 1}; lower the learning rate, or check "
+                        f"the data and the model for NaN")
+
+
+def fit(model: nn.Module, train: Split, recipe: TrainingRecipe, step_fn: StepFn, *, seed: int,
+        desc: str, on_epoch_start: Callable[[int], None] | None = None,
+        validate: Callable[[nn.Module], dict[str, float]] | None = None,
+        on_epoch_end: EpochCallback | None = None, progress: bool = True,
+        state: TrainingState | None = None, resume: bool = False) -> list[dict[str, float]]:
+    """Train ``model`` for ``recipe.epochs`` epochs; returns the per-epoch metrics. ``seed`` seeds the
+    mini-batch order; a non-finite loss stops training with a :class:`UserError`. With ``state``
+    the loop is checkpointed after every epoch; with ``resume`` it continues from that checkpoint
+    and ends exactly where an uninterrupted run would (same generators, same RNG).
+
+    Under torchrun every rank draws the same global batches and trains on its rows of each
+    (``rank::world_size``) through DistributedDataParallel; the epoch metrics are summed over ranks,
+    validation and the state file are rank 0's."""
+    ctx = distributed.context()
+    ddp = _wrap_distributed(model, step_fn) if ctx.active else None
+    optimizer = OPTIMIZERS.get(recipe.optimizer)(list(model.parameters()), recipe)
+    steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, SCHEDULES.get(recipe.lr_schedule)(recipe.epochs * steps_per_epoch))
+    order = torch.Generator().manual_seed(seed)
+    generators = {"order": order, **(state.generators if state else {})}
+    history: list[dict[str, float]] = []
+    first_epoch = 1
+    saved = state.load() if state is not None and resume else None
+    _check_same_resume_point(saved, ctx)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        mine = saved.get("rank_streams", [None])[ctx.rank] or {"generators": saved["generators"], "rng": saved["rng"]}
+        for name, generator in generators.items():
+            generator.set_state(mine["generators"][name])
+        torch.set_rng_state(mine["rng"])
+        history = saved["history"]
+        first_epoch = saved["epoch"] + 1
+    lines = StepLog(desc, recipe.epochs, "epoch", enabled=progress and ctx.is_main, done=first_epoch - 1)
+    bar = tqdm(range(first_epoch, recipe.epochs + 1), desc=desc, disable=not (progress and ctx.is_main) or None,
+               leave=True,
+               initial=first_epoch - 1, total=recipe.epochs)
+    for epoch in bar:
+        if on_epoch_start is not None:
+            on_epoch_start(epoch)
+        model.train()
+        started = time.perf_counter()
+        totals: dict[str, float] = {}
+        seen = correct = 0
+        for batch, (idx, x, y) in enumerate(iterate_batches(train, recipe.batch_size, order)):
+            if ddp is None:
+                out, n = step_fn(model, idx, x, y), len(y)
+                loss = out.loss.item()  # one host sync per step, shared with the finiteness check
+                _check_finite_loss(loss, desc, epoch, batch, ctx)
+                optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+            else:
+                idx, x, y, weight, n = _shard(idx, x, y, ctx)
+                scaled, logits, logs = ddp(idx, x, y, weight)
+                scaled_value = scaled.item()
+                _check_finite_loss(scaled_value, desc, epoch, batch, ctx)
+                optimizer.zero_grad(set_to_none=True)
+                scaled.backward()
+                out = LossOutput(scaled, logits, logs)
+                loss = scaled_value / weight if weight else 0.0
+            optimizer.step()
+            scheduler.step()
+            seen += n
+            correct += (out.logits.argmax(1) == y).sum().item() if n else 0
+            totals["loss"] = totals.get("loss", 0.0) + loss * n
+            for key, value in out.logs.items():
+                totals[key] = totals.get(key, 0.0) + value * n
+        if ctx.active:  # sums over ranks: every rank ends the epoch with the global metrics
+            summed = distributed.all_reduce_sum({**totals, "_seen": seen, "_correct": correct})
+            seen, correct = int(summed.pop("_seen")), int(summed.pop("_correct"))
+            totals = summed
+        metrics = {f"train/{k}": v / seen for k, v in totals.items()}
+        metrics["train/acc"] = correct / seen
+        metrics["train/epoch_seconds"] = time.perf_counter() - started
+        metrics["train/lr"] = scheduler.get_last_lr()[0]
+        if validate is not None and ctx.is_main:
+            metrics.update({f"val/{k}": v for k, v in validate(model).items()})
+        history.append(metrics)
+        bar.set_postfix(loss=f"{metrics['train/loss']:.3f}",
+                        **({"val_acc": f"{metrics['val/acc']:.3f}"} if "val/acc" in metrics else {}))
+        lines.step(epoch, f"epoch {epoch}/{recipe.epochs} (loss {metrics['train/loss']:.3f}"
+                          + (f", val acc {metrics['val/acc']:.3f}" if "val/acc" in metrics else "") + ")")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, metrics)
+        if state is not None:  # every rank's random streams, saved by rank 0
+            streams = distributed.all_gather_object(
+                {"generators": {name: g.get_state() for name, g in generators.items()}, "rng": torch.get_rng_state()})
+            if ctx.is_main:
+                state.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), **streams[0], "history": history,
+                            "world_size": ctx.world_size, "rank_streams": streams if ctx.active else [None],
+                            **state.extra})
+    model.eval()
+    return history
