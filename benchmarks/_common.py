@@ -29,16 +29,16 @@ def digits_model(teacher: str, cache: Path, seed: int = 0, device: str = "cpu",
                  overrides: list[str] | None = None) -> nn.Module:
     """A digits teacher (recipe ``teacher``) trained once by robdistill and cached under ``cache``
     (its own MLflow store there too)."""
-    from robdistill.tracking import store as tracking
-    from robdistill.data.datasets import load_dataset
-    from robdistill.config.recipes import load_recipe
-    from robdistill.experiments.stages import Settings, obtain_teacher
+    import robdistill as rd
+    from robdistill.catalog import load_recipe
+    from robdistill.experiments.stages import obtain_teacher
+    from robdistill.tracking.store import configure
 
     cache.mkdir(parents=True, exist_ok=True)
-    tracking.configure(f"sqlite:///{cache / 'mlflow.db'}", "benchmarks")
-    settings = Settings(dataset="digits", seed=seed, device=device, cache_dir=cache, progress=False,
-                        use_registry=False)
-    splits = load_dataset("digits").to(device)
+    configure(f"sqlite:///{cache / 'mlflow.db'}", "benchmarks")
+    settings = rd.Settings(dataset="digits", seed=seed, device=device, cache_dir=cache, progress=False,
+                           use_registry=False)
+    splits = rd.load_dataset("digits", device=device)
     handle = obtain_teacher(load_recipe("teacher", teacher, overrides or []), splits, settings)
     model = handle.model.eval()
     for p in model.parameters():

@@ -73,7 +73,7 @@ def time_interleaved(args, model, x, y, alpha, attack) -> None:
     import sys
 
     sys.path.insert(0, args.ours)
-    from robdistill.attacks.base import PGD
+    from robdistill.attacks import PGD
 
     ours = PGD(args.eps, steps=args.steps, step_size=alpha)
     run = {"ours": lambda: ours.run(model, x, y, batch_size=len(y), progress=False),

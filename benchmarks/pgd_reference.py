@@ -65,12 +65,12 @@ def compare_row(name: str, flags: torch.Tensor, ours: torch.Tensor) -> list[str]
 @click.option("--threads", default=1, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the Markdown report here.")
 def main(teachers, steps, seed, n_eval, cache, peer, threads, out) -> None:
-    from robdistill.attacks.base import PGD, pgd_perturb
-    from robdistill.data.datasets import load_dataset
+    import robdistill as rd
+    from robdistill.attacks import PGD, pgd_perturb
 
     torch.set_num_threads(threads)
     started = time.perf_counter()
-    test = load_dataset("digits").test
+    test = rd.load_dataset("digits").test
     x, y = (test.x[:n_eval], test.y[:n_eval]) if n_eval else (test.x, test.y)
     eps = 0.1  # digits' eps
     step_size = 2.5 * eps / steps

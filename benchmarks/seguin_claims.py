@@ -31,17 +31,15 @@ from _common import emit, machine  # noqa: E402
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write Markdown.")
 def main(checkpoints: tuple[Path, ...], n_eval: int, reference: str, teachers: str | None, grids: Path | None,
          out: Path | None) -> None:
+    import robdistill as rd
     from robdistill.analysis.logits import logits_of
-    from robdistill.models.checkpoints import load_checkpoint
-    from robdistill.data.datasets import load_dataset
-    from robdistill.core.errors import UserError
-    from robdistill.eval.tables import format_table
     from robdistill.analysis.seguin import confidence_difference_grids, teacher_claims
+    from robdistill.eval.tables import format_table
 
     wanted = set(teachers.split(",")) if teachers else None
     loaded = {}
     for path in checkpoints:
-        model, payload = load_checkpoint(path)
+        model, payload = rd.load_checkpoint(path)
         name = payload["recipe"].get("name", "")
         if payload["kind"] != "teacher" or (wanted and name not in wanted):
             continue
@@ -55,8 +53,8 @@ def main(checkpoints: tuple[Path, ...], n_eval: int, reference: str, teachers: s
         raise click.UsageError(f"need teacher checkpoints of one dataset; got {sorted(datasets) or 'none'}")
     dataset = datasets.pop()
     try:
-        test = load_dataset(dataset).test.head(n_eval)
-    except UserError as exc:
+        test = rd.load_dataset(dataset).test.head(n_eval)
+    except rd.UserError as exc:
         raise click.UsageError(str(exc)) from None
     order = sorted(loaded, key=lambda key: (key[0] != reference, key))  # the reference teacher first
     logits = {key: logits_of(loaded[key][0], test.x) for key in order}

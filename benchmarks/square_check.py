@@ -11,8 +11,6 @@ perturbation minus `keep` under the worst case *including Square*, paired by see
 """
 from __future__ import annotations
 
-import json
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -21,34 +19,30 @@ import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-NAME = re.compile(r"student:(?P<dataset>[a-z0-9-]+?)-(?P<teacher>standard|at|alp|aalp)-(?P<perturb>[a-z-]+)-"
-                  r"default-s(?P<seed>\d+)-[0-9a-f]+")
-
 
 @click.command()
 @click.option("--tracking-uri", required=True)
 @click.option("--experiment", default="square-check", show_default=True)
+@click.option("--student", default="default", show_default=True, help="Student recipe of the evaluated students.")
 @click.option("--out", type=click.Path(path_type=Path), default=None)
-def main(tracking_uri: str, experiment: str, out: Path | None) -> None:
-    import mlflow
-
-    from robdistill.tracking.search import find_runs
-    from robdistill.eval.runner import result_from_json
+def main(tracking_uri: str, experiment: str, student: str, out: Path | None) -> None:
     from robdistill.core.stats import mcnemar_exact, seed_summary
+    from robdistill.tracking import schema
+    from robdistill.tracking.results import load_results
+    from robdistill.tracking.search import find_runs, run_identity
+    from robdistill.train.perturbations import PERTURBATIONS
 
-    runs = find_runs(tracking_uri, experiment, "evaluation")
+    runs = find_runs(tracking_uri, experiment, schema.STAGE_EVALUATION)
+    perturbations = PERTURBATIONS.names()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for run in runs:
-            match = NAME.fullmatch(run.data.tags.get("mlflow.runName", "").removeprefix("eval "))
-            if match is None or run.info.status != "FINISHED":
+        for run in runs:  # newest first: the newest finished evaluation of each student counts
+            who = run_identity(run, perturbations)
+            if run.info.status != "FINISHED" or who.role != schema.ROLE_STUDENT or who.student != student:
                 continue
-            key = (match["teacher"], match["perturb"], int(match["seed"]))
-            if key in results:
-                continue  # newest first
-            local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="results.json",
-                                                        dst_path=f"{tmp}/{run.info.run_id}")
-            results[key] = result_from_json(json.loads(Path(local).read_text()))
+            key = (who.teacher, who.perturb, who.seed)
+            if key not in results:
+                results[key] = load_results(run, tmp)
     cells = sorted({(t, p) for t, p, _ in results}, key=lambda c: (c[0] != "standard", c[1] != "keep", c))
     lines = ["| teacher | perturb | seeds | clean | PGD-20 | APGD-CE+T | Square | worst (all) | "
              "white-box survivors fooled by Square (per seed) |", "|" + "---|" * 9]

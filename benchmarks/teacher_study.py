@@ -25,6 +25,7 @@ import click
 ALL_TEACHERS = ("standard", "at", "mpgd", "alp", "clp", "lsq", "aalp-gd", "aalp-sw", "aalp", "trades")
 METRICS = ("clean", "fgsm", "pgd", "cw", "autoattack", "worst")
 ORDERING = ("at", "alp", "aalp")  # AALP paper, Table 2: AT < ALP < AALP under PGD and CW
+STAGE_STUDY = "study"  # the study's parent run: its own value of the schema's ``stage`` tag
 
 
 def machine(device: str) -> dict[str, object]:
@@ -65,20 +66,23 @@ def main() -> None:
 @click.option("--quiet", is_flag=True)
 def run(dataset, teachers, seeds, suite, n_eval, overrides, out, device, quiet) -> None:
     """Train (or reuse) and attack each teacher x seed; results appended to --out."""
-    from robdistill.tracking import store as tracking
+    import robdistill as rd
     from robdistill.experiments.pipeline import make_plan
-    from robdistill.experiments.stages import Settings, evaluate_model, obtain_teacher
+    from robdistill.experiments.stages import evaluate_model, obtain_teacher
+    from robdistill.tracking import schema
+    from robdistill.tracking.store import configure, tracked_run
 
     results = load_results(out)
     invocation = {"command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]), "machine": machine(device),
                   "started": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_seconds": None}
     results["invocations"].append(invocation)
     started = time.perf_counter()
-    uri = tracking.configure(None, "teacher-study")
-    with tracking.tracked_run(f"teacher study on {dataset}", tags={"stage": "study", "dataset": dataset}):
+    uri = configure(None, "teacher-study")
+    study_tags = schema.stage_tags(STAGE_STUDY, {schema.TAG_DATASET: dataset})
+    with tracked_run(f"teacher study on {dataset}", tags=study_tags):
         for seed in [int(s) for s in seeds.split(",")]:
-            settings = Settings(dataset=dataset, seed=seed, device=device, experiment="teacher-study",
-                                progress=not quiet)
+            settings = rd.Settings(dataset=dataset, seed=seed, device=device, experiment="teacher-study",
+                                   progress=not quiet)
             for teacher in teachers.split(","):
                 key = "/".join([dataset, teacher, f"s{seed}", suite, f"n{n_eval}", *overrides])
                 if key in results["entries"]:
@@ -86,7 +90,9 @@ def run(dataset, teachers, seeds, suite, n_eval, overrides, out, device, quiet) 
                     continue
                 plan = make_plan(settings, teacher=teacher, suite=suite, n_eval=n_eval,
                                  overrides={"teacher": list(overrides)})
-                tags = {"dataset": dataset, "teacher": teacher, "seed": str(seed), "suite": suite}
+                # a teacher's evaluation: what identifies it (schema.identity reads it back), role teacher
+                tags = schema.role_tags({schema.TAG_DATASET: dataset, schema.TAG_TEACHER: teacher,
+                                         schema.TAG_SEED: str(seed), schema.TAG_SUITE: suite}, schema.ROLE_TEACHER)
                 t0 = time.perf_counter()
                 handle = obtain_teacher(plan.teacher, plan.splits, settings)
                 t1 = time.perf_counter()

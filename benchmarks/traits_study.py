@@ -11,7 +11,6 @@ teacher minus students of the standard teacher.
 """
 from __future__ import annotations
 
-import re
 import sys
 import time
 from pathlib import Path
@@ -25,30 +24,30 @@ from _common import machine  # noqa: E402
 TRAITS = ("clean", "pgd", "corrupt/gaussian-noise", "corrupt/blur", "corrupt/contrast", "conv1_tv")
 
 
-def describe(path: Path, dataset: str, perturbations: list[str]) -> tuple[str, str, int] | None:
-    """(teacher, perturbation or 'teacher', seed) from a checkpoint's file name
-    (``<dataset>-<teacher>-s<seed>-<hash>``, ``<dataset>-<teacher>-<perturb>-default-s<seed>-<hash>``)."""
-    stem, prefix = path.stem, re.escape(dataset)
-    if path.parent.name == "teachers":
-        match = re.fullmatch(rf"{prefix}-(?P<teacher>[a-z0-9-]+)-s(?P<seed>\d+)-[0-9a-f]+", stem)
-        return (match["teacher"], "teacher", int(match["seed"])) if match else None
-    for perturb in sorted(perturbations, key=len, reverse=True):
-        match = re.fullmatch(rf"{prefix}-(?P<teacher>[a-z0-9-]+)-{perturb}-default-s(?P<seed>\d+)-[0-9a-f]+", stem)
-        if match:
-            return match["teacher"], perturb, int(match["seed"])
-    return None
+def describe(path: Path, dataset: str, perturbations: list[str], student: str = "default"
+             ) -> tuple[str, str, int] | None:
+    """(teacher, perturbation or 'teacher', seed) of a cached checkpoint, read from its file name by
+    the tracking schema (:func:`robdistill.tracking.schema.parse_checkpoint_name`); None for another
+    dataset's, another form's, or a student of another recipe than ``student``."""
+    from robdistill.tracking.schema import ROLE_TEACHER, parse_checkpoint_name
+
+    who = parse_checkpoint_name(path.name, dataset, perturbations)
+    if who is None or who.teacher is None:
+        return None
+    if who.role == ROLE_TEACHER:
+        return who.teacher, "teacher", who.seed
+    return (who.teacher, who.perturb, who.seed) if who.student == student else None
 
 
 def measure(path: Path, test, eps: float, step_size: float) -> dict[str, float]:
-    from robdistill.attacks.base import PGD
-    from robdistill.models.checkpoints import load_checkpoint
-    from robdistill.train.loop import accuracy
+    import robdistill as rd
     from robdistill.analysis.traits import traits
+    from robdistill.train.loop import accuracy
 
-    model, _ = load_checkpoint(path, "cpu")
+    model, _ = rd.load_checkpoint(path, "cpu")
     out = {"clean": accuracy(model, test),
-           "pgd": PGD(eps, steps=20, step_size=step_size).run(model, test.x, test.y,
-                                                              progress=False).robust.float().mean().item()}
+           "pgd": rd.attacks.PGD(eps, steps=20, step_size=step_size).run(model, test.x, test.y,
+                                                                         progress=False).robust.float().mean().item()}
     out.update(traits(model, test))
     return out
 
@@ -66,18 +65,19 @@ def fmt(summary, scale: float = 100.0, digits: int = 1, bounds: tuple[float, flo
               help="A robdistill --cache-dir with teachers/ and students/.")
 @click.option("--dataset", default="digits", show_default=True)
 @click.option("--teachers", default="standard,at,alp,aalp", show_default=True, help="Teachers to include.")
+@click.option("--student", default="default", show_default=True, help="Student recipe of the students to include.")
 @click.option("--n-eval", type=int, default=None, help="First N test images (default: the whole test set).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Markdown results file.")
-def main(cache: Path, dataset: str, teachers: str, n_eval: int | None, out: Path | None) -> None:
+def main(cache: Path, dataset: str, teachers: str, student: str, n_eval: int | None, out: Path | None) -> None:
     from scipy.stats import spearmanr
 
-    from robdistill.data.datasets import load_dataset
-    from robdistill.train.perturbations import PERTURBATIONS
+    import robdistill as rd
     from robdistill.core.stats import seed_summary
+    from robdistill.train.perturbations import PERTURBATIONS
 
     torch.set_num_threads(1)
     started = time.perf_counter()
-    splits = load_dataset(dataset)
+    splits = rd.load_dataset(dataset)
     test = splits.test.head(n_eval)
     wanted = teachers.split(",")
     rows: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
@@ -86,7 +86,7 @@ def main(cache: Path, dataset: str, teachers: str, n_eval: int | None, out: Path
                    key=lambda path: path.stat().st_mtime)
     newest = {}
     for path in paths:
-        described = describe(path, dataset, PERTURBATIONS.names())
+        described = describe(path, dataset, PERTURBATIONS.names(), student)
         if described is not None and described[0] in wanted:
             newest[described] = path
     if not newest:
@@ -122,11 +122,11 @@ def main(cache: Path, dataset: str, teachers: str, n_eval: int | None, out: Path
     report = "\n".join([
         f"# Other traits of robust models, inherited? ({dataset}; Chen et al. 2020)", "",
         f"Command: `python benchmarks/traits_study.py --cache {cache} --dataset {dataset} --teachers {teachers}"
-        + (f" --n-eval {n_eval}" if n_eval is not None else "") + "`  ",
+        + (f" --student {student}" if student != "default" else "") + (f" --n-eval {n_eval}" if n_eval is not None else "") + "`  ",
         f"Machine: {machine()}  ",
         f"Wall time: {time.perf_counter() - started:.0f} s; {len(every)} models, n = {len(test)} test images, "
         f"eps {splits.info.eps} for PGD-20 (step {splits.info.step_for(splits.info.eps):g}, the dataset's).  ",
-        "Corruptions (robdistill.traits defaults): Gaussian noise sigma 0.2, Gaussian blur sigma 1 px, contrast x0.4. "
+        "Corruptions (robdistill.analysis.traits defaults): Gaussian noise sigma 0.2, Gaussian blur sigma 1 px, contrast x0.4. "
         "conv1 TV: total variation of each first-layer filter / its L1 norm, mean over filters (lower = smoother).",
         "", "## Per model (mean over seeds [95% t-interval])", "", *lines,
         "", "## Across all models", "", *corr,

@@ -45,9 +45,10 @@ def digits_teacher(workdir: Path):
     """(splits, settings, teacher): digits, a private store and cache, a standard teacher of 1 epoch."""
     import mlflow
 
-    from robdistill.data.datasets import load_dataset
     from robdistill.config.recipes import load_recipe
-    from robdistill.experiments.stages import Settings, obtain_teacher
+    from robdistill.config.settings import Settings
+    from robdistill.data.datasets import load_dataset
+    from robdistill.experiments.stages import obtain_teacher
 
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     mlflow.set_experiment("robdistill")

@@ -9,8 +9,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from robdistill.attacks.base import pgd_perturb
+from robdistill.core.modes import eval_mode, private_generator
+from robdistill.core.tracker import Tracker
+from robdistill.data.datasets import Split
 from robdistill.models.zoo import Classifier
-from robdistill.core.modes import eval_mode
 
 SETS = ("consistent", "inconsistent")
 
@@ -113,3 +116,38 @@ def plot_feature_contributions(contributions: dict[str, torch.Tensor], path: Pat
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+@dataclass
+class Analysis:
+    """AALP's measurements for one model (SPEC section 5)."""
+
+    consistency: ConsistencyReport
+    contributions: torch.Tensor
+
+
+ANALYSIS_PGD_STEPS = 20
+
+
+def analyze_model(model: Classifier, test: Split, eps: float, seed: int,
+                  steps: int = ANALYSIS_PGD_STEPS, step_size: float | None = None) -> Analysis:
+    """Consistent / inconsistent sets under plain PGD-k (last iterate, as the adversarial examples
+    of AALP Sec. 2.2; ``step_size`` default 2.5 eps / k, the dataset's step where the caller knows
+    the dataset) and the feature contributions of AALP Eq. 5."""
+    step_size = 2.5 * eps / steps if step_size is None else step_size
+    with eval_mode(model):
+        x_adv = pgd_perturb(model, test.x, test.y, eps=eps, step_size=step_size, steps=steps,
+                            generator=private_generator(seed, test.x.device))
+    return Analysis(consistency_report(model, test.x, test.y, x_adv), feature_contributions(model, test.x, test.y))
+
+
+def log_analysis(tracker: Tracker, analysis: Analysis) -> None:
+    """The analysis as metrics (``consistency/<set>_<quantity>``, ``features/...``) and a table."""
+    table = analysis.consistency.table()
+    contributions = analysis.contributions
+    tracker.log_metrics({f"consistency/{name}_{key}": value for name, row in table.items()
+                         for key, value in row.items()})
+    tracker.log_metrics({"features/contribution_mean": contributions.mean().item(),
+                         "features/contribution_max": contributions.max().item()})
+    tracker.log_table({"set": list(table), **{key: [row[key] for row in table.values()]
+                                              for key in next(iter(table.values()))}}, "consistency_table.json")

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator
 import click
 
 from robdistill.core.errors import UserError
+from robdistill.tracking import schema
 
 EPILOG = "Runs are logged to MLflow (default sqlite:///mlflow.db); see README.md."
 
@@ -113,7 +114,7 @@ def eval_options(func: Callable) -> Callable:
 
 
 def make_settings(kw: dict[str, Any]):
-    from robdistill.experiments.stages import Settings
+    from robdistill.config.settings import Settings
 
     device = kw.pop("device")
     if device == "auto":
@@ -173,7 +174,7 @@ def ui_hint(tracking_uri: str) -> str:
 
 def merge_hint(command: str, name: str, tracking_uri: str, experiment: str) -> str:
     """The command that merges the shards of a split sweep or evaluation, with the store to read."""
-    from robdistill.tracking.store import DEFAULT_EXPERIMENT
+    from robdistill.config.settings import DEFAULT_EXPERIMENT
 
     where = f" --tracking-uri {tracking_uri}" + (f" --experiment {experiment}" if experiment != DEFAULT_EXPERIMENT else "")
     return f"  robdistill {command} {name}{where}"
@@ -196,7 +197,7 @@ def print_outcome(outcome, heading: str) -> None:
                    " AALP Sec. 2.2")
         click.echo(consistency_table(outcome.analyses))
     for role, path in outcome.checkpoints.items():
-        source = "the model registry" if outcome.teacher_source == "registry" else "cache"
+        source = "the model registry" if outcome.teacher_source == schema.SOURCE_REGISTRY else "cache"
         reused = f" (reused from {source})" if role == "teacher" and outcome.teacher_reused else ""
         click.echo(f"{role} checkpoint: {path}{reused}")
     click.echo(f"MLflow run: {outcome.run_id}  (store: {outcome.tracking_uri})")
@@ -447,7 +448,7 @@ def evaluate(checkpoints, suite, eps, n_eval, eps_sweep, shard, overrides, **kw)
 @click.option("--experiment", default="robdistill", show_default=True, help="MLflow experiment to read.")
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
               help="MLflow store or server [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].")
-@click.option("--stage", default="run", show_default=True,
+@click.option("--stage", default=schema.STAGE_RUN, show_default=True,
               help="Which runs: run (one per `robdistill run` or sweep cell), evaluation, teacher, student, "
                    "evaluate, sweep (parents only; list a sweep's cells with --sweep); 'any' for all.")
 @click.option("--sweep", default=None, help="Only the cells of this sweep (its parent run id).")
@@ -578,7 +579,7 @@ LISTS = ("datasets", "models", "teachers", "students", "perturbations", "attacks
 @click.argument("what", required=False, type=click.Choice(LISTS))
 def list_(what: str | None) -> None:
     """List what can be named on the command line (all kinds, or one)."""
-    from robdistill.cli.catalog import catalog
+    from robdistill.catalog import catalog
 
     for kind, entries in catalog().items():
         if what and kind != what:

@@ -11,14 +11,16 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, TypeVar, get_type_hints
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, TypeVar, get_type_hints
 
 from robdistill.core.errors import UserError
 
 if TYPE_CHECKING:
     from robdistill.data.datasets import Split
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout, when installed from one
+BUNDLED = Path(__file__).resolve().parent / "bundled"  # recipes and suites shipped in the package
+NameCheck = Callable[[Any], None]  # raises UserError when a recipe names an unregistered entry
 
 
 @dataclass(frozen=True)
@@ -36,14 +38,17 @@ class TrainingRecipe:
     lr_schedule: str = "constant"
     train_subset: int = 0  # train on the first N examples of the (shuffled) training split; 0 = all
 
-    def validate(self) -> None:
-        from robdistill.models.zoo import MODELS
-        from robdistill.train.loop import OPTIMIZERS, SCHEDULES
+    # field -> the registry its value names (checked by robdistill.catalog.check_names)
+    NAMED_FIELDS: ClassVar[dict[str, str]] = {"model": "model", "optimizer": "optimizer",
+                                              "lr_schedule": "lr_schedule"}
 
-        if not self.model.startswith("timm:"):
-            MODELS.get(self.model)
-        OPTIMIZERS.get(self.optimizer)
-        SCHEDULES.get(self.lr_schedule)
+    def named_entries(self) -> Iterator[tuple[str, str]]:
+        """(registry, name) for every field that names a registry entry."""
+        for field_name, registry in self.NAMED_FIELDS.items():
+            yield registry, getattr(self, field_name)
+
+    def validate(self) -> None:
+        """Ranges of the fields (registry names are checked a layer above: robdistill.catalog)."""
         _require(self.epochs >= 1, f"epochs must be >= 1; got {self.epochs}")
         _require(self.batch_size >= 1, f"batch_size must be >= 1; got {self.batch_size}")
         _require(self.lr > 0, f"lr must be > 0; got {self.lr}")
@@ -73,11 +78,10 @@ class TeacherRecipe(TrainingRecipe):
     alpha: float = 1.0
     beta: float = 6.0
 
-    def validate(self) -> None:
-        from robdistill.train.objectives import OBJECTIVES
+    NAMED_FIELDS: ClassVar[dict[str, str]] = {**TrainingRecipe.NAMED_FIELDS, "objective": "objective"}
 
+    def validate(self) -> None:
         super().validate()
-        OBJECTIVES.get(self.objective)
         if self.eps is not None:
             _require(0.0 <= self.eps <= 1.0, f"eps must lie in [0, 1]; got {self.eps}")
         _require(self.attack_steps >= 1, f"attack_steps must be >= 1; got {self.attack_steps}")
@@ -105,13 +109,11 @@ class StudentRecipe(TrainingRecipe):
     attack_steps: int = 10
     attack_step_size: float | None = None
 
-    def validate(self) -> None:
-        from robdistill.train.augment import AUGMENTATIONS
-        from robdistill.train.distillation import STUDENT_METHODS
+    NAMED_FIELDS: ClassVar[dict[str, str]] = {**TrainingRecipe.NAMED_FIELDS, "augment": "augment",
+                                              "method": "student_method"}
 
+    def validate(self) -> None:
         super().validate()
-        AUGMENTATIONS.get(self.augment)
-        STUDENT_METHODS.get(self.method)
         _require(0.0 <= self.adv_weight <= 1.0, f"adv_weight must lie in [0, 1]; got {self.adv_weight}")
         if self.eps is not None:
             _require(0.0 <= self.eps <= 1.0, f"eps must lie in [0, 1]; got {self.eps}")
@@ -137,9 +139,12 @@ class SuiteRecipe:
     attack: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     autoattack_chunk: int = 1000  # AutoAttack is saved every this many samples (resumable evaluations)
 
-    def validate(self) -> None:
-        from robdistill.attacks.base import ATTACKS
+    def named_entries(self) -> Iterator[tuple[str, str]]:
+        """("attack", name) for every attack of the suite."""
+        for entry in self.attack:
+            yield "attack", entry["name"]
 
+    def validate(self) -> None:
         if self.eps is not None:
             _require(0.0 <= self.eps <= 1.0, f"eps must lie in [0, 1]; got {self.eps}")
         _require(self.n_eval >= 0, f"n_eval must be >= 0; got {self.n_eval}")
@@ -148,7 +153,6 @@ class SuiteRecipe:
         keys = set()
         for entry in self.attack:
             _require(isinstance(entry, dict) and "name" in entry, "every [[attack]] table needs a name")
-            ATTACKS.get(entry["name"])
             key = entry.get("key", entry["name"])
             _require(key not in keys, f"attack key '{key}' appears twice; give one a different key")
             keys.add(key)
@@ -161,22 +165,24 @@ def _require(condition: bool, message: str) -> None:
 
 R = TypeVar("R")
 
-RECIPE_KINDS: dict[str, tuple[type, str]] = {
-    "teacher": (TeacherRecipe, "teachers"),
-    "student": (StudentRecipe, "students"),
-    "suite": (SuiteRecipe, os.path.join("benchmarks", "suites")),
+# kind -> (recipe type, folder under a project root, folder in the package's bundled recipes)
+RECIPE_KINDS: dict[str, tuple[type, str, str]] = {
+    "teacher": (TeacherRecipe, "teachers", "teachers"),
+    "student": (StudentRecipe, "students", "students"),
+    "suite": (SuiteRecipe, os.path.join("benchmarks", "suites"), "suites"),
 }
 
 
 def recipe_dirs(kind: str) -> list[Path]:
     """Where named recipes are found: $ROBDISTILL_RECIPES (os.pathsep-separated roots), the current
-    directory, then the project checkout this package was installed from."""
-    sub = RECIPE_KINDS[kind][1]
+    directory, then the recipes bundled in the package (the checkout's ``teachers/``,
+    ``students/`` and ``benchmarks/suites/`` link to them)."""
+    _, sub, bundled = RECIPE_KINDS[kind]
     roots = [Path(p) for p in os.environ.get("ROBDISTILL_RECIPES", "").split(os.pathsep) if p]
-    roots += [Path.cwd(), PROJECT_ROOT]
+    candidates = [root / sub for root in [*roots, Path.cwd()]] + [BUNDLED / bundled]
     seen, dirs = set(), []
-    for root in roots:
-        folder = (root / sub).resolve()
+    for candidate in candidates:
+        folder = candidate.resolve()
         if folder not in seen and folder.is_dir():
             seen.add(folder)
             dirs.append(folder)
@@ -225,7 +231,7 @@ def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
     raise UserError(f"field '{key}' in {source} must be {expected}; got {value!r}")
 
 
-def build_recipe(cls: type[R], data: dict[str, Any], source: str) -> R:
+def build_recipe(cls: type[R], data: dict[str, Any], source: str, check: NameCheck | None = None) -> R:
     hints = get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     unknown = [k for k in data if k not in names]
@@ -235,6 +241,8 @@ def build_recipe(cls: type[R], data: dict[str, Any], source: str) -> R:
     recipe = cls(**values)
     try:
         recipe.validate()  # type: ignore[attr-defined]
+        if check is not None:
+            check(recipe)
     except UserError as exc:
         raise UserError(f"{source}: {exc}") from None
     return recipe
@@ -253,8 +261,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def load_recipe(kind: str, name_or_path: str, overrides: Iterable[str] = ()) -> Any:
-    """Resolve a named recipe (or a path), apply ``key=value`` overrides, validate."""
+def load_recipe(kind: str, name_or_path: str, overrides: Iterable[str] = (), check: NameCheck | None = None) -> Any:
+    """Resolve a named recipe (or a path), apply ``key=value`` overrides, validate its ranges and,
+    with ``check``, the registry names it uses (``robdistill.catalog.load_recipe`` passes one)."""
     cls = RECIPE_KINDS[kind][0]
     path = find_recipe(kind, name_or_path)
     try:
@@ -268,7 +277,14 @@ def load_recipe(kind: str, name_or_path: str, overrides: Iterable[str] = ()) -> 
         key, value = parse_override(text)
         data[key] = value
     source = f"{kind} recipe {path}" + (" with --set overrides" if overrides else "")
-    return build_recipe(cls, data, source)
+    return build_recipe(cls, data, source, check)
+
+
+def override_recipe(recipe: R, values: dict[str, Any], check: NameCheck | None = None) -> R:
+    """``recipe`` with some fields replaced (keyword overrides of the Python API), checked like a
+    loaded recipe: unknown fields, wrong types and out-of-range values are one-line errors."""
+    source = f"recipe '{getattr(recipe, 'name', '')}' with overrides"
+    return build_recipe(type(recipe), {**to_dict(recipe), **values}, source, check)
 
 
 def to_dict(recipe: Any) -> dict[str, Any]:

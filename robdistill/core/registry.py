@@ -1,6 +1,7 @@
 """A tiny name -> factory registry (the timm pattern), shared by every pluggable part."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Callable, Generic, Iterator, TypeVar
 
 from robdistill.core.errors import UserError
@@ -16,16 +17,38 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
         self._help: dict[str, str] = {}
 
-    def register(self, name: str, help: str = "") -> Callable[[T], T]:
+    def register(self, name: str, help: str = "", **attributes: object) -> Callable[[T], T]:
+        """Register ``obj`` under ``name``; ``attributes`` (properties of the entry, e.g. a student
+        method's ``adversarial_inputs``) are set on the object itself."""
         def decorator(obj: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
+            for key, value in attributes.items():
+                setattr(obj, key, value)
             self._entries[name] = obj
             doc = help or (getattr(obj, "__doc__", None) or "").strip().splitlines()
             self._help[name] = doc if isinstance(doc, str) else (doc[0] if doc else "")
             return obj
 
         return decorator
+
+    @contextmanager
+    def override(self, name: str, obj: T, help: str = "") -> Iterator[T]:
+        """``obj`` under ``name`` for the ``with`` block only (a new entry, or one standing in for the
+        registered one: e.g. a variant objective tried under its usual name), then the entry as it was."""
+        missing = object()
+        saved = self._entries.get(name, missing), self._help.get(name, missing)
+        self._entries[name] = obj
+        doc = help or (getattr(obj, "__doc__", None) or "").strip().splitlines()
+        self._help[name] = doc if isinstance(doc, str) else (doc[0] if doc else "")
+        try:
+            yield obj
+        finally:
+            for table, value in zip((self._entries, self._help), saved):
+                if value is missing:
+                    table.pop(name, None)
+                else:
+                    table[name] = value  # type: ignore[index]
 
     def get(self, name: str) -> T:
         try:

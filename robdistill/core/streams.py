@@ -8,6 +8,7 @@ student's initial weights and batch order are independent of its teacher's: noth
 """
 from __future__ import annotations
 
+from robdistill.core import distributed
 from robdistill.core.errors import UserError
 
 # Fixed numbers, never renumbered: changing one changes every result drawn from that stream.
@@ -38,3 +39,9 @@ def stream_seed(seed: int, stage: str, purpose: str, rank: int = 0) -> int:
         raise ValueError(f"unknown stream purpose '{purpose}'; known: {', '.join(PURPOSES)}")
     sequence = np.random.SeedSequence(int(seed), spawn_key=(STAGES[stage], PURPOSES[purpose], int(rank)))
     return int(sequence.generate_state(1, dtype=np.uint64)[0])
+
+
+def rank_stream(seed: int, stage: str, purpose: str) -> int:
+    """The seed of a stream drawn per rank on the rank's own rows (training attacks, augmentation):
+    each rank gets its own independent stream; a single process is rank 0."""
+    return stream_seed(seed, stage, purpose, distributed.context().rank)

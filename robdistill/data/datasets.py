@@ -299,3 +299,10 @@ def iterate_batches(split: Split, batch_size: int, generator: torch.Generator | 
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
         yield idx, split.x[idx], split.y[idx]
+
+
+def dataset_step_ratio(dataset: str) -> float:
+    """The dataset's attack step size as a fraction of its eps (SPEC section 1): the default step
+    of every attack that takes one, at any radius, unless the suite or recipe sets a step."""
+    info = DATASETS.get(dataset)
+    return info.step_size / info.eps

@@ -1,0 +1,45 @@
+"""Evaluation (SPEC section 4): run an attack suite on a model and check the evaluation's sanity.
+
+- ``runner``: :func:`evaluate` (clean accuracy, every attack of a suite, the per-sample worst case)
+  and :func:`eps_sweep` (the whole suite at several radii), :func:`suite_attacks`;
+- ``results``: :class:`EvaluationResult` (per-sample flags, 95% Wilson intervals, sanity checks),
+  its JSON form (:func:`result_from_json`) and :func:`merge_shards` for a split evaluation;
+- ``checks``: the sanity checks (:class:`SanityCheck`): attack strength order, the
+  Square-versus-white-box gap, a PGD's reach, the perturbation ball and box;
+- ``tables``: plain-text tables of results.
+
+The names below load their module (and torch) on first use, so that importing
+``robdistill.eval.tables`` stays cheap.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> the module that defines it (imported on first access)
+_PUBLIC: dict[str, str] = {
+    "evaluate": "robdistill.eval.runner", "eps_sweep": "robdistill.eval.runner",
+    "suite_attacks": "robdistill.eval.runner",
+    "EvaluationResult": "robdistill.eval.results", "result_from_json": "robdistill.eval.results",
+    "merge_shards": "robdistill.eval.results", "SanityCheck": "robdistill.eval.results",
+}
+
+__all__ = ["EvaluationResult", "SanityCheck", "eps_sweep", "evaluate", "merge_shards", "result_from_json",
+           "suite_attacks"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'robdistill.eval' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
+    from robdistill.eval.results import EvaluationResult, SanityCheck, merge_shards, result_from_json  # noqa: F401
+    from robdistill.eval.runner import eps_sweep, evaluate, suite_attacks  # noqa: F401

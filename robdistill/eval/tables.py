@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from robdistill.core.errors import UserError
-from robdistill.eval.runner import EvaluationResult
+
+if TYPE_CHECKING:
+    from robdistill.eval.results import EvaluationResult
 
 
 def format_cell(value: float, low: float, high: float) -> str:

@@ -10,25 +10,27 @@ from torch import nn
 
 from robdistill.core import distributed
 
+from robdistill.tracking import schema
 from robdistill.tracking import store as tracking
 from robdistill.analysis.logits import logits_of, plot_logit_statistics
 from robdistill.analysis.consistency import plot_confidence_scatter, plot_feature_contributions
 from robdistill.models.checkpoints import load_checkpoint
 from robdistill.data.datasets import Split, Splits, load_dataset
 from robdistill.core.errors import UserError
-from robdistill.eval.runner import EvaluationResult, eps_sweep, plot_eps_curves, suite_attacks
+from robdistill.eval.results import EvaluationResult
+from robdistill.eval.runner import eps_sweep, plot_eps_curves, suite_attacks
 from robdistill.train.perturbations import PERTURBATIONS
-from robdistill.config.recipes import StudentRecipe, SuiteRecipe, TeacherRecipe, load_recipe, to_dict
+from robdistill.catalog import load_recipe
+from robdistill.config.recipes import StudentRecipe, SuiteRecipe, TeacherRecipe, to_dict
 from robdistill.eval.tables import failed_checks, results_table, results_table_records
-from robdistill.experiments.stages import (Analysis, Settings, distill_student, evaluate_model, obtain_teacher, resolved_teacher,
-                     suite_eps, dataset_step_ratio)
+from robdistill.analysis.consistency import Analysis
+from robdistill.config.settings import Settings, default_suite
+from robdistill.data.datasets import dataset_step_ratio
+from robdistill.eval.runner import suite_eps
+from robdistill.experiments.stages import distill_student, evaluate_model, obtain_teacher
+from robdistill.train.teacher import resolved_teacher
 
-DEFAULT_SUITES = {"digits": "fast"}  # every other dataset: "paper"
 STAGES = ("teacher", "student", "suite")
-
-
-def default_suite(dataset: str) -> str:
-    return DEFAULT_SUITES.get(dataset, "paper")
 
 
 def split_overrides(overrides: Iterable[str], allowed: Iterable[str] = STAGES) -> dict[str, list[str]]:
@@ -114,9 +116,9 @@ def _log_comparison(results: dict[str, EvaluationResult], analyses: dict[str, An
     if not distributed.is_main():
         return
     for name, result in results.items():
-        tracking.log_metrics({f"{name}/{k}": v for k, v in result.metrics().items()})
-    tracking.log_table(results_table_records(results), "results_table.json")
-    tracking.log_json({name: r.to_json() for name, r in results.items()}, "results.json")
+        tracking.log_metrics(schema.scoped_metrics(name, result.metrics()))
+    tracking.log_table(results_table_records(results), schema.RESULTS_TABLE_ARTIFACT)
+    tracking.log_json({name: r.to_json() for name, r in results.items()}, schema.RESULTS_ARTIFACT)
     with tracking.scratch_dir() as tmp:
         logits = {name: logits_of(model, plan.test().x) for name, model in models.items()}
         plot_logit_statistics(logits, tmp / "logit_statistics.png",
@@ -140,11 +142,10 @@ def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: s
                      overrides=split_overrides(overrides))
     assert plan.teacher and plan.student and plan.suite and plan.eps is not None
     uri = tracking.configure(settings.tracking_uri, settings.experiment)
-    tags = {"dataset": settings.dataset, "teacher": plan.teacher.name, "perturb": perturb,
-            "student": plan.student.name, "seed": str(settings.seed), "suite": plan.suite.name,
-            **(extra_tags or {})}
-    name = f"{plan.teacher.name} -> {plan.student.name} [{perturb}] on {settings.dataset} s{settings.seed}"
-    with tracking.tracked_run(name, nested=nested, tags={"stage": "run", **tags}) as parent:
+    tags = schema.run_tags(settings.dataset, plan.teacher.name, perturb, plan.student.name, settings.seed,
+                           plan.suite.name, extra_tags)
+    name = schema.pipeline_run_name(plan.teacher.name, plan.student.name, perturb, settings.dataset, settings.seed)
+    with tracking.tracked_run(name, nested=nested, tags=schema.stage_tags(schema.STAGE_RUN, tags)) as parent:
         tracking.log_params("", {"dataset": settings.dataset, "seed": settings.seed, "perturb": perturb,
                                  "eps": plan.eps, "n_eval": len(plan.test())})
         tracking.log_params("student", to_dict(plan.student))
@@ -153,9 +154,10 @@ def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: s
         tracking.log_params("teacher", {"key": handle.key, **resolved_teacher(plan.teacher, plan.splits.info)})
         student_model, student_path = distill_student(handle, plan.student, perturb, plan.splits,
                                                       settings, plan.teacher.name)
-        models = {"teacher": handle.model, "student": student_model} if evaluate_teacher else {"student": student_model}
+        models = ({schema.ROLE_TEACHER: handle.model, schema.ROLE_STUDENT: student_model} if evaluate_teacher
+                  else {schema.ROLE_STUDENT: student_model})
         evaluated = {role: evaluate_model(model, role, plan.test(), plan.suite, plan.eps, settings,
-                                          {**tags, "role": role})
+                                          schema.role_tags(tags, role))
                      for role, model in models.items()}
         results = {role: result for role, (result, _) in evaluated.items()}
         analyses = {role: analysis for role, (_, analysis) in evaluated.items()}
@@ -180,8 +182,8 @@ def distill_only(settings: Settings, teacher: str, perturb: str, student: str,
                      overrides=split_overrides(overrides, ("teacher", "student")))
     assert plan.teacher and plan.student
     uri = tracking.configure(settings.tracking_uri, settings.experiment)
-    name = f"distill {plan.teacher.name} -> {plan.student.name} [{perturb}] on {settings.dataset}"
-    with tracking.tracked_run(name, tags={"stage": "distill", "dataset": settings.dataset}) as parent:
+    name = schema.distill_run_name(plan.teacher.name, plan.student.name, perturb, settings.dataset)
+    with tracking.tracked_run(name, tags=schema.distill_tags(settings.dataset)) as parent:
         handle = obtain_teacher(plan.teacher, plan.splits, settings)
         _, path = distill_student(handle, plan.student, perturb, plan.splits, settings, plan.teacher.name)
     return Outcome(parent.info.run_id, uri, checkpoints={"teacher": handle.path, "student": path},
@@ -211,7 +213,7 @@ def evaluate_checkpoints(settings: Settings, checkpoints: list[Path], suite: str
                      overrides={"suite": list(overrides)})
     assert plan.suite and plan.eps is not None
     uri = tracking.configure(settings.tracking_uri, settings.experiment)
-    names = [f"{payload['kind']}:{Path(path).stem}" for path, (_, payload) in zip(checkpoints, loaded)]
+    names = [schema.checkpoint_model_name(payload["kind"], path) for path, (_, payload) in zip(checkpoints, loaded)]
     test, rows, shard_tags = plan.test(), None, {}
     if shard is not None:
         if shard[1] > len(test):
@@ -219,11 +221,10 @@ def evaluate_checkpoints(settings: Settings, checkpoints: list[Path], suite: str
                             f"use at most {len(test)} shards")
         rows = list(range(shard[0] - 1, len(test), shard[1]))
         test = Split(test.x[rows], test.y[rows])
-        shard_tags = {"eval_name": evaluation_name(checkpoints, plan), "shard": f"{shard[0]}/{shard[1]}"}
-    with tracking.tracked_run(f"evaluate on {dataset}", tags={"stage": "evaluate", "dataset": dataset,
-                                                              **shard_tags}) as parent:
+        shard_tags = schema.eval_shard_tags(evaluation_name(checkpoints, plan), *shard)
+    with tracking.tracked_run(schema.evaluate_run_name(dataset), tags=schema.evaluate_tags(dataset, shard_tags)) as parent:
         evaluated = {name: evaluate_model(model, name, test, plan.suite, plan.eps, settings,
-                                          {"dataset": dataset, "model": name, **shard_tags}, rows)
+                                          schema.checkpoint_evaluation_tags(dataset, name, shard_tags), rows)
                      for name, (model, _) in zip(names, loaded)}
         results = {name: result for name, (result, _) in evaluated.items()}
         analyses = {name: analysis for name, (_, analysis) in evaluated.items()}
@@ -234,7 +235,7 @@ def evaluate_checkpoints(settings: Settings, checkpoints: list[Path], suite: str
         if curves:
             _log_eps_curves(curves, dataset)
     return Outcome(parent.info.run_id, uri, results, analyses=analyses, eps_curves=curves,
-                   eval_name=shard_tags.get("eval_name"))
+                   eval_name=shard_tags.get(schema.TAG_EVAL_NAME))
 
 
 def evaluation_name(checkpoints: list[Path], plan: Plan) -> str:
@@ -251,38 +252,33 @@ def evaluation_name(checkpoints: list[Path], plan: Plan) -> str:
 def merged_evaluation(tracking_uri: str | None, experiment: str, eval_name: str) -> dict[str, EvaluationResult]:
     """Every model of a split evaluation, merged from the per-sample flags its shards logged (the
     newest finished run of each shard); a missing shard is an error naming it."""
-    import json
     import tempfile
 
-    import mlflow
-
+    from robdistill.tracking.results import load_results
     from robdistill.tracking.search import find_runs
-    from robdistill.eval.runner import merge_shards, result_from_json
+    from robdistill.eval.results import merge_shards
 
-    runs = find_runs(tracking_uri, experiment, "evaluation", None, [f"eval_name={eval_name}"])
+    runs = find_runs(tracking_uri, experiment, schema.STAGE_EVALUATION, None, {schema.TAG_EVAL_NAME: eval_name})
     newest: dict[tuple[str, str], object] = {}
     for run in runs:  # newest first
-        key = (run.data.tags.get("model", ""), run.data.tags.get("shard", ""))
+        key = (run.data.tags.get(schema.TAG_MODEL, ""), run.data.tags.get(schema.TAG_SHARD, ""))
         if run.info.status == "FINISHED" and key not in newest:
             newest[key] = run
     if not newest:
-        raise UserError(f"no finished evaluations tagged eval_name={eval_name} in experiment '{experiment}'")
+        raise UserError(f"no finished evaluations tagged {schema.TAG_EVAL_NAME}={eval_name} in experiment "
+                        f"'{experiment}'")
     merged = {}
     with tempfile.TemporaryDirectory(prefix="robdistill-eval-") as tmp:
         for model in sorted({m for m, _ in newest}):
             shards = {s: run for (m, s), run in newest.items() if m == model}  # newest run first
-            count = int(next(iter(shards)).split("/")[1])  # the split of the newest run; others ignored
-            shards = {s: run for s, run in shards.items() if s.endswith(f"/{count}")}
-            missing = [f"{i}/{count}" for i in range(1, count + 1) if f"{i}/{count}" not in shards]
+            count = schema.parse_shard_value(next(iter(shards)))[1]  # the split of the newest run; others ignored
+            wanted = [schema.shard_value(i, count) for i in range(1, count + 1)]
+            shards = {s: run for s, run in shards.items() if s in wanted}
+            missing = [s for s in wanted if s not in shards]
             if missing:
                 raise UserError(f"{model}: shard {', '.join(missing)} of {eval_name} has not finished; run "
                                 f"`robdistill evaluate ... --shard {missing[0]}` with the same arguments")
-            parts = []
-            for shard, run in sorted(shards.items()):
-                local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="results.json",
-                                                            dst_path=f"{tmp}/{run.info.run_id}")
-                parts.append(result_from_json(json.loads(Path(local).read_text())))
-            merged[model] = merge_shards(parts)
+            merged[model] = merge_shards([load_results(run, tmp) for _, run in sorted(shards.items())])
     return merged
 
 

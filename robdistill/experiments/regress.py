@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from robdistill.core.errors import UserError
-from robdistill.experiments.stages import Settings
+from robdistill.config.settings import Settings
 from robdistill.core.stats import seed_summary, wilson
+from robdistill.tracking import schema
 
-GATE_METRICS = ("clean", "pgd", "cw", "autoattack", "worst")
 FORMAT = "robdistill-baseline-v1"
 FAMILY_ALPHA = 0.05  # false-alarm rate of the whole gate
 
@@ -48,7 +48,8 @@ class Baseline:
     n_eval: int = 0
     overrides: list[str] = field(default_factory=list)
     cases: list[list[str]] = field(default_factory=list)      # [teacher, perturb]
-    metrics: list[str] = field(default_factory=lambda: list(GATE_METRICS))  # fewer checks: tighter tolerances
+    # fewer checks: tighter tolerances
+    metrics: list[str] = field(default_factory=lambda: list(schema.ACCURACY_METRICS))
     gate_seed: int = 0
     update_seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     expected: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -72,9 +73,10 @@ def load_baseline(path: Path) -> Baseline:
     baseline = Baseline(**raw)
     if not baseline.cases or any(len(c) != 2 for c in baseline.cases):
         raise UserError(f"baseline {path}: 'cases' must be a non-empty list of [teacher, perturb] pairs")
-    bad = [m for m in baseline.metrics if m not in GATE_METRICS]
+    bad = [m for m in baseline.metrics if m not in schema.ACCURACY_METRICS]
     if bad or not baseline.metrics:
-        raise UserError(f"baseline {path}: 'metrics' must be a non-empty list from {', '.join(GATE_METRICS)}")
+        raise UserError(f"baseline {path}: 'metrics' must be a non-empty list from "
+                        f"{', '.join(schema.ACCURACY_METRICS)}")
     if len(set(baseline.update_seeds)) < 2:
         raise UserError(f"baseline {path}: 'update_seeds' needs at least 2 seeds to measure the spread")
     if baseline.gate_seed in baseline.update_seeds:
@@ -115,12 +117,12 @@ def measure(baseline: Baseline, settings: Settings, seed: int,
             outcome = run_experiment(run_settings, teacher=teacher, perturb=perturb, student=baseline.student,
                                      suite=baseline.suite, n_eval=baseline.n_eval, overrides=baseline.overrides,
                                      evaluate_teacher=teacher not in evaluated_teachers,
-                                     extra_tags={"regress": "true"})
+                                     extra_tags=schema.regress_tags())
             evaluated_teachers.add(teacher)
             for role, result in outcome.results.items():
                 for metric, p in result.accuracies().items():
                     if metric in baseline.metrics:
-                        key = f"{teacher}|{perturb if role == 'student' else '-'}|{role}|{metric}"
+                        key = f"{teacher}|{perturb if role == schema.ROLE_STUDENT else '-'}|{role}|{metric}"
                         out[key] = (p.value, p.n)
     return out
 

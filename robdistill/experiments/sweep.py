@@ -5,23 +5,22 @@ comparisons of each perturbation against ``keep`` (Seguin et al. claim 3)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
+from robdistill.tracking import schema
 from robdistill.tracking import store as tracking
 from robdistill.analysis.logits import logits_of
 from robdistill.core.errors import UserError
-from robdistill.eval.runner import EvaluationResult
+from robdistill.eval.results import EvaluationResult
 from robdistill.train.perturbations import PERTURBATIONS
 from robdistill.experiments.pipeline import Outcome, default_suite, make_plan, run_experiment, split_overrides
-from robdistill.config.recipes import load_recipe
+from robdistill.catalog import load_recipe
 from robdistill.analysis.seguin import ClaimTables, TeacherLogits, confidence_difference_grids, teacher_claims
-from robdistill.experiments.stages import Settings
+from robdistill.config.settings import Settings
 from robdistill.core.stats import SeedSummary, direction, mcnemar_exact, no_spread, seed_summary
 
-SUMMARY_METRICS = ("clean", "pgd", "cw", "autoattack", "worst")
 TEACHER_ROW = "(teacher)"
 TEACHER_LOGITS_DIR = "teacher_logits"
 MERGE_MUST_MATCH = ("dataset", "student", "suite", "eps", "n_eval", "overrides", "protocol")
@@ -132,18 +131,16 @@ def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence
     make_plan(settings, suite=suite, eps=eps, n_eval=n_eval,  # eps, n_eval and the data, before any run
               overrides={"suite": split_overrides(overrides).get("suite", [])})
     uri = tracking.configure(settings.tracking_uri, settings.experiment)
-    grid = {"teachers": ",".join(teachers), "perturbs": ",".join(perturbs),
-            "seeds": ",".join(map(str, seeds)), "student": student, "suite": suite}
+    grid = schema.sweep_grid(teachers, perturbs, seeds, student, suite)
     name = sweep_name_of(settings, grid, eps, n_eval, overrides)
     groups = shard_groups(seeds, teachers, shard)
     if not groups:
         raise UserError(f"shard {shard[0]}/{shard[1]} gets none of the {len(seeds) * len(teachers)} (seed, teacher) "
                         f"groups; use at most {len(seeds) * len(teachers)} shards")
     total = len(groups) * len(perturbs)
-    shard_tags = {"sweep_name": name, **({"shard": f"{shard[0]}/{shard[1]}"} if shard else {})}
-    title = (f"sweep {len(teachers)} teachers x {len(perturbs)} perturbs x {len(seeds)} seeds on {settings.dataset}"
-             + (f" (shard {shard[0]}/{shard[1]})" if shard else ""))
-    with tracking.tracked_run(title, tags={"stage": "sweep", "dataset": settings.dataset, **grid, **shard_tags}) as parent:
+    shard_tags = schema.sweep_shard_tags(name, shard)
+    title = schema.sweep_run_name(len(teachers), len(perturbs), len(seeds), settings.dataset, shard)
+    with tracking.tracked_run(title, tags=schema.sweep_tags(settings.dataset, grid, shard_tags)) as parent:
         sweep_id = parent.info.run_id
         tracking.log_params("", {**grid, "dataset": settings.dataset, "eps": eps, "n_eval": n_eval,
                                  "overrides": list(overrides), "protocol": protocol()})
@@ -158,13 +155,13 @@ def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence
                 run = run_experiment(replace(settings, seed=seed), teacher=teacher, perturb=perturb,
                                      student=student, suite=suite, eps=eps, n_eval=n_eval,
                                      overrides=overrides, evaluate_teacher=evaluate_teachers and i == 0,
-                                     nested=True, extra_tags={"sweep_id": sweep_id, **shard_tags})
+                                     nested=True, extra_tags=schema.sweep_cell_tags(sweep_id, shard_tags))
                 outcome.runs.append(run)
                 if (teacher, seed) not in teacher_logits:  # logged at once, so a shard killed later keeps it
                     teacher_logits[(teacher, seed)] = _log_teacher_logits(teacher, seed, run)
-                outcome.cells.append(Cell(teacher, perturb, seed, run.results["student"], run.run_id))
-                if "teacher" in run.results:
-                    outcome.cells.append(Cell(teacher, TEACHER_ROW, seed, run.results["teacher"], run.run_id))
+                outcome.cells.append(Cell(teacher, perturb, seed, run.results[schema.ROLE_STUDENT], run.run_id))
+                if schema.ROLE_TEACHER in run.results:
+                    outcome.cells.append(Cell(teacher, TEACHER_ROW, seed, run.results[schema.ROLE_TEACHER], run.run_id))
         _log_summaries(outcome.cells)
         outcome.claims = _teacher_claims(outcome.runs[0].test, teacher_logits, reference)
     return outcome
@@ -219,7 +216,7 @@ class StoredSweeps:
 def _sweep_parents(tracking_uri: str | None, experiment: str, name: str) -> list:
     from robdistill.tracking.search import find_runs
 
-    return find_runs(tracking_uri, experiment, "sweep", None, [f"sweep_name={name}"])
+    return find_runs(tracking_uri, experiment, schema.STAGE_SWEEP, None, {schema.TAG_SWEEP_NAME: name})
 
 
 def check_mergeable(parents: dict[str, list]) -> None:
@@ -246,42 +243,38 @@ def load_sweeps(tracking_uri: str | None, experiment: str, names: Sequence[str])
     their sweep runs logged. Within a sweep a cell run twice (a shard re-run) counts once, the
     newest; a student cell present in two different sweeps is an error, a teacher attacked by two
     sweeps (the same cached teacher) counts once."""
-    import json
     import tempfile
 
-    import mlflow
-
-    from robdistill.tracking.search import find_runs
-    from robdistill.eval.runner import result_from_json
+    from robdistill.tracking.results import load_results
+    from robdistill.tracking.search import find_runs, run_identity
 
     names = list(dict.fromkeys(names))
     parents = {name: _sweep_parents(tracking_uri, experiment, name) for name in names}
     check_mergeable(parents)
     cells: list[Cell] = []
-    owner: dict[tuple[str, str, str, str], str] = {}
+    owner: dict[tuple[str, str, int | None, str], str] = {}
     logits: TeacherLogits = {}
     with tempfile.TemporaryDirectory(prefix="robdistill-sweep-") as tmp:
         for name in names:
-            runs = [run for run in find_runs(tracking_uri, experiment, "evaluation", None, [f"sweep_name={name}"])
+            runs = [run for run in find_runs(tracking_uri, experiment, schema.STAGE_EVALUATION, None,
+                                             {schema.TAG_SWEEP_NAME: name})
                     if run.info.status == "FINISHED"]
             if not runs:
-                raise UserError(f"no finished evaluations tagged sweep_name={name} in experiment '{experiment}'")
+                raise UserError(f"no finished evaluations tagged {schema.TAG_SWEEP_NAME}={name} in experiment "
+                                f"'{experiment}'")
             for run in runs:  # newest first
-                tags = run.data.tags
-                is_teacher = tags.get("role") == "teacher"  # evaluated in the run of any perturbation
-                cell_key = (tags.get("teacher", ""), TEACHER_ROW if is_teacher else tags.get("perturb", ""),
-                            tags.get("seed", ""), tags.get("role", ""))
+                cell = run_identity(run)
+                is_teacher = cell.role == schema.ROLE_TEACHER  # evaluated in the run of any perturbation
+                cell_key = (cell.teacher or "", TEACHER_ROW if is_teacher else cell.perturb or "", cell.seed,
+                            cell.role or "")
                 if owner.get(cell_key) == name or (is_teacher and cell_key in owner):
                     continue  # a re-run, or the same cached teacher attacked by another sweep: once
                 if cell_key in owner:
                     raise UserError(f"cell teacher={cell_key[0]} perturb={cell_key[1]} seed={cell_key[2]} is in both "
                                     f"sweeps {owner[cell_key]} and {name}; merge sweeps that share no cell")
                 owner[cell_key] = name
-                local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="results.json",
-                                                            dst_path=f"{tmp}/{run.info.run_id}")
-                result = result_from_json(json.loads(Path(local).read_text()))
-                cells.append(Cell(tags["teacher"], cell_key[1], int(tags["seed"]), result,
-                                  tags.get("mlflow.parentRunId", "")))
+                cells.append(Cell(cell.teacher, cell_key[1], cell.seed, load_results(run, tmp),
+                                  run.data.tags.get(schema.TAG_PARENT_RUN_ID, "")))
             for key, z in _logged_teacher_logits(parents[name], f"{tmp}/logits-{name}").items():
                 logits.setdefault(key, z)
     rank = {TEACHER_ROW: -2, "keep": -1, **{p: i for i, p in enumerate(PERTURBATIONS.names()) if p != "keep"}}
@@ -291,17 +284,15 @@ def load_sweeps(tracking_uri: str | None, experiment: str, names: Sequence[str])
 
 def _logged_teacher_logits(parents: Sequence, dst: str) -> TeacherLogits:
     """The ``teacher_logits/*.json`` artifacts of a sweep's parent runs (one per shard), newest first."""
-    import json
-
     import mlflow
+
+    from robdistill.tracking.results import load_json_artifact
 
     logits: TeacherLogits = {}
     for run in parents:
         listed = mlflow.MlflowClient().list_artifacts(run.info.run_id, TEACHER_LOGITS_DIR)
         for item in listed:
-            local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=item.path,
-                                                        dst_path=f"{dst}/{run.info.run_id}")
-            payload = json.loads(Path(local).read_text())
+            payload = load_json_artifact(run, item.path, dst)
             logits.setdefault((payload["teacher"], int(payload["seed"])), torch.tensor(payload["logits"]))
     return logits
 
@@ -315,7 +306,7 @@ def _log_summaries(cells: Sequence[Cell]) -> None:
 
 def _metrics_of(cells: Sequence[Cell]) -> list[str]:
     present = {key for cell in cells for key in cell.result.accuracies()}
-    return [m for m in SUMMARY_METRICS if m in present]
+    return [m for m in schema.ACCURACY_METRICS if m in present]
 
 
 def cell_text(cells: Sequence[Cell], metric: str) -> str:
@@ -353,9 +344,9 @@ def summary_metrics(cells: Sequence[Cell]) -> dict[str, float]:
     """Parent-run metrics: mean accuracy over seeds per teacher / perturb / metric."""
     out = {}
     for (teacher, perturb), group in _groups(cells).items():
-        role = "teacher" if perturb == TEACHER_ROW else perturb
+        role = schema.ROLE_TEACHER if perturb == TEACHER_ROW else perturb
         for metric in _metrics_of(group):
-            out[f"{teacher}/{role}/acc/{metric}"] = seed_summary(
+            out[schema.accuracy_metric(metric, teacher, role)] = seed_summary(
                 [c.result.accuracies()[metric].value for c in group]).mean
     return out
 

@@ -1,0 +1,1 @@
+"""Models: the registered architectures (and any timm model) and robdistill checkpoints."""

@@ -1,0 +1,33 @@
+"""MLflow tracking: runs and their lifecycle (``store``), the one schema of run names, run tags,
+metric and artifact names (``schema``), the teacher model registry (``model_registry``), searching
+stored runs and saying which model each is about (``search``), and the one reader of logged
+evaluations (``results``). Only the CLI and the experiments use it; library functions take any
+:class:`robdistill.core.tracker.Tracker`.
+
+``MlflowTracker`` loads its module (and torch) on first use, so that importing
+``robdistill.tracking.schema`` stays cheap."""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> the module that defines it (imported on first access)
+_PUBLIC: dict[str, str] = {"MlflowTracker": "robdistill.tracking.store"}
+
+__all__ = ["MlflowTracker"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'robdistill.tracking' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same name, eagerly
+    from robdistill.tracking.store import MlflowTracker  # noqa: F401

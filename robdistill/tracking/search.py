@@ -1,5 +1,6 @@
-"""`robdistill compare` and `robdistill ui`: read runs back from a tracking store as one table, and
-open MLflow's UI on the store in use."""
+"""Reading runs back: find them in a tracking store by stage and tags (:func:`find_runs`), say which
+model each is about from its tags (:func:`run_identity`), show them as one table (`robdistill
+compare`), and open MLflow's UI on the store in use (`robdistill ui`)."""
 from __future__ import annotations
 
 import os
@@ -8,38 +9,38 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Mapping, Sequence
 
+from robdistill.tracking import schema
 from robdistill.tracking import store as tracking
 from robdistill.core.errors import UserError
 
-TAG_COLUMNS = ("dataset", "teacher", "perturb", "seed", "suite")
-ACCURACY_KEYS = ("clean", "pgd", "cw", "autoattack", "worst")
-ROLES = ("teacher", "student")
 
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "\\'") + "'"
-
-
-def filter_string(stage: str | None, sweep: str | None, tags: Sequence[str]) -> str:
-    """MLflow search filter from ``--stage``, ``--sweep`` and ``--tag key=value`` options."""
-    clauses = []
+def filter_string(stage: str | None, sweep: str | None, tags: Sequence[str] | Mapping[str, str]) -> str:
+    """MLflow search filter from ``--stage``, ``--sweep`` and ``--tag key=value`` options (or a
+    mapping of tag keys to values)."""
+    pairs = []
     if stage:
-        clauses.append(f"tags.stage = {_quote(stage)}")
+        pairs.append((schema.TAG_STAGE, stage))
     if sweep:
-        clauses.append(f"tags.sweep_id = {_quote(sweep)}")
-    for text in tags:
-        key, sep, value = text.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--tag '{text}': write it as key=value (e.g. --tag teacher=alp)")
-        clauses.append(f"tags.{key.strip()} = {_quote(value.strip())}")
-    return " and ".join(clauses)
+        pairs.append((schema.TAG_SWEEP_ID, sweep))
+    if isinstance(tags, Mapping):
+        pairs += list(tags.items())
+    else:
+        for text in tags:
+            key, sep, value = text.partition("=")
+            if not sep or not key.strip():
+                raise UserError(f"--tag '{text}': write it as key=value (e.g. --tag teacher=alp)")
+            pairs.append((key.strip(), value.strip()))
+    return " and ".join(schema.tag_filter(key, value) for key, value in pairs)
 
 
-def find_runs(tracking_uri: str | None, experiment: str, stage: str | None = "run", sweep: str | None = None,
-              tags: Sequence[str] = (), limit: int = 1000) -> list:
-    """Runs of ``experiment`` matching the filters, newest first; a missing experiment is an error."""
+def find_runs(tracking_uri: str | None, experiment: str, stage: str | None = schema.STAGE_RUN,
+              sweep: str | None = None, tags: Sequence[str] | Mapping[str, str] = (), limit: int = 1000) -> list:
+    """Runs of ``experiment`` matching the filters (``stage``: a :data:`schema.STAGES` name or None
+    for any; ``sweep``: a sweep's parent run id; ``tags``: ``key=value`` texts or a mapping), newest
+    first; a missing experiment is an error. Which model each is about: :func:`run_identity`; an
+    evaluation's results: :func:`robdistill.tracking.results.load_results`."""
     uri = tracking.resolve_tracking_uri(tracking_uri)
     query = filter_string(stage, sweep, tags)  # bad filters fail before the store is touched
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
@@ -60,15 +61,22 @@ def find_runs(tracking_uri: str | None, experiment: str, stage: str | None = "ru
                               max_results=limit, order_by=["attributes.start_time DESC"], output_format="list")
 
 
+def run_identity(run, perturbations: Iterable[str] = ()) -> schema.RunIdentity:
+    """Which model a run found by :func:`find_runs` is about (dataset, teacher, perturb, student,
+    seed, role, suite), from its tags (:func:`robdistill.tracking.schema.identity`); for an
+    evaluation of `robdistill evaluate` from its checkpoint's name, a student's teacher and
+    perturbation only given the registered ``perturbations``."""
+    return schema.identity(run.data.tags, perturbations)
+
+
 def accuracy_columns(runs: Sequence) -> list[str]:
     """Every accuracy metric present (``[teacher/|student/]acc/<key>``, intervals aside), in a reader's
     order: teacher then student; clean first, the suite's attacks, worst last."""
-    present = {key for run in runs for key in run.data.metrics
-               if not key.endswith(("_ci_low", "_ci_high"))}
+    present = {key for run in runs for key in run.data.metrics if not schema.is_interval_metric(key)}
     columns = []
-    for prefix in [f"{role}/acc/" for role in ROLES] + ["acc/"]:
+    for prefix in [schema.accuracy_prefix(role) for role in schema.ROLES] + [schema.accuracy_prefix()]:
         keys = sorted(k[len(prefix):] for k in present if k.startswith(prefix) and "/" not in k[len(prefix):])
-        order = {k: i for i, k in enumerate(ACCURACY_KEYS)}
+        order = {k: i for i, k in enumerate(schema.ACCURACY_METRICS)}
         keys.sort(key=lambda k: (k == "worst", k != "clean", order.get(k, len(order)), k))
         columns += [prefix + k for k in keys]
     return columns
@@ -77,7 +85,7 @@ def accuracy_columns(runs: Sequence) -> list[str]:
 def runs_table(runs: Sequence) -> tuple[list[str], list[list[str]]]:
     """One row per run: id, name, status, the identifying tags, and accuracy % with the 95% interval."""
     metrics = accuracy_columns(runs)
-    header = ["run", "name", "status", *TAG_COLUMNS, *metrics]
+    header = ["run", "name", "status", *schema.IDENTITY_TAGS, *metrics]
     rows = []
     for run in runs:
         m = run.data.metrics
@@ -86,11 +94,11 @@ def runs_table(runs: Sequence) -> tuple[list[str], list[list[str]]]:
             if key not in m:
                 cells.append("-")
                 continue
-            low, high = m.get(f"{key}_ci_low"), m.get(f"{key}_ci_high")
+            low, high = (m.get(name) for name in schema.interval_metric_names(key))
             interval = f" [{100 * low:.1f}, {100 * high:.1f}]" if low is not None and high is not None else ""
             cells.append(f"{100 * m[key]:.1f}{interval}")
         rows.append([run.info.run_id[:8], run.info.run_name or "", run.info.status,
-                     *[run.data.tags.get(t, "") for t in TAG_COLUMNS], *cells])
+                     *[run.data.tags.get(t, "") for t in schema.IDENTITY_TAGS], *cells])
     return header, rows
 
 

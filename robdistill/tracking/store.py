@@ -5,6 +5,7 @@ Under ``torchrun`` only rank 0 talks to the store: on the other ranks every func
 no-op and :func:`tracked_run` yields a stand-in carrying rank 0's run id."""
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -19,9 +20,11 @@ from robdistill.core import distributed
 
 from robdistill.core.errors import UserError
 from robdistill.config.recipes import PROJECT_ROOT
+from robdistill.config import settings as _settings
+from robdistill.tracking import schema
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-DEFAULT_EXPERIMENT = "robdistill"
+DEFAULT_EXPERIMENT = _settings.DEFAULT_EXPERIMENT  # re-exported
 # MLflow 3's experiment kind (the UI's "Machine learning" type, as against "genai_development")
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
@@ -36,7 +39,7 @@ def quiet_mlflow_logging() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per small download
-    import mlflow  # noqa: F401  (after the import: mlflow sets its own level)
+    importlib.import_module("mlflow")  # before setting the levels: mlflow sets its own on import
 
     for name in ("mlflow", "alembic", "sqlalchemy"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -99,7 +102,7 @@ def tracked_run(name: str, *, nested: bool = False, tags: dict[str, str] | None 
     if resume_run_id is not None:
         run = _reopen(resume_run_id, nested, tags or {})
     else:
-        run = mlflow.start_run(run_name=name, nested=nested, tags={"git_commit": git_commit(), **(tags or {})})
+        run = mlflow.start_run(run_name=name, nested=nested, tags={schema.TAG_GIT_COMMIT: git_commit(), **(tags or {})})
     distributed.broadcast_object(run.info.run_id)
     try:
         yield run
@@ -120,15 +123,15 @@ def _reopen(run_id: str, nested: bool, tags: dict[str, str]):
 
     client = mlflow.MlflowClient()
     old = client.get_run(run_id)
-    old_parent = old.data.tags.get("mlflow.parentRunId")
+    old_parent = old.data.tags.get(schema.TAG_PARENT_RUN_ID)
     active = mlflow.active_run()
     if old_parent and (active is None or old_parent != active.info.run_id):
         if client.get_run(old_parent).info.status == "RUNNING":
             client.set_terminated(old_parent, status="KILLED")
     run = mlflow.start_run(run_id=run_id, nested=nested)
     if active is not None:
-        mlflow.set_tag("mlflow.parentRunId", active.info.run_id)
-    mlflow.set_tags({**tags, "resumed": "true"})
+        mlflow.set_tag(schema.TAG_PARENT_RUN_ID, active.info.run_id)
+    mlflow.set_tags(schema.resumed_tags(tags))
     return run
 
 
@@ -202,55 +205,24 @@ def scratch_dir() -> Iterator[Path]:
         yield Path(tmp)
 
 
-def registered_teacher_name(dataset: str, teacher: str) -> str:
-    return f"robdistill-teacher-{dataset}-{teacher}"
+class MlflowTracker:
+    """The :class:`robdistill.core.tracker.Tracker` the CLI passes: logs to the active MLflow run
+    (rank 0 only under torchrun)."""
 
+    def log_params(self, prefix: str, values: dict[str, Any]) -> None:
+        log_params(prefix, values)
 
-def register_teacher(name: str, run_id: str, artifact_path: str, key: str, tags: dict[str, str]) -> str | None:
-    """A model-registry version pointing at the teacher checkpoint logged by ``run_id``, tagged with
-    its recipe hash (``teacher_key``) so any machine sharing the store can find it. Returns the
-    version, or None when the store has no registry (the run goes on without it)."""
-    if not distributed.is_main():
-        return None
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    def log_metrics(self, values: dict[str, float], step: int | None = None) -> None:
+        log_metrics(values, step)
 
-    client = mlflow.MlflowClient()
-    try:
-        try:
-            client.create_registered_model(name, description="robdistill teachers; tag teacher_key = recipe hash")
-        except MlflowException as exc:
-            if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
-                raise
-        run = client.get_run(run_id)
-        version = client.create_model_version(name, source=f"{run.info.artifact_uri}/{artifact_path}",
-                                              run_id=run_id, tags={"teacher_key": key, **tags})
-        return str(version.version)
-    except MlflowException as exc:
-        logging.getLogger(__name__).warning("teacher not registered (%s)", str(exc).splitlines()[0][:200])
-        return None
+    def set_tag(self, key: str, value: str) -> None:
+        set_tag(key, value)
 
+    def log_json(self, payload: Any, artifact_file: str) -> None:
+        log_json(payload, artifact_file)
 
-def find_registered_teacher(key: str, destination: Path) -> Path | None:
-    """Download the registered teacher checkpoint whose ``teacher_key`` tag is ``key`` into
-    ``destination`` (a directory); None when there is none or the store has no registry (and on
-    ranks other than 0)."""
-    if not distributed.is_main():
-        return None
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    def log_table(self, columns: dict[str, list[Any]], artifact_file: str) -> None:
+        log_table(columns, artifact_file)
 
-    try:
-        versions = mlflow.MlflowClient().search_model_versions(f"tags.teacher_key = '{key}'")
-        if not versions:
-            return None
-        newest = max(versions, key=lambda v: int(v.version))
-        local = mlflow.artifacts.download_artifacts(artifact_uri=newest.source, dst_path=str(destination))
-    except (MlflowException, OSError) as exc:
-        logging.getLogger(__name__).warning("teacher registry not searched (%s)", str(exc).splitlines()[0][:200])
-        return None
-    local_path = Path(local)
-    if local_path.is_file():
-        return local_path
-    files = sorted(local_path.glob("*.pt"))
-    return files[0] if files else None
+    def log_file(self, path: Path, artifact_path: str | None = None) -> None:
+        log_file(path, artifact_path)

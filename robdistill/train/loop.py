@@ -1,21 +1,22 @@
-"""The training loop shared by teachers and students: in-memory mini-batches, a registered
-optimiser and learning-rate schedule, per-epoch metrics handed to a callback (MLflow)."""
+"""What teacher and student training share: the training loop (in-memory mini-batches, a registered
+optimiser and learning-rate schedule, per-epoch metrics handed to a callback, resumable state),
+a stage's initial model drawn from its own random stream, and the per-epoch PGD validation."""
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from robdistill.attacks.gradient import PGD
 from robdistill.core import distributed
-from robdistill.data.datasets import Split, iterate_batches
+from robdistill.core.state import TrainingState
+from robdistill.core.streams import stream_seed
+from robdistill.data.datasets import DatasetInfo, Split, iterate_batches
+from robdistill.models.zoo import Classifier, build_model
 from robdistill.train.objectives import LossOutput
 from robdistill.core.progress import StepLog
 from robdistill.config.recipes import TrainingRecipe
@@ -55,6 +56,31 @@ StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], LossOut
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 
+VAL_ROBUST_SAMPLES = 256  # the per-epoch validation PGD runs on this many validation images
+
+
+def initial_model(name: str, info: DatasetInfo, seed: int, stage: str, device: str | torch.device) -> Classifier:
+    """A freshly initialised model for ``stage`` ("teacher" or "student"), its weights drawn from
+    that stage's own init stream (the caller's global RNG is left untouched)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(stream_seed(seed, stage, "init"))
+        model = build_model(name, info.shape, info.num_classes, info.mean, info.std)
+    return model.to(device)
+
+
+def pgd_validator(eps: float, steps: int, step_size: float, val: Split,
+                  seed: int) -> Callable[[nn.Module], dict[str, float]]:
+    """Per-epoch validation: clean accuracy, and PGD accuracy on a fixed validation subset."""
+    subset = val.head(VAL_ROBUST_SAMPLES)
+    attack = PGD(eps, seed=seed, steps=steps, step_size=step_size)
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        robust = attack.run(model, subset.x, subset.y, progress=False).robust
+        return {"acc": accuracy(model, val), "pgd_acc": robust.float().mean().item()}
+
+    return validate
+
+
 def accuracy(model: nn.Module, split: Split, batch_size: int = 512) -> float:
     """Clean accuracy in eval mode (restoring the previous mode)."""
     from robdistill.core.modes import eval_mode
@@ -64,42 +90,6 @@ def accuracy(model: nn.Module, split: Split, batch_size: int = 512) -> float:
         for _, x, y in iterate_batches(split, batch_size):
             correct += (model(x).argmax(1) == y).sum().item()
     return correct / max(len(split), 1)
-
-
-@dataclass
-class TrainingState:
-    """Where :func:`fit` saves everything it needs to continue after each epoch (model, optimiser,
-    schedule, every generator, the global RNG, the metrics so far), and what it saves beside it
-    (e.g. the MLflow run id). Written atomically; loaded with ``weights_only=True``."""
-
-    path: Path
-    generators: dict[str, torch.Generator] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def load(self) -> dict[str, Any] | None:
-        if not self.path.is_file():
-            return None
-        try:
-            return torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            from robdistill.core.errors import UserError
-
-            raise UserError(f"training state {self.path} is unreadable ({type(exc).__name__}); delete it "
-                            f"and start again without --resume") from None
-
-    def save(self, payload: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(payload, tmp)
-            os.replace(tmp, self.path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-
-    def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 class _TrainingStep(nn.Module):

@@ -15,13 +15,12 @@ import pytest
 import torch
 
 from robdistill.core import distributed
-
+from robdistill.core.state import TrainingState
 from robdistill.eval import runner as evaluation
 from robdistill.models.checkpoints import load_checkpoint
 from robdistill.data.datasets import load_dataset
 from robdistill.models.zoo import build_model
 from robdistill.config.recipes import load_recipe
-from robdistill.train.loop import TrainingState
 
 DETERMINISTIC_SUITE = """description = "deterministic suite: exact equality between sharded and whole evaluation"
 n_eval = 120
@@ -148,7 +147,7 @@ def test_autoattack_evaluation_resumes_after_its_last_chunk(tmp_path: Path, monk
                                     state=TrainingState(tmp_path / "reference.pt"))
 
     calls = []
-    real_piece = evaluation._attack_piece
+    real_piece = evaluation.attack_piece
 
     stop_at = [3]  # fgsm, then AutoAttack chunk 1; stop inside chunk 2 (once)
 
@@ -159,7 +158,7 @@ def test_autoattack_evaluation_resumes_after_its_last_chunk(tmp_path: Path, monk
             raise Stop
         return real_piece(attack, model, x, y, batch_size, progress)
 
-    monkeypatch.setattr(evaluation, "_attack_piece", piece)
+    monkeypatch.setattr(evaluation, "attack_piece", piece)
     state = TrainingState(tmp_path / "eval.pt")
     with pytest.raises(Stop):
         evaluation.evaluate(model, data, suite, 0.1, progress=False, state=state)
@@ -218,25 +217,48 @@ def test_split_evaluation_merges_to_the_whole_one(digits_teacher, workdir: Path)
 
 
 def test_a_state_written_by_another_job_size_is_refused(tmp_path: Path) -> None:
-    from robdistill.core.errors import UserError
-    from robdistill.train.loop import _check_same_resume_point
+    """``fit --resume`` outside torchrun: no state file starts afresh, a single-process file (also an
+    older one without ``world_size``) resumes, a file written by 2 processes is refused."""
+    import torch.nn.functional as F
+    from torch import nn
 
-    _check_same_resume_point(None, distributed.DistContext())
-    _check_same_resume_point({"epoch": 2}, distributed.DistContext())  # an older single-process file
+    from robdistill.core.errors import UserError
+    from robdistill.train.loop import fit
+    from robdistill.train.objectives import LossOutput
+
+    train = load_dataset("digits").train.head(64)
+    recipe = load_recipe("teacher", "standard", ["epochs=1", "batch_size=32"])
+
+    def step(m, idx, x, y):
+        logits = m(x)
+        return LossOutput(F.cross_entropy(logits, y), logits.detach(), {})
+
+    def resume(state: TrainingState) -> list[dict[str, float]]:
+        model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+        return fit(model, train, recipe, step, seed=0, desc="t", progress=False, state=state, resume=True)
+
+    state = TrainingState(tmp_path / "t.state.pt")
+    history = resume(state)  # no state file: a fresh start, which writes one
+    saved = torch.load(state.path, weights_only=True)
+    assert saved["epoch"] == 1 and saved["world_size"] == 1
+    del saved["world_size"]  # an older single-process file
+    state.save(saved)
+    assert resume(state) == history  # resumed after its last epoch: nothing left to train
+    state.save({**saved, "world_size": 2})
     with pytest.raises(UserError, match="written by 2 process"):
-        _check_same_resume_point({"epoch": 2, "world_size": 2}, distributed.DistContext())
+        resume(state)
 
 
 def test_empty_rows_are_attacked_as_nothing() -> None:
     """A rank or shard can own no rows (more processes than images): every attack returns empty flags."""
-    from robdistill.attacks.base import build_attack
+    from robdistill.attacks import build_attack
 
     model = _tiny_model()
     x, y = torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long)
     assert evaluation.clean_flags(model, x, y, 16).shape == (0,)
     for name in ("fgsm", "pgd", "cw"):
         assert build_attack(name, 0.1).run(model, x, y).robust.shape == (0,)
-    piece = evaluation._attack_piece(build_attack("autoattack", 0.1), model, x, y, 16, False)
+    piece = evaluation.attack_piece(build_attack("autoattack", 0.1), model, x, y, 16, False)
     assert piece["robust"].shape == (0,) and piece["box"]
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from robdistill.attacks.base import ATTACKS, build_attack
+from robdistill.attacks import ATTACKS, build_attack
 from robdistill.models.checkpoints import save_checkpoint
 from robdistill.data.datasets import Split
 from robdistill.core.errors import UserError

@@ -12,10 +12,12 @@ import pytest
 import torch
 from torch import nn
 
-from robdistill.attacks.base import build_attack
+from robdistill.attacks import build_attack
 from robdistill.data.datasets import Split
 from robdistill.core.errors import UserError
-from robdistill.eval.runner import EvaluationResult, evaluate, result_from_json, square_gap_checks
+from robdistill.eval.checks import square_gap_checks
+from robdistill.eval.results import EvaluationResult, result_from_json
+from robdistill.eval.runner import evaluate
 from robdistill.config.recipes import SuiteRecipe
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -70,7 +70,7 @@ def scrambled_labels(model, x, y, ctx) -> LossOutput:
 
 
 @pytest.mark.slow
-def test_gate_passes_on_the_baseline_code_and_fails_on_a_broken_objective(workdir: Path, monkeypatch) -> None:
+def test_gate_passes_on_the_baseline_code_and_fails_on_a_broken_objective(workdir: Path) -> None:
     path = workdir / "tiny.json"
     path.write_text(json.dumps({
         "format": FORMAT, "dataset": "digits", "suite": "smoke", "n_eval": 100,
@@ -95,8 +95,8 @@ def test_gate_passes_on_the_baseline_code_and_fails_on_a_broken_objective(workdi
     out = runner.invoke(main, ["regress", "--baseline", str(workdir / "edited.json"), "--quiet"])
     assert out.exit_code == 2 and "configuration changed" in out.stderr
 
-    monkeypatch.setitem(OBJECTIVES._entries, "at", scrambled_labels)
-    out = runner.invoke(main, ["regress", "--baseline", str(path), "--quiet"])
+    with OBJECTIVES.override("at", scrambled_labels):
+        out = runner.invoke(main, ["regress", "--baseline", str(path), "--quiet"])
     assert out.exit_code == 1, out.output
     assert "FAIL (regression)" in out.stdout and "regression gate: FAILED" in out.stdout
 
@@ -105,7 +105,7 @@ def test_add_seeds_measures_only_the_new_seeds_and_refits(monkeypatch, tmp_path:
     """--add-seeds: the stored values stay, the new seeds' values are appended, the tolerances
     are refitted over all seeds, and the fingerprint covers the new seed list."""
     from robdistill.experiments import regress
-    from robdistill.experiments.stages import Settings
+    from robdistill.config.settings import Settings
 
     fake = {1: 0.80, 2: 0.84, 3: 0.82, 4: 0.78}
     measured: list[int] = []

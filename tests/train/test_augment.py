@@ -4,11 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robdistill.experiments import stages
+from robdistill import catalog
 from robdistill.train.augment import AUGMENTATIONS, random_translate
 from robdistill.core.errors import UserError
 from robdistill.config.recipes import load_recipe
-from robdistill.experiments.stages import distill_student
+from robdistill.train.distillation import distill_model
+from robdistill.train.loop import initial_model
 
 
 def gen(seed: int) -> torch.Generator:
@@ -54,26 +55,22 @@ def _shift(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 
 def test_unknown_augmentation_is_a_recipe_error() -> None:
     with pytest.raises(UserError, match="unknown augmentation 'nope'"):
-        load_recipe("student", "default", ["augment=nope"])
+        catalog.load_recipe("student", "default", ["augment=nope"])
 
 
 @pytest.mark.slow
-def test_augmented_distillation_runs_the_teacher_on_each_view(digits_teacher, monkeypatch) -> None:
+def test_augmented_distillation_runs_the_teacher_on_each_view(digits_teacher) -> None:
     splits, settings, teacher = digits_teacher
     recipe = load_recipe("student", "default", ["epochs=1", "augment=shift1", "batch_size=128"])
     teacher_inputs: list[torch.Tensor] = []
     student_inputs: list[torch.Tensor] = []
     teacher.model.register_forward_pre_hook(lambda m, inputs: teacher_inputs.append(inputs[0].clone()))
-    original = stages.initial_model
-
-    def recording_model(*args, **kwargs):
-        model = original(*args, **kwargs)
-        model.register_forward_pre_hook(lambda m, inputs: student_inputs.append(inputs[0].clone())
-                                        if m.training else None)
-        return model
-
-    monkeypatch.setattr(stages, "initial_model", recording_model)
-    distill_student(teacher, recipe, "nonmax-shuffle", splits, settings, "standard")
+    # the student distill_student would build (the student's init stream), recording its training inputs
+    student = initial_model(recipe.model, splits.info, settings.seed, "student", settings.device)
+    student.register_forward_pre_hook(lambda m, inputs: student_inputs.append(inputs[0].clone())
+                                      if m.training else None)
+    distill_model(teacher.model, recipe, "nonmax-shuffle", splits, settings.seed, settings.device, student=student,
+                  teacher_name="standard", progress=False)
     batches = -(-len(splits.train) // 128)
     assert len(student_inputs) == batches
     # the teacher saw exactly the student's (augmented) batches, one call each

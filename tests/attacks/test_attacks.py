@@ -14,11 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robdistill.attacks.base import (ATTACKS, AttackOutput, build_attack, ce_loss, cw_margin_loss, pgd_perturb,
-                                project_linf)
+from robdistill.attacks import ATTACKS, AttackOutput, build_attack, ce_loss, cw_margin_loss, pgd_perturb
+from robdistill.attacks.base import project_linf
 from robdistill.data.datasets import Split
 from robdistill.core.errors import UserError
-from robdistill.eval.runner import _perturbation_checks, _perturbation_stats, clean_flags, evaluate
+from robdistill.eval.checks import perturbation_checks, perturbation_stats
+from robdistill.eval.runner import clean_flags, evaluate
 from robdistill.core.modes import eval_mode, preserved_global_rng, private_generator
 from robdistill.config.recipes import SuiteRecipe
 from robdistill.core.stats import Proportion, wilson
@@ -551,12 +552,12 @@ def test_perturbation_checks_can_fail() -> None:
     bad = x.clone()
     bad[0, 0, 0, 0] = 0.7
     bad[1, 0, 0, 0] = 1.0 + 1e-3
-    checks = _perturbation_checks("a", [_perturbation_stats(x, bad)], 0.1)
+    checks = perturbation_checks("a", [perturbation_stats(x, bad)], 0.1)
     assert [c.passed for c in checks] == [False, False]
-    good = _perturbation_checks("a", [_perturbation_stats(x, x + 0.1)], 0.1)
+    good = perturbation_checks("a", [perturbation_stats(x, x + 0.1)], 0.1)
     assert [c.passed for c in good] == [True, True]
     # merged over pieces (chunks, ranks): one bad piece fails the check
-    merged = _perturbation_checks("a", [_perturbation_stats(x, x + 0.1), _perturbation_stats(x, bad)], 0.1)
+    merged = perturbation_checks("a", [perturbation_stats(x, x + 0.1), perturbation_stats(x, bad)], 0.1)
     assert [c.passed for c in merged] == [False, False]
 
 
@@ -637,7 +638,8 @@ def test_wilson_extremes_are_exact_and_contain_the_estimate() -> None:
 
 
 def test_strength_checks_flag_a_stronger_attack_scoring_higher() -> None:
-    from robdistill.eval.runner import EvaluationResult, strength_checks
+    from robdistill.eval.checks import strength_checks
+    from robdistill.eval.results import EvaluationResult
 
     n = 40
     clean = torch.ones(n, dtype=torch.bool)
@@ -661,7 +663,8 @@ def test_strength_checks_flag_a_stronger_attack_scoring_higher() -> None:
 def test_square_alone_is_not_expected_to_beat_pgd() -> None:
     """A custom AutoAttack of Square only (black-box) may leave more samples robust than PGD on an
     honest model; one with an APGD component may not."""
-    from robdistill.eval.runner import EvaluationResult, strength_checks
+    from robdistill.eval.checks import strength_checks
+    from robdistill.eval.results import EvaluationResult
 
     n = 40
     clean = torch.ones(n, dtype=torch.bool)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robdistill import catalog
 from robdistill.core.errors import UserError
 from robdistill.config.recipes import load_recipe
 from robdistill.experiments.stages import distill_student
@@ -71,7 +72,7 @@ def test_the_student_attack_stays_in_the_ball_and_raises_its_loss(name: str, mon
 
 def test_bad_student_method_values() -> None:
     with pytest.raises(UserError, match="unknown student method 'nope'"):
-        load_recipe("student", "default", ["method=nope"])
+        catalog.load_recipe("student", "default", ["method=nope"])
     with pytest.raises(UserError, match="adv_weight must lie in"):
         load_recipe("student", "ard", ["adv_weight=2"])
 

@@ -6,11 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from robdistill import catalog
 from robdistill.core.errors import UserError
 from robdistill.config.recipes import (StudentRecipe, SuiteRecipe, TeacherRecipe, available, fingerprint,
-                                load_recipe, parse_override)
+                                       load_recipe, parse_override)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("kind", ["teacher", "student", "suite"])
@@ -63,8 +64,9 @@ def test_parse_override() -> None:
     ("train_subset=-1", r"train_subset must be >= 0"),
 ])
 def test_bad_teacher_overrides(override: str, message: str) -> None:
+    """Fields, types and ranges are the config layer's to check, registry names the catalog's."""
     with pytest.raises(UserError, match=message) as info:
-        load_recipe("teacher", "alp", [override])
+        catalog.load_recipe("teacher", "alp", [override])
     assert "\n" not in str(info.value)
 
 
@@ -100,7 +102,7 @@ def test_suite_validation(tmp_path: Path) -> None:
         load_recipe("suite", str(path))
     path.write_text('[[attack]]\nname = "laser"\n')
     with pytest.raises(UserError, match="unknown attack 'laser'"):
-        load_recipe("suite", str(path))
+        catalog.load_recipe("suite", str(path))
     suite = load_recipe("suite", "fast")
     assert isinstance(suite, SuiteRecipe)
     assert [a["name"] for a in suite.attack] == ["fgsm", "pgd", "cw", "autoattack"]

@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from robdistill.cli.main import main
-from robdistill.eval.runner import EvaluationResult
+from robdistill.eval.results import EvaluationResult
 from robdistill.experiments.sweep import TEACHER_ROW, Cell, paired_rows, summary_rows
 
 
@@ -157,7 +157,7 @@ def test_shards_partition_the_teacher_groups() -> None:
 
 
 def test_results_round_trip_through_json() -> None:
-    from robdistill.eval.runner import result_from_json
+    from robdistill.eval.results import result_from_json
 
     r = result([1, 1, 0, 1], [1, 0, 0, 1])
     back = result_from_json(r.to_json())

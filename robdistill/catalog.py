@@ -1,16 +1,50 @@
-"""Everything the CLI can name, with one line of help each (``robdistill list``)."""
+"""Everything a recipe or a command can name: every registry of every layer, the recipe loader
+that checks a recipe's names against them, and one line of help per entry (``robdistill list``).
+
+The config layer (``robdistill.config``) knows a recipe's fields, types and ranges and which fields
+name a registry entry; this module, above every implementation, knows the registries."""
 from __future__ import annotations
 
 import tomllib
+from typing import Any, Iterable
 
 from robdistill.attacks.base import ATTACKS
-from robdistill.train.augment import AUGMENTATIONS
+from robdistill.config import recipes
+from robdistill.config.recipes import available
+from robdistill.core.registry import Registry
 from robdistill.data.datasets import DATASETS
-from robdistill.eval.runner import STEP_ATTACKS
 from robdistill.models.zoo import MODELS
+from robdistill.train.augment import AUGMENTATIONS
+from robdistill.train.distillation import STUDENT_METHODS
+from robdistill.train.loop import OPTIMIZERS, SCHEDULES
 from robdistill.train.objectives import OBJECTIVES
 from robdistill.train.perturbations import PERTURBATIONS
-from robdistill.config.recipes import available
+
+REGISTRIES: dict[str, Registry[Any]] = {
+    "model": MODELS, "optimizer": OPTIMIZERS, "lr_schedule": SCHEDULES, "objective": OBJECTIVES,
+    "augment": AUGMENTATIONS, "student_method": STUDENT_METHODS, "attack": ATTACKS,
+    "perturbation": PERTURBATIONS, "dataset": DATASETS,
+}
+
+
+def check_names(recipe: Any) -> None:
+    """Every field of ``recipe`` that names a registry entry names a registered one (a ``timm:``
+    model is timm's to check when the model is built)."""
+    for kind, name in recipe.named_entries():
+        if kind == "model" and name.startswith("timm:"):
+            continue
+        REGISTRIES[kind].get(name)
+
+
+def load_recipe(kind: str, name_or_path: str, overrides: Iterable[str] = ()) -> Any:
+    """A named recipe (or a ``.toml`` path) with ``key=value`` overrides, its fields, ranges and
+    registry names checked (:func:`robdistill.config.recipes.load_recipe` plus :func:`check_names`)."""
+    return recipes.load_recipe(kind, name_or_path, overrides, check=check_names)
+
+
+def override_recipe(recipe: Any, **values: Any) -> Any:
+    """``recipe`` with fields replaced by keyword (``epochs=2``), checked like a loaded recipe."""
+    return recipes.override_recipe(recipe, values, check=check_names)
 
 
 def _recipe_descriptions(kind: str) -> dict[str, str]:
@@ -23,6 +57,11 @@ def _recipe_descriptions(kind: str) -> dict[str, str]:
     return out
 
 
+def _takes_step_size(name: Any) -> bool:
+    """Whether ``name`` (from a suite file, so anything) names a registered attack that takes a step size."""
+    return isinstance(name, str) and name in ATTACKS and ATTACKS.get(name).takes_step_size
+
+
 def _suite_descriptions() -> dict[str, str]:
     """Each suite's description and which step size its PGD-type attacks use (SPEC section 1)."""
     out = {}
@@ -32,7 +71,7 @@ def _suite_descriptions() -> dict[str, str]:
         except (OSError, tomllib.TOMLDecodeError):
             out[name] = text
             continue
-        stepped = [e for e in entries if e.get("name") in STEP_ATTACKS]
+        stepped = [e for e in entries if _takes_step_size(e.get("name"))]
         own = [e for e in stepped if e.get("step_size") is not None]
         if not stepped:
             out[name] = text

@@ -18,7 +18,8 @@ from robdistill.data.datasets import load_dataset
 from robdistill.core.errors import UserError
 from robdistill.models.zoo import build_model
 from robdistill.config.recipes import load_recipe
-from robdistill.train.loop import TrainingState, fit
+from robdistill.core.state import TrainingState
+from robdistill.train.loop import fit
 from robdistill.train.objectives import OBJECTIVES, TrainContext
 from robdistill.core.modes import private_generator
 

@@ -7,10 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from robdistill.experiments import stages
 from robdistill.config.recipes import load_recipe
-from robdistill.experiments.stages import distill_student, distillation_loss
-from robdistill.train.loop import OPTIMIZERS, SCHEDULES
+from robdistill.train.distillation import distill_model, distillation_loss
+from robdistill.train.loop import OPTIMIZERS, SCHEDULES, initial_model
 
 
 def test_distillation_loss_matches_formula() -> None:
@@ -39,24 +38,21 @@ def test_optimizers_and_schedules() -> None:
 
 
 @pytest.mark.slow
-def test_student_sees_clean_training_inputs_only(digits_teacher, monkeypatch) -> None:
+def test_student_sees_clean_training_inputs_only(digits_teacher) -> None:
+    """The student built as ``distill_student`` builds it (the recipe's model from the student's
+    init stream), with a hook recording every training-mode input it is given."""
     splits, settings, teacher = digits_teacher
     recipe = load_recipe("student", "default", ["epochs=1"])
 
     seen: list[torch.Tensor] = []
     teacher_modes: list[bool] = []
-    original_new_model = stages.initial_model
-
-    def recording_model(*args, **kwargs):
-        model = original_new_model(*args, **kwargs)
-        model.register_forward_pre_hook(lambda m, inputs: seen.append(inputs[0].detach().clone())
-                                        if m.training else None)
-        return model
-
-    monkeypatch.setattr(stages, "initial_model", recording_model)
+    student = initial_model(recipe.model, splits.info, settings.seed, "student", settings.device)
+    student.register_forward_pre_hook(lambda m, inputs: seen.append(inputs[0].detach().clone())
+                                      if m.training else None)
     teacher.model.register_forward_pre_hook(lambda m, inputs: teacher_modes.append(m.training))
     teacher.model.train()  # the engine must switch it to eval mode for the logits
-    distill_student(teacher, recipe, "nonmax-shuffle", splits, settings, "standard")
+    distill_model(teacher.model, recipe, "nonmax-shuffle", splits, settings.seed, settings.device, student=student,
+                  teacher_name="standard", progress=False)
 
     assert teacher_modes and not any(teacher_modes)
     train_rows = {tuple(row.flatten().tolist()) for row in splits.train.x}

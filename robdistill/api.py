@@ -1,0 +1,121 @@
+"""The public Python API: plain objects in, plain objects out, nothing written unless a tracker is
+given. Teachers and students are ``nn.Module``s mapping [0, 1] images to logits; recipes are
+names, ``.toml`` paths or recipe objects, with keyword overrides (``epochs=2``).
+
+    import robdistill as rd
+    data = rd.load_dataset("digits")
+    teacher = rd.train_teacher("alp", data, seed=0)
+    student = rd.distill(teacher, data, perturb="nonmax-shuffle", seed=0)
+    result = rd.evaluate(student, data, suite="fast")
+    print(result.table)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+from robdistill import catalog
+from robdistill.config.recipes import StudentRecipe, SuiteRecipe, TeacherRecipe, to_dict
+from robdistill.config.settings import default_suite
+from robdistill.core.errors import UserError
+from robdistill.core.metrics import RESULTS_ARTIFACT
+from robdistill.core.tracker import Tracker, tracker_or_null
+from robdistill.data import datasets
+from robdistill.data.datasets import Splits, dataset_step_ratio
+from robdistill.eval.results import EvaluationResult
+from robdistill.eval.runner import suite_attacks, suite_eps
+from robdistill.eval.runner import evaluate as run_suite
+from robdistill.train.distillation import distill_model, resolved_student
+from robdistill.train.teacher import resolved_teacher, train_teacher_model
+
+R = TypeVar("R", TeacherRecipe, StudentRecipe, SuiteRecipe)
+RecipeLike = str | Path | TeacherRecipe | StudentRecipe | SuiteRecipe
+_KINDS = {TeacherRecipe: "teacher", StudentRecipe: "student", SuiteRecipe: "suite"}
+
+
+def load_dataset(name: str = "digits", *, root: str | Path | None = None, download: bool = False,
+                 device: str | torch.device = "cpu") -> Splits:
+    """A registered dataset (``robdistill list datasets``) as deterministic train / validation /
+    test splits in [0, 1], on ``device``. Nothing is downloaded unless ``download``."""
+    return datasets.load_dataset(name, Path(root) if root else None, download).to(device)
+
+
+def load_recipe(kind: str, recipe: RecipeLike, **overrides: Any) -> Any:
+    """A teacher, student or suite recipe from a name, a ``.toml`` path or a recipe object, with
+    keyword overrides; unknown fields, bad types, ranges and names are a one-line UserError."""
+    if kind not in ("teacher", "student", "suite"):
+        raise UserError(f"unknown recipe kind '{kind}'; choose one of: teacher, student, suite")
+    if isinstance(recipe, (str, Path)):
+        loaded = catalog.load_recipe(kind, str(recipe))
+    elif _KINDS.get(type(recipe)) == kind:
+        loaded = recipe
+    else:
+        raise UserError(f"a {kind} recipe must be a name, a .toml path or a {kind.capitalize()}Recipe; "
+                        f"got {type(recipe).__name__}")
+    return catalog.override_recipe(loaded, **overrides) if overrides else loaded
+
+
+def _data(data: Splits | str, device: str | torch.device | None) -> tuple[Splits, torch.device]:
+    splits = load_dataset(data) if isinstance(data, str) else data
+    if not isinstance(splits, Splits):
+        raise UserError(f"data must be a dataset name or rd.load_dataset(...)'s splits; got {type(data).__name__}")
+    target = torch.device(device) if device is not None else splits.train.x.device
+    return (splits if splits.train.x.device == target else splits.to(target)), target
+
+
+def train_teacher(recipe: RecipeLike = "at", data: Splits | str = "digits", *, seed: int = 0,
+                  device: str | torch.device | None = None, progress: bool = False,
+                  tracker: Tracker | None = None, **overrides: Any) -> nn.Module:
+    """Train a teacher (SPEC section 2) from a recipe (``robdistill list teachers``) on ``data``'s
+    training split; same recipe, data and seed give the same weights as ``robdistill
+    train-teacher``. The per-epoch metrics are in ``model.history`` (and the tracker, if given)."""
+    teacher = load_recipe("teacher", recipe, **overrides)
+    splits, target = _data(data, device)
+    tracker_or_null(tracker).log_params("teacher", resolved_teacher(teacher, splits.info))
+    return train_teacher_model(teacher, splits, seed, target, progress=progress, tracker=tracker)
+
+
+def distill(teacher: nn.Module, data: Splits | str = "digits", *, perturb: str = "keep",
+            recipe: RecipeLike = "default", student: nn.Module | None = None, seed: int = 0,
+            device: str | torch.device | None = None, progress: bool = False,
+            tracker: Tracker | None = None, **overrides: Any) -> nn.Module:
+    """Distill a student from ``teacher`` (any module mapping [0, 1] images to logits) on clean
+    training inputs only, the teacher's logits perturbed by ``perturb`` (``keep``,
+    ``nonmax-shuffle``, ``nonmax-flatten``, ... SPEC section 3). ``student`` is any module to train
+    (default: the recipe's model, from the student's own init stream)."""
+    student_recipe = load_recipe("student", recipe, **overrides)
+    catalog.REGISTRIES["perturbation"].get(perturb)
+    splits, target = _data(data, device)
+    tracker_or_null(tracker).log_params("student", resolved_student(student_recipe, perturb, splits.info))
+    return distill_model(teacher, student_recipe, perturb, splits, seed, target, student=student,
+                         progress=progress, tracker=tracker)
+
+
+def evaluate(model: nn.Module, data: Splits | str = "digits", *, suite: RecipeLike | None = None,
+             eps: float | None = None, n_eval: int | None = None, name: str = "model",
+             device: str | torch.device | None = None, progress: bool = False,
+             tracker: Tracker | None = None, **overrides: Any) -> EvaluationResult:
+    """Attack ``model`` with a suite (``robdistill list suites``; default ``fast`` on digits,
+    ``paper`` elsewhere) on the first ``n_eval`` test images (default the suite's; 0 = all) at
+    ``eps`` (default the suite's, else the dataset's). The result holds the per-sample flags,
+    accuracies with 95% intervals (``result.table``) and the sanity checks (``result.checks``)."""
+    splits, _ = _data(data, device)
+    suite_recipe = load_recipe("suite", suite or default_suite(splits.info.name), **overrides)
+    if eps is not None and not 0.0 <= eps <= 1.0:
+        raise UserError(f"eps must lie in [0, 1] (images are in [0, 1]); got {eps}")
+    if n_eval is not None and n_eval < 0:
+        raise UserError(f"n_eval must be >= 0 (0 = the whole test set); got {n_eval}")
+    radius = suite_eps(suite_recipe, splits.info, eps)
+    ratio = dataset_step_ratio(splits.info.name)
+    suite_attacks(suite_recipe, radius, ratio)  # every attack is built first: bad parameters fail early
+    test = splits.test.head((suite_recipe.n_eval if n_eval is None else n_eval) or None)
+    result = run_suite(model, test, suite_recipe, radius, name=name, progress=progress, step_ratio=ratio)
+    if tracker is not None:
+        tracker.log_params("suite", {**to_dict(suite_recipe), "eps": radius, "n": len(test),
+                                     "default_step_size": ratio * radius})
+        tracker.log_metrics(result.metrics())
+        tracker.log_json(result.to_json(), RESULTS_ARTIFACT)
+    return result

@@ -1,0 +1,207 @@
+"""AutoAttack (Croce & Hein 2020) through the reference implementation (PyPI ``pyautoattack``),
+with its warnings captured and, per component, the samples that component fooled (for the
+Square-versus-white-box check, SPEC section 4)."""
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import contextmanager, nullcontext
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from robdistill.attacks.base import ATTACKS, Attack, AttackOutput
+from robdistill.core.errors import UserError
+from robdistill.core.modes import eval_mode, preserved_global_rng
+
+
+class _WarningCollector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@ATTACKS.register("autoattack")
+class AutoAttackLinf(Attack):
+    """AutoAttack (Croce & Hein 2020), the reference implementation from PyPI ``pyautoattack``.
+
+    Versions ``standard`` / ``plus`` / ``rand`` / ``custom`` (with ``attacks``); ``square_queries``
+    overrides Square's query budget (library default 5000). Its gradient-masking and sanity warnings
+    (logger ``auto-attack``) are captured and returned with the result; the caller's global RNG
+    state is preserved around the library, which seeds it.
+
+    The library's run is left exactly as it is; the robust flags it holds after each component are
+    recorded, so ``fooled_by`` says which component fooled which sample. Components after Square in
+    the version's order (``plus``) never see the samples Square fooled; they are run on those
+    samples afterwards, so the Square-versus-white-box gap (SPEC section 4) is exact."""
+
+    name = "autoattack"
+    chunked = True
+    stronger_than = ("pgd", "cw", "fgsm", "transfer")
+    VERSIONS = ("standard", "plus", "rand", "custom")
+    ATTACK_NAMES = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
+
+    def __init__(self, eps: float, seed: int = 0, version: str = "standard",
+                 attacks: list[str] | None = None, square_queries: int | None = None):
+        if version not in self.VERSIONS:
+            raise UserError(f"autoattack version '{version}' is unknown; use one of {', '.join(self.VERSIONS)}")
+        if version == "custom":
+            if not attacks or any(a not in self.ATTACK_NAMES for a in attacks):
+                raise UserError(f"autoattack version 'custom' needs attacks from {', '.join(self.ATTACK_NAMES)}")
+        elif attacks:
+            raise UserError("autoattack 'attacks' can only be given with version = 'custom'")
+        if square_queries is not None and int(square_queries) < 1:
+            raise UserError(f"autoattack square_queries must be >= 1; got {square_queries}")
+        params: dict[str, Any] = {"version": version, "attacks": list(attacks) if attacks else None}
+        if square_queries is not None:
+            params["square_queries"] = int(square_queries)
+        super().__init__(eps, seed, **params)
+
+    # the fewest classes each component works with: the DLR loss reads the third-largest logit,
+    # its targeted form the fourth (Croce & Hein 2020, Eq. 5 and 6)
+    MIN_CLASSES = {"apgd-dlr": 3, "apgd-t": 4}
+    TARGET_CLASSES = 9  # the library's number of target classes for apgd-t and fab-t
+
+    def attack_batch(self, model, x, y, generator):  # pragma: no cover - run() is overridden
+        raise NotImplementedError
+
+    def zero_eps_probe(self, steps: int = 2) -> "Attack":
+        probe = AutoAttackLinf(0.0, seed=self.seed, version=self.params["version"], attacks=self.params["attacks"],
+                               square_queries=steps)
+        probe._iterations = steps
+        return probe
+
+    _iterations: int | None = None  # a cap on every component's iterations (the eps = 0 probe only)
+
+    def _adversary(self, model: nn.Module, device: torch.device, num_classes: int):
+        from pyautoattack import AutoAttack
+
+        kwargs = {"attacks": self.params["attacks"]} if self.params["version"] == "custom" else {}
+        adversary = AutoAttack(model, eps=self.eps, norm="Linf", version=self.params["version"],
+                               seed=self.seed, device=device, **kwargs)
+        for component in adversary.attacks_to_run:
+            needed = self.MIN_CLASSES.get(component, 2)
+            if num_classes < needed:
+                usable = [a for a in self.ATTACK_NAMES if self.MIN_CLASSES.get(a, 2) <= num_classes]
+                raise UserError(f"autoattack component {component} needs at least {needed} classes (DLR loss) and "
+                                f"the model has {num_classes}; use version = \"custom\" with attacks from "
+                                f"{', '.join(usable)}")
+        # targeted components: at most C - 1 target classes (the library's standard is 9)
+        adversary.apgd_targeted.n_target_classes = self.target_classes(num_classes)
+        adversary.fab.n_target_classes = self.target_classes(num_classes)
+        if "square_queries" in self.params:
+            adversary.square.n_queries = self.params["square_queries"]
+        if self._iterations is not None:
+            for component in (adversary.apgd, adversary.apgd_targeted, adversary.fab):
+                component.n_iter = self._iterations
+                component.n_restarts = 1
+        return adversary
+
+    def target_classes(self, num_classes: int) -> int:
+        """How many target classes apgd-t and fab-t use for a model with ``num_classes`` outputs."""
+        return min(self.TARGET_CLASSES, num_classes - 1)
+
+    def run(self, model, x, y, batch_size: int = 256, progress: bool = True) -> AttackOutput:
+        collector = _WarningCollector()
+        logger = logging.getLogger("auto-attack")
+        logger.addHandler(collector)
+        try:
+            with eval_mode(model), preserved_global_rng(x.device):
+                num_classes = _num_classes(model, x)
+                adversary = self._adversary(model, x.device, num_classes)
+                order = list(adversary.attacks_to_run)
+                if progress:
+                    tqdm.write(f"  autoattack ({self.params['version']}) on {len(y)} samples ...")
+                # per-component flags feed the Square-versus-white-box check: recorded only when
+                # Square runs (the recording costs about 3% of an AutoAttack run on the CPU)
+                recording = _recording_components() if "square" in order else nullcontext([])
+                with recording as snapshots:
+                    x_adv, y_adv = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
+        finally:
+            logger.removeHandler(collector)
+        fooled = _fooled_by(snapshots, order, len(y), y.device)
+        if fooled:
+            self._white_box_after_square(model, x, y, order, fooled, batch_size)
+        return AttackOutput(x_adv.detach(), (y_adv == y), collector.messages, fooled)
+
+    def _white_box_after_square(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, order: list[str],
+                                fooled: dict[str, torch.Tensor], batch_size: int) -> None:
+        """Run the components that come after Square on the samples Square fooled (which the
+        library skips), adding the samples they fool to ``fooled``."""
+        later = order[order.index("square") + 1:] if "square" in order else []
+        idx = fooled["square"].nonzero().squeeze(1) if later else torch.empty(0, dtype=torch.long)
+        if idx.numel() == 0:
+            return
+        logger, muted = logging.getLogger("auto-attack"), _WarningCollector()  # the main run reported them
+        logger.addHandler(muted)
+        try:
+            with eval_mode(model), preserved_global_rng(x.device):
+                adversary = self._adversary(model, x.device, _num_classes(model, x))
+                adversary.attacks_to_run = later
+                with _recording_components() as snapshots:
+                    adversary.run_standard_evaluation(x[idx], y[idx], batch_size=batch_size)
+        finally:
+            logger.removeHandler(muted)
+        for name, sub in _fooled_by(snapshots, later, len(idx), y.device).items():
+            fooled[name][idx] |= sub
+
+
+def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
+    """The number of logits the model outputs (one forward of one image)."""
+    with torch.no_grad():
+        return int(model(x[:1]).shape[1])
+
+
+_RECORDING_LOCK = threading.Lock()
+
+
+@contextmanager
+def _recording_components() -> Iterator[list[tuple[str, torch.Tensor]]]:
+    """Record pyautoattack's robust flags (a copy) before its first component and after each one,
+    by substituting a subclass of its ``EvaluationState`` for the duration of one run."""
+    import pyautoattack.autoattack as library
+
+    snapshots: list[tuple[str, torch.Tensor]] = []
+    base = library.EvaluationState
+
+    class Recording(base):  # type: ignore[misc, valid-type]
+        @property
+        def robust_flags(self):
+            return self._robust_flags
+
+        @robust_flags.setter
+        def robust_flags(self, flags):
+            if not snapshots and flags is not None:
+                snapshots.append(("clean", flags.detach().clone()))
+            base.robust_flags.fset(self, flags)
+
+        def add_run_attack(self, attack):
+            snapshots.append((attack, self.robust_flags.detach().clone()))
+            super().add_run_attack(attack)
+
+    with _RECORDING_LOCK:
+        library.EvaluationState = Recording
+        try:
+            yield snapshots
+        finally:
+            library.EvaluationState = base
+
+
+def _fooled_by(snapshots: list[tuple[str, torch.Tensor]], order: list[str], n: int,
+               device: torch.device) -> dict[str, torch.Tensor]:
+    """Per component, the samples robust before it and not after it (none for components that
+    did not run because nothing was left); empty if the library's internals were not recorded."""
+    if not snapshots or snapshots[0][0] != "clean":
+        return {}
+    fooled = {name: torch.zeros(n, dtype=torch.bool, device=device) for name in order}
+    previous = snapshots[0][1].to(device)
+    for name, flags in snapshots[1:]:
+        flags = flags.to(device)
+        fooled[name] |= previous & ~flags
+        previous = flags
+    return fooled

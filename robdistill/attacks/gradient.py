@@ -1,0 +1,115 @@
+"""The gradient (white-box) attacks under the L-infinity ball (SPEC section 4): FGSM, PGD-k on
+cross-entropy, and CW-k (PGD on the Carlini-Wagner margin)."""
+from __future__ import annotations
+
+import torch
+
+from robdistill.attacks.base import (ATTACKS, Attack, AttackOutput, LossFn, ce_loss, check_eps, check_steps,
+                                     cw_margin_loss, project_linf)
+from robdistill.core.errors import UserError
+
+
+@ATTACKS.register("fgsm")
+class FGSM(Attack):
+    """Fast Gradient Sign Method (Goodfellow et al. 2015): one signed step of size eps."""
+
+    name = "fgsm"
+    white_box = True
+
+    def __init__(self, eps: float, seed: int = 0):
+        super().__init__(eps, seed)
+
+    def attack_batch(self, model, x, y, generator):
+        x_req = x.detach().clone().requires_grad_(True)
+        logits = model(x_req)
+        grad, = torch.autograd.grad(ce_loss(logits, y), x_req)
+        x_adv = project_linf(x + self.eps * grad.sign(), x, self.eps)
+        with torch.no_grad():
+            robust = (logits.argmax(1) == y) & (model(x_adv).argmax(1) == y)
+        return AttackOutput(x_adv, robust)
+
+
+@ATTACKS.register("pgd")
+class PGD(Attack):
+    """PGD-k on cross-entropy (Madry et al. 2018) with random start and restarts.
+
+    A sample is robust only if it is classified correctly at every iterate of every restart (the
+    worst case, as AutoAttack counts it); samples are dropped as soon as one iterate fools the model,
+    so their gradient is no longer computed."""
+
+    name = "pgd"
+    white_box = True
+    takes_step_size = True
+    stronger_than = ("fgsm", "transfer")
+    loss_fn: LossFn = staticmethod(ce_loss)
+
+    def __init__(self, eps: float, seed: int = 0, steps: int = 20, step_size: float | None = None,
+                 restarts: int = 1, random_start: bool = True):
+        check_eps(eps)
+        steps = check_steps(steps, self.name)
+        if int(restarts) < 1:
+            raise UserError(f"{self.name} needs restarts >= 1; got {restarts}")
+        if step_size is None:
+            step_size = 2.5 * eps / steps  # Madry et al.'s rule of thumb
+        if step_size < 0:
+            raise UserError(f"{self.name} step_size must be >= 0; got {step_size}")
+        super().__init__(eps, seed, steps=steps, step_size=float(step_size), restarts=int(restarts),
+                         random_start=bool(random_start))
+
+    def zero_eps_probe(self, steps: int = 2) -> "Attack":
+        p = self.params
+        return type(self)(0.0, seed=self.seed, steps=min(p["steps"], steps), step_size=p["step_size"],
+                          restarts=min(p["restarts"], 2), random_start=p["random_start"])
+
+    def attack_batch(self, model, x, y, generator):
+        p = self.params
+        x = x.detach()
+        x_adv = x.clone()
+        with torch.no_grad():
+            robust = model(x).argmax(1) == y
+        for _ in range(p["restarts"]):
+            active = robust.nonzero().squeeze(1)
+            if active.numel() == 0:
+                break
+            xa, ya = x[active], y[active]
+            if p["random_start"]:
+                noise = torch.rand(xa.shape, generator=generator, device=x.device, dtype=x.dtype)
+                current = project_linf(xa + (2 * noise - 1) * self.eps, xa, self.eps)
+            else:
+                current = xa.clone()
+            # the ball intersected with the box, once per restart: clamping to it equals project_linf
+            low, high = (xa - self.eps).clamp(0.0, 1.0), (xa + self.eps).clamp(0.0, 1.0)
+            for step in range(p["steps"] + 1):
+                last = step == p["steps"]  # the final iterate is only checked: no gradient
+                leaf = current.detach().requires_grad_(not last)
+                with torch.set_grad_enabled(not last):
+                    logits = model(leaf)
+                keep = logits.argmax(1) == ya
+                if bool(keep.all()):  # the common case on robust models: no indexing at all
+                    if last:
+                        break
+                    grad, = torch.autograd.grad(self.loss_fn(logits, ya), leaf)
+                    current = torch.clamp(leaf.detach() + p["step_size"] * grad.sign(), low, high)
+                    continue
+                fooled = ~keep
+                robust[active[fooled]] = False
+                x_adv[active[fooled]] = leaf.detach()[fooled]
+                if last or not keep.any():
+                    active, current = active[keep], leaf.detach()[keep]
+                    break
+                grad, = torch.autograd.grad(self.loss_fn(logits[keep], ya[keep]), leaf)
+                active, ya, low, high = active[keep], ya[keep], low[keep], high[keep]
+                current = torch.clamp(leaf.detach()[keep] + p["step_size"] * grad[keep].sign(), low, high)
+            x_adv[active] = current.detach()
+        return AttackOutput(x_adv, robust)
+
+
+@ATTACKS.register("cw")
+class CW(PGD):
+    """PGD under the same L-infinity ball on the CW margin loss max_{j!=y} z_j - z_y ("CW-k")."""
+
+    name = "cw"
+    white_box = True
+    takes_step_size = True
+    stronger_than = ("fgsm",)
+    loss_fn: LossFn = staticmethod(cw_margin_loss)

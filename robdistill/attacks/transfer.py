@@ -1,0 +1,88 @@
+"""The transfer (black-box) attack (SPEC section 4): PGD-k crafted on a surrogate model and
+evaluated on the target, and the loader of its surrogate."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from robdistill.attacks.base import ATTACKS, Attack, AttackOutput, check_eps, pgd_perturb
+from robdistill.attacks.gradient import PGD
+from robdistill.core.errors import UserError
+from robdistill.core.modes import eval_mode, preserved_global_rng
+
+
+@ATTACKS.register("transfer")
+class Transfer(Attack):
+    """Transfer (black-box) attack (Papernot et al. 2017; Athalye et al. 2018 on its use as a
+    masking check): PGD-k crafted on a surrogate model, evaluated on the target (SPEC section 4).
+
+    ``surrogate`` is a robdistill checkpoint path (a suite's ``surrogate = "path.pt"``) or an
+    ``nn.Module``. Every image is perturbed, also those the surrogate already misclassifies, and
+    each restart sends the *final* iterate of a plain PGD-k on the surrogate's cross-entropy (the
+    scoring PGD's early stop would send the weakest fooling image, which transfers worst). A sample
+    is robust iff the target classifies the clean image and every restart's image correctly."""
+
+    name = "transfer"
+    takes_step_size = True
+
+    def __init__(self, eps: float, seed: int = 0, surrogate: str | Path | nn.Module | None = None,
+                 steps: int = 20, step_size: float | None = None, restarts: int = 1, random_start: bool = True):
+        check_eps(eps)
+        self.pgd = PGD(eps, seed=seed, steps=steps, step_size=step_size, restarts=restarts,
+                       random_start=random_start)
+        self.surrogate, label = _load_surrogate(surrogate)
+        self._owns_surrogate = not isinstance(surrogate, nn.Module)
+        pgd = {k: v for k, v in self.pgd.config().items() if k not in ("eps", "seed")}
+        super().__init__(eps, seed, surrogate=label, surrogate_attack=pgd)
+
+    def attack_batch(self, model, x, y, generator):
+        p = self.pgd.params
+        x = x.detach()
+        with torch.no_grad():
+            robust = model(x).argmax(1) == y
+        sent, fooled = x.clone(), torch.zeros_like(robust)
+        for _ in range(p["restarts"]):
+            crafted = pgd_perturb(self.surrogate, x, y, eps=self.eps, step_size=p["step_size"], steps=p["steps"],
+                                  random_start=p["random_start"], generator=generator)
+            with torch.no_grad():
+                wrong = model(crafted).argmax(1) != y
+            update = ~fooled  # a sample keeps the first image that fooled the target
+            sent[update] = crafted[update]
+            fooled |= wrong
+        return AttackOutput(sent, robust & ~fooled)
+
+    def zero_eps_probe(self, steps: int = 2) -> "Attack":
+        p = self.pgd.params
+        probe = Transfer(0.0, seed=self.seed, surrogate=self.surrogate, steps=min(p["steps"], steps),
+                         step_size=p["step_size"], restarts=min(p["restarts"], 2), random_start=p["random_start"])
+        probe._owns_surrogate = self._owns_surrogate  # a loaded surrogate follows the inputs' device
+        return probe
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
+            progress: bool = True) -> AttackOutput:
+        if self._owns_surrogate:
+            self.surrogate.to(x.device)
+        with eval_mode(self.surrogate):
+            return super().run(model, x, y, batch_size=batch_size, progress=progress)
+
+
+def _load_surrogate(surrogate: str | Path | nn.Module | None) -> tuple[nn.Module, str]:
+    """The surrogate model and the label logged for it (the checkpoint path or the module's class)."""
+    if isinstance(surrogate, nn.Module):
+        return surrogate, f"<{type(surrogate).__name__} module>"
+    if surrogate is None or not str(surrogate).strip():
+        raise UserError("transfer needs a surrogate: a checkpoint path (surrogate = \"teacher.pt\") or a module")
+    if not isinstance(surrogate, (str, Path)):
+        raise UserError(f"transfer surrogate must be a checkpoint path or a module; got {type(surrogate).__name__}")
+    from robdistill.models.checkpoints import load_checkpoint
+
+    try:
+        with preserved_global_rng("cpu"):  # building the model draws initial weights
+            model, _ = load_checkpoint(Path(surrogate))
+    except UserError as exc:
+        raise UserError(f"transfer surrogate: {exc}") from None
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, str(surrogate)

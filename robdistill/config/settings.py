@@ -1,0 +1,31 @@
+"""What every command shares: data, seed, device, tracking and cache locations."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_EXPERIMENT = "robdistill"
+DEFAULT_SUITES = {"digits": "fast"}  # every other dataset: "paper"
+
+
+def default_suite(dataset: str) -> str:
+    """The attack suite a dataset is evaluated with unless one is named."""
+    return DEFAULT_SUITES.get(dataset, "paper")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The command line's shared options, as one value the experiments take."""
+
+    dataset: str = "digits"
+    data_root: Path | None = None
+    download: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    tracking_uri: str | None = None
+    experiment: str = DEFAULT_EXPERIMENT
+    cache_dir: Path = Path(os.environ.get("ROBDISTILL_CACHE", ".robdistill"))
+    progress: bool = True
+    use_registry: bool = True  # find teachers in, and add them to, the store's model registry
+    resume: bool = False  # continue interrupted teacher training / distillation from its state file

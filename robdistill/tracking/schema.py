@@ -1,0 +1,361 @@
+"""The MLflow layout, spelled once: the run names, the run tags (keys, values, and which stage
+carries which), the accuracy metric names, the artifact names and the names of the checkpoints
+the runs log. Everything that writes runs builds its tags here, everything that reads them back
+(``robdistill compare``, ``sweep-report``, ``evaluate-report``, study scripts) reads them through
+here (:func:`identity`) -- never by parsing a run's name. (An `evaluate` evaluation's tags name only
+its checkpoint; :func:`parse_checkpoint_name` is the inverse of the names spelled here.)
+
+Runs and their tags, by stage (the ``stage`` tag)::
+
+    run         one `robdistill run` (or sweep cell): dataset teacher perturb student seed suite
+                [sweep_id sweep_name shard] [regress]
+      teacher     dataset teacher seed teacher_key reused [reused_from] [source_run_id] [registered_version]
+      student     dataset teacher perturb student seed teacher_key student_inputs
+      evaluation  the run's tags + role (teacher | student) + sanity_checks
+    distill     `robdistill distill`: dataset
+    evaluate    `robdistill evaluate`: dataset [eval_name shard]
+      evaluation  dataset model [eval_name shard] + sanity_checks
+    sweep       `robdistill sweep`: dataset teachers perturbs seeds student suite sweep_name [shard]
+
+Every run also carries ``git_commit``; a resumed one ``resumed``. A teacher's model-registry
+version (:mod:`robdistill.tracking.model_registry`): teacher_key seed dataset git_commit."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from robdistill.core import metrics as _metrics
+
+# -- accuracy metrics: spelled in robdistill.core.metrics, below tracking, so that the evaluation
+# names them without importing tracking; part of the schema all the same --------------------------
+ACCURACY_METRICS = _metrics.ACCURACY_METRICS  # ("clean", "pgd", "cw", "autoattack", "worst")
+CI_LOW_SUFFIX = _metrics.CI_LOW_SUFFIX
+CI_HIGH_SUFFIX = _metrics.CI_HIGH_SUFFIX
+accuracy_prefix = _metrics.accuracy_prefix                # ("teacher") -> "teacher/acc/"
+accuracy_metric = _metrics.accuracy_metric                # ("pgd", "teacher") -> "teacher/acc/pgd"
+accuracy_metric_names = _metrics.accuracy_metric_names    # ("pgd") -> ("acc/pgd", "acc/pgd_ci_low", "acc/pgd_ci_high")
+interval_metric_names = _metrics.interval_metric_names    # ("acc/pgd") -> ("acc/pgd_ci_low", "acc/pgd_ci_high")
+is_interval_metric = _metrics.is_interval_metric
+scoped_metric = _metrics.scoped_metric                    # ("teacher", "acc/pgd") -> "teacher/acc/pgd"
+scoped_metrics = _metrics.scoped_metrics
+
+# -- stages: the value of the ``stage`` tag -------------------------------------------------------
+STAGE_RUN = "run"
+STAGE_TEACHER = "teacher"
+STAGE_STUDENT = "student"
+STAGE_EVALUATION = "evaluation"
+STAGE_DISTILL = "distill"
+STAGE_EVALUATE = "evaluate"
+STAGE_SWEEP = "sweep"
+STAGES = (STAGE_RUN, STAGE_TEACHER, STAGE_STUDENT, STAGE_EVALUATION, STAGE_DISTILL, STAGE_EVALUATE, STAGE_SWEEP)
+
+# -- roles: the value of the ``role`` tag of a run's evaluations ----------------------------------
+ROLE_TEACHER = "teacher"
+ROLE_STUDENT = "student"
+ROLES = (ROLE_TEACHER, ROLE_STUDENT)
+
+# -- tag keys ------------------------------------------------------------------------------------
+TAG_STAGE = "stage"
+TAG_DATASET = "dataset"
+TAG_TEACHER = "teacher"
+TAG_PERTURB = "perturb"
+TAG_STUDENT = "student"
+TAG_SEED = "seed"
+TAG_SUITE = "suite"
+TAG_ROLE = "role"
+TAG_MODEL = "model"                  # an `evaluate` evaluation: <kind>:<checkpoint stem>
+TAG_TEACHER_KEY = "teacher_key"      # the teacher's recipe hash (also on its model-registry versions)
+TAG_REUSED = "reused"
+TAG_REUSED_FROM = "reused_from"
+TAG_SOURCE_RUN_ID = "source_run_id"
+TAG_REGISTERED_VERSION = "registered_version"
+TAG_STUDENT_INPUTS = "student_inputs"
+TAG_SANITY_CHECKS = "sanity_checks"
+TAG_EVAL_NAME = "eval_name"
+TAG_SHARD = "shard"
+TAG_SWEEP_ID = "sweep_id"
+TAG_SWEEP_NAME = "sweep_name"
+TAG_REGRESS = "regress"
+TAG_GIT_COMMIT = "git_commit"
+TAG_RESUMED = "resumed"
+TAG_PARENT_RUN_ID = "mlflow.parentRunId"
+TAG_RUN_NAME = "mlflow.runName"
+# a sweep parent's grid (tags and params)
+TAG_TEACHERS = "teachers"
+TAG_PERTURBS = "perturbs"
+TAG_SEEDS = "seeds"
+
+# the tags that identify a run in a table (``robdistill compare``)
+IDENTITY_TAGS = (TAG_DATASET, TAG_TEACHER, TAG_PERTURB, TAG_SEED, TAG_SUITE)
+
+# -- tag values ----------------------------------------------------------------------------------
+TRUE = "true"
+FALSE = "false"
+SOURCE_CACHE = "cache"          # reused_from
+SOURCE_REGISTRY = "registry"
+INPUTS_ADVERSARIAL = "adversarial"  # student_inputs
+INPUTS_CLEAN = "clean"
+CHECKS_PASSED = "passed"         # sanity_checks
+
+# -- artifacts -----------------------------------------------------------------------------------
+RESULTS_ARTIFACT = _metrics.RESULTS_ARTIFACT  # an evaluation's EvaluationResult.to_json(); a parent's {name: ...}
+RESULTS_TABLE_ARTIFACT = "results_table.json"
+CHECKPOINT_ARTIFACT_DIR = "checkpoint"
+SECONDS_PREFIX = "seconds/"
+
+
+def flag(value: bool) -> str:
+    """A boolean tag value: ``true`` / ``false``."""
+    return TRUE if value else FALSE
+
+
+def shard_value(index: int, count: int) -> str:
+    """The ``shard`` tag value of shard ``index`` of ``count``: ``i/n``."""
+    return f"{index}/{count}"
+
+
+def parse_shard_value(value: str) -> tuple[int, int]:
+    """``"2/3"`` -> (2, 3)."""
+    index, _, count = value.partition("/")
+    return int(index), int(count)
+
+
+def stage_tags(stage: str, tags: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``tags`` with the ``stage`` tag."""
+    return {TAG_STAGE: stage, **(tags or {})}
+
+
+def run_tags(dataset: str, teacher: str, perturb: str, student: str, seed: int, suite: str,
+             extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What identifies one teacher -> student cell (no stage): carried by the `run` and by both of
+    its evaluations; ``extra`` (a sweep's :func:`sweep_cell_tags`, :func:`regress_tags`) too."""
+    return {TAG_DATASET: dataset, TAG_TEACHER: teacher, TAG_PERTURB: perturb, TAG_STUDENT: student,
+            TAG_SEED: str(seed), TAG_SUITE: suite, **(extra or {})}
+
+
+def role_tags(tags: Mapping[str, str], role: str) -> dict[str, str]:
+    """A run's tags for the evaluation of its ``role`` model (teacher or student)."""
+    return {**tags, TAG_ROLE: role}
+
+
+def teacher_tags(dataset: str, teacher: str, seed: int, key: str, source: str | None) -> dict[str, str]:
+    """A teacher's run: ``source`` is where a reused teacher came from (``cache``, ``registry``),
+    None for one trained in this run."""
+    return {TAG_STAGE: STAGE_TEACHER, TAG_DATASET: dataset, TAG_TEACHER: teacher, TAG_SEED: str(seed),
+            TAG_TEACHER_KEY: key, TAG_REUSED: flag(source is not None),
+            **({TAG_REUSED_FROM: source} if source else {})}
+
+
+def student_tags(dataset: str, teacher: str, perturb: str, student: str, seed: int, teacher_key: str,
+                 adversarial_inputs: bool) -> dict[str, str]:
+    """A distillation's run."""
+    return {TAG_STAGE: STAGE_STUDENT, TAG_DATASET: dataset, TAG_TEACHER: teacher, TAG_PERTURB: perturb,
+            TAG_STUDENT: student, TAG_SEED: str(seed), TAG_TEACHER_KEY: teacher_key,
+            TAG_STUDENT_INPUTS: INPUTS_ADVERSARIAL if adversarial_inputs else INPUTS_CLEAN}
+
+
+def evaluation_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """An evaluation's run: the ``tags`` its caller identifies the model with (:func:`role_tags`,
+    :func:`checkpoint_evaluation_tags`, or a study's own)."""
+    return stage_tags(STAGE_EVALUATION, tags)
+
+
+def sanity_checks_value(failed: Iterable[str]) -> str:
+    """The ``sanity_checks`` tag value: ``passed``, or ``FAILED: <name>; <name>``."""
+    failed = list(failed)
+    return CHECKS_PASSED if not failed else "FAILED: " + "; ".join(failed)
+
+
+def distill_tags(dataset: str) -> dict[str, str]:
+    """A `robdistill distill` parent run."""
+    return {TAG_STAGE: STAGE_DISTILL, TAG_DATASET: dataset}
+
+
+def eval_shard_tags(eval_name: str, index: int, count: int) -> dict[str, str]:
+    """What every run of shard ``index`` of ``count`` of a split evaluation carries."""
+    return {TAG_EVAL_NAME: eval_name, TAG_SHARD: shard_value(index, count)}
+
+
+def evaluate_tags(dataset: str, shard_tags: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A `robdistill evaluate` parent run."""
+    return {TAG_STAGE: STAGE_EVALUATE, TAG_DATASET: dataset, **(shard_tags or {})}
+
+
+def checkpoint_evaluation_tags(dataset: str, model: str, shard_tags: Mapping[str, str] | None = None
+                               ) -> dict[str, str]:
+    """The identifying tags of a saved checkpoint's evaluation (``model``: :func:`checkpoint_model_name`)."""
+    return {TAG_DATASET: dataset, TAG_MODEL: model, **(shard_tags or {})}
+
+
+def sweep_grid(teachers: Iterable[str], perturbs: Iterable[str], seeds: Iterable[int], student: str,
+               suite: str) -> dict[str, str]:
+    """A sweep's grid: tags and params of its parent run."""
+    return {TAG_TEACHERS: ",".join(teachers), TAG_PERTURBS: ",".join(perturbs),
+            TAG_SEEDS: ",".join(map(str, seeds)), TAG_STUDENT: student, TAG_SUITE: suite}
+
+
+def sweep_shard_tags(sweep_name: str, shard: tuple[int, int] | None) -> dict[str, str]:
+    """What every run of a sweep (or of one shard of it) carries."""
+    return {TAG_SWEEP_NAME: sweep_name, **({TAG_SHARD: shard_value(*shard)} if shard else {})}
+
+
+def sweep_tags(dataset: str, grid: Mapping[str, str], shard_tags: Mapping[str, str]) -> dict[str, str]:
+    """A sweep's parent run."""
+    return {TAG_STAGE: STAGE_SWEEP, TAG_DATASET: dataset, **grid, **shard_tags}
+
+
+def sweep_cell_tags(sweep_id: str, shard_tags: Mapping[str, str]) -> dict[str, str]:
+    """The extra tags of a sweep cell's `run` and its evaluations (``sweep_id``: the parent's run id)."""
+    return {TAG_SWEEP_ID: sweep_id, **shard_tags}
+
+
+def regress_tags() -> dict[str, str]:
+    """The extra tags of the runs of `robdistill regress`."""
+    return {TAG_REGRESS: TRUE}
+
+
+def resumed_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """The tags set on a run reopened by ``--resume``."""
+    return {**tags, TAG_RESUMED: TRUE}
+
+
+# -- run names -----------------------------------------------------------------------------------
+
+def pipeline_run_name(teacher: str, student: str, perturb: str, dataset: str, seed: int) -> str:
+    return f"{teacher} -> {student} [{perturb}] on {dataset} s{seed}"
+
+
+def teacher_run_name(teacher: str) -> str:
+    return f"teacher {teacher}"
+
+
+def student_run_name(student: str, teacher: str, perturb: str) -> str:
+    return f"student {student} <- {teacher} [{perturb}]"
+
+
+def evaluation_run_name(model: str) -> str:
+    return f"eval {model}"
+
+
+def distill_run_name(teacher: str, student: str, perturb: str, dataset: str) -> str:
+    return f"distill {teacher} -> {student} [{perturb}] on {dataset}"
+
+
+def evaluate_run_name(dataset: str) -> str:
+    return f"evaluate on {dataset}"
+
+
+def sweep_run_name(teachers: int, perturbs: int, seeds: int, dataset: str, shard: tuple[int, int] | None) -> str:
+    return (f"sweep {teachers} teachers x {perturbs} perturbs x {seeds} seeds on {dataset}"
+            + (f" (shard {shard[0]}/{shard[1]})" if shard else ""))
+
+
+# -- metric names beyond the accuracies (core.metrics) -------------------------------------------
+
+def seconds_metrics(seconds: Mapping[str, float]) -> dict[str, float]:
+    """An evaluation's time per attack: ``seconds/<key>``."""
+    return {f"{SECONDS_PREFIX}{key}": value for key, value in seconds.items()}
+
+
+# -- checkpoints: the files the teacher and student runs log (``checkpoint/<name>``) -------------
+
+CHECKPOINT_SUFFIX = ".pt"
+
+
+def teacher_checkpoint_name(dataset: str, teacher: str, seed: int, key: str) -> str:
+    """``<dataset>-<teacher>-s<seed>-<teacher_key>.pt`` (the teacher cache's file name too)."""
+    return f"{dataset}-{teacher}-s{seed}-{key}{CHECKPOINT_SUFFIX}"
+
+
+def student_checkpoint_name(dataset: str, teacher: str, perturb: str, student: str, seed: int, run_id: str) -> str:
+    """``<dataset>-<teacher>-<perturb>-<student>-s<seed>-<run id[:8]>.pt``."""
+    return f"{dataset}-{teacher}-{perturb}-{student}-s{seed}-{run_id[:8]}{CHECKPOINT_SUFFIX}"
+
+
+def checkpoint_model_name(kind: str, path: str | Path) -> str:
+    """How `robdistill evaluate` names a checkpoint (its ``model`` tag, run name and metric scope):
+    ``<kind>:<file stem>``."""
+    return f"{kind}:{Path(path).stem}"
+
+
+_TEACHER_STEM = re.compile(r"(?P<teacher>.+)-s(?P<seed>\d+)-(?P<key>[0-9a-f]{16})")
+_STUDENT_STEM = re.compile(r"(?P<cell>.+)-s(?P<seed>\d+)-(?P<run>[0-9a-f]{8})")
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Which model a run (or a checkpoint) is about; None where the tags do not say."""
+
+    stage: str | None = None
+    dataset: str | None = None
+    teacher: str | None = None
+    perturb: str | None = None
+    student: str | None = None
+    seed: int | None = None
+    role: str | None = None      # teacher | student
+    suite: str | None = None
+    model: str | None = None     # an `evaluate` evaluation's <kind>:<checkpoint stem>
+
+
+def parse_checkpoint_name(name: str, dataset: str, perturbations: Iterable[str] = ()) -> RunIdentity | None:
+    """The inverse of :func:`teacher_checkpoint_name` / :func:`student_checkpoint_name` for a file
+    name or stem of ``dataset`` (``role`` says which); a student's teacher, perturbation and
+    student recipe are split at the longest of ``perturbations`` (the registered names) that fits,
+    so without them only its seed is known. None for a name of another form."""
+    stem = name[:-len(CHECKPOINT_SUFFIX)] if name.endswith(CHECKPOINT_SUFFIX) else name
+    prefix = f"{dataset}-"
+    if not stem.startswith(prefix):
+        return None
+    rest = stem[len(prefix):]
+    match = _TEACHER_STEM.fullmatch(rest)
+    if match:
+        return RunIdentity(dataset=dataset, teacher=match["teacher"], seed=int(match["seed"]), role=ROLE_TEACHER)
+    match = _STUDENT_STEM.fullmatch(rest)
+    if not match:
+        return None
+    cell, seed = match["cell"], int(match["seed"])
+    for perturb in sorted(perturbations, key=len, reverse=True):
+        teacher, sep, student = cell.partition(f"-{perturb}-")
+        if sep and teacher and student:
+            return RunIdentity(dataset=dataset, teacher=teacher, perturb=perturb, student=student, seed=seed,
+                               role=ROLE_STUDENT)
+    return RunIdentity(dataset=dataset, seed=seed, role=ROLE_STUDENT)
+
+
+def identity(tags: Mapping[str, str], perturbations: Iterable[str] = ()) -> RunIdentity:
+    """Which model a run is about, from its tags. An `evaluate` evaluation carries only the
+    checkpoint's name (``model``, ``<kind>:<stem>``): its teacher, perturbation and seed come from
+    :func:`parse_checkpoint_name` (with ``perturbations`` for a student's)."""
+    seed = tags.get(TAG_SEED)
+    found = RunIdentity(stage=tags.get(TAG_STAGE), dataset=tags.get(TAG_DATASET), teacher=tags.get(TAG_TEACHER),
+                        perturb=tags.get(TAG_PERTURB), student=tags.get(TAG_STUDENT),
+                        seed=int(seed) if seed not in (None, "") else None, role=tags.get(TAG_ROLE),
+                        suite=tags.get(TAG_SUITE), model=tags.get(TAG_MODEL))
+    if found.model is None or found.teacher is not None or found.dataset is None:
+        return found
+    kind, _, stem = found.model.partition(":")
+    parsed = parse_checkpoint_name(stem, found.dataset, perturbations)
+    if parsed is None or parsed.role != kind:
+        return found
+    return RunIdentity(stage=found.stage, dataset=found.dataset, teacher=parsed.teacher, perturb=parsed.perturb,
+                       student=parsed.student, seed=parsed.seed, role=parsed.role, suite=found.suite,
+                       model=found.model)
+
+
+# -- search filters ------------------------------------------------------------------------------
+
+def quote(value: str) -> str:
+    """A string literal of MLflow's search syntax."""
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def tag_filter(key: str, value: str) -> str:
+    """The MLflow search clause that a run's tag ``key`` is ``value``: ``tags.<key> = '<value>'``."""
+    return f"tags.{key} = {quote(value)}"
+
+
+def tags_filter(tags: Mapping[str, str]) -> str:
+    """Every tag of ``tags`` as one MLflow search filter ('' for none)."""
+    return " and ".join(tag_filter(key, value) for key, value in tags.items())

@@ -1,0 +1,181 @@
+"""The public Python API (issue 14): the README's example on tiny settings, any nn.Module as
+teacher or student, tracking optional, recipes as names / paths / objects with overrides, and the
+same numbers as the CLI's tracked stages."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import robdistill as rd
+from robdistill.core.errors import UserError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def readme_example() -> str:
+    """The README's Python example (the block under "## From Python")."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## From Python"):]
+    return section[section.index("```python") + len("```python"):section.index("```\n", section.index("```python"))]
+
+
+def tiny(code: str) -> str:
+    """The README example with tiny settings: 1 epoch on 200 images, 32 test images, the smoke suite."""
+    code = re.sub(r"(rd\.(?:train_teacher|distill)\([^\n]*?)\)", r"\1, epochs=1, train_subset=200)", code)
+    code = code.replace('suite="fast")', 'suite="smoke", n_eval=32)')
+    assert code.count("epochs=1") == 2 and "n_eval=32" in code, "the README example changed shape; update tiny()"
+    return code
+
+
+def run_python(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "ROBDISTILL_"))}
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.mark.slow
+def test_readme_example_runs_from_outside_the_checkout_and_writes_nothing(tmp_path: Path) -> None:
+    out = run_python(tiny(readme_example()), tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "clean" in out.stdout and "worst" in out.stdout and "sanity checks passed: True" in out.stdout
+    assert list(tmp_path.iterdir()) == []  # no mlflow.db, no mlruns, no .robdistill cache
+
+
+def test_import_is_lazy() -> None:
+    code = ("import sys, robdistill as rd; heavy = [m for m in ('torch', 'mlflow', 'robdistill.api') "
+            "if m in sys.modules]; assert not heavy, heavy; assert callable(rd.distill); "
+            "assert 'torch' in sys.modules and 'mlflow' not in sys.modules")
+    out = run_python(code, REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_public_names_resolve() -> None:
+    for name in rd.__all__:
+        assert getattr(rd, name) is not None, name
+    with pytest.raises(AttributeError):
+        rd.no_such_thing  # noqa: B018
+
+
+@pytest.fixture(scope="module")
+def data():
+    return rd.load_dataset("digits")
+
+
+class Collecting:
+    """A tracker that keeps what it is given (any object with the Tracker methods works)."""
+
+    def __init__(self) -> None:
+        self.metrics: list[tuple[int | None, dict[str, float]]] = []
+        self.params: dict[str, dict] = {}
+        self.json: dict[str, object] = {}
+
+    def log_params(self, prefix, values):
+        self.params[prefix] = values
+
+    def log_metrics(self, values, step=None):
+        self.metrics.append((step, dict(values)))
+
+    def set_tag(self, key, value):
+        pass
+
+    def log_json(self, payload, artifact_file):
+        self.json[artifact_file] = payload
+
+    def log_table(self, columns, artifact_file):
+        pass
+
+    def log_file(self, path, artifact_path=None):
+        pass
+
+
+def test_any_module_is_a_teacher_and_a_student(data, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))  # a plain module: no Classifier, no features()
+    student = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    before = [p.detach().clone() for p in student.parameters()]
+    tracker = Collecting()
+    trained = rd.distill(teacher, data, perturb="nonmax-shuffle", student=student, seed=0, epochs=2,
+                         train_subset=300, tracker=tracker)
+    assert trained is student
+    assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
+    assert [step for step, _ in tracker.metrics] == [1, 2] and "train/loss" in tracker.metrics[0][1]
+    assert tracker.params["student"]["perturb"] == "nonmax-shuffle"
+    assert len(trained.history) == 2
+    result = rd.evaluate(trained, data, suite="smoke", n_eval=40, tracker=tracker)
+    assert result.n == 40 and set(result.robust) >= {"pgd"} and result.checks
+    assert result.clean.dtype == torch.bool and "acc/clean" in tracker.metrics[-1][1]
+    assert "results.json" in tracker.json
+    assert list(tmp_path.iterdir()) == []  # a tracker that keeps things in memory: nothing on disk
+
+
+def test_attacks_call_returns_images_in_the_ball(data) -> None:
+    model = rd.build_model("small-cnn", data.info.shape, data.info.num_classes, data.info.mean, data.info.std)
+    x, y = data.test.x[:16], data.test.y[:16]
+    x_adv = rd.attacks.PGD(eps=0.1, steps=3)(model, x, y)
+    assert x_adv.shape == x.shape
+    assert (x_adv - x).abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+def test_recipes_by_name_path_object_and_overrides(tmp_path: Path) -> None:
+    at = rd.load_recipe("teacher", "at", epochs=2)
+    assert isinstance(at, rd.TeacherRecipe) and at.epochs == 2 and at.objective == "at"
+    assert rd.load_recipe("teacher", at, lr=0.01).lr == 0.01
+    path = tmp_path / "mine.toml"
+    path.write_text('objective = "trades"\nepochs = 1\n')
+    assert rd.load_recipe("teacher", path).objective == "trades"
+    with pytest.raises(UserError, match="unknown field 'epoch'"):
+        rd.load_recipe("teacher", "at", epoch=2)
+    with pytest.raises(UserError, match="must be int"):
+        rd.load_recipe("teacher", "at", epochs="two")
+    with pytest.raises(UserError, match="unknown model 'nope'"):
+        rd.load_recipe("student", "default", model="nope")
+    with pytest.raises(UserError, match="must be a name, a .toml path or a StudentRecipe"):
+        rd.load_recipe("student", at)
+
+
+def test_bad_input_is_one_line(data) -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    with pytest.raises(UserError, match="unknown perturbation 'scramble'"):
+        rd.distill(model, data, perturb="scramble")
+    with pytest.raises(UserError, match="eps must lie in"):
+        rd.evaluate(model, data, eps=2.0)
+    with pytest.raises(UserError, match="data must be a dataset name"):
+        rd.evaluate(model, data.test)
+
+
+@pytest.mark.slow
+def test_same_weights_as_the_cli_stages(data, workdir: Path) -> None:
+    """rd.train_teacher / rd.distill are the tracked stages' own code: same seed, same weights."""
+    from click.testing import CliRunner
+
+    from robdistill.cli import main
+
+    args = ["--seed", "3", "--quiet", "--set", "epochs=1", "--set", "train_subset=300"]
+    out = CliRunner().invoke(main, ["train-teacher", "--teacher", "at", *args])
+    assert out.exit_code == 0, out.output
+    cached = rd.load_checkpoint(next((workdir / "cache" / "teachers").glob("*.pt")))[0]
+    teacher = rd.train_teacher("at", data, seed=3, epochs=1, train_subset=300)
+    for name, value in cached.state_dict().items():
+        assert torch.equal(value, teacher.state_dict()[name]), name
+    student = rd.distill(teacher, data, perturb="nonmax-flatten", seed=3, epochs=1, train_subset=300)
+    again = rd.distill(cached, data, perturb="nonmax-flatten", seed=3, epochs=1, train_subset=300)
+    for name, value in student.state_dict().items():
+        assert torch.equal(value, again.state_dict()[name]), name
+
+
+def test_readme_example_is_the_issue_example() -> None:
+    code = textwrap.dedent(readme_example())
+    for call in ('rd.load_dataset("digits")', 'rd.train_teacher("alp", data, seed=0)',
+                 'rd.distill(teacher, data, perturb="nonmax-shuffle", seed=0)',
+                 'rd.evaluate(student, data, suite="fast")', "rd.attacks.PGD(eps=0.1, steps=20)(student, x, y)"):
+        assert call in code, call
