@@ -29,6 +29,7 @@ from robdistill.eval.results import EvaluationResult
 from robdistill.eval.runner import suite_attacks, suite_eps
 from robdistill.eval.runner import evaluate as run_suite
 from robdistill.train.distillation import distill_model, resolved_student
+from robdistill.train.perturbations import PERTURBATIONS
 from robdistill.train.teacher import resolved_teacher, train_teacher_model
 
 R = TypeVar("R", TeacherRecipe, StudentRecipe, SuiteRecipe)
@@ -87,7 +88,7 @@ def distill(teacher: nn.Module, data: Splits | str = "digits", *, perturb: str =
     ``nonmax-shuffle``, ``nonmax-flatten``, ... SPEC section 3). ``student`` is any module to train
     (default: the recipe's model, from the student's own init stream)."""
     student_recipe = load_recipe("student", recipe, **overrides)
-    catalog.REGISTRIES["perturbation"].get(perturb)
+    PERTURBATIONS.get(perturb)  # a bad name fails before any data is loaded
     splits, target = _data(data, device)
     tracker_or_null(tracker).log_params("student", resolved_student(student_recipe, perturb, splits.info))
     return distill_model(teacher, student_recipe, perturb, splits, seed, target, student=student,

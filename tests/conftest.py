@@ -103,3 +103,20 @@ def quick_cnn():
         return net.eval()
 
     return make
+
+
+@pytest.fixture
+def nan_model():
+    """A module whose logits are all NaN (10 classes), with one parameter."""
+    import torch
+    from torch import nn
+
+    class NaNModel(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            return torch.full((len(x), 10), float("nan")) * self.scale
+
+    return NaNModel()

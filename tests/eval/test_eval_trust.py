@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from robdistill.attacks import ATTACKS, Attack, AttackOutput
 from robdistill.config.recipes import SuiteRecipe, load_recipe
@@ -94,19 +93,10 @@ def test_suites_use_the_dataset_step_size_unless_they_set_one() -> None:
 
 # ------------------------------------------------------------------ 5. non-finite logits and losses
 
-class _NaNModel(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.scale = nn.Parameter(torch.ones(1))
-
-    def forward(self, x):
-        return torch.full((len(x), 10), float("nan")) * self.scale
-
-
-def test_non_finite_logits_stop_the_evaluation_naming_the_model(batch) -> None:
+def test_non_finite_logits_stop_the_evaluation_naming_the_model(batch, nan_model) -> None:
     x, y = batch
     suite = SuiteRecipe(name="t", attack=({"name": "fgsm"},))
     with pytest.raises(UserError) as info:
-        evaluate(_NaNModel(), Split(x, y), suite, EPS, name="broken-teacher", progress=False)
+        evaluate(nan_model, Split(x, y), suite, EPS, name="broken-teacher", progress=False)
     message = str(info.value)
     assert "\n" not in message and "broken-teacher" in message and "non-finite" in message and "batch 0" in message

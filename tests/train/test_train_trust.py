@@ -15,23 +15,14 @@ from robdistill.data.datasets import DATASETS, load_dataset
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-class _NaNModel(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.scale = nn.Parameter(torch.ones(1))
-
-    def forward(self, x):
-        return torch.full((len(x), 10), float("nan")) * self.scale
-
-
 # ------------------------------------------------------------------ 2. every attack at eps = 0
 
-def test_non_finite_teacher_logits_name_the_teacher(digits) -> None:
+def test_non_finite_teacher_logits_name_the_teacher(digits, nan_model) -> None:
     from robdistill.train.distillation import TeacherTargets
     from robdistill.train.perturbations import PERTURBATIONS
 
     with pytest.raises(UserError, match="teacher 'broken' gives non-finite logits"):
-        TeacherTargets(_NaNModel(), digits.train, load_recipe("student", "default"), PERTURBATIONS.get("keep"), 0,
+        TeacherTargets(nan_model, digits.train, load_recipe("student", "default"), PERTURBATIONS.get("keep"), 0,
                        "broken")
 
 
