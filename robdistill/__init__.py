@@ -13,8 +13,9 @@ Importing the package is cheap: torch, mlflow and the sub-packages load on first
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from robdistill.core.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -39,20 +40,7 @@ _SUBPACKAGES = ("attacks", "analysis", "config", "core", "data", "eval", "experi
 __all__ = ["__version__", *_PUBLIC, *_SUBPACKAGES]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _PUBLIC:
-        value = getattr(importlib.import_module(_PUBLIC[name]), name)
-    elif name in _SUBPACKAGES:
-        value = importlib.import_module(f"robdistill.{name}")
-    else:
-        raise AttributeError(f"module 'robdistill' has no attribute '{name}'")
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
-
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC, _SUBPACKAGES)
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from robdistill import attacks, catalog  # noqa: F401

@@ -13,8 +13,9 @@ The names below load their module (and torch) on first use, so that importing
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from robdistill.core.lazy import lazy_exports
 
 # public name -> the module that defines it (imported on first access)
 _PUBLIC: dict[str, str] = {
@@ -28,17 +29,7 @@ __all__ = ["EvaluationResult", "SanityCheck", "eps_sweep", "evaluate", "merge_sh
            "suite_attacks"]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'robdistill.eval' has no attribute '{name}'")
-    value = getattr(importlib.import_module(_PUBLIC[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
-
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from robdistill.eval.results import EvaluationResult, SanityCheck, merge_shards, result_from_json  # noqa: F401

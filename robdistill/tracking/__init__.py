@@ -8,8 +8,9 @@ evaluations (``results``). Only the CLI and the experiments use it; library func
 ``robdistill.tracking.schema`` stays cheap."""
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from robdistill.core.lazy import lazy_exports
 
 # public name -> the module that defines it (imported on first access)
 _PUBLIC: dict[str, str] = {"MlflowTracker": "robdistill.tracking.store"}
@@ -17,17 +18,7 @@ _PUBLIC: dict[str, str] = {"MlflowTracker": "robdistill.tracking.store"}
 __all__ = ["MlflowTracker"]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'robdistill.tracking' has no attribute '{name}'")
-    value = getattr(importlib.import_module(_PUBLIC[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
-
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same name, eagerly
     from robdistill.tracking.store import MlflowTracker  # noqa: F401
