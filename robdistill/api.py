@@ -8,6 +8,10 @@ names, ``.toml`` paths or recipe objects, with keyword overrides (``epochs=2``).
     student = rd.distill(teacher, data, perturb="nonmax-shuffle", seed=0)
     result = rd.evaluate(student, data, suite="fast")
     print(result.table)
+
+Published teachers load through one registry of model sources (``rd.load_teacher``):
+``robustbench:<Name>``, robdistill checkpoints, TorchScript files, state dicts with their
+architecture; each passes the integrity gate and carries ``model.provenance``.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from robdistill.config.settings import default_suite
 from robdistill.core.errors import UserError
 from robdistill.core.metrics import RESULTS_ARTIFACT
 from robdistill.core.tracker import Tracker, tracker_or_null
+from robdistill.tracking.schema import cost_metrics
 from robdistill.data import datasets
 from robdistill.data.datasets import Splits, dataset_step_ratio
 from robdistill.eval.results import EvaluationResult
@@ -44,19 +49,31 @@ def load_dataset(name: str = "digits", *, root: str | Path | None = None, downlo
     return datasets.load_dataset(name, Path(root) if root else None, download).to(device)
 
 
-def load_recipe(kind: str, recipe: RecipeLike, **overrides: Any) -> Any:
+def load_recipe(kind: str, recipe: RecipeLike, dataset: str | None = None, **overrides: Any) -> Any:
     """A teacher, student or suite recipe from a name, a ``.toml`` path or a recipe object, with
-    keyword overrides; unknown fields, bad types, ranges and names are a one-line UserError."""
+    keyword overrides; unknown fields, bad types, ranges and names are a one-line UserError.
+    ``dataset`` resolves a named or ``.toml`` recipe for that dataset (its ``[dataset.<name>]``
+    table, if any, before the overrides); a recipe object is taken as it is."""
     if kind not in ("teacher", "student", "suite"):
         raise UserError(f"unknown recipe kind '{kind}'; choose one of: teacher, student, suite")
     if isinstance(recipe, (str, Path)):
-        loaded = catalog.load_recipe(kind, str(recipe))
+        loaded = catalog.load_recipe(kind, str(recipe), dataset=dataset)
     elif _KINDS.get(type(recipe)) == kind:
         loaded = recipe
     else:
         raise UserError(f"a {kind} recipe must be a name, a .toml path or a {kind.capitalize()}Recipe; "
                         f"got {type(recipe).__name__}")
     return catalog.override_recipe(loaded, **overrides) if overrides else loaded
+
+
+def _with_precision(overrides: dict[str, Any], precision: str | None) -> dict[str, Any]:
+    """Keyword overrides plus ``precision`` when one is given (robdistill.core.precision)."""
+    return overrides if precision is None else {**overrides, "precision": precision}
+
+
+def _dataset_name(data: Splits | str) -> str | None:
+    """The dataset a recipe is resolved for: a name, or the splits' dataset."""
+    return data if isinstance(data, str) else getattr(getattr(data, "info", None), "name", None)
 
 
 def _data(data: Splits | str, device: str | torch.device | None) -> tuple[Splits, torch.device]:
@@ -67,13 +84,66 @@ def _data(data: Splits | str, device: str | torch.device | None) -> tuple[Splits
     return (splits if splits.train.x.device == target else splits.to(target)), target
 
 
+def load_teacher(spec: str | Path, data: Splits | str = "digits", *, model_dir: str | Path | None = None,
+                 arch: str | None = None, threat_model: str = "Linf", sha256: str | None = None,
+                 expect_clean: float | str | None = None, n_check: int | None = None, seed: int = 0,
+                 device: str | torch.device | None = None, progress: bool = False, **overrides: Any) -> nn.Module:
+    """A teacher from any source (robdistill.sources), as an ``nn.Module`` mapping [0, 1] images to
+    logits with ``model.provenance`` (source, id, sha256, path, what the gate measured):
+
+    - ``robustbench:<Name>``: RobustBench's architecture (extra ``robustbench``) and the checkpoint
+      ``<model_dir>/<dataset>/<threat_model>/<Name>.pt`` (default ``$ROBDISTILL_MODEL_DIR`` or
+      ``./models``), never downloaded;
+    - a robdistill checkpoint, a TorchScript file, or a state dict with ``arch`` (a
+      ``robdistill list models`` name, or ``timm:<name>`` for a bare timm state dict);
+    - a recipe name or ``.toml`` path: trained (:func:`train_teacher`, with ``seed`` and ``overrides``).
+
+    An external teacher passes the integrity gate on ``data``'s first ``n_check`` test images
+    (default 1,000): ``sha256`` enforced when given, logits of the right shape, deterministic in
+    eval mode, and a clean accuracy whose 95% Wilson interval holds ``expect_clean`` (default
+    RobustBench's value where known; ``"off"`` skips it)."""
+    from robdistill.sources import gate
+    from robdistill.sources.registry import (SOURCE_RECIPE, Provenance, SourceOptions, find_source, load_model,
+                                             parse_expect_clean)
+
+    value, check = parse_expect_clean(expect_clean)
+    options = SourceOptions(model_dir=Path(model_dir) if model_dir else None, threat_model=threat_model, arch=arch,
+                            sha256=sha256, expect_clean=value, check_clean=check)
+    if find_source(str(spec), options).name == SOURCE_RECIPE:
+        model = train_teacher(str(spec), data, seed=seed, device=device, progress=progress, **overrides)
+        model.provenance = Provenance(SOURCE_RECIPE, str(spec), details={"seed": seed})  # type: ignore[assignment]
+        return model
+    if overrides:
+        raise UserError(f"{spec} is an external teacher, loaded and not trained; recipe overrides "
+                        f"({', '.join(overrides)}) apply to recipe teachers only")
+    if n_check is not None and n_check < 1:
+        raise UserError(f"n_check must be >= 1; got {n_check}")
+    splits, target = _data(data, device)
+    loaded = load_model(str(spec), splits.info, options, target)
+    gate.admit(loaded, splits.test.head(n_check or gate.CLEAN_CHECK_IMAGES), splits.info.num_classes, options)
+    loaded.model.provenance = loaded.provenance  # type: ignore[assignment]
+    return loaded.model
+
+
+def _log_provenance(tracker: Tracker | None, role: str, model: nn.Module) -> None:
+    """Where ``model`` came from (``model.provenance``, set by :func:`load_teacher`), on the tracker:
+    ``<role>.source`` / ``.id`` / ``.sha256`` ... parameters and ``<role>_source`` ... tags."""
+    provenance = getattr(model, "provenance", None)
+    if tracker is None or provenance is None:
+        return
+    tracker.log_params(role, provenance.params())
+    for key, value in (("source", provenance.source), ("id", provenance.id), ("sha256", provenance.sha256)):
+        tracker.set_tag(f"{role}_{key}", value)
+
+
 def train_teacher(recipe: RecipeLike = "at", data: Splits | str = "digits", *, seed: int = 0,
-                  device: str | torch.device | None = None, progress: bool = False,
+                  device: str | torch.device | None = None, precision: str | None = None, progress: bool = False,
                   tracker: Tracker | None = None, **overrides: Any) -> nn.Module:
     """Train a teacher (SPEC section 2) from a recipe (``robdistill list teachers``) on ``data``'s
     training split; same recipe, data and seed give the same weights as ``robdistill
-    train-teacher``. The per-epoch metrics are in ``model.history`` (and the tracker, if given)."""
-    teacher = load_recipe("teacher", recipe, **overrides)
+    train-teacher``. ``precision`` ("fp32", "bf16"; default the recipe's) is what the training
+    passes run in. The per-epoch metrics are in ``model.history`` (and the tracker, if given)."""
+    teacher = load_recipe("teacher", recipe, dataset=_dataset_name(data), **_with_precision(overrides, precision))
     splits, target = _data(data, device)
     tracker_or_null(tracker).log_params("teacher", resolved_teacher(teacher, splits.info))
     return train_teacher_model(teacher, splits, seed, target, progress=progress, tracker=tracker)
@@ -81,30 +151,34 @@ def train_teacher(recipe: RecipeLike = "at", data: Splits | str = "digits", *, s
 
 def distill(teacher: nn.Module, data: Splits | str = "digits", *, perturb: str = "keep",
             recipe: RecipeLike = "default", student: nn.Module | None = None, seed: int = 0,
-            device: str | torch.device | None = None, progress: bool = False,
+            device: str | torch.device | None = None, precision: str | None = None, progress: bool = False,
             tracker: Tracker | None = None, **overrides: Any) -> nn.Module:
     """Distill a student from ``teacher`` (any module mapping [0, 1] images to logits) on clean
     training inputs only, the teacher's logits perturbed by ``perturb`` (``keep``,
     ``nonmax-shuffle``, ``nonmax-flatten``, ... SPEC section 3). ``student`` is any module to train
-    (default: the recipe's model, from the student's own init stream)."""
-    student_recipe = load_recipe("student", recipe, **overrides)
+    (default: the recipe's model, from the student's own init stream). ``precision`` is what the
+    student's training passes run in (the teacher's logits are always computed in fp32)."""
+    student_recipe = load_recipe("student", recipe, dataset=_dataset_name(data),
+                                 **_with_precision(overrides, precision))
     PERTURBATIONS.get(perturb)  # a bad name fails before any data is loaded
     splits, target = _data(data, device)
     tracker_or_null(tracker).log_params("student", resolved_student(student_recipe, perturb, splits.info))
+    _log_provenance(tracker, "teacher", teacher)
     return distill_model(teacher, student_recipe, perturb, splits, seed, target, student=student,
                          progress=progress, tracker=tracker)
 
 
 def evaluate(model: nn.Module, data: Splits | str = "digits", *, suite: RecipeLike | None = None,
              eps: float | None = None, n_eval: int | None = None, name: str = "model",
-             device: str | torch.device | None = None, progress: bool = False,
+             device: str | torch.device | None = None, precision: str | None = None, progress: bool = False,
              tracker: Tracker | None = None, **overrides: Any) -> EvaluationResult:
     """Attack ``model`` with a suite (``robdistill list suites``; default ``fast`` on digits,
     ``paper`` elsewhere) on the first ``n_eval`` test images (default the suite's; 0 = all) at
     ``eps`` (default the suite's, else the dataset's). The result holds the per-sample flags,
-    accuracies with 95% intervals (``result.table``) and the sanity checks (``result.checks``)."""
+    accuracies with 95% intervals (``result.table``) and the sanity checks (``result.checks``).
+    ``precision`` is what the attacks craft in (default the suite's); every flag is judged in fp32."""
     splits, _ = _data(data, device)
-    suite_recipe = load_recipe("suite", suite or default_suite(splits.info.name), **overrides)
+    suite_recipe = load_recipe("suite", suite or default_suite(splits.info.name), **_with_precision(overrides, precision))
     if eps is not None and not 0.0 <= eps <= 1.0:
         raise UserError(f"eps must lie in [0, 1] (images are in [0, 1]); got {eps}")
     if n_eval is not None and n_eval < 0:
@@ -117,6 +191,7 @@ def evaluate(model: nn.Module, data: Splits | str = "digits", *, suite: RecipeLi
     if tracker is not None:
         tracker.log_params("suite", {**to_dict(suite_recipe), "eps": radius, "n": len(test),
                                      "default_step_size": ratio * radius})
-        tracker.log_metrics(result.metrics())
+        tracker.log_metrics({**result.metrics(), **cost_metrics(result.costs)})
         tracker.log_json(result.to_json(), RESULTS_ARTIFACT)
+        _log_provenance(tracker, "model", model)
     return result

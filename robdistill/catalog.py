@@ -11,6 +11,7 @@ from typing import Any, Iterable
 from robdistill.attacks.base import ATTACKS
 from robdistill.config import recipes
 from robdistill.config.recipes import available
+from robdistill.core.precision import PRECISIONS
 from robdistill.core.registry import Registry
 from robdistill.data.datasets import DATASETS
 from robdistill.models.zoo import MODELS
@@ -23,7 +24,7 @@ from robdistill.train.perturbations import PERTURBATIONS
 REGISTRIES: dict[str, Registry[Any]] = {
     "model": MODELS, "optimizer": OPTIMIZERS, "lr_schedule": SCHEDULES, "objective": OBJECTIVES,
     "augment": AUGMENTATIONS, "student_method": STUDENT_METHODS, "attack": ATTACKS,
-    "perturbation": PERTURBATIONS, "dataset": DATASETS,
+    "perturbation": PERTURBATIONS, "dataset": DATASETS, "precision": PRECISIONS,
 }
 
 
@@ -36,10 +37,12 @@ def check_names(recipe: Any) -> None:
         REGISTRIES[kind].get(name)
 
 
-def load_recipe(kind: str, name_or_path: str, overrides: Iterable[str] = ()) -> Any:
-    """A named recipe (or a ``.toml`` path) with ``key=value`` overrides, its fields, ranges and
-    registry names checked (:func:`robdistill.config.recipes.load_recipe` plus :func:`check_names`)."""
-    return recipes.load_recipe(kind, name_or_path, overrides, check=check_names)
+def load_recipe(kind: str, name_or_path: str, overrides: Iterable[str] = (), dataset: str | None = None) -> Any:
+    """A named recipe (or a ``.toml`` path) resolved for ``dataset`` (its ``[dataset.<name>]`` table,
+    if any) with ``key=value`` overrides, its fields, ranges, registry names and table dataset names
+    checked (:func:`robdistill.config.recipes.load_recipe` plus :func:`check_names`)."""
+    return recipes.load_recipe(kind, name_or_path, overrides, check=check_names, dataset=dataset,
+                               check_dataset=DATASETS.get)
 
 
 def override_recipe(recipe: Any, **values: Any) -> Any:
@@ -48,12 +51,17 @@ def override_recipe(recipe: Any, **values: Any) -> Any:
 
 
 def _recipe_descriptions(kind: str) -> dict[str, str]:
+    """Each recipe's description, and the datasets it has a ``[dataset.<name>]`` table for."""
     out = {}
     for name, path in available(kind).items():
         try:
-            out[name] = str(tomllib.loads(path.read_text()).get("description", ""))
-        except (OSError, tomllib.TOMLDecodeError):
+            data = tomllib.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
             out[name] = "(unreadable recipe)"
+            continue
+        tables = data.get(recipes.DATASET_TABLES)
+        datasets = f" (per-dataset: {', '.join(tables)})" if isinstance(tables, dict) and tables else ""
+        out[name] = str(data.get("description", "")) + datasets
     return out
 
 
@@ -88,6 +96,13 @@ def _dataset_descriptions() -> dict[str, str]:
             for name, text in DATASETS.describe().items()}
 
 
+def _source_descriptions() -> dict[str, str]:
+    """Where a teacher (or an evaluated model) can come from (robdistill.sources)."""
+    from robdistill.sources.registry import SOURCES
+
+    return SOURCES.describe()
+
+
 def catalog() -> dict[str, dict[str, str]]:
     models = MODELS.describe()
     models["timm:<architecture>"] = "any timm model by name, e.g. timm:resnet18 (random init)"
@@ -101,4 +116,6 @@ def catalog() -> dict[str, dict[str, str]]:
         "suites": _suite_descriptions(),
         "objectives": OBJECTIVES.describe(),
         "augmentations": AUGMENTATIONS.describe(),
+        "precisions": PRECISIONS.describe(),
+        "sources": _source_descriptions(),
     }

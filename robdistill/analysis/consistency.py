@@ -59,10 +59,19 @@ def consistency_report(model: Classifier, x: torch.Tensor, y: torch.Tensor, x_ad
         pairing=(clean - adv).pow(2).sum(1), consistent=clean_ok & adv_ok, inconsistent=clean_ok & ~adv_ok)
 
 
+def has_features(model: torch.nn.Module) -> bool:
+    """Whether ``model`` exposes its penultimate activation (``features``) and logits layer
+    (``head``), as robdistill's models do; an external model (RobustBench, TorchScript) may not."""
+    return callable(getattr(model, "features", None)) and callable(getattr(model, "head", None))
+
+
 def feature_contributions(model: Classifier, x: torch.Tensor, y: torch.Tensor,
-                          batch_size: int = 512) -> torch.Tensor:
+                          batch_size: int = 512) -> torch.Tensor | None:
     """C_j = mean over samples of |dL/dA_j| for the penultimate activation A (AALP Eq. 5), with L
-    the per-sample cross-entropy (so each sample's gradient is its own)."""
+    the per-sample cross-entropy (so each sample's gradient is its own); None for a model without
+    ``features`` / ``head`` (:func:`has_features`)."""
+    if not has_features(model):
+        return None
     total = None
     with eval_mode(model):
         for i in range(0, len(x), batch_size):
@@ -98,7 +107,7 @@ def plot_confidence_scatter(reports: dict[str, ConsistencyReport], path: Path) -
     return path
 
 
-def plot_feature_contributions(contributions: dict[str, torch.Tensor], path: Path) -> Path:
+def plot_feature_contributions(contributions: dict[str, torch.Tensor | None], path: Path) -> Path:
     """Histogram of per-feature contributions C_j per model (AALP Fig. 1 and 7)."""
     import matplotlib
 
@@ -107,11 +116,16 @@ def plot_feature_contributions(contributions: dict[str, torch.Tensor], path: Pat
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, values in contributions.items():
+        if values is None:  # a model without penultimate features (an external one)
+            continue
         data = values.cpu().numpy()
         ax.hist(data, bins=40, alpha=0.55, label=f"{name} (mean {data.mean():.3g}, max {data.max():.3g})")
     ax.set(xlabel="feature contribution C_j = mean |dL/dA_j|", ylabel="features",
            title="Penultimate feature contributions (AALP Eq. 5)")
-    ax.legend(fontsize=7, loc="upper right")  # histograms of |dL/dA| pile up on the left
+    if any(values is not None for values in contributions.values()):
+        ax.legend(fontsize=7, loc="upper right")  # histograms of |dL/dA| pile up on the left
+    else:
+        ax.text(0.5, 0.5, "no model exposes penultimate features", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -123,7 +137,7 @@ class Analysis:
     """AALP's measurements for one model (SPEC section 5)."""
 
     consistency: ConsistencyReport
-    contributions: torch.Tensor
+    contributions: torch.Tensor | None  # None for a model without penultimate features (has_features)
 
 
 ANALYSIS_PGD_STEPS = 20
@@ -147,7 +161,8 @@ def log_analysis(tracker: Tracker, analysis: Analysis) -> None:
     contributions = analysis.contributions
     tracker.log_metrics({f"consistency/{name}_{key}": value for name, row in table.items()
                          for key, value in row.items()})
-    tracker.log_metrics({"features/contribution_mean": contributions.mean().item(),
-                         "features/contribution_max": contributions.max().item()})
+    if contributions is not None:
+        tracker.log_metrics({"features/contribution_mean": contributions.mean().item(),
+                             "features/contribution_max": contributions.max().item()})
     tracker.log_table({"set": list(table), **{key: [row[key] for row in table.values()]
                                               for key in next(iter(table.values()))}}, "consistency_table.json")

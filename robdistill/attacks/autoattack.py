@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from contextlib import contextmanager, nullcontext
-from typing import Any, Iterator
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -15,6 +16,7 @@ from tqdm.auto import tqdm
 from robdistill.attacks.base import ATTACKS, Attack, AttackOutput
 from robdistill.core.errors import UserError
 from robdistill.core.modes import eval_mode, preserved_global_rng
+from robdistill.core.precision import Precision
 
 
 class _WarningCollector(logging.Handler):
@@ -38,7 +40,12 @@ class AutoAttackLinf(Attack):
     The library's run is left exactly as it is; the robust flags it holds after each component are
     recorded, so ``fooled_by`` says which component fooled which sample. Components after Square in
     the version's order (``plus``) never see the samples Square fooled; they are run on those
-    samples afterwards, so the Square-versus-white-box gap (SPEC section 4) is exact."""
+    samples afterwards, so the Square-versus-white-box gap (SPEC section 4) is exact.
+
+    Under bf16 the library attacks the model's forward under autocast, and its result is re-judged
+    in fp32: a sample is robust only if fp32 forwards classify it correctly, and the samples the
+    bf16 run called fooled (or misclassified clean) that fp32 classifies correctly are attacked
+    again, in fp32."""
 
     name = "autoattack"
     chunked = True
@@ -47,7 +54,8 @@ class AutoAttackLinf(Attack):
     ATTACK_NAMES = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
 
     def __init__(self, eps: float, seed: int = 0, version: str = "standard",
-                 attacks: list[str] | None = None, square_queries: int | None = None):
+                 attacks: list[str] | None = None, square_queries: int | None = None,
+                 precision: str | Precision = "fp32"):
         if version not in self.VERSIONS:
             raise UserError(f"autoattack version '{version}' is unknown; use one of {', '.join(self.VERSIONS)}")
         if version == "custom":
@@ -60,7 +68,7 @@ class AutoAttackLinf(Attack):
         params: dict[str, Any] = {"version": version, "attacks": list(attacks) if attacks else None}
         if square_queries is not None:
             params["square_queries"] = int(square_queries)
-        super().__init__(eps, seed, **params)
+        super().__init__(eps, seed, precision, **params)
 
     # the fewest classes each component works with: the DLR loss reads the third-largest logit,
     # its targeted form the fourth (Croce & Hein 2020, Eq. 5 and 6)
@@ -70,7 +78,7 @@ class AutoAttackLinf(Attack):
     def attack_batch(self, model, x, y, generator):  # pragma: no cover - run() is overridden
         raise NotImplementedError
 
-    def zero_eps_probe(self, steps: int = 2) -> "Attack":
+    def _probe(self, steps: int) -> "Attack":
         probe = AutoAttackLinf(0.0, seed=self.seed, version=self.params["version"], attacks=self.params["attacks"],
                                square_queries=steps)
         probe._iterations = steps
@@ -107,6 +115,14 @@ class AutoAttackLinf(Attack):
         return min(self.TARGET_CLASSES, num_classes - 1)
 
     def run(self, model, x, y, batch_size: int = 256, progress: bool = True) -> AttackOutput:
+        with self.precision.applied(model):
+            if not self.precision.reduced:
+                return self._library_run(model, x, y, batch_size, progress)
+            out = self._library_run(_Autocast(model, self.precision), x, y, batch_size, progress)
+            return self._rejudged(model, x, y, out, batch_size, progress)
+
+    def _library_run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                     progress: bool) -> AttackOutput:
         collector = _WarningCollector()
         logger = logging.getLogger("auto-attack")
         logger.addHandler(collector)
@@ -115,12 +131,12 @@ class AutoAttackLinf(Attack):
                 num_classes = _num_classes(model, x)
                 adversary = self._adversary(model, x.device, num_classes)
                 order = list(adversary.attacks_to_run)
-                if progress:
-                    tqdm.write(f"  autoattack ({self.params['version']}) on {len(y)} samples ...")
+                announce = _announcer(self.params["version"], len(y)) if progress else None
+                if announce is not None:
+                    tqdm.write(f"  autoattack ({self.params['version']}: {', '.join(order)}) on {len(y)} samples ...")
                 # per-component flags feed the Square-versus-white-box check: recorded only when
                 # Square runs (the recording costs about 3% of an AutoAttack run on the CPU)
-                recording = _recording_components() if "square" in order else nullcontext([])
-                with recording as snapshots:
+                with _recording_components("square" in order, announce) as snapshots:
                     x_adv, y_adv = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
         finally:
             logger.removeHandler(collector)
@@ -128,6 +144,34 @@ class AutoAttackLinf(Attack):
         if fooled:
             self._white_box_after_square(model, x, y, order, fooled, batch_size)
         return AttackOutput(x_adv.detach(), (y_adv == y), collector.messages, fooled)
+
+    def _rejudged(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, out: AttackOutput, batch_size: int,
+                  progress: bool) -> AttackOutput:
+        """A reduced-precision run's result with fp32 verdicts: robust iff fp32 forwards classify the
+        clean image and the returned one correctly; the samples the run called fooled (or wrong
+        clean) that fp32 classifies correctly are attacked again in fp32 (never robust unattacked)."""
+        with eval_mode(model):
+            fp32_correct = torch.cat([self.correct(model, x[i:i + batch_size], y[i:i + batch_size])
+                                      & self.correct(model, out.x_adv[i:i + batch_size], y[i:i + batch_size])
+                                      for i in range(0, len(y), batch_size)])
+        robust = out.robust & fp32_correct
+        disputed = (~out.robust & fp32_correct).nonzero().squeeze(1)
+        warnings = list(out.warnings)
+        if disputed.numel():
+            again = AutoAttackLinf(self.eps, seed=self.seed, version=self.params["version"],
+                                   attacks=self.params["attacks"], square_queries=self.params.get("square_queries"))
+            again._iterations = self._iterations
+            if progress:
+                tqdm.write(f"  autoattack: {disputed.numel()} samples judged differently in fp32, attacked again in fp32")
+            redo = again._library_run(model, x[disputed], y[disputed], batch_size, progress)
+            robust[disputed] = redo.robust
+            out.x_adv[disputed] = redo.x_adv
+            warnings += redo.warnings
+            for component, flags in out.fooled_by.items():
+                flags[disputed] = redo.fooled_by.get(component, torch.zeros_like(redo.robust))
+        for flags in out.fooled_by.values():
+            flags &= ~robust
+        return AttackOutput(out.x_adv, robust, warnings, out.fooled_by)
 
     def _white_box_after_square(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, order: list[str],
                                 fooled: dict[str, torch.Tensor], batch_size: int) -> None:
@@ -143,7 +187,7 @@ class AutoAttackLinf(Attack):
             with eval_mode(model), preserved_global_rng(x.device):
                 adversary = self._adversary(model, x.device, _num_classes(model, x))
                 adversary.attacks_to_run = later
-                with _recording_components() as snapshots:
+                with _recording_components(True) as snapshots:
                     adversary.run_standard_evaluation(x[idx], y[idx], batch_size=batch_size)
         finally:
             logger.removeHandler(muted)
@@ -160,13 +204,44 @@ def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
 _RECORDING_LOCK = threading.Lock()
 
 
+class _Autocast(nn.Module):
+    """The model's forward under a reduced precision's autocast, returning fp32 logits (what the
+    library attacks under bf16)."""
+
+    def __init__(self, model: nn.Module, precision: Precision) -> None:
+        super().__init__()
+        self.model, self.precision = model, precision
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.precision.logits(self.model, x)
+
+
+Announce = Callable[[str, torch.Tensor], None]
+
+
+def _announcer(version: str, n: int) -> Announce:
+    """One line per finished component: its robust accuracy so far and the elapsed time."""
+    started = time.perf_counter()
+
+    def announce(component: str, flags: torch.Tensor) -> None:
+        robust = int(flags.sum())
+        tqdm.write(f"  autoattack ({version}) {component} done: {robust}/{n} robust ({100 * robust / max(n, 1):.1f}%), "
+                   f"{time.perf_counter() - started:.0f} s")
+
+    return announce
+
+
 @contextmanager
-def _recording_components() -> Iterator[list[tuple[str, torch.Tensor]]]:
-    """Record pyautoattack's robust flags (a copy) before its first component and after each one,
-    by substituting a subclass of its ``EvaluationState`` for the duration of one run."""
+def _recording_components(record: bool, announce: Announce | None = None) -> Iterator[list[tuple[str, torch.Tensor]]]:
+    """With ``record``, a copy of pyautoattack's robust flags before its first component and after
+    each one; with ``announce``, a call after each component. Both by substituting a subclass of
+    the library's ``EvaluationState`` for the duration of one run."""
     import pyautoattack.autoattack as library
 
     snapshots: list[tuple[str, torch.Tensor]] = []
+    if not record and announce is None:
+        yield snapshots
+        return
     base = library.EvaluationState
 
     class Recording(base):  # type: ignore[misc, valid-type]
@@ -176,12 +251,15 @@ def _recording_components() -> Iterator[list[tuple[str, torch.Tensor]]]:
 
         @robust_flags.setter
         def robust_flags(self, flags):
-            if not snapshots and flags is not None:
+            if record and not snapshots and flags is not None:
                 snapshots.append(("clean", flags.detach().clone()))
             base.robust_flags.fset(self, flags)
 
         def add_run_attack(self, attack):
-            snapshots.append((attack, self.robust_flags.detach().clone()))
+            if record:
+                snapshots.append((attack, self.robust_flags.detach().clone()))
+            if announce is not None:
+                announce(attack, self.robust_flags)
             super().add_run_attack(attack)
 
     with _RECORDING_LOCK:

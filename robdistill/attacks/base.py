@@ -12,8 +12,9 @@ themselves when ``robdistill.attacks`` (the package) is imported.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 
 from robdistill.core.errors import UserError
 from robdistill.core.modes import eval_mode, private_generator
+from robdistill.core.precision import Precision, resolve_precision
 from robdistill.core.registry import Registry
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -50,7 +52,8 @@ def pgd_perturb(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: floa
     """Plain PGD (Madry et al. 2018): the last iterate, for adversarial training.
 
     ``start`` overrides the starting point (TRADES starts at x + 0.001 N(0, I)). Uses the model
-    in whatever mode the caller set (training code puts it in eval mode first)."""
+    in whatever mode the caller set (training code puts it in eval mode first), and whatever
+    autocast region the caller is in (training under bf16 crafts in bf16)."""
     x = x.detach()
     if start is not None:
         x_adv = project_linf(start.detach().clone(), x, eps)
@@ -96,20 +99,38 @@ class Attack(ABC):
     #: one of them is a sign of gradient masking or a bug; Athalye et al. 2018)
     stronger_than: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, eps: float, seed: int = 0, **params: Any):
+    def __init__(self, eps: float, seed: int = 0, precision: str | Precision = "fp32", **params: Any):
         check_eps(eps)
         self.eps = float(eps)
         self.seed = int(seed)
+        #: what the crafting passes run in (robdistill.core.precision); the flags are always judged in fp32
+        self.precision = resolve_precision(precision)
         self.params = params
 
     def config(self) -> dict[str, Any]:
         """The full configuration, read off the attack object (logged with every result)."""
-        return {"attack": self.name, "eps": self.eps, "seed": self.seed, **self.params}
+        return {"attack": self.name, "eps": self.eps, "seed": self.seed, **self.params,
+                "precision": self.precision.name}
 
     def zero_eps_probe(self, steps: int = 2) -> "Attack":
-        """The same attack at eps = 0, cheaply (iterative attacks override this: at most ``steps``
-        iterations and two restarts): it must leave exactly the clean flags (SPEC section 4)."""
+        """The same attack at eps = 0, cheaply (at most ``steps`` iterations and two restarts for
+        iterative attacks, see :meth:`_probe`) and in the same precision: it must leave exactly the
+        clean flags (SPEC section 4)."""
+        probe = self._probe(steps)
+        probe.precision = self.precision
+        return probe
+
+    def _probe(self, steps: int) -> "Attack":
         return type(self)(eps=0.0, seed=self.seed, **self.params)
+
+    def models_used(self) -> list[nn.Module]:
+        """Models the attack runs besides the attacked one (a transfer attack's surrogate): their
+        passes count in the attack's cost too."""
+        return []
+
+    def correct(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The verdict: whether an fp32 forward classifies ``x`` as ``y`` (whatever the precision)."""
+        return Precision.verdict(model, x).argmax(1) == y
 
     @abstractmethod
     def attack_batch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -127,7 +148,7 @@ class Attack(ABC):
             return AttackOutput(x.clone(), torch.zeros(0, dtype=torch.bool, device=x.device))
         generator = private_generator(self.seed, x.device)
         outputs = []
-        with eval_mode(model):
+        with eval_mode(model), self.precision.applied(model):
             batches = range(0, len(y), batch_size)
             for start in tqdm(batches, desc=f"  {self.name}", leave=False, disable=not progress or None):
                 sl = slice(start, start + batch_size)
@@ -138,6 +159,40 @@ class Attack(ABC):
 
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
+
+
+@dataclass
+class PassCount:
+    """Forward and backward passes, counted in samples (a batch of 256 through the model is 256)."""
+
+    forward: int = 0
+    backward: int = 0
+
+
+@contextmanager
+def counted_passes(*models: nn.Module) -> Iterator[PassCount]:
+    """Count the samples that go forward through ``models`` in the ``with`` block, and those whose
+    gradient comes back through them (a hook on each output that requires a gradient): an
+    attack's cost in passes per sample, whatever library runs it."""
+    count = PassCount()
+
+    def backward_hook(n: int) -> Callable[[torch.Tensor], None]:
+        def hook(grad: torch.Tensor) -> None:
+            count.backward += n
+        return hook
+
+    def forward_hook(module: nn.Module, inputs: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor) and output.dim() > 0:
+            count.forward += output.shape[0]
+            if output.requires_grad:
+                output.register_hook(backward_hook(output.shape[0]))
+
+    handles = [model.register_forward_hook(forward_hook) for model in models]
+    try:
+        yield count
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def check_eps(eps: float) -> None:

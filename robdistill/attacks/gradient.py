@@ -7,6 +7,7 @@ import torch
 from robdistill.attacks.base import (ATTACKS, Attack, AttackOutput, LossFn, ce_loss, check_eps, check_steps,
                                      cw_margin_loss, project_linf)
 from robdistill.core.errors import UserError
+from robdistill.core.precision import Precision
 
 
 @ATTACKS.register("fgsm")
@@ -16,16 +17,17 @@ class FGSM(Attack):
     name = "fgsm"
     white_box = True
 
-    def __init__(self, eps: float, seed: int = 0):
-        super().__init__(eps, seed)
+    def __init__(self, eps: float, seed: int = 0, precision: str | Precision = "fp32"):
+        super().__init__(eps, seed, precision)
 
     def attack_batch(self, model, x, y, generator):
         x_req = x.detach().clone().requires_grad_(True)
-        logits = model(x_req)
+        logits = self.precision.logits(model, x_req)
         grad, = torch.autograd.grad(ce_loss(logits, y), x_req)
         x_adv = project_linf(x + self.eps * grad.sign(), x, self.eps)
         with torch.no_grad():
-            robust = (logits.argmax(1) == y) & (model(x_adv).argmax(1) == y)
+            clean = self.correct(model, x, y) if self.precision.reduced else logits.argmax(1) == y
+            robust = clean & self.correct(model, x_adv, y)
         return AttackOutput(x_adv, robust)
 
 
@@ -35,7 +37,11 @@ class PGD(Attack):
 
     A sample is robust only if it is classified correctly at every iterate of every restart (the
     worst case, as AutoAttack counts it); samples are dropped as soon as one iterate fools the model,
-    so their gradient is no longer computed."""
+    so their gradient is no longer computed.
+
+    Under a reduced precision (bf16) the iterates are crafted from bf16 forwards, and every verdict
+    is an fp32 one: the clean flags, each sample a bf16 forward calls fooled (confirmed by an fp32
+    forward before it is dropped; an unconfirmed one is attacked on), and the final iterate."""
 
     name = "pgd"
     white_box = True
@@ -44,7 +50,7 @@ class PGD(Attack):
     loss_fn: LossFn = staticmethod(ce_loss)
 
     def __init__(self, eps: float, seed: int = 0, steps: int = 20, step_size: float | None = None,
-                 restarts: int = 1, random_start: bool = True):
+                 restarts: int = 1, random_start: bool = True, precision: str | Precision = "fp32"):
         check_eps(eps)
         steps = check_steps(steps, self.name)
         if int(restarts) < 1:
@@ -53,20 +59,20 @@ class PGD(Attack):
             step_size = 2.5 * eps / steps  # Madry et al.'s rule of thumb
         if step_size < 0:
             raise UserError(f"{self.name} step_size must be >= 0; got {step_size}")
-        super().__init__(eps, seed, steps=steps, step_size=float(step_size), restarts=int(restarts),
+        super().__init__(eps, seed, precision, steps=steps, step_size=float(step_size), restarts=int(restarts),
                          random_start=bool(random_start))
 
-    def zero_eps_probe(self, steps: int = 2) -> "Attack":
+    def _probe(self, steps: int) -> "Attack":
         p = self.params
         return type(self)(0.0, seed=self.seed, steps=min(p["steps"], steps), step_size=p["step_size"],
                           restarts=min(p["restarts"], 2), random_start=p["random_start"])
 
     def attack_batch(self, model, x, y, generator):
-        p = self.params
+        p, craft = self.params, self.precision
         x = x.detach()
         x_adv = x.clone()
         with torch.no_grad():
-            robust = model(x).argmax(1) == y
+            robust = model(x).argmax(1) == y if not craft.reduced else self.correct(model, x, y)
         for _ in range(p["restarts"]):
             active = robust.nonzero().squeeze(1)
             if active.numel() == 0:
@@ -82,9 +88,18 @@ class PGD(Attack):
             for step in range(p["steps"] + 1):
                 last = step == p["steps"]  # the final iterate is only checked: no gradient
                 leaf = current.detach().requires_grad_(not last)
-                with torch.set_grad_enabled(not last):
-                    logits = model(leaf)
-                keep = logits.argmax(1) == ya
+                if not craft.reduced:
+                    with torch.set_grad_enabled(not last):
+                        logits = model(leaf)
+                    keep = logits.argmax(1) == ya
+                elif last:  # the final iterate's verdict
+                    keep = self.correct(model, leaf, ya)
+                else:
+                    logits = craft.logits(model, leaf)
+                    keep = logits.argmax(1) == ya
+                    if not bool(keep.all()):  # confirm in fp32 before dropping a sample as fooled
+                        suspects = (~keep).nonzero().squeeze(1)
+                        keep[suspects] = self.correct(model, leaf.detach()[suspects], ya[suspects])
                 if bool(keep.all()):  # the common case on robust models: no indexing at all
                     if last:
                         break

@@ -7,10 +7,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from robdistill.attacks.base import ATTACKS, Attack, AttackOutput, check_eps, pgd_perturb
+from robdistill.attacks.base import ATTACKS, Attack, AttackOutput, ce_loss, check_eps, pgd_perturb
 from robdistill.attacks.gradient import PGD
 from robdistill.core.errors import UserError
 from robdistill.core.modes import eval_mode, preserved_global_rng
+from robdistill.core.precision import Precision
 
 
 @ATTACKS.register("transfer")
@@ -22,38 +23,45 @@ class Transfer(Attack):
     ``nn.Module``. Every image is perturbed, also those the surrogate already misclassifies, and
     each restart sends the *final* iterate of a plain PGD-k on the surrogate's cross-entropy (the
     scoring PGD's early stop would send the weakest fooling image, which transfers worst). A sample
-    is robust iff the target classifies the clean image and every restart's image correctly."""
+    is robust iff the target classifies the clean image and every restart's image correctly. Under
+    bf16 the surrogate's PGD runs under autocast; the target's verdicts are fp32 forwards."""
 
     name = "transfer"
     takes_step_size = True
 
     def __init__(self, eps: float, seed: int = 0, surrogate: str | Path | nn.Module | None = None,
-                 steps: int = 20, step_size: float | None = None, restarts: int = 1, random_start: bool = True):
+                 steps: int = 20, step_size: float | None = None, restarts: int = 1, random_start: bool = True,
+                 precision: str | Precision = "fp32"):
         check_eps(eps)
         self.pgd = PGD(eps, seed=seed, steps=steps, step_size=step_size, restarts=restarts,
                        random_start=random_start)
         self.surrogate, label = _load_surrogate(surrogate)
         self._owns_surrogate = not isinstance(surrogate, nn.Module)
-        pgd = {k: v for k, v in self.pgd.config().items() if k not in ("eps", "seed")}
-        super().__init__(eps, seed, surrogate=label, surrogate_attack=pgd)
+        pgd = {k: v for k, v in self.pgd.config().items() if k not in ("eps", "seed", "precision")}
+        super().__init__(eps, seed, precision, surrogate=label, surrogate_attack=pgd)
 
     def attack_batch(self, model, x, y, generator):
         p = self.pgd.params
         x = x.detach()
         with torch.no_grad():
-            robust = model(x).argmax(1) == y
+            robust = model(x).argmax(1) == y if not self.precision.reduced else self.correct(model, x, y)
         sent, fooled = x.clone(), torch.zeros_like(robust)
         for _ in range(p["restarts"]):
-            crafted = pgd_perturb(self.surrogate, x, y, eps=self.eps, step_size=p["step_size"], steps=p["steps"],
-                                  random_start=p["random_start"], generator=generator)
+            with self.precision.autocast(x.device):
+                crafted = pgd_perturb(self.surrogate, x, y, eps=self.eps, step_size=p["step_size"], steps=p["steps"],
+                                      loss_fn=lambda logits, labels: ce_loss(logits.float(), labels),
+                                      random_start=p["random_start"], generator=generator)
             with torch.no_grad():
-                wrong = model(crafted).argmax(1) != y
+                wrong = (model(crafted).argmax(1) != y) if not self.precision.reduced else ~self.correct(model, crafted, y)
             update = ~fooled  # a sample keeps the first image that fooled the target
             sent[update] = crafted[update]
             fooled |= wrong
         return AttackOutput(sent, robust & ~fooled)
 
-    def zero_eps_probe(self, steps: int = 2) -> "Attack":
+    def models_used(self) -> list[nn.Module]:
+        return [self.surrogate]
+
+    def _probe(self, steps: int) -> "Attack":
         p = self.pgd.params
         probe = Transfer(0.0, seed=self.seed, surrogate=self.surrogate, steps=min(p["steps"], steps),
                          step_size=p["step_size"], restarts=min(p["restarts"], 2), random_start=p["random_start"])
@@ -64,7 +72,7 @@ class Transfer(Attack):
             progress: bool = True) -> AttackOutput:
         if self._owns_surrogate:
             self.surrogate.to(x.device)
-        with eval_mode(self.surrogate):
+        with eval_mode(self.surrogate), self.precision.applied(self.surrogate):
             return super().run(model, x, y, batch_size=batch_size, progress=progress)
 
 

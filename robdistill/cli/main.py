@@ -103,6 +103,85 @@ def overrides_option(help_text: str) -> Callable:
     return click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=help_text)
 
 
+PRECISION_NAMES = ("bf16", "fp32", "fp32-cl")  # robdistill.core.precision.PRECISIONS (a test keeps them equal)
+
+
+def precision_option(func: Callable) -> Callable:
+    return click.option("--precision", type=click.Choice(PRECISION_NAMES), default=None,
+                        help="What training and attack passes run in: bf16 = bf16 autocast + channels-last "
+                             "(faster only where bf16 is native: AMX CPUs, GPUs); fp32-cl = fp32 with "
+                             "channels-last weights; verdicts and accuracies are always fp32 "
+                             "[default: the recipes' precision, fp32].")(func)
+
+
+def with_precision(overrides: tuple[str, ...], precision: str | None, stages: tuple[str, ...]) -> tuple[str, ...]:
+    """``--set`` overrides plus ``<stage>.precision=<precision>`` for each stage (a bare
+    ``precision=`` for a command whose overrides name one recipe: ``stages == ("",)``)."""
+    if precision is None:
+        return overrides
+    return (*overrides, *(f"{stage + '.' if stage else ''}precision={precision}" for stage in stages))
+
+
+TEACHER_HELP = ("Teacher: a recipe (standard, at, alp, aalp ... or a .toml path; trained, or reused from the cache), "
+                "a robdistill checkpoint (.pt), robustbench:<Name> (a RobustBench model from --model-dir), a "
+                "TorchScript file, or a state-dict file with --teacher-model. An external teacher (any but a recipe) "
+                "is checked first: SHA-256, eval-mode determinism, clean accuracy (--expect-clean).")
+
+
+def model_source_options(func: Callable, *, role: str) -> Callable:
+    """``--model-dir``, ``--threat-model``, ``--expect-clean`` and the architecture and hash options
+    of external models (robdistill.sources): ``--teacher-model`` / ``--teacher-sha256`` for a
+    teacher, ``--model`` / ``--sha256`` (repeatable, one per model) for `evaluate`."""
+    arch, sha = ("--teacher-model", "--teacher-sha256") if role == "teacher" else ("--model", "--sha256")
+    which = "the --teacher file" if role == "teacher" else "state-dict files among MODELS"
+    options = [
+        click.option(arch, "arch", default=None, metavar="ARCH",
+                     help=f"Architecture of {which} (a state dict): a name from `robdistill list models` (the "
+                          "state dict of robdistill's own model, rd.build_model(...).state_dict(), normalisation "
+                          "inside) or timm:<name> (a bare timm state dict, timm.create_model(name, "
+                          "num_classes=C).state_dict(), for inputs normalised with the dataset's mean and std, "
+                          "which robdistill applies in front so the model takes [0, 1] images; a robdistill "
+                          "model's state dict, backbone.* and head.*, is recognised too)."),
+        click.option("--model-dir", type=click.Path(path_type=Path), envvar="ROBDISTILL_MODEL_DIR", default=None,
+                     help="RobustBench checkpoints, in RobustBench's layout: DIR/<dataset>/<threat model>/<Name>.pt "
+                          "(never downloaded) [default: $ROBDISTILL_MODEL_DIR or ./models]."),
+        click.option("--threat-model", type=click.Choice(["Linf", "L2", "corruptions"]), default="Linf",
+                     show_default=True, help="The RobustBench leaderboard robustbench:<Name> comes from."),
+        click.option(sha, "sha256", default=None, multiple=role != "teacher", metavar="HEX",
+                     help="The expected SHA-256 of the model file: a different file is refused before it is read "
+                          "(every external model's hash is logged either way)"
+                          + ("." if role == "teacher" else "; repeat it once per model, in order.")),
+        click.option("--expect-clean", default=None, metavar="FRACTION|off",
+                     help="Expected clean accuracy (e.g. 0.85): an error when it lies outside the 95% Wilson "
+                          "interval of the accuracy measured on the evaluated test images [default: RobustBench's "
+                          "value for robustbench:<Name>, else no check]; off skips the check."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def teacher_source_options(func: Callable) -> Callable:
+    return model_source_options(func, role="teacher")
+
+
+def source_options(arch: str | None, model_dir: Path | None, threat_model: str, sha256: str | None,
+                   expect_clean: str | None):
+    """The options of an external model (robdistill.sources.SourceOptions) from the command line."""
+    from robdistill.sources.registry import SourceOptions, parse_expect_clean
+
+    value, check = parse_expect_clean(expect_clean)
+    return SourceOptions(model_dir=model_dir, threat_model=threat_model, arch=arch, sha256=sha256,
+                         expect_clean=value, check_clean=check)
+
+
+def recipe_stages(teacher: str, source, stages: tuple[str, ...]) -> tuple[str, ...]:
+    """``stages`` less ``teacher`` when the teacher is external (no recipe to set a precision on)."""
+    from robdistill.sources.registry import is_recipe
+
+    return stages if is_recipe(teacher, source) else tuple(s for s in stages if s != "teacher")
+
+
 def eval_options(func: Callable) -> Callable:
     func = click.option("--n-eval", type=int, default=None,
                         help="Evaluate the first N test images (0 = all) [default: the suite's n_eval].")(func)
@@ -196,9 +275,12 @@ def print_outcome(outcome, heading: str) -> None:
         click.echo("\nconsistent (clean and PGD-20 correct) / inconsistent (clean correct, PGD-20 wrong) sets,"
                    " AALP Sec. 2.2")
         click.echo(consistency_table(outcome.analyses))
+    provenance = getattr(outcome, "teacher_provenance", None)
     for role, path in outcome.checkpoints.items():
         source = "the model registry" if outcome.teacher_source == schema.SOURCE_REGISTRY else "cache"
         reused = f" (reused from {source})" if role == "teacher" and outcome.teacher_reused else ""
+        if role == "teacher" and provenance is not None and provenance.source != "recipe":
+            reused = f" ({provenance.id}, sha256 {provenance.sha256})"
         click.echo(f"{role} checkpoint: {path}{reused}")
     click.echo(f"MLflow run: {outcome.run_id}  (store: {outcome.tracking_uri})")
     click.echo(ui_hint(outcome.tracking_uri))
@@ -220,10 +302,19 @@ def main() -> None:
     Several processes or GPUs (DistributedDataParallel; only rank 0 logs):
       torchrun --nproc-per-node 2 -m robdistill.cli run --teacher at --perturb keep
     """
+    import warnings
+
+    warnings.formatwarning = one_line_warning
+
+
+def one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                     line: str | None = None) -> str:
+    """Warnings on the command line as one line each (``warning: ...``), without the source line."""
+    return f"warning: {message}\n"
 
 
 @main.command()
-@click.option("--teacher", required=True, help="Teacher recipe: standard, at, alp, aalp ... or a .toml path.")
+@click.option("--teacher", required=True, help=TEACHER_HELP)
 @click.option("--perturb", default="keep", show_default=True,
               help="What to do to the teacher's logits: keep, nonmax-shuffle, nonmax-flatten; extras "
                    "onehot, confidence-swap, nonmax-flatten-mean (`robdistill list perturbations`).")
@@ -231,26 +322,36 @@ def main() -> None:
 @eval_options
 @click.option("--skip-teacher-eval", is_flag=True, help="Attack only the student.")
 @overrides_option("Override a recipe field: teacher.epochs=5, student.temperature=2, suite.n_eval=100 (repeatable).")
+@precision_option
+@teacher_source_options
 @common_options
-def run(teacher, perturb, student, suite, eps, n_eval, skip_teacher_eval, overrides, **kw) -> None:
-    """Train (or reuse) a teacher, distill a student on clean inputs, attack both.
+def run(teacher, perturb, student, suite, eps, n_eval, skip_teacher_eval, overrides, precision, arch, model_dir,
+        threat_model, sha256, expect_clean, **kw) -> None:
+    """Train (or reuse, or load) a teacher, distill a student on clean inputs, attack both.
 
     \b
     Examples:
       robdistill run --teacher alp --perturb nonmax-shuffle
       robdistill run --teacher at --perturb nonmax-flatten --set student.temperature=2
       robdistill run --teacher aalp --dataset fashion-mnist --set teacher.epochs=5
+      robdistill run --teacher alp --perturb nonmax-shuffle --precision bf16
+      robdistill run --teacher robustbench:Wong2020Fast --dataset cifar10 --model-dir models
+      robdistill run --teacher weights.pt --teacher-model timm:resnet18 --dataset cifar10 --expect-clean 0.9
     """
     from robdistill.experiments.pipeline import run_experiment
 
+    source = source_options(arch, model_dir, threat_model, sha256, expect_clean)
+    stages = recipe_stages(teacher, source, ("teacher", "student", "suite"))
     outcome = run_experiment(make_settings(kw), teacher=teacher, perturb=perturb, student=student,
-                             suite=suite, eps=eps, n_eval=n_eval, overrides=overrides,
-                             evaluate_teacher=not skip_teacher_eval)
+                             suite=suite, eps=eps, n_eval=n_eval,
+                             overrides=with_precision(overrides, precision, stages),
+                             evaluate_teacher=not skip_teacher_eval, source=source)
     print_outcome(outcome, "results")
 
 
 @main.command()
-@click.option("--teachers", default="standard,at,alp,aalp", show_default=True, help="Comma-separated teacher recipes.")
+@click.option("--teachers", default="standard,at,alp,aalp", show_default=True,
+              help="Comma-separated teachers: recipes, or any other --teacher of `run` (robustbench:<Name>, files).")
 @click.option("--perturbs", default="keep,nonmax-shuffle,nonmax-flatten", show_default=True,
               help="Comma-separated perturbations (`robdistill list perturbations`).")
 @click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds.")
@@ -263,10 +364,13 @@ def run(teacher, perturb, student, suite, eps, n_eval, skip_teacher_eval, overri
 @click.option("--shard", default=None, metavar="I/N",
               help="Run only shard I of N (each (seed, teacher) group on exactly one shard), e.g. on N machines "
                    "sharing one tracking server; merge with `robdistill sweep-report`.")
-@overrides_option("Override a recipe field for every cell: teacher.epochs=5, student.temperature=2 (repeatable).")
+@overrides_option("Override a recipe field for every cell: teacher.epochs=5, student.temperature=2 (repeatable; "
+                  "teacher.* fields apply to the recipe teachers of the grid).")
+@precision_option
+@teacher_source_options
 @common_options
 def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_eval, outputs, shard, overrides,
-          **kw) -> None:
+          precision, arch, model_dir, threat_model, sha256, expect_clean, **kw) -> None:
     """The teacher x perturbation x seed grid under one MLflow parent run, each teacher trained once
     per seed; prints accuracy per cell (mean and 95% interval over seeds) and each perturbation
     paired against keep (Seguin et al. claim 3).
@@ -285,11 +389,15 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
         check_table_path(path)
     check_eps(eps)
     shard_spec = parse_shard(shard)
+    source = source_options(arch, model_dir, threat_model, sha256, expect_clean)
+    grid = parse_list(teachers, "teachers")
+    stages = max((recipe_stages(t, source, ("teacher", "student", "suite")) for t in grid), key=len)
     settings = make_settings(kw)
-    outcome = run_sweep(settings, teachers=parse_list(teachers, "teachers"), perturbs=parse_list(perturbs, "perturbs"),
+    outcome = run_sweep(settings, teachers=grid, perturbs=parse_list(perturbs, "perturbs"),
                         seeds=parse_seeds(seeds), student=student, suite=suite, eps=eps, n_eval=n_eval,
-                        overrides=overrides, evaluate_teachers=not skip_teacher_eval, shard=shard_spec,
-                        on_cell=lambda i, n, text: click.echo(f"[{i}/{n}] {text}", err=True))
+                        overrides=with_precision(overrides, precision, stages),
+                        evaluate_teachers=not skip_teacher_eval, shard=shard_spec,
+                        on_cell=lambda i, n, text: click.echo(f"[{i}/{n}] {text}", err=True), source=source)
     print_sweep_tables(outcome.cells, outcome.claims, outputs)
     if shard_spec:
         click.echo(f"\nthis was shard {shard}; once every shard has finished, merge them with:\n"
@@ -370,33 +478,80 @@ def sweep_report(sweep_names, experiment, tracking_uri, outputs) -> None:
                    "or a shard stopped early): " + ", ".join(f"{t} seed {s}" for t, s in missing))
 
 
+@main.command("report")
+@click.argument("sweep_names", nargs=-1)
+@click.option("--out", "outputs", multiple=True, type=click.Path(path_type=Path),
+              help="FILE.html (one self-contained page) or FILE.md (Markdown, figures in FILE_figures/); repeatable.")
+@click.option("--experiment", default="robdistill", show_default=True, help="MLflow experiment to read.")
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
+              help="MLflow store or server [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].")
+def report(sweep_names, outputs, experiment, tracking_uri) -> None:
+    """A study report of one or more sweeps (merged as `sweep-report` merges them): the summary and
+    paired tables, Seguin et al.'s claims 1-3 with verdicts, eps curves, logit-statistics and
+    confidence figures, AALP's consistency table, every evaluation's sanity checks, and the commands
+    and versions that produced it.
+
+    \b
+    Examples:
+      robdistill report sweep-1a2b3c4d5e6f --out report.html
+      robdistill report sweep-1a2b3c4d5e6f sweep-6f5e4d3c2b1a --out study.html --out benchmarks/results/study.md
+    """
+    from robdistill.report import build_report, check_output_path, write_report
+
+    if not outputs:
+        raise UserError("give an output: --out report.html (one self-contained page) or --out report.md")
+    for path in outputs:
+        check_output_path(path)
+    built = build_report(sweep_names, tracking_uri=tracking_uri, experiment=experiment, outputs=outputs)
+    for path in write_report(built, outputs):
+        click.echo(f"wrote {path}")
+
+
 @main.command("train-teacher")
 @click.option("--teacher", required=True, help="Teacher recipe name or .toml path.")
 @overrides_option("Override a recipe field, e.g. epochs=2 or objective=at (repeatable).")
+@precision_option
 @common_options
-def train_teacher(teacher, overrides, **kw) -> None:
+def train_teacher(teacher, overrides, precision, **kw) -> None:
     """Train a teacher (or find it in the cache) and save its checkpoint."""
     from robdistill.experiments.pipeline import train_teacher_only
 
-    print_outcome(train_teacher_only(make_settings(kw), teacher, overrides), "teacher")
+    print_outcome(train_teacher_only(make_settings(kw), teacher, with_precision(overrides, precision, ("",))),
+                  "teacher")
 
 
 @main.command()
-@click.option("--teacher", required=True, help="Teacher recipe name or .toml path (trained if not cached).")
+@click.option("--teacher", required=True, help=TEACHER_HELP)
 @click.option("--perturb", default="keep", show_default=True,
               help="keep, nonmax-shuffle, nonmax-flatten, onehot, confidence-swap, nonmax-flatten-mean.")
 @click.option("--student", default="default", show_default=True, help="Student recipe name or .toml path.")
 @overrides_option("Override a recipe field: teacher.epochs=5 or student.epochs=3 (repeatable).")
+@precision_option
+@teacher_source_options
 @common_options
-def distill(teacher, perturb, student, overrides, **kw) -> None:
-    """Distill a student from a teacher's (perturbed) logits on clean inputs only; no attacks."""
+def distill(teacher, perturb, student, overrides, precision, arch, model_dir, threat_model, sha256, expect_clean,
+            **kw) -> None:
+    """Distill a student from a teacher's (perturbed) logits on clean inputs only; no attacks.
+
+    \b
+    Examples:
+      robdistill distill --teacher alp --perturb keep
+      robdistill distill --teacher robustbench:Wong2020Fast --dataset cifar10 --perturb nonmax-shuffle
+    """
     from robdistill.experiments.pipeline import distill_only
 
-    print_outcome(distill_only(make_settings(kw), teacher, perturb, student, overrides), "distillation")
+    source = source_options(arch, model_dir, threat_model, sha256, expect_clean)
+    stages = recipe_stages(teacher, source, ("teacher", "student"))
+    print_outcome(distill_only(make_settings(kw), teacher, perturb, student,
+                               with_precision(overrides, precision, stages), source), "distillation")
+
+
+def evaluate_source_options(func: Callable) -> Callable:
+    return model_source_options(func, role="model")
 
 
 @main.command()
-@click.argument("checkpoints", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("models", nargs=-1, required=True)
 @eval_options
 @click.option("--eps-sweep", default=None, metavar="E1,E2,...",
               help="Also run the suite at each of these radii: a table and accuracy-versus-eps curves.")
@@ -404,15 +559,22 @@ def distill(teacher, perturb, student, overrides, **kw) -> None:
               help="Attack only test rows I-1, I-1+N, ... (one machine's share of a large test set, "
                    "all sharing one tracking server); merge with `robdistill evaluate-report`.")
 @overrides_option("Override a suite field, e.g. n_eval=100 or seed=3 (repeatable).")
+@precision_option
+@evaluate_source_options
 @common_options
-def evaluate(checkpoints, suite, eps, n_eval, eps_sweep, shard, overrides, **kw) -> None:
-    """Attack saved checkpoints (teacher or student .pt files) with an attack suite.
+def evaluate(models, suite, eps, n_eval, eps_sweep, shard, overrides, precision, arch, model_dir, threat_model,
+             sha256, expect_clean, **kw) -> None:
+    """Attack models with an attack suite: robdistill checkpoints (teacher or student .pt files;
+    their dataset is theirs), robustbench:<Name> (from --model-dir), TorchScript files, or state
+    dicts with --model (on --dataset). Each passes the integrity gate first.
 
     \b
     Examples:
       robdistill evaluate .robdistill/teachers/digits-at-s0-*.pt --suite full
       robdistill evaluate student.pt --eps-sweep 0,0.05,0.1,0.15,0.2 --suite smoke
       robdistill evaluate student.pt --suite full --shard 2/4 --tracking-uri http://server:5000
+      robdistill evaluate robustbench:Wong2020Fast --dataset cifar10 --model-dir models --n-eval 500
+      robdistill evaluate model_scripted.pt weights.pt --model timm:resnet18 --dataset cifar10
     """
     from robdistill.experiments.pipeline import evaluate_checkpoints
     from robdistill.eval.tables import eps_table
@@ -431,9 +593,13 @@ def evaluate(checkpoints, suite, eps, n_eval, eps_sweep, shard, overrides, **kw)
     from robdistill.experiments.sweep import parse_shard
 
     shard_spec = parse_shard(shard)
+    if sha256 and len(sha256) != len(models):
+        raise UserError(f"--sha256 given {len(sha256)} times for {len(models)} models; give one per model, in order")
+    sources = [source_options(arch, model_dir, threat_model, sha256[i] if sha256 else None, expect_clean)
+               for i in range(len(models))]
     settings = make_settings(kw)
-    outcome = evaluate_checkpoints(settings, list(checkpoints), suite, eps, n_eval, overrides, eps_values,
-                                   shard_spec)
+    outcome = evaluate_checkpoints(settings, list(models), suite, eps, n_eval,
+                                   with_precision(overrides, precision, ("",)), eps_values, shard_spec, sources)
     print_outcome(outcome, "evaluation" if shard_spec is None else f"evaluation, shard {shard} of the test rows")
     if shard_spec is not None:
         name = outcome.eval_name
@@ -572,7 +738,8 @@ def regress(baseline, update, add_seeds, refit, **kw) -> None:
         sys.exit(1)
 
 
-LISTS = ("datasets", "models", "teachers", "students", "perturbations", "attacks", "suites", "objectives", "augmentations")
+LISTS = ("datasets", "models", "teachers", "students", "perturbations", "attacks", "suites", "objectives", "augmentations",
+         "precisions", "sources")
 
 
 @main.command("list")

@@ -1,6 +1,10 @@
 """Declarative TOML recipes: ``teachers/<name>.toml``, ``students/<name>.toml`` and attack suites
 ``benchmarks/suites/<name>.toml``. A recipe is a typed dataclass; unknown fields, wrong types and
 out-of-range values are one-line errors. Fields can be overridden with ``key=value`` strings.
+
+A recipe file may hold per-dataset tables ``[dataset.<name>]`` (``[dataset.cifar10]``): loaded for
+that dataset, their fields override the top-level ones (before any ``key=value`` override), so one
+recipe name gives the paper-scale setup on CIFAR-10 and the small one on digits.
 """
 from __future__ import annotations
 
@@ -37,10 +41,11 @@ class TrainingRecipe:
     weight_decay: float = 0.0
     lr_schedule: str = "constant"
     train_subset: int = 0  # train on the first N examples of the (shuffled) training split; 0 = all
+    precision: str = "fp32"  # robdistill.core.precision: fp32, bf16 (training passes; verdicts stay fp32)
 
     # field -> the registry its value names (checked by robdistill.catalog.check_names)
     NAMED_FIELDS: ClassVar[dict[str, str]] = {"model": "model", "optimizer": "optimizer",
-                                              "lr_schedule": "lr_schedule"}
+                                              "lr_schedule": "lr_schedule", "precision": "precision"}
 
     def named_entries(self) -> Iterator[tuple[str, str]]:
         """(registry, name) for every field that names a registry entry."""
@@ -68,7 +73,9 @@ class TeacherRecipe(TrainingRecipe):
     ``eps`` / ``attack_step_size`` left out mean the dataset's eps and step size (SPEC section 1),
     the step scaled in proportion when ``eps`` is set. ``pairing_weight`` is lambda of ALP, CLP and LSQ; for ALP under our convention: squared
     L2 summed over classes, mean over the batch (AALP Eq. 1); Kannan's code averages over B*C
-    (lambda / C). ``alpha`` weighs AALP's sample-weighted pairing term, ``beta`` TRADES' KL term."""
+    (lambda / C). ``alpha`` weighs AALP's sample-weighted pairing term, ``beta`` TRADES' KL term.
+    ``augment`` transforms each clean batch before the objective sees it (``crop-flip``: Madry et al.
+    2018 and Zhang et al. 2019 train CIFAR-10 on random crops and flips); ``none`` draws nothing."""
 
     objective: str = "standard"
     eps: float | None = None
@@ -77,8 +84,10 @@ class TeacherRecipe(TrainingRecipe):
     pairing_weight: float = 0.5
     alpha: float = 1.0
     beta: float = 6.0
+    augment: str = "none"  # robdistill.augment, applied to the clean batch before the objective (crop-flip ...)
 
-    NAMED_FIELDS: ClassVar[dict[str, str]] = {**TrainingRecipe.NAMED_FIELDS, "objective": "objective"}
+    NAMED_FIELDS: ClassVar[dict[str, str]] = {**TrainingRecipe.NAMED_FIELDS, "objective": "objective",
+                                              "augment": "augment"}
 
     def validate(self) -> None:
         super().validate()
@@ -128,7 +137,7 @@ class StudentRecipe(TrainingRecipe):
 class SuiteRecipe:
     """An attack suite: a list of ``[[attack]]`` tables (``name`` plus the attack's parameters,
     optionally ``key`` for the metric name). ``eps`` left out means the dataset's eps;
-    ``n_eval = 0`` evaluates the whole test set."""
+    ``n_eval = 0`` evaluates the whole test set; ``precision`` is what every attack crafts in."""
 
     name: str = ""
     description: str = ""
@@ -138,11 +147,13 @@ class SuiteRecipe:
     seed: int = 0
     attack: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     autoattack_chunk: int = 1000  # AutoAttack is saved every this many samples (resumable evaluations)
+    precision: str = "fp32"  # robdistill.core.precision: what the attacks craft in (verdicts stay fp32)
 
     def named_entries(self) -> Iterator[tuple[str, str]]:
-        """("attack", name) for every attack of the suite."""
+        """("attack", name) for every attack of the suite, and ("precision", name)."""
         for entry in self.attack:
             yield "attack", entry["name"]
+        yield "precision", self.precision
 
     def validate(self) -> None:
         if self.eps is not None:
@@ -261,22 +272,66 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def load_recipe(kind: str, name_or_path: str, overrides: Iterable[str] = (), check: NameCheck | None = None) -> Any:
-    """Resolve a named recipe (or a path), apply ``key=value`` overrides, validate its ranges and,
-    with ``check``, the registry names it uses (``robdistill.catalog.load_recipe`` passes one)."""
-    cls = RECIPE_KINDS[kind][0]
+DATASET_TABLES = "dataset"  # [dataset.<name>] tables: per-dataset fields
+TOP_LEVEL_ONLY = ("name", "description")  # fields a [dataset.<name>] table may not set
+
+
+def read_recipe(kind: str, name_or_path: str) -> tuple[Path, dict[str, Any]]:
+    """The path of a named recipe (or a path) and its TOML contents."""
     path = find_recipe(kind, name_or_path)
     try:
-        data = tomllib.loads(path.read_text())
+        return path, tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read {kind} recipe {path} ({exc.__class__.__name__}); check the file") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{kind} recipe {path} is not valid TOML ({exc}); fix the file") from None
+
+
+def dataset_tables(cls: type, data: dict[str, Any], source: str) -> dict[str, dict[str, Any]]:
+    """The ``[dataset.<name>]`` tables of a recipe file, every one checked: known fields of the right
+    type, none of ``name`` / ``description`` (ranges and registry names are checked when used)."""
+    tables = data.get(DATASET_TABLES, {})
+    if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
+        raise UserError(f"'{DATASET_TABLES}' in {source} must hold tables [dataset.<name>] of recipe fields; "
+                        f"got {tables!r}")
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in TOP_LEVEL_ONLY]
+    for dataset, table in tables.items():
+        where = f"[dataset.{dataset}] of {source}"
+        for key, value in table.items():
+            if key in TOP_LEVEL_ONLY:
+                raise UserError(f"field '{key}' in {where} is top-level only; move it out of the table")
+            if key not in names:
+                raise UserError(f"unknown field '{key}' in {where}; valid fields: {', '.join(names)}")
+            _coerce(value, hints[key], key, where)
+    return tables
+
+
+def load_recipe(kind: str, name_or_path: str, overrides: Iterable[str] = (), check: NameCheck | None = None,
+                dataset: str | None = None, check_dataset: Callable[[str], Any] | None = None) -> Any:
+    """Resolve a named recipe (or a path) for ``dataset`` (its ``[dataset.<name>]`` table, when the
+    file has one, overrides the top-level fields), apply ``key=value`` overrides, validate its
+    ranges and, with ``check``, the registry names it uses (``robdistill.catalog.load_recipe`` passes
+    one); ``check_dataset`` checks every table's dataset name."""
+    cls = RECIPE_KINDS[kind][0]
+    path, data = read_recipe(kind, name_or_path)
+    source = f"{kind} recipe {path}"
+    tables = dataset_tables(cls, data, source)
+    if check_dataset is not None:
+        for name in tables:
+            try:
+                check_dataset(name)
+            except UserError as exc:
+                raise UserError(f"[dataset.{name}] of {source}: {exc}") from None
+    data = {k: v for k, v in data.items() if k != DATASET_TABLES}
     data.setdefault("name", path.stem)
+    if dataset is not None and dataset in tables:
+        data.update(tables[dataset])
+        source += f" for {dataset}"
     for text in overrides:
         key, value = parse_override(text)
         data[key] = value
-    source = f"{kind} recipe {path}" + (" with --set overrides" if overrides else "")
+    source += " with --set overrides" if overrides else ""
     return build_recipe(cls, data, source, check)
 
 
@@ -289,6 +344,21 @@ def override_recipe(recipe: R, values: dict[str, Any], check: NameCheck | None =
 
 def to_dict(recipe: Any) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(recipe).items()}
+
+
+# Fields added after results were first cached, at the value that reproduces the earlier behaviour:
+# left out of cache keys at that value, so the keys of everything cached before they existed stay
+# valid. A teacher's ``augment`` is one of them; a student's has been part of its key from the start
+# (teacher recipes are told apart by their ``objective``).
+KEY_REFERENCE: dict[str, Any] = {"precision": "fp32"}
+TEACHER_KEY_REFERENCE: dict[str, Any] = {"augment": "none"}
+
+
+def key_fields(values: dict[str, Any]) -> dict[str, Any]:
+    """A recipe's fields as cache keys hash them: ``precision`` at ``fp32`` and a teacher's
+    ``augment`` at ``none`` are left out (see ``KEY_REFERENCE``)."""
+    reference = {**KEY_REFERENCE, **(TEACHER_KEY_REFERENCE if "objective" in values else {})}
+    return {k: v for k, v in values.items() if not (k in reference and v == reference[k])}
 
 
 def fingerprint(payload: dict[str, Any]) -> str:

@@ -31,6 +31,8 @@ class EvaluationResult:
     rows: list[int] | None = None  # for one shard of a split evaluation: the test rows it covers
     # composite attacks (AutoAttack): attack key -> component -> samples that component fooled
     fooled_by: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    # attack key -> {"forward_per_sample": ..., "backward_per_sample": ...}: the passes it cost
+    costs: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -76,7 +78,7 @@ class EvaluationResult:
         return {
             "model": self.model, "eps": self.eps, "n": self.n,
             "accuracy": {k: p.as_dict() for k, p in self.accuracies().items()},
-            "attacks": self.attack_configs, "seconds": self.seconds, "warnings": self.warnings,
+            "attacks": self.attack_configs, "seconds": self.seconds, "costs": self.costs, "warnings": self.warnings,
             "sanity_checks": [vars(c) for c in self.checks],
             **({"rows": self.rows} if self.rows is not None else {}),
             "fooled_by": {key: {part: flags.nonzero().squeeze(1).tolist() for part, flags in parts.items()}
@@ -97,7 +99,7 @@ def result_from_json(payload: dict[str, Any]) -> EvaluationResult:
         payload.get("seconds", {}), payload.get("warnings", {}),
         [SanityCheck(**c) for c in payload.get("sanity_checks", [])], payload.get("rows"),
         {key: {part: _index_flags(indices, len(per["label"])) for part, indices in parts.items()}
-         for key, parts in payload.get("fooled_by", {}).items()})
+         for key, parts in payload.get("fooled_by", {}).items()}, payload.get("costs", {}))
 
 
 def _index_flags(indices: list[int], n: int) -> torch.Tensor:
@@ -128,6 +130,8 @@ def merge_shards(shards: list[EvaluationResult]) -> EvaluationResult:
          if any(key in s.warnings for s in shards)})
     merged.fooled_by = {key: {part: place(torch.cat([s.fooled_by[key][part] for s in shards])) for part in parts}
                         for key, parts in first.fooled_by.items()}
+    merged.costs = {key: {kind: sum(s.costs.get(key, {}).get(kind, 0.0) * s.n for s in shards) / max(n, 1)
+                          for kind in costs} for key, costs in first.costs.items()}
     recomputed = strength_checks(merged) + square_gap_checks(replace(merged, warnings={}))  # names only
     strength = {c.name for c in recomputed}
     by_name: dict[str, list[SanityCheck]] = {}

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from robdistill.attacks import ATTACKS, Attack, build_attack
+from robdistill.attacks.base import counted_passes
 from robdistill.config.recipes import SuiteRecipe
 from robdistill.core import distributed
 from robdistill.core.errors import UserError
@@ -26,13 +27,14 @@ def suite_attacks(suite: SuiteRecipe, eps: float, step_ratio: float | None = Non
 
     ``step_ratio`` is the default step size as a fraction of eps for the attacks that take one and
     whose suite entry sets none: the dataset's step / eps (SPEC section 1). None leaves each
-    attack's own default (Madry's 2.5 eps / steps)."""
+    attack's own default (Madry's 2.5 eps / steps). Every attack crafts in the suite's precision."""
     attacks = {}
     for entry in suite.attack:
-        params = {k: v for k, v in entry.items() if k not in ("name", "key")}
+        params = {k: v for k, v in entry.items() if k not in ("name", "key", "precision")}
         if step_ratio is not None and ATTACKS.get(entry["name"]).takes_step_size and params.get("step_size") is None:
             params["step_size"] = step_ratio * eps
-        attacks[entry.get("key", entry["name"])] = build_attack(entry["name"], eps, suite.seed, **params)
+        attacks[entry.get("key", entry["name"])] = build_attack(entry["name"], eps, suite.seed,
+                                                                precision=suite.precision, **params)
     return attacks
 
 
@@ -59,11 +61,13 @@ def attack_piece(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Ten
     ``weights_only`` state file)."""
     if len(y) == 0:  # a rank or shard without rows: nothing to attack
         return {"robust": torch.zeros(0, dtype=torch.bool), "seconds": 0.0, "warnings": [], "fooled_by": {},
-                "linf": 0.0, "box": True}
+                "linf": 0.0, "box": True, "forward_passes": 0, "backward_passes": 0}
     started = time.perf_counter()
-    out = attack.run(model, x, y, batch_size=batch_size, progress=progress)
+    with counted_passes(model, *attack.models_used()) as passes:
+        out = attack.run(model, x, y, batch_size=batch_size, progress=progress)
     return {"robust": out.robust.cpu(), "seconds": time.perf_counter() - started, "warnings": out.warnings,
             "fooled_by": {part: flags.cpu() for part, flags in out.fooled_by.items()},
+            "forward_passes": passes.forward, "backward_passes": passes.backward,
             **perturbation_stats(x, out.x_adv)}
 
 
@@ -159,6 +163,8 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
         local = torch.cat([p["robust"] for p in saved["done"][key]])
         result.robust[key] = distributed.gather_rows(local, len(data)).to(clean.device)
         result.seconds[key] = max(sum(p["seconds"] for p in rank_pieces) for rank_pieces in per_rank)
+        result.costs[key] = {f"{kind}_per_sample": sum(p.get(f"{kind}_passes", 0) for p in pieces) / max(len(data), 1)
+                             for kind in ("forward", "backward")}
         result.attack_configs[key] = attack.config()
         warnings = [w for p in pieces for w in p["warnings"]]
         if warnings:

@@ -14,7 +14,7 @@ from robdistill.tracking import schema
 from robdistill.tracking import store as tracking
 from robdistill.analysis.logits import logits_of, plot_logit_statistics
 from robdistill.analysis.consistency import plot_confidence_scatter, plot_feature_contributions
-from robdistill.models.checkpoints import load_checkpoint
+from robdistill.models.checkpoints import read_checkpoint
 from robdistill.data.datasets import Split, Splits, load_dataset
 from robdistill.core.errors import UserError
 from robdistill.eval.results import EvaluationResult
@@ -27,7 +27,11 @@ from robdistill.analysis.consistency import Analysis
 from robdistill.config.settings import Settings, default_suite
 from robdistill.data.datasets import dataset_step_ratio
 from robdistill.eval.runner import suite_eps
-from robdistill.experiments.stages import distill_student, evaluate_model, obtain_teacher
+from robdistill.experiments.stages import (TeacherHandle, distill_student, evaluate_model, external_teacher,
+                                           obtain_teacher)
+from robdistill.sources import gate
+from robdistill.sources.registry import (SOURCE_CHECKPOINT, SOURCE_RECIPE, LoadedModel, Provenance, SourceOptions,
+                                         find_source, is_recipe, load_model)
 from robdistill.train.teacher import resolved_teacher
 
 STAGES = ("teacher", "student", "suite")
@@ -62,22 +66,61 @@ class Plan:
     suite: SuiteRecipe | None = None
     eps: float | None = None
     test_n: int = 0
+    external: LoadedModel | None = None  # a teacher loaded from a file, through the integrity gate
 
     def test(self):
         return self.splits.test.head(self.test_n or None)
 
+    def gate_images(self) -> Split:
+        """The test images the integrity gate checks a model on: the evaluated ones, else the first
+        ``gate.CLEAN_CHECK_IMAGES`` (a command without attacks)."""
+        return self.test() if self.suite is not None else self.splits.test.head(gate.CLEAN_CHECK_IMAGES)
+
+    @property
+    def teacher_name(self) -> str:
+        """The recipe's name, or an external teacher's label (``robustbench-<Name>``, a file stem)."""
+        if self.external is not None:
+            return self.external.provenance.label
+        assert self.teacher is not None
+        return self.teacher.name
+
+    def teacher_tags(self) -> dict[str, str]:
+        """An external teacher's provenance tags (a recipe teacher's are known once it is obtained)."""
+        if self.external is None:
+            return {}
+        prov = self.external.provenance
+        return schema.teacher_provenance_tags(prov.source, prov.id, prov.sha256)
+
+
+def load_external(spec: str, plan: Plan, settings: Settings, options: SourceOptions) -> LoadedModel:
+    """An external model for the plan's dataset, on the settings' device, through the integrity gate
+    on the plan's test images (before any run starts: a bad file writes nothing)."""
+    loaded = load_model(spec, plan.splits.info, options, settings.device)
+    gate.admit(loaded, plan.gate_images(), plan.splits.info.num_classes, options)
+    return loaded
+
 
 def make_plan(settings: Settings, *, teacher: str | None = None, student: str | None = None,
               perturb: str | None = None, suite: str | None = None, eps: float | None = None,
-              n_eval: int | None = None, overrides: dict[str, list[str]] | None = None) -> Plan:
+              n_eval: int | None = None, overrides: dict[str, list[str]] | None = None,
+              source: SourceOptions | None = None) -> Plan:
+    """Everything the user named, validated, the data loaded and an external teacher (any
+    ``teacher`` that is not a recipe: robdistill.sources) loaded and through the integrity gate."""
     overrides = overrides or {}
+    source = source or SourceOptions()
     if perturb is not None:
         PERTURBATIONS.get(perturb)
     check_eps(eps)
     if n_eval is not None and n_eval < 0:
         raise UserError(f"--n-eval must be >= 0 (0 = the whole test set); got {n_eval}")
-    teacher_recipe = load_recipe("teacher", teacher, overrides.get("teacher", [])) if teacher else None
-    student_recipe = load_recipe("student", student, overrides.get("student", [])) if student else None
+    external = teacher is not None and not is_recipe(teacher, source)
+    if external and overrides.get("teacher"):
+        raise UserError(f"--set teacher.{overrides['teacher'][0]}: {teacher} is an external teacher, loaded and not "
+                        f"trained here; teacher.* overrides apply to recipe teachers only, drop them")
+    teacher_recipe = (load_recipe("teacher", teacher, overrides.get("teacher", []), dataset=settings.dataset)
+                      if teacher and not external else None)
+    student_recipe = (load_recipe("student", student, overrides.get("student", []), dataset=settings.dataset)
+                      if student else None)
     suite_recipe = None
     if suite is not None:
         suite_recipe = load_recipe("suite", suite, overrides.get("suite", []))
@@ -87,7 +130,30 @@ def make_plan(settings: Settings, *, teacher: str | None = None, student: str | 
         plan.eps = suite_eps(suite_recipe, splits.info, eps)
         plan.test_n = n_eval if n_eval is not None else suite_recipe.n_eval
         suite_attacks(suite_recipe, plan.eps)  # build every attack now: bad parameters fail early
+    if external:
+        assert teacher is not None
+        plan.external = load_external(teacher, plan, settings, source)
     return plan
+
+
+def teacher_handle(plan: Plan, settings: Settings) -> TeacherHandle:
+    """The plan's teacher: the external one, or the recipe's (trained, or reused from the cache or
+    the model registry)."""
+    if plan.external is not None:
+        return external_teacher(plan.external.model, plan.external.provenance)
+    assert plan.teacher is not None
+    return obtain_teacher(plan.teacher, plan.splits, settings)
+
+
+def log_teacher(handle: TeacherHandle, plan: Plan, tags: dict[str, str]) -> None:
+    """The teacher's parameters (a recipe's resolved fields and key, and where it came from) on the
+    active run, and its provenance tags on the run and in ``tags`` (for the runs that follow)."""
+    assert handle.provenance is not None
+    recipe = resolved_teacher(plan.teacher, plan.splits.info) if plan.teacher is not None else {}
+    tracking.log_params("teacher", {"key": handle.key, **recipe, **handle.provenance.params()})
+    for key, value in handle.provenance_tags.items():
+        tags[key] = value
+        tracking.set_tag(key, value)
 
 
 @dataclass
@@ -101,6 +167,7 @@ class Outcome:
     models: dict[str, nn.Module] = field(default_factory=dict)
     test: Split | None = None  # the evaluated test images
     teacher_source: str | None = None
+    teacher_provenance: Provenance | None = None  # where the teacher came from (robdistill.sources)
     eps_curves: dict[str, dict[float, EvaluationResult]] = field(default_factory=dict)
     eval_name: str | None = None  # a split evaluation's name (evaluate --shard)
 
@@ -134,26 +201,28 @@ def _log_comparison(results: dict[str, EvaluationResult], analyses: dict[str, An
 def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: str, suite: str | None,
                    eps: float | None = None, n_eval: int | None = None, overrides: Iterable[str] = (),
                    evaluate_teacher: bool = True, nested: bool = False,
-                   extra_tags: dict[str, str] | None = None) -> Outcome:
-    """`robdistill run`: teacher (trained or reused) -> distilled student -> attacks on both.
-    ``nested``: a child of the active MLflow run (one cell of a sweep)."""
+                   extra_tags: dict[str, str] | None = None, source: SourceOptions | None = None) -> Outcome:
+    """`robdistill run`: teacher (trained or reused, or an external one: robdistill.sources) ->
+    distilled student -> attacks on both. ``nested``: a child of the active MLflow run (one cell of
+    a sweep)."""
     plan = make_plan(settings, teacher=teacher, student=student, perturb=perturb,
                      suite=suite or default_suite(settings.dataset), eps=eps, n_eval=n_eval,
-                     overrides=split_overrides(overrides))
-    assert plan.teacher and plan.student and plan.suite and plan.eps is not None
+                     overrides=split_overrides(overrides), source=source)
+    assert plan.student and plan.suite and plan.eps is not None
     uri = tracking.configure(settings.tracking_uri, settings.experiment)
-    tags = schema.run_tags(settings.dataset, plan.teacher.name, perturb, plan.student.name, settings.seed,
-                           plan.suite.name, extra_tags)
-    name = schema.pipeline_run_name(plan.teacher.name, plan.student.name, perturb, settings.dataset, settings.seed)
+    teacher_name = plan.teacher_name
+    tags = schema.run_tags(settings.dataset, teacher_name, perturb, plan.student.name, settings.seed,
+                           plan.suite.name, {**(extra_tags or {}), **plan.teacher_tags()})
+    name = schema.pipeline_run_name(teacher_name, plan.student.name, perturb, settings.dataset, settings.seed)
     with tracking.tracked_run(name, nested=nested, tags=schema.stage_tags(schema.STAGE_RUN, tags)) as parent:
         tracking.log_params("", {"dataset": settings.dataset, "seed": settings.seed, "perturb": perturb,
                                  "eps": plan.eps, "n_eval": len(plan.test())})
         tracking.log_params("student", to_dict(plan.student))
         tracking.log_params("suite", to_dict(plan.suite))
-        handle = obtain_teacher(plan.teacher, plan.splits, settings)
-        tracking.log_params("teacher", {"key": handle.key, **resolved_teacher(plan.teacher, plan.splits.info)})
+        handle = teacher_handle(plan, settings)
+        log_teacher(handle, plan, tags)
         student_model, student_path = distill_student(handle, plan.student, perturb, plan.splits,
-                                                      settings, plan.teacher.name)
+                                                      settings, teacher_name)
         models = ({schema.ROLE_TEACHER: handle.model, schema.ROLE_STUDENT: student_model} if evaluate_teacher
                   else {schema.ROLE_STUDENT: student_model})
         evaluated = {role: evaluate_model(model, role, plan.test(), plan.suite, plan.eps, settings,
@@ -164,56 +233,81 @@ def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: s
         _log_comparison(results, analyses, models, plan)
     return Outcome(parent.info.run_id, uri, results, {"teacher": handle.path, "student": student_path},
                    handle.reused, analyses, {"teacher": handle.model, "student": student_model}, plan.test(),
-                   teacher_source=handle.source)
+                   teacher_source=handle.source, teacher_provenance=handle.provenance)
 
 
 def train_teacher_only(settings: Settings, teacher: str, overrides: Iterable[str]) -> Outcome:
+    if not is_recipe(teacher):
+        raise UserError(f"train-teacher trains recipes, and {teacher} is an external model; pass it as --teacher "
+                        f"of run or distill")
     plan = make_plan(settings, teacher=teacher, overrides={"teacher": list(overrides)})
     assert plan.teacher
     uri = tracking.configure(settings.tracking_uri, settings.experiment)
     handle = obtain_teacher(plan.teacher, plan.splits, settings)
     return Outcome(handle.run_id, uri, checkpoints={"teacher": handle.path}, teacher_reused=handle.reused,
-                   teacher_source=handle.source)
+                   teacher_source=handle.source, teacher_provenance=handle.provenance)
 
 
 def distill_only(settings: Settings, teacher: str, perturb: str, student: str,
-                 overrides: Iterable[str]) -> Outcome:
+                 overrides: Iterable[str], source: SourceOptions | None = None) -> Outcome:
     plan = make_plan(settings, teacher=teacher, student=student, perturb=perturb,
-                     overrides=split_overrides(overrides, ("teacher", "student")))
-    assert plan.teacher and plan.student
+                     overrides=split_overrides(overrides, ("teacher", "student")), source=source)
+    assert plan.student
     uri = tracking.configure(settings.tracking_uri, settings.experiment)
-    name = schema.distill_run_name(plan.teacher.name, plan.student.name, perturb, settings.dataset)
-    with tracking.tracked_run(name, tags=schema.distill_tags(settings.dataset)) as parent:
-        handle = obtain_teacher(plan.teacher, plan.splits, settings)
-        _, path = distill_student(handle, plan.student, perturb, plan.splits, settings, plan.teacher.name)
+    teacher_name = plan.teacher_name
+    name = schema.distill_run_name(teacher_name, plan.student.name, perturb, settings.dataset)
+    tags = {**schema.distill_tags(settings.dataset), **plan.teacher_tags()}
+    with tracking.tracked_run(name, tags=tags) as parent:
+        handle = teacher_handle(plan, settings)
+        log_teacher(handle, plan, tags)
+        _, path = distill_student(handle, plan.student, perturb, plan.splits, settings, teacher_name)
     return Outcome(parent.info.run_id, uri, checkpoints={"teacher": handle.path, "student": path},
-                   teacher_reused=handle.reused, teacher_source=handle.source)
+                   teacher_reused=handle.reused, teacher_source=handle.source, teacher_provenance=handle.provenance)
 
 
-def evaluate_checkpoints(settings: Settings, checkpoints: list[Path], suite: str | None,
+def _evaluation_dataset(settings: Settings, specs: list[str], options: list[SourceOptions]) -> str:
+    """The dataset of an evaluation: robdistill checkpoints name theirs (all the same one); with any
+    other model among them, ``--dataset``."""
+    kinds = [find_source(spec, option).name for spec, option in zip(specs, options)]
+    recipes = [spec for spec, kind in zip(specs, kinds) if kind == SOURCE_RECIPE]
+    if recipes:
+        raise UserError(f"evaluate takes models, and '{recipes[0]}' is not a file: pass a checkpoint, "
+                        f"robustbench:<Name>, a TorchScript file, or a state dict with --model")
+    if any(kind != SOURCE_CHECKPOINT for kind in kinds):
+        return settings.dataset
+    datasets = {read_checkpoint(Path(spec))["dataset"] for spec in specs}
+    if len(datasets) != 1:
+        raise UserError(f"checkpoints come from different datasets ({', '.join(sorted(datasets))}); "
+                        f"evaluate them separately")
+    return datasets.pop()
+
+
+def evaluate_checkpoints(settings: Settings, checkpoints: list[str] | list[Path], suite: str | None,
                          eps: float | None, n_eval: int | None, overrides: Iterable[str],
-                         eps_values: list[float] | None = None, shard: tuple[int, int] | None = None) -> Outcome:
-    """`robdistill evaluate`: attack saved checkpoints (teachers or students) with a suite; with
-    ``eps_values`` also the whole suite at every radius (table and curves). With ``shard`` (i, n)
-    only test rows i-1, i-1+n, ... are attacked and tagged with an ``eval_name`` shared by every
-    shard, for :func:`merged_evaluation` to put back together."""
+                         eps_values: list[float] | None = None, shard: tuple[int, int] | None = None,
+                         sources: list[SourceOptions] | None = None) -> Outcome:
+    """`robdistill evaluate`: attack models (robdistill checkpoints, ``robustbench:<Name>``,
+    TorchScript files, state dicts with ``--model``: robdistill.sources; ``sources`` holds each
+    one's options) with a suite, each through the integrity gate first; with ``eps_values`` also
+    the whole suite at every radius (table and curves). With ``shard`` (i, n) only test rows i-1,
+    i-1+n, ... are attacked and tagged with an ``eval_name`` shared by every shard, for
+    :func:`merged_evaluation` to put back together."""
     if shard is not None and eps_values:
         raise UserError("--shard and --eps-sweep do not go together; split the eps sweep by running one "
                         "--eps per machine")
     for value in eps_values or []:
         check_eps(value)
-    loaded = [load_checkpoint(path, settings.device) for path in checkpoints]
-    datasets = {payload["dataset"] for _, payload in loaded}
-    if len(datasets) != 1:
-        raise UserError(f"checkpoints come from different datasets ({', '.join(sorted(datasets))}); "
-                        f"evaluate them separately")
-    dataset = datasets.pop()
+    specs = [str(spec) for spec in checkpoints]
+    options = sources or [SourceOptions()] * len(specs)
+    dataset = _evaluation_dataset(settings, specs, options)
     settings = Settings(**{**vars(settings), "dataset": dataset})
     plan = make_plan(settings, suite=suite or default_suite(dataset), eps=eps, n_eval=n_eval,
                      overrides={"suite": list(overrides)})
     assert plan.suite and plan.eps is not None
+    loaded = [load_external(spec, plan, settings, option) for spec, option in zip(specs, options)]
     uri = tracking.configure(settings.tracking_uri, settings.experiment)
-    names = [schema.checkpoint_model_name(payload["kind"], path) for path, (_, payload) in zip(checkpoints, loaded)]
+    names = [_model_name(item.provenance) for item in loaded]
+    models = {name: item for name, item in zip(names, loaded)}
     test, rows, shard_tags = plan.test(), None, {}
     if shard is not None:
         if shard[1] > len(test):
@@ -221,31 +315,39 @@ def evaluate_checkpoints(settings: Settings, checkpoints: list[Path], suite: str
                             f"use at most {len(test)} shards")
         rows = list(range(shard[0] - 1, len(test), shard[1]))
         test = Split(test.x[rows], test.y[rows])
-        shard_tags = schema.eval_shard_tags(evaluation_name(checkpoints, plan), *shard)
+        shard_tags = schema.eval_shard_tags(evaluation_name([item.provenance for item in loaded], plan), *shard)
     with tracking.tracked_run(schema.evaluate_run_name(dataset), tags=schema.evaluate_tags(dataset, shard_tags)) as parent:
-        evaluated = {name: evaluate_model(model, name, test, plan.suite, plan.eps, settings,
-                                          schema.checkpoint_evaluation_tags(dataset, name, shard_tags), rows)
-                     for name, (model, _) in zip(names, loaded)}
+        evaluated = {}
+        for name, item in models.items():
+            prov = item.provenance
+            tags = {**schema.checkpoint_evaluation_tags(dataset, name, shard_tags),
+                    **schema.model_provenance_tags(prov.source, prov.id, prov.sha256)}
+            evaluated[name] = evaluate_model(item.model, name, test, plan.suite, plan.eps, settings, tags, rows, prov)
         results = {name: result for name, (result, _) in evaluated.items()}
         analyses = {name: analysis for name, (_, analysis) in evaluated.items()}
-        _log_comparison(results, analyses, {n: m for n, (m, _) in zip(names, loaded)}, plan)
-        curves = {name: eps_sweep(model, plan.test(), plan.suite, sorted(eps_values), name=name,
+        _log_comparison(results, analyses, {n: item.model for n, item in models.items()}, plan)
+        curves = {name: eps_sweep(item.model, plan.test(), plan.suite, sorted(eps_values), name=name,
                                   progress=settings.progress, step_ratio=dataset_step_ratio(dataset))
-                  for name, (model, _) in zip(names, loaded)} if eps_values else {}
+                  for name, item in models.items()} if eps_values else {}
         if curves:
             _log_eps_curves(curves, dataset)
     return Outcome(parent.info.run_id, uri, results, analyses=analyses, eps_curves=curves,
                    eval_name=shard_tags.get(schema.TAG_EVAL_NAME))
 
 
-def evaluation_name(checkpoints: list[Path], plan: Plan) -> str:
-    """The same on every machine that splits one evaluation: checkpoint contents, suite, eps, n."""
-    import hashlib
+def _model_name(provenance: Provenance) -> str:
+    """How `evaluate` names a model (its ``model`` tag, run name and metric scope): ``<kind>:<file
+    stem>``, the kind a robdistill checkpoint's (teacher, student) or the source's."""
+    kind = provenance.details.get("kind") or provenance.source
+    return schema.checkpoint_model_name(str(kind), provenance.path or provenance.id)
 
-    from robdistill.config.recipes import fingerprint
 
-    digests = [hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in checkpoints]
-    return "eval-" + fingerprint({"checkpoints": digests, "suite": to_dict(plan.suite), "eps": plan.eps,
+def evaluation_name(models: list[Provenance], plan: Plan) -> str:
+    """The same on every machine that splits one evaluation: the models' file hashes, suite, eps, n."""
+    from robdistill.config.recipes import fingerprint, key_fields
+
+    digests = [prov.sha256 for prov in models]
+    return "eval-" + fingerprint({"checkpoints": digests, "suite": key_fields(to_dict(plan.suite)), "eps": plan.eps,
                                   "n": len(plan.test())})
 
 

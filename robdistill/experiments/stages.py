@@ -11,7 +11,7 @@ from torch import nn
 
 from robdistill.analysis.consistency import Analysis, analyze_model, log_analysis
 from robdistill.analysis.logits import logits_of, mean_statistics
-from robdistill.config.recipes import StudentRecipe, SuiteRecipe, TeacherRecipe, fingerprint, to_dict
+from robdistill.config.recipes import StudentRecipe, SuiteRecipe, TeacherRecipe, fingerprint, key_fields, to_dict
 from robdistill.config.settings import Settings
 from robdistill.core import distributed
 from robdistill.core.errors import UserError
@@ -21,6 +21,8 @@ from robdistill.eval.results import EvaluationResult
 from robdistill.eval.runner import evaluate
 from robdistill.models.checkpoints import load_checkpoint, save_checkpoint
 from robdistill.models.zoo import Classifier
+from robdistill.sources.files import sha256_of
+from robdistill.sources.registry import SOURCE_RECIPE, Provenance
 from robdistill.tracking import model_registry, schema
 from robdistill.tracking import store as tracking
 from robdistill.tracking.store import MlflowTracker
@@ -33,19 +35,31 @@ TRAINING_CODE_VERSION = 2  # with STREAMS_VERSION in the key: TRADES's two forwa
 
 
 def teacher_key(recipe: TeacherRecipe, info: DatasetInfo, seed: int) -> str:
-    hashed = {k: v for k, v in resolved_teacher(recipe, info).items() if k not in ("name", "description")}
+    hashed = {k: v for k, v in key_fields(resolved_teacher(recipe, info)).items() if k not in ("name", "description")}
     return fingerprint({"recipe": hashed, "dataset": info.name, "seed": seed,
                         "code_version": TRAINING_CODE_VERSION, "streams": STREAMS_VERSION})
 
 
 @dataclass
 class TeacherHandle:
-    model: Classifier
+    model: nn.Module  # a Classifier for a recipe teacher; any module for an external one
     key: str
     path: Path
     reused: bool
     run_id: str
     source: str | None = None  # "cache" or "registry" when reused
+    provenance: Provenance | None = None  # where it came from (robdistill.sources): recipe, file, hash
+
+    @property
+    def provenance_tags(self) -> dict[str, str]:
+        prov = self.provenance
+        return {} if prov is None else schema.teacher_provenance_tags(prov.source, prov.id, prov.sha256)
+
+
+def external_teacher(model: nn.Module, provenance: Provenance) -> TeacherHandle:
+    """A teacher loaded from a file (through the integrity gate): not trained, not cached; its key
+    is the file's hash, so its students' keys change with the file."""
+    return TeacherHandle(model, provenance.sha256[:16], Path(provenance.path), False, "", None, provenance)
 
 
 def obtain_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) -> TeacherHandle:
@@ -100,7 +114,9 @@ def obtain_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) ->
             if version is not None:
                 tracking.set_tag(schema.TAG_REGISTERED_VERSION, version)
             state.clear()
-    return TeacherHandle(model, key, path, reused, run.info.run_id, source)
+    provenance = Provenance(SOURCE_RECIPE, recipe.name, sha256_of(path), str(path),
+                            {"reused_from": source or ""})
+    return TeacherHandle(model, key, path, reused, run.info.run_id, source, provenance)
 
 
 def _interrupted_run(state: TrainingState, settings: Settings) -> str | None:
@@ -139,9 +155,9 @@ def distill_student(teacher: TeacherHandle, recipe: StudentRecipe, perturb: str,
     student's checkpoint and log it."""
     info = splits.info
     resolved = resolved_student(recipe, perturb, info)
-    tags = schema.student_tags(info.name, teacher_name, perturb, recipe.name, settings.seed, teacher.key,
-                               adversarial_inputs(recipe.method))
-    student_key = fingerprint({"teacher": teacher.key, "student": resolved, "seed": settings.seed,
+    tags = {**schema.student_tags(info.name, teacher_name, perturb, recipe.name, settings.seed, teacher.key,
+                                  adversarial_inputs(recipe.method)), **teacher.provenance_tags}
+    student_key = fingerprint({"teacher": teacher.key, "student": key_fields(resolved), "seed": settings.seed,
                                "streams": STREAMS_VERSION})
     state = TrainingState(settings.cache_dir / "state" / f"student-{student_key}.state.pt")
     interrupted = _interrupted_run(state, settings)
@@ -178,16 +194,18 @@ def evaluation_key(model: nn.Module, test: Split, suite: SuiteRecipe, eps: float
     for tensor in [*model.state_dict().values(), test.x, test.y]:
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     ctx = distributed.context()
-    return fingerprint({"data": digest.hexdigest(), "suite": to_dict(suite), "eps": eps,
+    return fingerprint({"data": digest.hexdigest(), "suite": key_fields(to_dict(suite)), "eps": eps,
                         **({} if step_ratio is None else {"step_ratio": step_ratio}),
                         "rank": ctx.rank, "world_size": ctx.world_size})
 
 
 def evaluate_model(model: nn.Module, name: str, test: Split, suite: SuiteRecipe, eps: float,
                    settings: Settings, tags: dict[str, str],
-                   rows: list[int] | None = None) -> tuple[EvaluationResult, Analysis]:
+                   rows: list[int] | None = None,
+                   provenance: Provenance | None = None) -> tuple[EvaluationResult, Analysis]:
     """Attack one model with a suite in a child run; log accuracies, intervals, checks, logits and
-    the AALP measurements. The evaluation is saved after every attack (and AutoAttack chunk) in
+    the AALP measurements (and, with ``provenance``, where the model came from as ``model.*``
+    parameters). The evaluation is saved after every attack (and AutoAttack chunk) in
     ``cache_dir/state``; ``--resume`` continues it in the same MLflow run."""
     ratio = dataset_step_ratio(settings.dataset)
     key = evaluation_key(model, test, suite, eps, ratio)
@@ -198,6 +216,8 @@ def evaluate_model(model: nn.Module, name: str, test: Split, suite: SuiteRecipe,
         if interrupted is None:
             tracking.log_params("suite", {**to_dict(suite), "eps": eps, "n": len(test),
                                           "default_step_size": ratio * eps})
+            if provenance is not None:
+                tracking.log_params("model", provenance.params())
         state.extra = {"run_id": run.info.run_id}
         result = evaluate(model, test, suite, eps, name=name, progress=settings.progress, state=state,
                           resume=settings.resume, step_ratio=ratio)
@@ -206,6 +226,7 @@ def evaluate_model(model: nn.Module, name: str, test: Split, suite: SuiteRecipe,
         log_analysis(MlflowTracker(), analysis)
         tracking.log_metrics({**result.metrics(), **mean_statistics(logits_of(model, test.x))})
         tracking.log_metrics(schema.seconds_metrics(result.seconds))
+        tracking.log_metrics(schema.cost_metrics(result.costs))
         failed = [c.name for c in result.checks if not c.passed]
         tracking.set_tag(schema.TAG_SANITY_CHECKS, schema.sanity_checks_value(failed))
         tracking.log_json(result.to_json(), schema.RESULTS_ARTIFACT)

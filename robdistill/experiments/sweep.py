@@ -20,6 +20,7 @@ from robdistill.catalog import load_recipe
 from robdistill.analysis.seguin import ClaimTables, TeacherLogits, confidence_difference_grids, teacher_claims
 from robdistill.config.settings import Settings
 from robdistill.core.stats import SeedSummary, direction, mcnemar_exact, no_spread, seed_summary
+from robdistill.sources.registry import SourceOptions, is_recipe
 
 TEACHER_ROW = "(teacher)"
 TEACHER_LOGITS_DIR = "teacher_logits"
@@ -65,11 +66,17 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def validate_grid(teachers: Sequence[str], perturbs: Sequence[str], student: str, suite: str,
-                  overrides: dict[str, list[str]]) -> None:
-    """Every name and override checked before anything runs or is logged."""
+                  overrides: dict[str, list[str]], source: SourceOptions | None = None) -> None:
+    """Every name and override checked before anything runs or is logged. ``teacher.*`` overrides
+    apply to the grid's recipe teachers (an external teacher is loaded, not trained)."""
+    source = source or SourceOptions()
     for name in perturbs:
         PERTURBATIONS.get(name)
-    for name in teachers:
+    recipes = [name for name in teachers if is_recipe(name, source)]
+    if overrides.get("teacher") and not recipes:
+        raise UserError(f"--set teacher.{overrides['teacher'][0]}: every teacher of the grid is external (loaded, not "
+                        f"trained); teacher.* overrides apply to recipe teachers only, drop them")
+    for name in recipes:
         load_recipe("teacher", name, overrides.get("teacher", []))
     load_recipe("student", student, overrides.get("student", []))
     load_recipe("suite", suite, overrides.get("suite", []))
@@ -121,15 +128,22 @@ def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence
               student: str = "default", suite: str | None = None, eps: float | None = None,
               n_eval: int | None = None, overrides: Sequence[str] = (), evaluate_teachers: bool = True,
               on_cell: Callable[[int, int, str], None] | None = None,
-              reference: str = "standard", shard: tuple[int, int] | None = None) -> SweepOutcome:
+              reference: str = "standard", shard: tuple[int, int] | None = None,
+              source: SourceOptions | None = None) -> SweepOutcome:
     """Run the grid (or one shard of it); cell (teacher, perturb, seed) is a nested `run`. The
     teacher is attacked once per (teacher, seed), in the run of the first perturbation. Every run is
     tagged with the grid's ``sweep_name``, so shards run on several machines sharing one tracking
     server can be merged by :func:`load_sweeps` (``robdistill sweep-report``)."""
     suite = suite or default_suite(settings.dataset)
-    validate_grid(teachers, perturbs, student, suite, split_overrides(overrides))
+    source = source or SourceOptions()
+    validate_grid(teachers, perturbs, student, suite, split_overrides(overrides), source)
     make_plan(settings, suite=suite, eps=eps, n_eval=n_eval,  # eps, n_eval and the data, before any run
               overrides={"suite": split_overrides(overrides).get("suite", [])})
+    for teacher in teachers:  # external teachers loaded and through the integrity gate, before any run
+        if not is_recipe(teacher, source):
+            make_plan(settings, teacher=teacher, suite=suite, eps=eps, n_eval=n_eval, source=source,
+                      overrides={"suite": split_overrides(overrides).get("suite", [])})
+    untrained = [o for o in overrides if not o.startswith("teacher.")]  # an external teacher's cells
     uri = tracking.configure(settings.tracking_uri, settings.experiment)
     grid = schema.sweep_grid(teachers, perturbs, seeds, student, suite)
     name = sweep_name_of(settings, grid, eps, n_eval, overrides)
@@ -152,16 +166,21 @@ def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence
                 done += 1
                 if on_cell is not None:
                     on_cell(done, total, f"teacher {teacher}, perturb {perturb}, seed {seed}")
+                recipe = is_recipe(teacher, source)
                 run = run_experiment(replace(settings, seed=seed), teacher=teacher, perturb=perturb,
                                      student=student, suite=suite, eps=eps, n_eval=n_eval,
-                                     overrides=overrides, evaluate_teacher=evaluate_teachers and i == 0,
-                                     nested=True, extra_tags=schema.sweep_cell_tags(sweep_id, shard_tags))
+                                     overrides=overrides if recipe else untrained,
+                                     evaluate_teacher=evaluate_teachers and i == 0,
+                                     nested=True, extra_tags=schema.sweep_cell_tags(sweep_id, shard_tags),
+                                     source=source)
                 outcome.runs.append(run)
-                if (teacher, seed) not in teacher_logits:  # logged at once, so a shard killed later keeps it
-                    teacher_logits[(teacher, seed)] = _log_teacher_logits(teacher, seed, run)
-                outcome.cells.append(Cell(teacher, perturb, seed, run.results[schema.ROLE_STUDENT], run.run_id))
+                # an external teacher is named as its runs are tagged (and sweep-report reads them)
+                name = teacher if recipe or run.teacher_provenance is None else run.teacher_provenance.label
+                if (name, seed) not in teacher_logits:  # logged at once, so a shard killed later keeps it
+                    teacher_logits[(name, seed)] = _log_teacher_logits(name, seed, run)
+                outcome.cells.append(Cell(name, perturb, seed, run.results[schema.ROLE_STUDENT], run.run_id))
                 if schema.ROLE_TEACHER in run.results:
-                    outcome.cells.append(Cell(teacher, TEACHER_ROW, seed, run.results[schema.ROLE_TEACHER], run.run_id))
+                    outcome.cells.append(Cell(name, TEACHER_ROW, seed, run.results[schema.ROLE_TEACHER], run.run_id))
         _log_summaries(outcome.cells)
         outcome.claims = _teacher_claims(outcome.runs[0].test, teacher_logits, reference)
     return outcome

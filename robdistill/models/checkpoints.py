@@ -34,19 +34,31 @@ def save_checkpoint(path: Path, model: Classifier, *, kind: str, model_name: str
     return path
 
 
-def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[Classifier, dict[str, Any]]:
-    """Rebuild the model of a checkpoint; a corrupt or foreign file is a one-line error."""
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's payload, read with ``weights_only``; a missing, HTML, truncated or foreign
+    file (or a plain state dict) is a one-line error."""
+    from robdistill.sources.files import read_weights
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"{path} is not a readable checkpoint ({type(exc).__name__}); "
-                        f"retrain or pass another file") from None
+    payload = read_weights(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise UserError(f"{path} is not a robdistill checkpoint (expected format {FORMAT})")
+        hint = (": a plain state dict needs its architecture (--teacher-model, or --model for evaluate)"
+                if isinstance(payload, dict) else "")
+        raise UserError(f"{path} is not a robdistill checkpoint (expected format {FORMAT}){hint}")
+    return payload
+
+
+def build_checkpoint_model(payload: dict[str, Any], device: str | torch.device = "cpu") -> Classifier:
+    """The model of a checkpoint payload, weights loaded, in eval mode on ``device``."""
     info = DATASETS.get(payload["dataset"])
     model = build_model(payload["model_name"], info.shape, info.num_classes, info.mean, info.std)
     model.load_state_dict(payload["state_dict"])
-    return model.to(device).eval(), payload
+    return model.to(device).eval()
+
+
+def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[Classifier, dict[str, Any]]:
+    """Rebuild the model of a checkpoint; a corrupt or foreign file is a one-line error."""
+    payload = read_checkpoint(path)
+    return build_checkpoint_model(payload, device), payload

@@ -3,7 +3,8 @@ and the penultimate activation (the input of the logits layer) reachable through
 :meth:`Classifier.features` / :meth:`Classifier.head` (Guided Dropout and the analyses need it).
 
 Architectures: ``small-cnn`` (8x8 and 28x28), ``lenet`` (Madry et al.'s MNIST network),
-``resnet18`` (the CIFAR/SVHN ResNet-18 with a 3x3 stem), and ``timm:<name>`` for any timm model.
+``resnet18`` (the CIFAR/SVHN ResNet-18 with a 3x3 stem), ``wrn-34-10`` (the WideResNet of Madry et
+al. 2018 and Zhang et al. 2019) and ``timm:<name>`` for any timm model.
 """
 from __future__ import annotations
 
@@ -94,6 +95,53 @@ def resnet18_cifar(shape: tuple[int, int, int]) -> tuple[nn.Module, int]:
     return nn.Sequential(*layers), 512
 
 
+class _WideBlock(nn.Module):
+    """Pre-activation basic block of a WideResNet (Zagoruyko & Komodakis 2016): BN-ReLU-conv3x3 twice;
+    where the shape changes, a 1x1 convolution of the pre-activated input is the shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.shortcut = None if cin == cout and stride == 1 else nn.Conv2d(cin, cout, 1, stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = torch.relu(self.bn1(x))
+        out = self.conv2(torch.relu(self.bn2(self.conv1(pre))))
+        return out + (x if self.shortcut is None else self.shortcut(pre))
+
+
+def wide_resnet(depth: int, widen: int) -> BackboneFactory:
+    """WRN-depth-widen for 32x32 images (Zagoruyko & Komodakis 2016) as in Zhang et al.'s TRADES
+    code: a 3x3 stem of 16 channels, three groups of (depth - 4) / 6 blocks of 16, 32, 64 x widen
+    channels (strides 1, 2, 2), BN-ReLU, global average pooling; convolutions He-normal (fan out)."""
+    if (depth - 4) % 6:
+        raise ValueError(f"a WideResNet's depth is 6n + 4; got {depth}")
+
+    def factory(shape: tuple[int, int, int]) -> tuple[nn.Module, int]:
+        layers: list[nn.Module] = [nn.Conv2d(shape[0], 16, 3, 1, 1, bias=False)]
+        cin = 16
+        for cout, stride in ((16 * widen, 1), (32 * widen, 2), (64 * widen, 2)):
+            for i in range((depth - 4) // 6):
+                layers.append(_WideBlock(cin, cout, stride if i == 0 else 1))
+                cin = cout
+        layers += [nn.BatchNorm2d(cin), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        body = nn.Sequential(*layers)
+        for module in body.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        return body, cin
+
+    return factory
+
+
+MODELS.register("wrn-34-10", help="WideResNet-34-10 for 32x32 images (Zagoruyko & Komodakis 2016; the "
+                "adversarial-training network of Madry et al. 2018 and Zhang et al. 2019), 640 features")(
+    wide_resnet(34, 10))
+
+
 class _TimmBackbone(nn.Module):
     """A timm model without its classifier: image -> pooled pre-logits features."""
 
@@ -114,6 +162,41 @@ def _timm_backbone(arch: str, shape: tuple[int, int, int]) -> tuple[nn.Module, i
     # models with a conv head (MobileNetV3 ...) return head_hidden_size pre-logit features
     dim = getattr(model, "head_hidden_size", None) or model.num_features
     return _TimmBackbone(model), int(dim)
+
+
+class TimmClassifier(nn.Module):
+    """A whole timm model, its own classifier included, behind the dataset's normalisation: the
+    layout of a bare timm state dict (``timm.create_model(name, num_classes=C).state_dict()``
+    loads into ``.model``), taking [0, 1] images. ``features`` / ``head`` are timm's pre-logits
+    and classifier, as :class:`Classifier`'s."""
+
+    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.model = model
+        # not persistent: the state dict is exactly the timm model's
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.forward_features((x - self.mean) / self.std), pre_logits=True)
+
+    @property
+    def head(self) -> nn.Module:
+        return self.model.get_classifier()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x - self.mean) / self.std)
+
+
+def build_timm_classifier(arch: str, shape: tuple[int, int, int], num_classes: int,
+                          mean: tuple[float, ...], std: tuple[float, ...]) -> TimmClassifier:
+    """A bare timm architecture (random init, nothing downloaded) as a :class:`TimmClassifier`."""
+    import timm
+
+    if arch not in timm.list_models():
+        raise UserError(f"unknown timm architecture '{arch}'; see timm.list_models() for names")
+    model = timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=shape[0])
+    return TimmClassifier(model, mean, std)
 
 
 def model_names() -> list[str]:

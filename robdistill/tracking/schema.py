@@ -8,16 +8,18 @@ its checkpoint; :func:`parse_checkpoint_name` is the inverse of the names spelle
 Runs and their tags, by stage (the ``stage`` tag)::
 
     run         one `robdistill run` (or sweep cell): dataset teacher perturb student seed suite
-                [sweep_id sweep_name shard] [regress]
+                teacher_source teacher_id teacher_sha256 [sweep_id sweep_name shard] [regress]
       teacher     dataset teacher seed teacher_key reused [reused_from] [source_run_id] [registered_version]
-      student     dataset teacher perturb student seed teacher_key student_inputs
+                  (a recipe teacher only: an external one is loaded, not trained)
+      student     dataset teacher perturb student seed teacher_key student_inputs teacher_source teacher_id
+                  teacher_sha256
       evaluation  the run's tags + role (teacher | student) + sanity_checks
-    distill     `robdistill distill`: dataset
+    distill     `robdistill distill`: dataset teacher_source teacher_id teacher_sha256
     evaluate    `robdistill evaluate`: dataset [eval_name shard]
-      evaluation  dataset model [eval_name shard] + sanity_checks
+      evaluation  dataset model model_source model_id model_sha256 [eval_name shard] + sanity_checks
     sweep       `robdistill sweep`: dataset teachers perturbs seeds student suite sweep_name [shard]
 
-Every run also carries ``git_commit``; a resumed one ``resumed``. A teacher's model-registry
+Every run also carries ``git_commit``, ``command`` and ``versions``; a resumed one ``resumed``. A teacher's model-registry
 version (:mod:`robdistill.tracking.model_registry`): teacher_key seed dataset git_commit."""
 from __future__ import annotations
 
@@ -80,8 +82,17 @@ TAG_SWEEP_NAME = "sweep_name"
 TAG_REGRESS = "regress"
 TAG_GIT_COMMIT = "git_commit"
 TAG_RESUMED = "resumed"
+TAG_COMMAND = "command"            # the command line of the process that started the run
+TAG_VERSIONS = "versions"          # robdistill, Python, torch and MLflow versions of that process
 TAG_PARENT_RUN_ID = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
+# where a teacher (a run's, a distillation's) or an evaluated model came from (robdistill.sources)
+TAG_TEACHER_SOURCE = "teacher_source"  # recipe | checkpoint | robustbench | torchscript | state-dict
+TAG_TEACHER_ID = "teacher_id"          # the recipe name, robustbench:<Name>, or the file as named
+TAG_TEACHER_SHA256 = "teacher_sha256"  # the SHA-256 of the teacher's file (a recipe teacher's checkpoint)
+TAG_MODEL_SOURCE = "model_source"      # the same for an `evaluate` evaluation's model
+TAG_MODEL_ID = "model_id"
+TAG_MODEL_SHA256 = "model_sha256"
 # a sweep parent's grid (tags and params)
 TAG_TEACHERS = "teachers"
 TAG_PERTURBS = "perturbs"
@@ -154,6 +165,16 @@ def student_tags(dataset: str, teacher: str, perturb: str, student: str, seed: i
     return {TAG_STAGE: STAGE_STUDENT, TAG_DATASET: dataset, TAG_TEACHER: teacher, TAG_PERTURB: perturb,
             TAG_STUDENT: student, TAG_SEED: str(seed), TAG_TEACHER_KEY: teacher_key,
             TAG_STUDENT_INPUTS: INPUTS_ADVERSARIAL if adversarial_inputs else INPUTS_CLEAN}
+
+
+def teacher_provenance_tags(source: str, source_id: str, sha256: str) -> dict[str, str]:
+    """Where a teacher came from: carried by the `run` / `distill` run, its student and evaluations."""
+    return {TAG_TEACHER_SOURCE: source, TAG_TEACHER_ID: source_id, TAG_TEACHER_SHA256: sha256}
+
+
+def model_provenance_tags(source: str, source_id: str, sha256: str) -> dict[str, str]:
+    """Where an `evaluate` evaluation's model came from."""
+    return {TAG_MODEL_SOURCE: source, TAG_MODEL_ID: source_id, TAG_MODEL_SHA256: sha256}
 
 
 def evaluation_tags(tags: Mapping[str, str]) -> dict[str, str]:
@@ -257,6 +278,12 @@ def sweep_run_name(teachers: int, perturbs: int, seeds: int, dataset: str, shard
 def seconds_metrics(seconds: Mapping[str, float]) -> dict[str, float]:
     """An evaluation's time per attack: ``seconds/<key>``."""
     return {f"{SECONDS_PREFIX}{key}": value for key, value in seconds.items()}
+
+
+def cost_metrics(costs: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """An evaluation's passes per sample per attack: ``cost/<key>_forward_per_sample`` and
+    ``cost/<key>_backward_per_sample``."""
+    return {f"cost/{key}_{kind}": value for key, parts in costs.items() for kind, value in parts.items()}
 
 
 # -- checkpoints: the files the teacher and student runs log (``checkpoint/<name>``) -------------

@@ -88,6 +88,42 @@ def git_commit() -> str:
         return "unknown"
 
 
+def command_line(argv: list[str] | None = None) -> str:
+    """The command line of this process as a shell would take it: ``robdistill sweep ...`` for the
+    installed script, ``python -m robdistill.cli ...`` for the module, else ``argv`` as it is."""
+    import shlex
+    import sys
+
+    argv = list(sys.argv if argv is None else argv) or [""]
+    program = argv[0]
+    if Path(program).name == "robdistill":
+        program = "robdistill"
+    elif Path(program).parts[-3:] == ("robdistill", "cli", "__main__.py"):
+        program = "python -m robdistill.cli"
+    return " ".join([program, *(shlex.quote(arg) for arg in argv[1:])])
+
+
+def versions_text() -> str:
+    """``robdistill 0.1.0, python 3.11.7, torch 2.14.1, mlflow 3.17.2, <platform>``."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for package in ("robdistill", "torch", "mlflow"):
+        try:
+            found.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            found.append(f"{package} not installed")
+    found.insert(1, f"python {platform.python_version()}")
+    return ", ".join(found + [platform.platform()])
+
+
+def process_tags() -> dict[str, str]:
+    """What every run records about the process that started it: its command line and versions."""
+    limit = 5000  # MLflow's limit on a tag value is 8000 characters
+    return {schema.TAG_COMMAND: command_line()[:limit], schema.TAG_VERSIONS: versions_text()[:limit]}
+
+
 @contextmanager
 def tracked_run(name: str, *, nested: bool = False, tags: dict[str, str] | None = None,
                 resume_run_id: str | None = None) -> Iterator[Any]:
@@ -102,7 +138,8 @@ def tracked_run(name: str, *, nested: bool = False, tags: dict[str, str] | None 
     if resume_run_id is not None:
         run = _reopen(resume_run_id, nested, tags or {})
     else:
-        run = mlflow.start_run(run_name=name, nested=nested, tags={schema.TAG_GIT_COMMIT: git_commit(), **(tags or {})})
+        run = mlflow.start_run(run_name=name, nested=nested,
+                               tags={schema.TAG_GIT_COMMIT: git_commit(), **process_tags(), **(tags or {})})
     distributed.broadcast_object(run.info.run_id)
     try:
         yield run

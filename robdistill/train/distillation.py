@@ -22,6 +22,7 @@ from robdistill.attacks.base import pgd_perturb
 from robdistill.config.recipes import StudentRecipe, to_dict
 from robdistill.core import distributed
 from robdistill.core.modes import eval_mode, private_generator
+from robdistill.core.precision import resolve_precision
 from robdistill.core.registry import Registry
 from robdistill.core.streams import rank_stream, stream_seed
 from robdistill.core.tracker import Tracker, tracker_or_null
@@ -191,9 +192,12 @@ def distill_model(teacher: nn.Module, recipe: StudentRecipe, perturb: str, split
     attack = AttackContext(eps, recipe.attack_steps, step_size,
                            private_generator(rank_stream(seed, "student", "attack"), device))
 
+    precision = resolve_precision(recipe.precision)
+
     def step(model, idx, x, y) -> LossOutput:
-        x, target = targets.batch(idx, x)
-        return method(model, x, y, target, recipe, attack)
+        x, target = targets.batch(idx, x)  # the teacher's logits: fp32, outside the autocast region
+        with precision.autocast(x.device):
+            return method(model, x, y, target, recipe, attack)
 
     model = initial_model(recipe.model, info, seed, "student", device) if student is None else student
     if state is not None:
@@ -202,7 +206,7 @@ def distill_model(teacher: nn.Module, recipe: StudentRecipe, perturb: str, split
     history = fit(model, train, recipe, step, seed=stream_seed(seed, "student", "order"),
                   desc=f"student [{perturb}]", on_epoch_start=targets.new_epoch,
                   validate=pgd_validator(info.eps, STUDENT_VAL_PGD_STEPS, info.step_for(info.eps), splits.val,
-                                         stream_seed(seed, "student", "validation")),
+                                         stream_seed(seed, "student", "validation"), precision),
                   on_epoch_end=lambda epoch, metrics: tracker.log_metrics(metrics, step=epoch),
                   progress=progress, resume=resume, state=state)
     model.history = history  # type: ignore[attr-defined]

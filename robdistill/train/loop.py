@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from fractions import Fraction
 from typing import Any, Callable
 
 import torch
@@ -13,6 +14,7 @@ from tqdm.auto import tqdm
 
 from robdistill.attacks.gradient import PGD
 from robdistill.core import distributed
+from robdistill.core.precision import Precision, resolve_precision
 from robdistill.core.state import TrainingState
 from robdistill.core.streams import stream_seed
 from robdistill.data.datasets import DatasetInfo, Split, iterate_batches
@@ -40,6 +42,12 @@ def sgd(params, recipe):
     return torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay)
 
 
+@OPTIMIZERS.register("sgd-momentum")
+def sgd_momentum(params, recipe):
+    """SGD with plain (heavy-ball) momentum 0.9: Madry et al. 2018, Zhang et al. 2019 (TRADES), Rice et al. 2020."""
+    return torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay)
+
+
 @SCHEDULES.register("constant")
 def constant(total_steps: int) -> Callable[[int], float]:
     """Constant learning rate."""
@@ -50,6 +58,26 @@ def constant(total_steps: int) -> Callable[[int], float]:
 def cosine(total_steps: int) -> Callable[[int], float]:
     """Cosine decay to zero over the whole run."""
     return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+
+
+def multistep(milestones: tuple[Fraction, ...], decay: float = 0.1) -> ScheduleFactory:
+    """A step schedule: the learning rate times ``decay`` at each milestone, milestones given as
+    fractions of the whole run (so a run shortened with ``epochs=N`` still decays). The factor of
+    step ``s`` of ``S`` is ``decay ** #{m : s >= ceil(m * S)}`` (exact: fractions, not floats)."""
+    def factory(total_steps: int) -> Callable[[int], float]:
+        bounds = [math.ceil(m * total_steps) for m in milestones]
+        return lambda step: decay ** sum(step >= bound for bound in bounds)
+
+    return factory
+
+
+SCHEDULES.register("step-50-75", help="lr x0.1 at 50% and again at 75% of training (Madry et al. 2018: "
+                   "40k, 60k of 80k iterations; Goldblum et al. 2020 (ARD), Rice et al. 2020: epochs 100, 150 "
+                   "of 200)")(multistep((Fraction(1, 2), Fraction(3, 4))))
+SCHEDULES.register("step-75-90", help="lr x0.1 at 75% and again at 90% of training (Zhang et al. 2019, "
+                   "TRADES: epochs 75, 90 of 100)")(multistep((Fraction(3, 4), Fraction(9, 10))))
+SCHEDULES.register("step-rslad", help="lr x0.1 at epochs 215, 260 and 285 of 300, as fractions of training "
+                   "(Zi et al. 2021, RSLAD)")(multistep((Fraction(215, 300), Fraction(260, 300), Fraction(285, 300))))
 
 
 StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], LossOutput]
@@ -68,11 +96,12 @@ def initial_model(name: str, info: DatasetInfo, seed: int, stage: str, device: s
     return model.to(device)
 
 
-def pgd_validator(eps: float, steps: int, step_size: float, val: Split,
-                  seed: int) -> Callable[[nn.Module], dict[str, float]]:
-    """Per-epoch validation: clean accuracy, and PGD accuracy on a fixed validation subset."""
+def pgd_validator(eps: float, steps: int, step_size: float, val: Split, seed: int,
+                  precision: str | Precision = "fp32") -> Callable[[nn.Module], dict[str, float]]:
+    """Per-epoch validation: clean accuracy, and PGD accuracy on a fixed validation subset (crafted
+    in ``precision``, judged in fp32)."""
     subset = val.head(VAL_ROBUST_SAMPLES)
-    attack = PGD(eps, seed=seed, steps=steps, step_size=step_size)
+    attack = PGD(eps, seed=seed, steps=steps, step_size=step_size, precision=precision)
 
     def validate(model: nn.Module) -> dict[str, float]:
         robust = attack.run(model, subset.x, subset.y, progress=False).robust
@@ -168,6 +197,19 @@ def fit(model: nn.Module, train: Split, recipe: TrainingRecipe, step_fn: StepFn,
         validate: Callable[[nn.Module], dict[str, float]] | None = None,
         on_epoch_end: EpochCallback | None = None, progress: bool = True,
         state: TrainingState | None = None, resume: bool = False) -> list[dict[str, float]]:
+    """:func:`train_epochs` with the model in the memory layout of the recipe's precision (the
+    step functions enter its autocast region themselves: robdistill.core.precision)."""
+    with resolve_precision(recipe.precision).applied(model):
+        return train_epochs(model, train, recipe, step_fn, seed=seed, desc=desc, on_epoch_start=on_epoch_start,
+                            validate=validate, on_epoch_end=on_epoch_end, progress=progress, state=state,
+                            resume=resume)
+
+
+def train_epochs(model: nn.Module, train: Split, recipe: TrainingRecipe, step_fn: StepFn, *, seed: int,
+                 desc: str, on_epoch_start: Callable[[int], None] | None = None,
+                 validate: Callable[[nn.Module], dict[str, float]] | None = None,
+                 on_epoch_end: EpochCallback | None = None, progress: bool = True,
+                 state: TrainingState | None = None, resume: bool = False) -> list[dict[str, float]]:
     """Train ``model`` for ``recipe.epochs`` epochs; returns the per-epoch metrics. ``seed`` seeds the
     mini-batch order; a non-finite loss stops training with a :class:`UserError`. With ``state``
     the loop is checkpointed after every epoch; with ``resume`` it continues from that checkpoint

@@ -9,13 +9,15 @@ import torch
 
 from robdistill.config.recipes import TeacherRecipe, to_dict
 from robdistill.core.modes import private_generator
+from robdistill.core.precision import resolve_precision
 from robdistill.core.streams import rank_stream, stream_seed
 from robdistill.core.tracker import Tracker, tracker_or_null
 from robdistill.data.datasets import DatasetInfo, Splits
 from robdistill.eval.checks import reach_warning
 from robdistill.models.zoo import Classifier
+from robdistill.train.augment import AUGMENTATIONS
 from robdistill.train.loop import TrainingState, fit, initial_model, pgd_validator
-from robdistill.train.objectives import OBJECTIVES, TrainContext
+from robdistill.train.objectives import OBJECTIVES, LossOutput, TrainContext
 
 
 def teacher_eps(recipe: TeacherRecipe, info: DatasetInfo) -> float:
@@ -47,18 +49,30 @@ def train_teacher_model(recipe: TeacherRecipe, splits: Splits, seed: int, device
     info = splits.info
     tracker = tracker_or_null(tracker)
     model = initial_model(recipe.model, info, seed, "teacher", device)
-    eps, step = teacher_eps(recipe, info), teacher_step_size(recipe, info)
-    reach_warning(f"teacher {recipe.name}: training PGD", recipe.attack_steps, step, eps)
-    ctx = TrainContext(eps=eps, step_size=step, steps=recipe.attack_steps,
+    eps, step_size = teacher_eps(recipe, info), teacher_step_size(recipe, info)
+    reach_warning(f"teacher {recipe.name}: training PGD", recipe.attack_steps, step_size, eps)
+    ctx = TrainContext(eps=eps, step_size=step_size, steps=recipe.attack_steps,
                        generator=private_generator(rank_stream(seed, "teacher", "attack"), device),
                        pairing_weight=recipe.pairing_weight, alpha=recipe.alpha, beta=recipe.beta)
     objective = OBJECTIVES.get(recipe.objective)
+    precision = resolve_precision(recipe.precision)
+    augment = AUGMENTATIONS.get(recipe.augment)  # None for "none": no generator, nothing drawn
+    augment_generator = (None if augment is None else
+                         private_generator(rank_stream(seed, "teacher", "augment"), splits.train.x.device))
     if state is not None:
-        state.generators.update({"attack": ctx.generator})
-    history = fit(model, recipe.training_split(splits.train), recipe, lambda m, idx, x, y: objective(m, x, y, ctx),
+        state.generators.update({"attack": ctx.generator,
+                                 **({} if augment_generator is None else {"augment": augment_generator})})
+
+    def step(m, idx, x, y) -> LossOutput:
+        if augment is not None:  # the clean batch, augmented before the objective crafts its attack
+            x = augment(x, augment_generator)
+        with precision.autocast(x.device):  # the objective's PGD and forwards; backward outside
+            return objective(m, x, y, ctx)
+
+    history = fit(model, recipe.training_split(splits.train), recipe, step,
                   seed=stream_seed(seed, "teacher", "order"), desc=f"teacher {recipe.name}",
-                  validate=pgd_validator(eps, recipe.attack_steps, step, splits.val,
-                                         stream_seed(seed, "teacher", "validation")),
+                  validate=pgd_validator(eps, recipe.attack_steps, step_size, splits.val,
+                                         stream_seed(seed, "teacher", "validation"), precision),
                   on_epoch_end=lambda epoch, metrics: tracker.log_metrics(metrics, step=epoch),
                   progress=progress, state=state, resume=resume)
     model.history = history  # type: ignore[attr-defined]

@@ -100,7 +100,7 @@ def test_missing_dataset_files(workdir: Path) -> None:
 
 def test_bad_checkpoint(workdir: Path) -> None:
     (workdir / "junk.pt").write_bytes(b"not a checkpoint")
-    assert_one_line_error(invoke("evaluate", "junk.pt"), "not a readable checkpoint")
+    assert_one_line_error(invoke("evaluate", "junk.pt"), "truncated or not a PyTorch file")
     assert_one_line_error(invoke("evaluate", "absent.pt"), "does not exist")
     assert_nothing_written(workdir)
 
@@ -236,3 +236,27 @@ def test_out_in_a_missing_folder_is_one_line_before_any_work(command, workdir) -
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "missing does not exist" in lines[0] and "Traceback" not in result.output
+
+
+@pytest.mark.filterwarnings("ignore::robdistill.core.precision.PrecisionWarning")
+def test_precision_flag_reaches_every_stage_and_is_logged(workdir: Path) -> None:
+    """``run --precision bf16``: teacher, student and suite recipes all run in bf16, and the
+    precision is logged with each run and in results.json; a bad value is click's one-line error."""
+    import json
+
+    import mlflow
+
+    result = invoke("run", "--teacher", "standard", "--precision", "bf16", "--set", "teacher.train_subset=128",
+                    "--set", "student.train_subset=128", *TINY)
+    assert result.exit_code == 0, (result.output, result.exception)
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["robdistill"], output_format="list")
+    params = {key: value for run in runs for key, value in run.data.params.items() if key.endswith("precision")}
+    assert params == {"teacher.precision": "bf16", "student.precision": "bf16", "suite.precision": "bf16"}, params
+    evaluations = [run for run in runs if "suite.precision" in run.data.params]
+    path = mlflow.artifacts.download_artifacts(run_id=evaluations[0].info.run_id, artifact_path="results.json",
+                                               dst_path=str(workdir / "downloaded"))
+    configs = json.loads(Path(path).read_text())["attacks"]
+    assert configs and all(config["precision"] == "bf16" for config in configs.values())
+    bad = invoke("evaluate", "x.pt", "--precision", "fp16")
+    assert bad.exit_code == 2 and "fp16" in bad.output

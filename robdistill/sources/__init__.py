@@ -1,0 +1,12 @@
+"""Model sources: where a teacher (or any evaluated model) comes from -- a recipe trained here, a
+robdistill checkpoint, ``robustbench:<Name>``, a TorchScript file or a state dict with its
+architecture -- and the integrity gate every external model passes (``registry``, ``files``,
+``gate``, ``robustbench``)."""
+from __future__ import annotations
+
+from robdistill.sources.gate import admit
+from robdistill.sources.registry import (SOURCES, LoadedModel, Provenance, SourceOptions, find_source, is_recipe,
+                                         load_model, parse_expect_clean)
+
+__all__ = ["SOURCES", "LoadedModel", "Provenance", "SourceOptions", "admit", "find_source", "is_recipe",
+           "load_model", "parse_expect_clean"]
