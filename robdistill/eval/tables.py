@@ -42,6 +42,19 @@ def results_table(results: dict[str, EvaluationResult]) -> str:
     return format_table(*results_rows(results))
 
 
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """The same table in Markdown (``--out x.md``, a parent run's description)."""
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
+
+
+def results_markdown(results: dict[str, EvaluationResult]) -> str:
+    """A parent run's description: :func:`results_table` in Markdown and the sanity checks."""
+    failures = failed_checks(results)
+    return ("Accuracy %, 95% Wilson interval\n\n" + markdown_table(*results_rows(results))
+            + "\n\nSanity checks: " + ("all passed" if not failures else "FAILED: " + "; ".join(failures)))
+
+
 def results_table_records(results: dict[str, EvaluationResult]) -> dict[str, list]:
     """Column-oriented records for ``mlflow.log_table``."""
     columns: dict[str, list] = {"model": [], "n": [], "metric": [], "accuracy": [], "ci_low": [], "ci_high": []}
@@ -98,6 +111,4 @@ def write_table(path: Path, header: list[str], rows: list[list[str]]) -> None:
         with path.open("w", newline="") as handle:
             csv.writer(handle).writerows([header, *rows])
     else:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        path.write_text("\n".join(lines) + "\n")
+        path.write_text(markdown_table(header, rows) + "\n")

@@ -22,13 +22,13 @@ from robdistill.eval.runner import eps_sweep, plot_eps_curves, suite_attacks
 from robdistill.train.perturbations import PERTURBATIONS
 from robdistill.catalog import load_recipe
 from robdistill.config.recipes import StudentRecipe, SuiteRecipe, TeacherRecipe, to_dict
-from robdistill.eval.tables import failed_checks, results_table, results_table_records
+from robdistill.eval.tables import failed_checks, results_markdown, results_table, results_table_records
 from robdistill.analysis.consistency import Analysis
 from robdistill.config.settings import Settings, default_suite
 from robdistill.data.datasets import dataset_step_ratio
 from robdistill.eval.runner import suite_eps
 from robdistill.experiments.stages import (TeacherHandle, distill_student, evaluate_model, external_teacher,
-                                           obtain_teacher)
+                                           log_dataset_input, obtain_teacher)
 from robdistill.sources import gate
 from robdistill.sources.registry import (SOURCE_CHECKPOINT, SOURCE_RECIPE, LoadedModel, Provenance, SourceOptions,
                                          find_source, is_recipe, load_model)
@@ -178,7 +178,8 @@ class Outcome:
 
 def _log_comparison(results: dict[str, EvaluationResult], analyses: dict[str, Analysis], models: dict,
                     plan: Plan) -> None:
-    """Parent-run summary: prefixed metrics, the results table, and the figures (logit statistics,
+    """Parent-run summary: prefixed metrics, the results table (also the run's description, in
+    Markdown), and the figures (logit statistics,
     AALP's confidence scatter and feature-contribution histograms). Rank 0 only under torchrun."""
     if not distributed.is_main():
         return
@@ -186,6 +187,7 @@ def _log_comparison(results: dict[str, EvaluationResult], analyses: dict[str, An
         tracking.log_metrics(schema.scoped_metrics(name, result.metrics()))
     tracking.log_table(results_table_records(results), schema.RESULTS_TABLE_ARTIFACT)
     tracking.log_json({name: r.to_json() for name, r in results.items()}, schema.RESULTS_ARTIFACT)
+    tracking.set_description(results_markdown(results))
     with tracking.scratch_dir() as tmp:
         logits = {name: logits_of(model, plan.test().x) for name, model in models.items()}
         plot_logit_statistics(logits, tmp / "logit_statistics.png",
@@ -213,10 +215,12 @@ def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: s
     teacher_name = plan.teacher_name
     tags = schema.run_tags(settings.dataset, teacher_name, perturb, plan.student.name, settings.seed,
                            plan.suite.name, {**(extra_tags or {}), **plan.teacher_tags()})
-    name = schema.pipeline_run_name(teacher_name, plan.student.name, perturb, settings.dataset, settings.seed)
+    name = schema.pipeline_run_name(teacher_name, perturb, settings.seed, plan.student.name)
     with tracking.tracked_run(name, nested=nested, tags=schema.stage_tags(schema.STAGE_RUN, tags)) as parent:
         tracking.log_params("", {"dataset": settings.dataset, "seed": settings.seed, "perturb": perturb,
                                  "eps": plan.eps, "n_eval": len(plan.test())})
+        log_dataset_input(plan.splits, "training")
+        log_dataset_input(plan.splits, "test", plan.test())
         tracking.log_params("student", to_dict(plan.student))
         tracking.log_params("suite", to_dict(plan.suite))
         handle = teacher_handle(plan, settings)
@@ -226,7 +230,9 @@ def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: s
         models = ({schema.ROLE_TEACHER: handle.model, schema.ROLE_STUDENT: student_model} if evaluate_teacher
                   else {schema.ROLE_STUDENT: student_model})
         evaluated = {role: evaluate_model(model, role, plan.test(), plan.suite, plan.eps, settings,
-                                          schema.role_tags(tags, role))
+                                          schema.role_tags(tags, role),
+                                          run_name=schema.role_evaluation_run_name(
+                                              role, teacher_name, perturb, settings.seed, plan.student.name))
                      for role, model in models.items()}
         results = {role: result for role, (result, _) in evaluated.items()}
         analyses = {role: analysis for role, (_, analysis) in evaluated.items()}
@@ -255,9 +261,10 @@ def distill_only(settings: Settings, teacher: str, perturb: str, student: str,
     assert plan.student
     uri = tracking.configure(settings.tracking_uri, settings.experiment)
     teacher_name = plan.teacher_name
-    name = schema.distill_run_name(teacher_name, plan.student.name, perturb, settings.dataset)
+    name = schema.distill_run_name(teacher_name, perturb, settings.seed, plan.student.name)
     tags = {**schema.distill_tags(settings.dataset), **plan.teacher_tags()}
     with tracking.tracked_run(name, tags=tags) as parent:
+        log_dataset_input(plan.splits, "training")
         handle = teacher_handle(plan, settings)
         log_teacher(handle, plan, tags)
         _, path = distill_student(handle, plan.student, perturb, plan.splits, settings, teacher_name)
@@ -317,6 +324,7 @@ def evaluate_checkpoints(settings: Settings, checkpoints: list[str] | list[Path]
         test = Split(test.x[rows], test.y[rows])
         shard_tags = schema.eval_shard_tags(evaluation_name([item.provenance for item in loaded], plan), *shard)
     with tracking.tracked_run(schema.evaluate_run_name(dataset), tags=schema.evaluate_tags(dataset, shard_tags)) as parent:
+        log_dataset_input(plan.splits, "test", test)
         evaluated = {}
         for name, item in models.items():
             prov = item.provenance

@@ -84,10 +84,11 @@ def obtain_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) ->
     tags = schema.teacher_tags(info.name, recipe.name, settings.seed, key, source)
     state = TrainingState(settings.cache_dir / "state" / f"{path.stem}.state.pt")
     interrupted = _interrupted_run(state, settings) if not reused else None
-    with tracking.tracked_run(schema.teacher_run_name(recipe.name), nested=True, tags=tags,
+    with tracking.tracked_run(schema.teacher_run_name(recipe.name, settings.seed), nested=True, tags=tags,
                               resume_run_id=interrupted) as run:
         if interrupted is None:
             tracking.log_params("teacher", resolved_teacher(recipe, info))
+            log_dataset_input(splits, "training")
         if reused:
             model, payload = load_checkpoint(path, settings.device)
             tracking.set_tag(schema.TAG_SOURCE_RUN_ID, payload["extra"].get("run_id", ""))
@@ -117,6 +118,31 @@ def obtain_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) ->
     provenance = Provenance(SOURCE_RECIPE, recipe.name, sha256_of(path), str(path),
                             {"reused_from": source or ""})
     return TeacherHandle(model, key, path, reused, run.info.run_id, source, provenance)
+
+
+def split_digest(*splits: Split) -> str:
+    """A short hash of the images and labels of ``splits`` (what a run's dataset input names)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for split in splits:
+        for tensor in (split.x, split.y):
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def log_dataset_input(splits: Splits, context: str, test: Split | None = None) -> None:
+    """The dataset as an MLflow dataset input of the active run (the UI's Dataset column), as
+    metadata only: ``training`` (digest of the train and validation splits, the three split
+    sizes) or ``test`` (digest and size of ``test``, the evaluated images)."""
+    if not distributed.is_main():
+        return
+    if context == "test":
+        assert test is not None
+        tracking.log_dataset(splits.info.name, split_digest(test), {"test": len(test)}, context)
+    else:
+        tracking.log_dataset(splits.info.name, split_digest(splits.train, splits.val),
+                             {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)}, context)
 
 
 def _interrupted_run(state: TrainingState, settings: Settings) -> str | None:
@@ -161,10 +187,11 @@ def distill_student(teacher: TeacherHandle, recipe: StudentRecipe, perturb: str,
                                "streams": STREAMS_VERSION})
     state = TrainingState(settings.cache_dir / "state" / f"student-{student_key}.state.pt")
     interrupted = _interrupted_run(state, settings)
-    with tracking.tracked_run(schema.student_run_name(recipe.name, teacher_name, perturb), nested=True, tags=tags,
-                              resume_run_id=interrupted) as run:
+    with tracking.tracked_run(schema.student_run_name(teacher_name, perturb, settings.seed, recipe.name), nested=True,
+                              tags=tags, resume_run_id=interrupted) as run:
         if interrupted is None:
             tracking.log_params("student", resolved)
+            log_dataset_input(splits, "training")
         state.extra = {"run_id": run.info.run_id}
         model = distill_model(teacher.model, recipe, perturb, splits, settings.seed, settings.device,
                               teacher_name=teacher_name, progress=settings.progress, tracker=MlflowTracker(),
@@ -202,16 +229,19 @@ def evaluation_key(model: nn.Module, test: Split, suite: SuiteRecipe, eps: float
 def evaluate_model(model: nn.Module, name: str, test: Split, suite: SuiteRecipe, eps: float,
                    settings: Settings, tags: dict[str, str],
                    rows: list[int] | None = None,
-                   provenance: Provenance | None = None) -> tuple[EvaluationResult, Analysis]:
+                   provenance: Provenance | None = None,
+                   run_name: str | None = None) -> tuple[EvaluationResult, Analysis]:
     """Attack one model with a suite in a child run; log accuracies, intervals, checks, logits and
     the AALP measurements (and, with ``provenance``, where the model came from as ``model.*``
     parameters). The evaluation is saved after every attack (and AutoAttack chunk) in
-    ``cache_dir/state``; ``--resume`` continues it in the same MLflow run."""
+    ``cache_dir/state``; ``--resume`` continues it in the same MLflow run. ``run_name``: the child
+    run's name (default ``eval <name>``)."""
     ratio = dataset_step_ratio(settings.dataset)
     key = evaluation_key(model, test, suite, eps, ratio)
     state = TrainingState(settings.cache_dir / "state" / f"eval-{key}.state.pt")
     interrupted = _interrupted_run(state, settings)
-    with tracking.tracked_run(schema.evaluation_run_name(name), nested=True, tags=schema.evaluation_tags(tags),
+    with tracking.tracked_run(run_name or schema.evaluation_run_name(name), nested=True,
+                              tags=schema.evaluation_tags(tags),
                               resume_run_id=interrupted) as run:
         if interrupted is None:
             tracking.log_params("suite", {**to_dict(suite), "eps": eps, "n": len(test),

@@ -16,6 +16,7 @@ from robdistill.core.errors import UserError
 from robdistill.eval.results import EvaluationResult
 from robdistill.train.perturbations import PERTURBATIONS
 from robdistill.experiments.pipeline import Outcome, default_suite, make_plan, run_experiment, split_overrides
+from robdistill.experiments.stages import log_dataset_input
 from robdistill.catalog import load_recipe
 from robdistill.analysis.seguin import ClaimTables, TeacherLogits, confidence_difference_grids, teacher_claims
 from robdistill.config.settings import Settings
@@ -137,7 +138,7 @@ def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence
     suite = suite or default_suite(settings.dataset)
     source = source or SourceOptions()
     validate_grid(teachers, perturbs, student, suite, split_overrides(overrides), source)
-    make_plan(settings, suite=suite, eps=eps, n_eval=n_eval,  # eps, n_eval and the data, before any run
+    plan = make_plan(settings, suite=suite, eps=eps, n_eval=n_eval,  # eps, n_eval and the data, before any run
               overrides={"suite": split_overrides(overrides).get("suite", [])})
     for teacher in teachers:  # external teachers loaded and through the integrity gate, before any run
         if not is_recipe(teacher, source):
@@ -153,11 +154,13 @@ def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence
                         f"groups; use at most {len(seeds) * len(teachers)} shards")
     total = len(groups) * len(perturbs)
     shard_tags = schema.sweep_shard_tags(name, shard)
-    title = schema.sweep_run_name(len(teachers), len(perturbs), len(seeds), settings.dataset, shard)
+    title = schema.sweep_run_name(teachers, perturbs, seeds, shard)
     with tracking.tracked_run(title, tags=schema.sweep_tags(settings.dataset, grid, shard_tags)) as parent:
         sweep_id = parent.info.run_id
         tracking.log_params("", {**grid, "dataset": settings.dataset, "eps": eps, "n_eval": n_eval,
                                  "overrides": list(overrides), "protocol": protocol()})
+        log_dataset_input(plan.splits, "training")
+        log_dataset_input(plan.splits, "test", plan.test())
         outcome = SweepOutcome(sweep_id, uri, name)
         teacher_logits: TeacherLogits = {}
         done = 0
@@ -317,10 +320,24 @@ def _logged_teacher_logits(parents: Sequence, dst: str) -> TeacherLogits:
 
 
 def _log_summaries(cells: Sequence[Cell]) -> None:
-    """The two tables as MLflow tables (viewable in the UI) and the mean accuracies as metrics."""
-    for name, (header, rows) in {"sweep_summary": summary_rows(cells), "sweep_paired": paired_rows(cells)}.items():
+    """The two tables as MLflow tables (viewable in the UI), and in Markdown as the run's
+    description, and the mean accuracies as metrics."""
+    tables = {"sweep_summary": summary_rows(cells), "sweep_paired": paired_rows(cells)}
+    for name, (header, rows) in tables.items():
         tracking.log_rows(header, rows, f"{name}.json")
     tracking.log_metrics(summary_metrics(cells))
+    tracking.set_description(sweep_markdown(cells))
+
+
+def sweep_markdown(cells: Sequence[Cell]) -> str:
+    """A sweep parent's description: the summary and paired tables (as ``--out x.md`` writes them)."""
+    from robdistill.eval.tables import markdown_table
+
+    paired = paired_rows(cells)
+    return ("Sweep summary (accuracy %; mean ± std over seeds [95% t-interval], or [95% Wilson] for one seed)"
+            "\n\n" + markdown_table(*summary_rows(cells))
+            + "\n\nEach perturbation against keep, same teacher and seed (Seguin et al. claim 3)\n\n"
+            + (markdown_table(*paired) if paired[1] else "(no keep cells to compare against)"))
 
 
 def _metrics_of(cells: Sequence[Cell]) -> list[str]:

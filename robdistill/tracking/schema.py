@@ -86,6 +86,7 @@ TAG_COMMAND = "command"            # the command line of the process that starte
 TAG_VERSIONS = "versions"          # robdistill, Python, torch and MLflow versions of that process
 TAG_PARENT_RUN_ID = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
+TAG_NOTE = "mlflow.note.content"     # a run's description in the UI: a parent's results in Markdown
 # where a teacher (a run's, a distillation's) or an evaluated model came from (robdistill.sources)
 TAG_TEACHER_SOURCE = "teacher_source"  # recipe | checkpoint | robustbench | torchscript | state-dict
 TAG_TEACHER_ID = "teacher_id"          # the recipe name, robustbench:<Name>, or the file as named
@@ -242,35 +243,63 @@ def resumed_tags(tags: Mapping[str, str]) -> dict[str, str]:
     return {**tags, TAG_RESUMED: TRUE}
 
 
-# -- run names -----------------------------------------------------------------------------------
+# -- run names: the distinguishing parts first (teacher, perturbation, seed), so that a name cut
+# short in the UI's runs table still tells runs apart; never parsed (identity is in the tags) ----
 
-def pipeline_run_name(teacher: str, student: str, perturb: str, dataset: str, seed: int) -> str:
-    return f"{teacher} -> {student} [{perturb}] on {dataset} s{seed}"
-
-
-def teacher_run_name(teacher: str) -> str:
-    return f"teacher {teacher}"
+RUN_NAME_SEPARATOR = " · "
+DEFAULT_STUDENT = "default"  # the student recipe a name leaves out
 
 
-def student_run_name(student: str, teacher: str, perturb: str) -> str:
-    return f"student {student} <- {teacher} [{perturb}]"
+def cell_name(teacher: str, perturb: str, seed: int, student: str = DEFAULT_STUDENT) -> str:
+    """``alp · nonmax-shuffle · s0`` (`` · <student>`` after it for a student recipe other than default)."""
+    parts = [teacher, perturb, f"s{seed}"] + ([student] if student != DEFAULT_STUDENT else [])
+    return RUN_NAME_SEPARATOR.join(parts)
+
+
+def pipeline_run_name(teacher: str, perturb: str, seed: int, student: str = DEFAULT_STUDENT) -> str:
+    """A `run`: ``alp · nonmax-shuffle · s0``."""
+    return cell_name(teacher, perturb, seed, student)
+
+
+def teacher_run_name(teacher: str, seed: int) -> str:
+    """``teacher alp · s0``."""
+    return f"teacher {teacher}{RUN_NAME_SEPARATOR}s{seed}"
+
+
+def student_run_name(teacher: str, perturb: str, seed: int, student: str = DEFAULT_STUDENT) -> str:
+    """``student alp · nonmax-shuffle · s0``."""
+    return f"student {cell_name(teacher, perturb, seed, student)}"
 
 
 def evaluation_run_name(model: str) -> str:
+    """``eval <model>``: a `run`'s ``eval teacher alp · s0`` / ``eval student alp · nonmax-shuffle · s0``
+    (:func:`role_evaluation_run_name`), an `evaluate`'s ``eval teacher:<checkpoint stem>``."""
     return f"eval {model}"
 
 
-def distill_run_name(teacher: str, student: str, perturb: str, dataset: str) -> str:
-    return f"distill {teacher} -> {student} [{perturb}] on {dataset}"
+def role_evaluation_run_name(role: str, teacher: str, perturb: str, seed: int,
+                             student: str = DEFAULT_STUDENT) -> str:
+    """The evaluation of a `run`'s teacher or student."""
+    model = (teacher_run_name(teacher, seed) if role == ROLE_TEACHER
+             else student_run_name(teacher, perturb, seed, student))
+    return evaluation_run_name(model)
+
+
+def distill_run_name(teacher: str, perturb: str, seed: int, student: str = DEFAULT_STUDENT) -> str:
+    """``distill alp · nonmax-shuffle · s0``."""
+    return f"distill {cell_name(teacher, perturb, seed, student)}"
 
 
 def evaluate_run_name(dataset: str) -> str:
     return f"evaluate on {dataset}"
 
 
-def sweep_run_name(teachers: int, perturbs: int, seeds: int, dataset: str, shard: tuple[int, int] | None) -> str:
-    return (f"sweep {teachers} teachers x {perturbs} perturbs x {seeds} seeds on {dataset}"
-            + (f" (shard {shard[0]}/{shard[1]})" if shard else ""))
+def sweep_run_name(teachers: Iterable[str], perturbs: Iterable[str], seeds: Iterable[int],
+                   shard: tuple[int, int] | None) -> str:
+    """``sweep at,alp · keep,nonmax-shuffle · s0,1`` (``sweep shard 1/2 · ...`` for a shard)."""
+    parts = ([f"shard {shard[0]}/{shard[1]}"] if shard else []) + [
+        ",".join(teachers), ",".join(perturbs), "s" + ",".join(map(str, seeds))]
+    return "sweep " + RUN_NAME_SEPARATOR.join(parts)
 
 
 # -- metric names beyond the accuracies (core.metrics) -------------------------------------------

@@ -228,6 +228,42 @@ def set_tag(key: str, value: str) -> None:
     mlflow.set_tag(key, value)
 
 
+DESCRIPTION_LIMIT = 7500  # MLflow's limit on a tag value is 8000 characters
+
+
+def set_description(markdown: str) -> None:
+    """The active run's description (the ``mlflow.note.content`` tag the UI shows on the run's
+    page), in Markdown; a longer text is cut at a line and says so."""
+    if not distributed.is_main():
+        return
+    if len(markdown) > DESCRIPTION_LIMIT:
+        cut = markdown.rfind("\n", 0, DESCRIPTION_LIMIT - 100)
+        markdown = markdown[:cut if cut > 0 else DESCRIPTION_LIMIT - 100] + "\n\n*(cut short: see the run's artifacts)*"
+    set_tag(schema.TAG_NOTE, markdown)
+
+
+def log_dataset(name: str, digest: str, profile: dict[str, Any], context: str) -> None:
+    """``name`` (a dataset) as an MLflow dataset input of the active run, so the UI's Dataset column
+    names it: metadata only (the data stays where it is), ``digest`` a hash of the tensors used,
+    ``profile`` e.g. the split sizes; ``context`` ``training`` or ``test``."""
+    if not distributed.is_main():
+        return
+    import mlflow
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
+    class _Dataset(MetaDataset):
+        @property
+        def profile(self) -> dict[str, Any]:
+            return profile
+
+        def to_dict(self) -> dict[str, str]:
+            return {**super().to_dict(), "profile": json.dumps(profile)}
+
+    dataset = _Dataset(CodeDatasetSource({"dataset": name}), name=name, digest=digest[:36])
+    mlflow.log_input(dataset, context=context)
+
+
 def log_file(path: Path, artifact_path: str | None = None) -> None:
     if not distributed.is_main():
         return

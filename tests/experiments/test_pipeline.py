@@ -57,6 +57,24 @@ def test_run_layout_in_mlflow(workdir: Path) -> None:
     assert parent.info.run_id in result.stdout
     children = [r for r in all_runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.data.tags["stage"] for r in children) == ["evaluation", "evaluation", "student", "teacher"]
+    # names lead with teacher, perturbation and seed (they are read, never parsed)
+    assert parent.info.run_name == "alp · nonmax-shuffle · s0"
+    assert sorted(r.info.run_name for r in children) == [
+        "eval student alp · nonmax-shuffle · s0", "eval teacher alp · s0", "student alp · nonmax-shuffle · s0",
+        "teacher alp · s0"]
+    # the description: the results table in Markdown, as `run` prints it
+    note = parent.data.tags["mlflow.note.content"]
+    assert "| model | n | clean |" in note and "| student | 24 |" in note and "| teacher | 24 |" in note
+    assert "Sanity checks: all passed" in note
+    # the dataset as MLflow dataset inputs: training (train + val) and test (the evaluated images)
+    inputs = mlflow.get_run(parent.info.run_id).inputs.dataset_inputs
+    contexts = {i.tags[0].value: i.dataset for i in inputs}
+    assert set(contexts) == {"training", "test"} and {d.name for d in contexts.values()} == {"digits"}
+    assert json.loads(contexts["test"].profile) == {"test": 24}
+    assert len(contexts["training"].digest) == 16 and contexts["training"].digest != contexts["test"].digest
+    for child in children:
+        if child.data.tags["stage"] in ("teacher", "student"):
+            assert [i.dataset.name for i in mlflow.get_run(child.info.run_id).inputs.dataset_inputs] == ["digits"]
     # parameters: the full resolved recipes
     params = parent.data.params
     assert params["teacher.objective"] == "alp" and params["teacher.eps"] == "0.1"
@@ -122,6 +140,12 @@ def test_train_distill_evaluate_commands(workdir: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "teacher:" in result.stdout and "student:" in result.stdout
     assert all(r.info.status == "FINISHED" for r in runs(workdir))
+    by_stage = {r.data.tags.get("stage"): r for r in runs(workdir)}
+    assert by_stage["distill"].info.run_name == "distill at · nonmax-flatten · s0"
+    note = by_stage["evaluate"].data.tags["mlflow.note.content"]
+    assert "| model | n | clean |" in note and f"| teacher:{teacher.stem} | 16 |" in note
+    (test_input,) = mlflow.get_run(by_stage["evaluate"].info.run_id).inputs.dataset_inputs
+    assert test_input.dataset.name == "digits" and json.loads(test_input.dataset.profile) == {"test": 16}
 
 
 @pytest.mark.slow

@@ -111,7 +111,7 @@ def test_compare_reads_runs_back_from_the_local_store(workdir: Path) -> None:
     csv_rows = (workdir / "runs.csv").read_text().splitlines()
     assert len(csv_rows) == 3 and (workdir / "runs.md").read_text().startswith("| run | name |")
     only_at = invoke("compare", "--tag", "teacher=at").stdout
-    assert "at -> default" in only_at and "standard -> default" not in only_at
+    assert "at · keep · s0" in only_at and "standard · keep" not in only_at
     # the numbers are the run's own metrics
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     run = next(r for r in mlflow.search_runs(experiment_names=["robdistill"], output_format="list")
