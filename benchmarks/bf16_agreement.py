@@ -28,15 +28,11 @@ from pathlib import Path
 
 import click
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from teacher_study import save_results as _save  # noqa: E402  (atomic JSON write, resumable files)
+
 HEADER = ["model", "attack", "n", "fp32 robust", "bf16 robust", "bf16 only (weaker)", "fp32 only (stronger)",
           "McNemar p"]
-
-
-def _save(path: Path, results: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(path)
 
 
 @click.group()
