@@ -244,11 +244,16 @@ def _join_torchrun(device: str) -> str:
     return device
 
 
-def ui_hint(tracking_uri: str) -> str:
-    """How to look at the runs: a server is its own UI; a local store needs `mlflow ui`."""
+def ui_hint(tracking_uri: str, experiment_id: str) -> str:
+    """How to look at the runs (robdistill.tracking.views: the runs table with the accuracies that
+    matter): a server is its own UI; a local store needs `robdistill ui`."""
+    from robdistill.tracking.store import DEFAULT_TRACKING_URI
+    from robdistill.tracking.views import view_url
+
     if tracking_uri.startswith(("http://", "https://")):
-        return f"open the UI:  {tracking_uri}"
-    return f"open the UI:  mlflow ui --backend-store-uri {tracking_uri}   -> http://127.0.0.1:5000"
+        return f"open the runs view:  {view_url(tracking_uri, experiment_id)}"
+    store = "" if tracking_uri == DEFAULT_TRACKING_URI else f" --tracking-uri {tracking_uri}"
+    return f"open the runs view:  robdistill ui{store}   -> {view_url('http://127.0.0.1:5000', experiment_id)}"
 
 
 def merge_hint(command: str, name: str, tracking_uri: str, experiment: str) -> str:
@@ -283,7 +288,7 @@ def print_outcome(outcome, heading: str) -> None:
             reused = f" ({provenance.id}, sha256 {provenance.sha256})"
         click.echo(f"{role} checkpoint: {path}{reused}")
     click.echo(f"MLflow run: {outcome.run_id}  (store: {outcome.tracking_uri})")
-    click.echo(ui_hint(outcome.tracking_uri))
+    click.echo(ui_hint(outcome.tracking_uri, outcome.experiment_id))
 
 
 @click.group(cls=FriendlyGroup, epilog=EPILOG)
@@ -403,7 +408,7 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
         click.echo(f"\nthis was shard {shard}; once every shard has finished, merge them with:\n"
                    + merge_hint("sweep-report", outcome.name, outcome.tracking_uri, settings.experiment))
     click.echo(f"\nMLflow sweep run: {outcome.run_id}  (sweep name {outcome.name}, store: {outcome.tracking_uri})")
-    click.echo(ui_hint(outcome.tracking_uri))
+    click.echo(ui_hint(outcome.tracking_uri, outcome.experiment_id))
 
 
 def print_sweep_tables(cells, claims, outputs) -> None:
@@ -656,7 +661,9 @@ def compare(experiment, tracking_uri, stage, sweep, tags, limit, outputs) -> Non
 def ui(tracking_uri, port) -> None:
     """Start MLflow's UI on 127.0.0.1 for the store in use (Ctrl-C or SIGTERM stops it and its
     workers). A tracking server (http://...) is its own UI: open its address instead."""
-    from robdistill.tracking.search import open_ui, ui_command
+    from robdistill.config.settings import DEFAULT_EXPERIMENT
+    from robdistill.tracking.search import find_experiment, open_ui, ui_command
+    from robdistill.tracking.views import view_url
     from robdistill.tracking.store import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
@@ -664,6 +671,11 @@ def ui(tracking_uri, port) -> None:
         click.echo(f"{uri} is a tracking server: open {uri} in a browser")
         return
     click.echo(f"MLflow UI for {uri} on http://127.0.0.1:{port} (Ctrl-C to stop)")
+    try:
+        experiment = find_experiment(uri, DEFAULT_EXPERIMENT)
+        click.echo(f"runs view: {view_url(f'http://127.0.0.1:{port}', experiment.experiment_id)}")
+    except UserError:
+        pass  # nothing has run here yet: the UI opens on its experiment list
     sys.exit(open_ui(uri, port))
 
 

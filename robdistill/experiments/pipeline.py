@@ -10,7 +10,7 @@ from torch import nn
 
 from robdistill.core import distributed
 
-from robdistill.tracking import schema
+from robdistill.tracking import logged_models, schema
 from robdistill.tracking import store as tracking
 from robdistill.analysis.logits import logits_of, plot_logit_statistics
 from robdistill.analysis.consistency import plot_confidence_scatter, plot_feature_contributions
@@ -145,15 +145,22 @@ def teacher_handle(plan: Plan, settings: Settings) -> TeacherHandle:
     return obtain_teacher(plan.teacher, plan.splits, settings)
 
 
-def log_teacher(handle: TeacherHandle, plan: Plan, tags: dict[str, str]) -> None:
+def log_teacher(handle: TeacherHandle, plan: Plan, tags: dict[str, str], seed: int) -> None:
     """The teacher's parameters (a recipe's resolved fields and key, and where it came from) on the
-    active run, and its provenance tags on the run and in ``tags`` (for the runs that follow)."""
+    active run, and its provenance tags on the run and in ``tags`` (for the runs that follow). A
+    teacher not trained in this run (reused from the cache or registry, or published) becomes a
+    logged model of this run without artifacts (robdistill.tracking.logged_models)."""
     assert handle.provenance is not None
     recipe = resolved_teacher(plan.teacher, plan.splits.info) if plan.teacher is not None else {}
     tracking.log_params("teacher", {"key": handle.key, **recipe, **handle.provenance.params()})
     for key, value in handle.provenance_tags.items():
         tags[key] = value
         tracking.set_tag(key, value)
+    if handle.model_id is None:
+        handle.model_id = logged_models.log_model(
+            schema.teacher_model_name(plan.teacher_name, seed), schema.ROLE_TEACHER, tracking.active_run_id(),
+            checkpoint=None, params={"key": handle.key, **recipe, **handle.provenance.params()},
+            tags={**tags, **({schema.TAG_REUSED_FROM: handle.source} if handle.source else {})})
 
 
 @dataclass
@@ -174,6 +181,10 @@ class Outcome:
     @property
     def table(self) -> str:
         return results_table(self.results)
+
+    @property
+    def experiment_id(self) -> str:
+        return tracking.experiment_of(self.run_id)
 
 
 def _log_comparison(results: dict[str, EvaluationResult], analyses: dict[str, Analysis], models: dict,
@@ -224,9 +235,9 @@ def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: s
         tracking.log_params("student", to_dict(plan.student))
         tracking.log_params("suite", to_dict(plan.suite))
         handle = teacher_handle(plan, settings)
-        log_teacher(handle, plan, tags)
-        student_model, student_path = distill_student(handle, plan.student, perturb, plan.splits,
-                                                      settings, teacher_name)
+        log_teacher(handle, plan, tags, settings.seed)
+        student_model, student_path, student_model_id = distill_student(handle, plan.student, perturb, plan.splits,
+                                                                        settings, teacher_name)
         models = ({schema.ROLE_TEACHER: handle.model, schema.ROLE_STUDENT: student_model} if evaluate_teacher
                   else {schema.ROLE_STUDENT: student_model})
         evaluated = {role: evaluate_model(model, role, plan.test(), plan.suite, plan.eps, settings,
@@ -236,6 +247,9 @@ def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: s
                      for role, model in models.items()}
         results = {role: result for role, (result, _) in evaluated.items()}
         analyses = {role: analysis for role, (_, analysis) in evaluated.items()}
+        model_ids = {schema.ROLE_TEACHER: handle.model_id, schema.ROLE_STUDENT: student_model_id}
+        for role, result in results.items():
+            logged_models.log_model_metrics(model_ids[role], result.metrics())
         _log_comparison(results, analyses, models, plan)
     return Outcome(parent.info.run_id, uri, results, {"teacher": handle.path, "student": student_path},
                    handle.reused, analyses, {"teacher": handle.model, "student": student_model}, plan.test(),
@@ -266,8 +280,8 @@ def distill_only(settings: Settings, teacher: str, perturb: str, student: str,
     with tracking.tracked_run(name, tags=tags) as parent:
         log_dataset_input(plan.splits, "training")
         handle = teacher_handle(plan, settings)
-        log_teacher(handle, plan, tags)
-        _, path = distill_student(handle, plan.student, perturb, plan.splits, settings, teacher_name)
+        log_teacher(handle, plan, tags, settings.seed)
+        _, path, _ = distill_student(handle, plan.student, perturb, plan.splits, settings, teacher_name)
     return Outcome(parent.info.run_id, uri, checkpoints={"teacher": handle.path, "student": path},
                    teacher_reused=handle.reused, teacher_source=handle.source, teacher_provenance=handle.provenance)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from torch import nn
 
@@ -23,7 +24,7 @@ from robdistill.models.checkpoints import load_checkpoint, save_checkpoint
 from robdistill.models.zoo import Classifier
 from robdistill.sources.files import sha256_of
 from robdistill.sources.registry import SOURCE_RECIPE, Provenance
-from robdistill.tracking import model_registry, schema
+from robdistill.tracking import logged_models, model_registry, schema
 from robdistill.tracking import store as tracking
 from robdistill.tracking.store import MlflowTracker
 from robdistill.train.distillation import adversarial_inputs, distill_model, resolved_student
@@ -49,6 +50,7 @@ class TeacherHandle:
     run_id: str
     source: str | None = None  # "cache" or "registry" when reused
     provenance: Provenance | None = None  # where it came from (robdistill.sources): recipe, file, hash
+    model_id: str | None = None  # its MLflow logged model (robdistill.tracking.logged_models), once logged
 
     @property
     def provenance_tags(self) -> dict[str, str]:
@@ -84,6 +86,7 @@ def obtain_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) ->
     tags = schema.teacher_tags(info.name, recipe.name, settings.seed, key, source)
     state = TrainingState(settings.cache_dir / "state" / f"{path.stem}.state.pt")
     interrupted = _interrupted_run(state, settings) if not reused else None
+    model_id: str | None = None
     with tracking.tracked_run(schema.teacher_run_name(recipe.name, settings.seed), nested=True, tags=tags,
                               resume_run_id=interrupted) as run:
         if interrupted is None:
@@ -104,12 +107,16 @@ def obtain_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) ->
                                 recipe=resolved_teacher(recipe, info), seed=settings.seed,
                                 extra={"run_id": run.info.run_id, "final_metrics": history[-1]})
             distributed.barrier()  # the file exists for every rank from here on
-            tracking.log_file(path, schema.CHECKPOINT_ARTIFACT_DIR)
+            model_id = logged_models.log_model(
+                schema.teacher_model_name(recipe.name, settings.seed), schema.ROLE_TEACHER,
+                logged_models.enclosing_run_id() or run.info.run_id, checkpoint=path,
+                params={"key": key, **resolved_teacher(recipe, info)},
+                tags={**tags, logged_models.TAG_STAGE_RUN: run.info.run_id})
             version = None
-            if settings.use_registry:
+            if settings.use_registry and model_id is not None:
                 version = model_registry.register_teacher(
                     model_registry.registered_teacher_name(info.name, recipe.name), run.info.run_id,
-                    f"{schema.CHECKPOINT_ARTIFACT_DIR}/{path.name}", key,
+                    model_id, key,
                     {schema.TAG_SEED: str(settings.seed), schema.TAG_DATASET: info.name,
                      schema.TAG_GIT_COMMIT: tracking.git_commit()})
             if version is not None:
@@ -117,7 +124,7 @@ def obtain_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) ->
             state.clear()
     provenance = Provenance(SOURCE_RECIPE, recipe.name, sha256_of(path), str(path),
                             {"reused_from": source or ""})
-    return TeacherHandle(model, key, path, reused, run.info.run_id, source, provenance)
+    return TeacherHandle(model, key, path, reused, run.info.run_id, source, provenance, model_id)
 
 
 def split_digest(*splits: Split) -> str:
@@ -175,10 +182,16 @@ def _fetch_registered_teacher(key: str, path: Path) -> str | None:
     return schema.SOURCE_REGISTRY
 
 
+class DistilledStudent(NamedTuple):
+    model: Classifier
+    path: Path  # its checkpoint
+    model_id: str | None  # its MLflow logged model (None where the store refused it)
+
+
 def distill_student(teacher: TeacherHandle, recipe: StudentRecipe, perturb: str, splits: Splits,
-                    settings: Settings, teacher_name: str) -> tuple[Classifier, Path]:
+                    settings: Settings, teacher_name: str) -> DistilledStudent:
     """Distill (:func:`robdistill.train.distillation.distill_model`) in a child run, save the
-    student's checkpoint and log it."""
+    student's checkpoint and log it as an MLflow logged model of the enclosing run."""
     info = splits.info
     resolved = resolved_student(recipe, perturb, info)
     tags = {**schema.student_tags(info.name, teacher_name, perturb, recipe.name, settings.seed, teacher.key,
@@ -206,9 +219,12 @@ def distill_student(teacher: TeacherHandle, recipe: StudentRecipe, perturb: str,
                             extra={"run_id": run.info.run_id, "teacher_key": teacher.key,
                                    "final_metrics": history[-1]})
         distributed.barrier()
-        tracking.log_file(path, schema.CHECKPOINT_ARTIFACT_DIR)
+        model_id = logged_models.log_model(
+            schema.student_model_name(teacher_name, perturb, settings.seed, recipe.name), schema.ROLE_STUDENT,
+            logged_models.enclosing_run_id() or run.info.run_id, checkpoint=path,
+            params={"key": student_key, **resolved}, tags={**tags, logged_models.TAG_STAGE_RUN: run.info.run_id})
         state.clear()
-    return model, path
+    return DistilledStudent(model, path, model_id)
 
 
 def evaluation_key(model: nn.Module, test: Split, suite: SuiteRecipe, eps: float,

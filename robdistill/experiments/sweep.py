@@ -49,6 +49,10 @@ class SweepOutcome:
     runs: list[Outcome] = field(default_factory=list)
     claims: ClaimTables | None = None  # Seguin et al. claims (1) and (2), when "standard" is in the grid
 
+    @property
+    def experiment_id(self) -> str:
+        return tracking.experiment_of(self.run_id)
+
 
 def parse_list(text: str, what: str) -> list[str]:
     items = [item.strip() for item in text.split(",") if item.strip()]

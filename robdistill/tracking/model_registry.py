@@ -17,10 +17,11 @@ def registered_teacher_name(dataset: str, teacher: str) -> str:
     return f"{REGISTERED_TEACHER_PREFIX}-{dataset}-{teacher}"
 
 
-def register_teacher(name: str, run_id: str, artifact_path: str, key: str, tags: dict[str, str]) -> str | None:
-    """A model-registry version pointing at the teacher checkpoint logged by ``run_id``, tagged with
-    its recipe hash (``teacher_key``) so any machine sharing the store can find it. Returns the
-    version, or None when the store has no registry (the run goes on without it)."""
+def register_teacher(name: str, run_id: str, model_id: str, key: str, tags: dict[str, str]) -> str | None:
+    """A model-registry version of the teacher trained by ``run_id``: its logged model ``model_id``
+    (robdistill.tracking.logged_models, whose artifact is the checkpoint), tagged with its recipe
+    hash (``teacher_key``) so any machine sharing the store can find it. Returns the version, or
+    None when the store has no registry (the run goes on without it)."""
     if not distributed.is_main():
         return None
     import mlflow
@@ -33,9 +34,8 @@ def register_teacher(name: str, run_id: str, artifact_path: str, key: str, tags:
         except MlflowException as exc:
             if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
                 raise
-        run = client.get_run(run_id)
-        version = client.create_model_version(name, source=f"{run.info.artifact_uri}/{artifact_path}",
-                                              run_id=run_id, tags={schema.TAG_TEACHER_KEY: key, **tags})
+        version = client.create_model_version(name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id,
+                                              tags={schema.TAG_TEACHER_KEY: key, **tags})
         return str(version.version)
     except MlflowException as exc:
         logging.getLogger(__name__).warning("teacher not registered (%s)", str(exc).splitlines()[0][:200])

@@ -271,6 +271,24 @@ def student_run_name(teacher: str, perturb: str, seed: int, student: str = DEFAU
     return f"student {cell_name(teacher, perturb, seed, student)}"
 
 
+def teacher_model_name(teacher: str, seed: int) -> str:
+    """A teacher's MLflow logged-model name: ``teacher-alp-s0`` (a file or RobustBench teacher's
+    name is made safe: ``teacher-robustbench-Carmon2019Unlabeled-s0``)."""
+    return _model_name(["teacher", teacher, f"s{seed}"])
+
+
+def student_model_name(teacher: str, perturb: str, seed: int, student: str = DEFAULT_STUDENT) -> str:
+    """A student's MLflow logged-model name: ``student-alp-nonmax-shuffle-s0`` (``-<student>`` after it
+    for a student recipe other than default)."""
+    return _model_name(["student", teacher, perturb, f"s{seed}"] + ([student] if student != DEFAULT_STUDENT else []))
+
+
+def _model_name(parts: list[str]) -> str:
+    import re
+
+    return "-".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", part).strip("_") or "_" for part in parts)
+
+
 def evaluation_run_name(model: str) -> str:
     """``eval <model>``: a `run`'s ``eval teacher alp · s0`` / ``eval student alp · nonmax-shuffle · s0``
     (:func:`role_evaluation_run_name`), an `evaluate`'s ``eval teacher:<checkpoint stem>``."""

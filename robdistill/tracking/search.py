@@ -41,8 +41,18 @@ def find_runs(tracking_uri: str | None, experiment: str, stage: str | None = sch
     for any; ``sweep``: a sweep's parent run id; ``tags``: ``key=value`` texts or a mapping), newest
     first; a missing experiment is an error. Which model each is about: :func:`run_identity`; an
     evaluation's results: :func:`robdistill.tracking.results.load_results`."""
-    uri = tracking.resolve_tracking_uri(tracking_uri)
     query = filter_string(stage, sweep, tags)  # bad filters fail before the store is touched
+    found = find_experiment(tracking_uri, experiment)
+    import mlflow
+
+    return mlflow.search_runs(experiment_ids=[found.experiment_id], filter_string=query,
+                              max_results=limit, order_by=["attributes.start_time DESC"], output_format="list")
+
+
+def find_experiment(tracking_uri: str | None, experiment: str):
+    """The ``mlflow.entities.Experiment`` named ``experiment`` in the store; a missing store (never
+    created by reading it) or experiment is a one-line error."""
+    uri = tracking.resolve_tracking_uri(tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
         raise UserError(f"no tracking store at {uri} (nothing has run here yet); pass --tracking-uri")
     tracking.quiet_mlflow_logging()
@@ -57,8 +67,7 @@ def find_runs(tracking_uri: str | None, experiment: str, stage: str | None = sch
     if found is None:
         raise UserError(f"no experiment '{experiment}' in {uri}; pass --experiment (runs go to 'robdistill' "
                         f"by default)")
-    return mlflow.search_runs(experiment_ids=[found.experiment_id], filter_string=query,
-                              max_results=limit, order_by=["attributes.start_time DESC"], output_format="list")
+    return found
 
 
 def run_identity(run, perturbations: Iterable[str] = ()) -> schema.RunIdentity:

@@ -21,7 +21,7 @@ from robdistill.core import distributed
 from robdistill.core.errors import UserError
 from robdistill.config.recipes import PROJECT_ROOT
 from robdistill.config import settings as _settings
-from robdistill.tracking import schema
+from robdistill.tracking import schema, views
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = _settings.DEFAULT_EXPERIMENT  # re-exported
@@ -55,7 +55,9 @@ def configure(uri: str | None, experiment: str) -> str:
 
     mlflow.set_tracking_uri(resolved)
     try:
-        mark_model_training(mlflow.set_experiment(experiment))
+        found = mlflow.set_experiment(experiment)
+        mark_model_training(found)
+        views.share_runs_view(found)
     except Exception as exc:  # MlflowException, requests errors, sqlalchemy errors ...
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise UserError(f"cannot use tracking store {resolved} ({first}); start the server or pass "
@@ -170,6 +172,29 @@ def _reopen(run_id: str, nested: bool, tags: dict[str, str]):
         mlflow.set_tag(schema.TAG_PARENT_RUN_ID, active.info.run_id)
     mlflow.set_tags(schema.resumed_tags(tags))
     return run
+
+
+def experiment_of(run_id: str) -> str:
+    """The experiment id of run ``run_id`` ("" off rank 0 or for an unknown run)."""
+    if not distributed.is_main() or not run_id:
+        return ""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.get_run(run_id).info.experiment_id
+    except MlflowException:
+        return ""
+
+
+def active_run_id() -> str:
+    """The active run's id ("" with none, and on ranks other than 0 under torchrun)."""
+    if not distributed.is_main():
+        return ""
+    import mlflow
+
+    active = mlflow.active_run()
+    return "" if active is None else active.info.run_id
 
 
 def flatten(prefix: str, values: dict[str, Any]) -> dict[str, str]:

@@ -219,8 +219,12 @@ def test_eps_sweep_bad_values(workdir: Path) -> None:
 def test_hints_name_the_store_and_experiment_to_read() -> None:
     from robdistill.cli.main import merge_hint, ui_hint
 
-    assert ui_hint("http://127.0.0.1:5055") == "open the UI:  http://127.0.0.1:5055"  # a server is its own UI
-    assert "mlflow ui --backend-store-uri sqlite:///x.db" in ui_hint("sqlite:///x.db")
+    view = "/#/experiments/7/runs?viewStateShareKey=robdistill"
+    # a server is its own UI; a local store is opened by `robdistill ui` (naming a store other than the default)
+    assert ui_hint("http://127.0.0.1:5055", "7") == f"open the runs view:  http://127.0.0.1:5055{view}"
+    assert ui_hint("sqlite:///x.db", "7") == (f"open the runs view:  robdistill ui --tracking-uri sqlite:///x.db"
+                                              f"   -> http://127.0.0.1:5000{view}")
+    assert ui_hint("sqlite:///mlflow.db", "7").startswith("open the runs view:  robdistill ui   -> ")
     assert merge_hint("sweep-report", "sweep-1", "http://h:5000", "study").split() == [
         "robdistill", "sweep-report", "sweep-1", "--tracking-uri", "http://h:5000", "--experiment", "study"]
     assert "--experiment" not in merge_hint("evaluate-report", "eval-1", "sqlite:///x.db", "robdistill")

@@ -21,6 +21,12 @@ def invoke(*args: str):
     return CliRunner().invoke(main, list(args))
 
 
+def outcome_checkpoint(printed: str, role: str) -> str:
+    """The checkpoint path `run` printed for ``role`` (``teacher checkpoint: <path>``)."""
+    line = next(line for line in printed.splitlines() if line.startswith(f"{role} checkpoint: "))
+    return line.split(": ", 1)[1].split(" (")[0]
+
+
 def runs(workdir: Path):
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     return mlflow.search_runs(experiment_names=["robdistill"], output_format="list")
@@ -46,6 +52,19 @@ def test_every_teacher_and_perturbation(workdir: Path) -> None:
     teacher_runs = [r for r in all_runs if r.data.tags.get("stage") == "teacher"]
     assert sum(r.data.tags["reused"] == "false" for r in teacher_runs) == len(TEACHERS)
     assert len(list((workdir / "cache" / "teachers").glob("*.pt"))) == len(TEACHERS)
+    # every run links its teacher and student as MLflow logged models (the UI's Models column); a
+    # trained model carries its checkpoint, a reused teacher says where it came from instead
+    models = mlflow.search_logged_models(experiment_ids=[parents[0].info.experiment_id], max_results=100,
+                                         output_format="list")
+    client = mlflow.MlflowClient()
+    with_files = {m.model_id: bool(client.list_logged_model_artifacts(m.model_id)) for m in models}
+    by_role = {role: [m for m in models if m.tags["role"] == role] for role in ("teacher", "student")}
+    assert len(by_role["teacher"]) == len(by_role["student"]) == len(parents)
+    assert {m.source_run_id for m in by_role["student"]} == {r.info.run_id for r in parents}
+    assert all(with_files[m.model_id] for m in by_role["student"])
+    trained = [m for m in by_role["teacher"] if with_files[m.model_id]]
+    assert len(trained) == len(TEACHERS) and all("reused_from" not in m.tags for m in trained)
+    assert all(m.tags.get("reused_from") == "cache" for m in by_role["teacher"] if not with_files[m.model_id])
 
 
 @pytest.mark.slow
@@ -95,7 +114,16 @@ def test_run_layout_in_mlflow(workdir: Path) -> None:
     client = mlflow.MlflowClient()
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"results.json", "results_table.json", "logit_statistics.png"} <= names
-    assert [a.path for a in client.list_artifacts(teacher_run.info.run_id, "checkpoint")][0].endswith(".pt")
+    # the teacher and the student as logged models of the parent run (the UI's Models column), each
+    # with its checkpoint (its only artifact) and its accuracies
+    models = {m.tags["role"]: m for m in mlflow.search_logged_models(
+        experiment_ids=[parent.info.experiment_id], output_format="list")}
+    assert models["teacher"].name == "teacher-alp-s0" and models["student"].name == "student-alp-nonmax-shuffle-s0"
+    for role, model in models.items():
+        assert model.source_run_id == parent.info.run_id and str(model.status) == "READY"
+        assert [f.path for f in client.list_logged_model_artifacts(model.model_id)] == [
+            Path(outcome_checkpoint(result.stdout, role)).name]
+        assert {m.key: m.value for m in model.metrics}["acc/worst"] == metrics[f"{role}/acc/worst"]
     local = Path(client.download_artifacts(parent.info.run_id, "results.json", str(workdir)))
     saved = json.loads(local.read_text())
     flags = saved["student"]["per_sample"]["pgd"]

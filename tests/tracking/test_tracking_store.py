@@ -18,53 +18,10 @@ from click.testing import CliRunner
 from robdistill.cli.main import main
 from robdistill.tracking.search import filter_string, ui_command
 
+from server_helpers import free_port, stop, wait_for_http
+
 TINY = ["--set", "teacher.epochs=1", "--set", "student.epochs=1", "--suite", "smoke", "--n-eval", "16", "--quiet"]
 ROBDISTILL = [sys.executable, "-m", "robdistill.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url}: the server exited with status {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
-
-
-def stop(process: subprocess.Popen) -> None:
-    """The server and its workers: they share the session started for them."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(process.pid, signal.SIGKILL)
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("server")
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/health", process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(process)
 
 
 def invoke(*args: str):
@@ -270,7 +227,7 @@ def test_teachers_are_registered_and_reused_from_the_registry(workdir: Path) -> 
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     client = mlflow.MlflowClient()
     versions = client.search_model_versions("name = 'robdistill-teacher-digits-at'")
-    assert len(versions) == 1
+    assert len(versions) == 1 and versions[0].source.startswith("models:/")  # the teacher's logged model
     key = versions[0].tags["teacher_key"]
     second = invoke("train-teacher", "--teacher", "at", "--set", "epochs=1", "--quiet", "--cache-dir", "machine-b")
     assert second.exit_code == 0 and "(reused from the model registry)" in second.stdout

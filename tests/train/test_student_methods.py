@@ -81,7 +81,7 @@ def test_a_baseline_run_is_labelled_as_not_clean_only(digits_teacher) -> None:
     splits, settings, teacher = digits_teacher
     recipe = load_recipe("student", "rslad", ["epochs=1", "train_subset=128", "attack_steps=2"])
     with mlflow.start_run():
-        _, path = distill_student(teacher, recipe, "keep", splits, settings, "standard")
+        _, path, _ = distill_student(teacher, recipe, "keep", splits, settings, "standard")
     run = next(r for r in mlflow.search_runs(experiment_names=["robdistill"], output_format="list")
                if r.data.tags.get("stage") == "student")
     assert run.data.tags["student_inputs"] == "adversarial"

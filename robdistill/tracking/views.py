@@ -1,0 +1,72 @@
+"""The runs view a robustness researcher expects in MLflow's UI, shipped as an MLflow *shared view*.
+
+MLflow's experiment page restores a view from the URL parameter ``viewStateShareKey=<key>``: it
+reads the experiment tag ``mlflow.sharedViewState.<key>`` (JSON of the search facets and the UI
+state; what the UI's "Share" button writes). robdistill writes one such view, ``robdistill``, on
+every experiment it logs to: only the ``run`` rows (a `run`, or each cell of a sweep), the columns
+that answer the question -- teacher, perturbation, seed, the student's clean / PGD / AutoAttack /
+worst-case accuracy with the worst case's 95% interval, the teacher's clean and worst case, the
+Models and Dataset columns -- sorted by the student's worst-case accuracy. Its chart view (the
+second tab) shows one bar chart per metric, grouped by role. :func:`view_url` is the address.
+
+The keys are MLflow 3's (``searchFilter``, ``orderByKey``, ``selectedColumns`` ...);
+tests/tracking/test_mlflow_view.py checks them against the installed UI bundle and renders the view
+in headless Chromium."""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from robdistill.core.metrics import accuracy_metric
+from robdistill.tracking import schema
+
+VIEW_KEY = "robdistill"
+SHARED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # the UI's constant of that name
+VIEW_TAG = SHARED_VIEW_TAG_PREFIX + VIEW_KEY
+SORT_METRIC = accuracy_metric("worst", schema.ROLE_STUDENT)
+STUDENT_ACCURACIES = ("clean", "pgd", "autoattack", "worst", "worst_ci_low", "worst_ci_high")
+TEACHER_ACCURACIES = ("clean", "worst")
+METRIC_COLUMN_WIDTH = 170  # pixels: wide enough for the whole metric name in the header
+IDENTITY_COLUMNS = (schema.TAG_TEACHER, schema.TAG_PERTURB, schema.TAG_SEED)
+
+
+def column(kind: str, key: str) -> str:
+    """A column's key in the UI's state: ``metrics.`student/acc/worst```, ``tags.`teacher```,
+    ``attributes.`Models```."""
+    return f"{kind}.`{key}`"
+
+
+def runs_view_state() -> dict[str, Any]:
+    """The view: search facets (filter, sort) and UI state (the columns shown)."""
+    metrics = ([accuracy_metric(name, schema.ROLE_STUDENT) for name in STUDENT_ACCURACIES]
+               + [accuracy_metric(name, schema.ROLE_TEACHER) for name in TEACHER_ACCURACIES])
+    columns = ([column("tags", tag) for tag in IDENTITY_COLUMNS] + [column("metrics", m) for m in metrics]
+               + [column("attributes", "Models"), column("attributes", "Dataset")])
+    return {"searchFilter": schema.tag_filter(schema.TAG_STAGE, schema.STAGE_RUN),
+            "orderByKey": column("metrics", SORT_METRIC), "orderByAsc": False,
+            "selectedColumns": columns, "runListHidden": False,
+            "columnOrder": columns,  # the UI applies the widths of the columns in this list only
+            "columnWidths": {column("metrics", m): METRIC_COLUMN_WIDTH for m in metrics}}
+
+
+def share_runs_view(experiment: Any) -> None:
+    """Write the view on ``experiment`` (an ``mlflow.entities.Experiment``) unless it holds this
+    exact view already; a store that refuses the tag costs a warning."""
+    value = json.dumps(runs_view_state(), sort_keys=True)
+    if (experiment.tags or {}).get(VIEW_TAG) == value:
+        return
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, VIEW_TAG, value)
+    except MlflowException as exc:
+        logging.getLogger(__name__).warning("runs view not shared (%s)", str(exc).splitlines()[0][:200])
+
+
+def view_url(ui_address: str, experiment_id: str, *, charts: bool = False) -> str:
+    """The view's address on the UI at ``ui_address`` (``http://127.0.0.1:5000``); ``charts``: its
+    chart view (a bar chart per metric) instead of the table."""
+    mode = "&compareRunsMode=CHART" if charts else ""
+    return f"{ui_address.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}{mode}"
