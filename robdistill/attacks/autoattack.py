@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from robdistill.attacks.base import ATTACKS, Attack, AttackOutput
+from robdistill.attacks.base import ATTACKS, Attack, AttackOutput, Budget
 from robdistill.core.errors import UserError
 from robdistill.core.modes import eval_mode, preserved_global_rng
 from robdistill.core.precision import Precision
@@ -109,6 +109,32 @@ class AutoAttackLinf(Attack):
                 component.n_iter = self._iterations
                 component.n_restarts = 1
         return adversary
+
+    def budget(self, num_classes: int) -> Budget:
+        """Each component's full budget, read off the library's configuration for this version (and
+        checked against counted passes in tests/experiments/test_estimate.py): APGD a gradient per
+        iteration and one to start, x restarts x EOT (x target classes for apgd-t); FAB one per class
+        per iteration (its Jacobian), FAB-T one per target class per iteration plus two forwards;
+        Square n_queries forwards; and a dozen forwards of start-up checks."""
+        adversary = self._adversary(nn.Identity(), torch.device("cpu"), num_classes)
+        apgd, targeted, fab, square = adversary.apgd, adversary.apgd_targeted, adversary.fab, adversary.square
+        apgd_runs = apgd.n_restarts * getattr(apgd, "eot_iter", 1)
+        targeted_runs = targeted.n_restarts * targeted.n_target_classes
+        fab_t_steps = fab.n_iter * fab.n_restarts * fab.n_target_classes
+        costs = {
+            "apgd-ce": Budget((apgd.n_iter + 1) * apgd_runs, 2 * apgd_runs),
+            "apgd-dlr": Budget((apgd.n_iter + 1) * apgd_runs, 2 * apgd_runs),
+            "apgd-t": Budget((targeted.n_iter + 1) * targeted_runs, 2 * targeted_runs),
+            "fab": Budget(fab.n_iter * fab.n_restarts * num_classes, fab.n_iter * fab.n_restarts + 2),
+            "fab-t": Budget(fab_t_steps, 2 * fab_t_steps + 2),
+            "square": Budget(0, square.n_queries * square.n_restarts + 2),
+        }
+        total = Budget(0, self.STARTUP_FORWARDS)
+        for component in adversary.attacks_to_run:
+            total = total + costs[component]
+        return total
+
+    STARTUP_FORWARDS = 12  # the library's clean-accuracy and randomness checks (counted: about 11 per sample)
 
     def target_classes(self, num_classes: int) -> int:
         """How many target classes apgd-t and fab-t use for a model with ``num_classes`` outputs."""

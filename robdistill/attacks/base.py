@@ -80,6 +80,20 @@ class AttackOutput:
     fooled_by: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Budget:
+    """The most an attack spends on one sample, one that survives it to the end (a sample broken
+    early costs less): ``gradient`` forward + backward passes to the input and ``forward``
+    forward-only passes. Multiplied by a timed pass, an upper bound on its time
+    (robdistill.experiments.estimate)."""
+
+    gradient: float
+    forward: float
+
+    def __add__(self, other: "Budget") -> "Budget":
+        return Budget(self.gradient + other.gradient, self.forward + other.forward)
+
+
 class Attack(ABC):
     """Base class: subclasses implement :meth:`attack_batch`; :meth:`run` batches, shows progress,
     and handles model mode and randomness."""
@@ -111,6 +125,10 @@ class Attack(ABC):
         """The full configuration, read off the attack object (logged with every result)."""
         return {"attack": self.name, "eps": self.eps, "seed": self.seed, **self.params,
                 "precision": self.precision.name}
+
+    def budget(self, num_classes: int) -> Budget:
+        """The most passes this attack spends on one sample of a ``num_classes``-class model."""
+        raise NotImplementedError(f"{self.name} does not state its budget")
 
     def zero_eps_probe(self, steps: int = 2) -> "Attack":
         """The same attack at eps = 0, cheaply (at most ``steps`` iterations and two restarts for

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from robdistill.attacks.base import (ATTACKS, Attack, AttackOutput, LossFn, ce_loss, check_eps, check_steps,
-                                     cw_margin_loss, project_linf)
+from robdistill.attacks.base import (ATTACKS, Attack, AttackOutput, Budget, LossFn, ce_loss, check_eps,
+                                     check_steps, cw_margin_loss, project_linf)
 from robdistill.core.errors import UserError
 from robdistill.core.precision import Precision
 
@@ -19,6 +19,9 @@ class FGSM(Attack):
 
     def __init__(self, eps: float, seed: int = 0, precision: str | Precision = "fp32"):
         super().__init__(eps, seed, precision)
+
+    def budget(self, num_classes: int) -> Budget:
+        return Budget(1, 1)
 
     def attack_batch(self, model, x, y, generator):
         x_req = x.detach().clone().requires_grad_(True)
@@ -61,6 +64,11 @@ class PGD(Attack):
             raise UserError(f"{self.name} step_size must be >= 0; got {step_size}")
         super().__init__(eps, seed, precision, steps=steps, step_size=float(step_size), restarts=int(restarts),
                          random_start=bool(random_start))
+
+    def budget(self, num_classes: int) -> Budget:
+        """steps x restarts gradient passes; a clean forward and a final one per restart."""
+        p = self.params
+        return Budget(p["steps"] * p["restarts"], 1 + p["restarts"])
 
     def _probe(self, steps: int) -> "Attack":
         p = self.params

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from robdistill.attacks.base import ATTACKS, Attack, AttackOutput, ce_loss, check_eps, pgd_perturb
+from robdistill.attacks.base import ATTACKS, Attack, AttackOutput, Budget, ce_loss, check_eps, pgd_perturb
 from robdistill.attacks.gradient import PGD
 from robdistill.core.errors import UserError
 from robdistill.core.modes import eval_mode, preserved_global_rng
@@ -39,6 +39,11 @@ class Transfer(Attack):
         self._owns_surrogate = not isinstance(surrogate, nn.Module)
         pgd = {k: v for k, v in self.pgd.config().items() if k not in ("eps", "seed", "precision")}
         super().__init__(eps, seed, precision, surrogate=label, surrogate_attack=pgd)
+
+    def budget(self, num_classes: int) -> Budget:
+        """The surrogate's PGD (counted as passes of the target's size) and a target forward per restart."""
+        p = self.pgd.params
+        return Budget(p["steps"] * p["restarts"], 1 + 2 * p["restarts"])
 
     def attack_batch(self, model, x, y, generator):
         p = self.pgd.params

@@ -192,6 +192,13 @@ def eval_options(func: Callable) -> Callable:
     return func
 
 
+estimate_option = click.option(
+    "--estimate", "estimate_only", is_flag=True,
+    help="Print how long this would take on this machine (timed batches of each stage; attacks as a range, "
+         "their most if every sample survived) and stop, writing nothing; without it the estimate is printed "
+         "before the job starts (not with --quiet).")
+
+
 def make_settings(kw: dict[str, Any]):
     from robdistill.config.settings import Settings
 
@@ -328,10 +335,11 @@ def one_line_warning(message: Warning | str, category: type[Warning], filename: 
 @click.option("--skip-teacher-eval", is_flag=True, help="Attack only the student.")
 @overrides_option("Override a recipe field: teacher.epochs=5, student.temperature=2, suite.n_eval=100 (repeatable).")
 @precision_option
+@estimate_option
 @teacher_source_options
 @common_options
-def run(teacher, perturb, student, suite, eps, n_eval, skip_teacher_eval, overrides, precision, arch, model_dir,
-        threat_model, sha256, expect_clean, **kw) -> None:
+def run(teacher, perturb, student, suite, eps, n_eval, skip_teacher_eval, overrides, precision, estimate_only, arch,
+        model_dir, threat_model, sha256, expect_clean, **kw) -> None:
     """Train (or reuse, or load) a teacher, distill a student on clean inputs, attack both.
 
     \b
@@ -340,17 +348,23 @@ def run(teacher, perturb, student, suite, eps, n_eval, skip_teacher_eval, overri
       robdistill run --teacher at --perturb nonmax-flatten --set student.temperature=2
       robdistill run --teacher aalp --dataset fashion-mnist --set teacher.epochs=5
       robdistill run --teacher alp --perturb nonmax-shuffle --precision bf16
+      robdistill run --teacher trades --dataset fashion-mnist --estimate
       robdistill run --teacher robustbench:Wong2020Fast --dataset cifar10 --model-dir models
       robdistill run --teacher weights.pt --teacher-model timm:resnet18 --dataset cifar10 --expect-clean 0.9
     """
-    from robdistill.experiments.pipeline import run_experiment
+    from robdistill.experiments.pipeline import estimate_run, run_experiment
 
     source = source_options(arch, model_dir, threat_model, sha256, expect_clean)
     stages = recipe_stages(teacher, source, ("teacher", "student", "suite"))
-    outcome = run_experiment(make_settings(kw), teacher=teacher, perturb=perturb, student=student,
-                             suite=suite, eps=eps, n_eval=n_eval,
-                             overrides=with_precision(overrides, precision, stages),
-                             evaluate_teacher=not skip_teacher_eval, source=source)
+    settings = make_settings(kw)
+    arguments = dict(teacher=teacher, perturb=perturb, student=student, suite=suite, eps=eps, n_eval=n_eval,
+                     overrides=with_precision(overrides, precision, stages), evaluate_teacher=not skip_teacher_eval,
+                     source=source)
+    if estimate_only:
+        click.echo(estimate_run(settings, **arguments).text())
+        return
+    announce = (lambda estimate: click.echo(estimate.text(), err=True)) if settings.progress else None
+    outcome = run_experiment(settings, announce=announce, **arguments)
     print_outcome(outcome, "results")
 
 
@@ -372,10 +386,11 @@ def run(teacher, perturb, student, suite, eps, n_eval, skip_teacher_eval, overri
 @overrides_option("Override a recipe field for every cell: teacher.epochs=5, student.temperature=2 (repeatable; "
                   "teacher.* fields apply to the recipe teachers of the grid).")
 @precision_option
+@estimate_option
 @teacher_source_options
 @common_options
 def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_eval, outputs, shard, overrides,
-          precision, arch, model_dir, threat_model, sha256, expect_clean, **kw) -> None:
+          precision, estimate_only, arch, model_dir, threat_model, sha256, expect_clean, **kw) -> None:
     """The teacher x perturbation x seed grid under one MLflow parent run, each teacher trained once
     per seed; prints accuracy per cell (mean and 95% interval over seeds) and each perturbation
     paired against keep (Seguin et al. claim 3).
@@ -385,10 +400,11 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
       robdistill sweep
       robdistill sweep --teachers at,alp --perturbs keep,nonmax-shuffle --seeds 0,1 --out grid.md
       robdistill sweep --dataset fashion-mnist --set teacher.epochs=5 --n-eval 500
+      robdistill sweep --dataset fashion-mnist --seeds 0,1,2,3,4 --estimate
     """
     from robdistill.experiments.pipeline import check_eps
     from robdistill.eval.tables import check_table_path
-    from robdistill.experiments.sweep import parse_list, parse_seeds, parse_shard, run_sweep
+    from robdistill.experiments.sweep import parse_list, parse_seeds, parse_shard, run_sweep, sweep_estimate
 
     for path in outputs:
         check_table_path(path)
@@ -398,11 +414,15 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
     grid = parse_list(teachers, "teachers")
     stages = max((recipe_stages(t, source, ("teacher", "student", "suite")) for t in grid), key=len)
     settings = make_settings(kw)
-    outcome = run_sweep(settings, teachers=grid, perturbs=parse_list(perturbs, "perturbs"),
-                        seeds=parse_seeds(seeds), student=student, suite=suite, eps=eps, n_eval=n_eval,
-                        overrides=with_precision(overrides, precision, stages),
-                        evaluate_teachers=not skip_teacher_eval, shard=shard_spec,
-                        on_cell=lambda i, n, text: click.echo(f"[{i}/{n}] {text}", err=True), source=source)
+    arguments = dict(teachers=grid, perturbs=parse_list(perturbs, "perturbs"), seeds=parse_seeds(seeds),
+                     student=student, suite=suite, eps=eps, n_eval=n_eval,
+                     overrides=with_precision(overrides, precision, stages), evaluate_teachers=not skip_teacher_eval,
+                     shard=shard_spec, source=source)
+    if estimate_only or settings.progress:
+        click.echo(sweep_estimate(settings, **arguments).text(), err=not estimate_only)
+        if estimate_only:
+            return
+    outcome = run_sweep(settings, on_cell=lambda i, n, text: click.echo(f"[{i}/{n}] {text}", err=True), **arguments)
     print_sweep_tables(outcome.cells, outcome.claims, outputs)
     if shard_spec:
         click.echo(f"\nthis was shard {shard}; once every shard has finished, merge them with:\n"

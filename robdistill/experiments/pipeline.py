@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from torch import nn
 
@@ -33,6 +33,9 @@ from robdistill.sources import gate
 from robdistill.sources.registry import (SOURCE_CHECKPOINT, SOURCE_RECIPE, LoadedModel, Provenance, SourceOptions,
                                          find_source, is_recipe, load_model)
 from robdistill.train.teacher import resolved_teacher
+
+if TYPE_CHECKING:
+    from robdistill.experiments.estimate import Estimate
 
 STAGES = ("teacher", "student", "suite")
 
@@ -214,14 +217,17 @@ def _log_comparison(results: dict[str, EvaluationResult], analyses: dict[str, An
 def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: str, suite: str | None,
                    eps: float | None = None, n_eval: int | None = None, overrides: Iterable[str] = (),
                    evaluate_teacher: bool = True, nested: bool = False,
-                   extra_tags: dict[str, str] | None = None, source: SourceOptions | None = None) -> Outcome:
+                   extra_tags: dict[str, str] | None = None, source: SourceOptions | None = None,
+                   announce: Callable[[Estimate], None] | None = None) -> Outcome:
     """`robdistill run`: teacher (trained or reused, or an external one: robdistill.sources) ->
     distilled student -> attacks on both. ``nested``: a child of the active MLflow run (one cell of
-    a sweep)."""
+    a sweep). ``announce``: given the estimated duration (timed batches) before anything starts."""
     plan = make_plan(settings, teacher=teacher, student=student, perturb=perturb,
                      suite=suite or default_suite(settings.dataset), eps=eps, n_eval=n_eval,
                      overrides=split_overrides(overrides), source=source)
     assert plan.student and plan.suite and plan.eps is not None
+    if announce is not None:
+        announce(experiment_estimate(plan, settings, perturb, evaluate_teacher))
     uri = tracking.configure(settings.tracking_uri, settings.experiment)
     teacher_name = plan.teacher_name
     tags = schema.run_tags(settings.dataset, teacher_name, perturb, plan.student.name, settings.seed,
@@ -254,6 +260,55 @@ def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: s
     return Outcome(parent.info.run_id, uri, results, {"teacher": handle.path, "student": student_path},
                    handle.reused, analyses, {"teacher": handle.model, "student": student_model}, plan.test(),
                    teacher_source=handle.source, teacher_provenance=handle.provenance)
+
+
+def estimate_run(settings: Settings, *, teacher: str, perturb: str, student: str, suite: str | None,
+                 eps: float | None = None, n_eval: int | None = None, overrides: Iterable[str] = (),
+                 evaluate_teacher: bool = True, source: SourceOptions | None = None) -> Estimate:
+    """How long :func:`run_experiment` with these arguments would take here (nothing is trained,
+    logged or written: robdistill.experiments.estimate)."""
+    plan = make_plan(settings, teacher=teacher, student=student, perturb=perturb,
+                     suite=suite or default_suite(settings.dataset), eps=eps, n_eval=n_eval,
+                     overrides=split_overrides(overrides), source=source)
+    return experiment_estimate(plan, settings, perturb, evaluate_teacher)
+
+
+def experiment_estimate(plan: Plan, settings: Settings, perturb: str, evaluate_teacher: bool = True) -> Estimate:
+    """The planned `run`'s stages, timed on batches: the teacher's training (unless it is cached
+    here or published), the student's distillation, the suite on both (an upper bound)."""
+    from robdistill.experiments import estimate
+    from robdistill.train.loop import initial_model
+
+    assert plan.student and plan.suite and plan.eps is not None
+    info = plan.splits.info
+    stages = []
+    if plan.external is not None:
+        teacher_model = plan.external.model
+    else:
+        assert plan.teacher is not None
+        teacher_model = initial_model(plan.teacher.model, info, settings.seed, "teacher", settings.device)
+        if not teacher_is_cached(plan, settings):
+            stages.append(estimate.teacher_estimate(plan.teacher, plan.splits, settings.seed, settings.device))
+    stages.append(estimate.student_estimate(plan.student, perturb, teacher_model, plan.splits, settings.seed,
+                                            settings.device))
+    student_model = initial_model(plan.student.model, info, settings.seed, "student", settings.device)
+    roles = {"teacher": teacher_model, "student": student_model} if evaluate_teacher else {"student": student_model}
+    for role, model in roles.items():
+        stages.append(estimate.attacks_estimate(role, model, plan.suite, plan.eps, len(plan.test()), info,
+                                                settings.device))
+    return estimate.Estimate(stages)
+
+
+def teacher_is_cached(plan: Plan, settings: Settings) -> bool:
+    """Whether the plan's recipe teacher is in the local cache for ``settings.seed`` (an external
+    teacher counts as cached: it is never trained)."""
+    from robdistill.experiments.stages import teacher_key
+
+    if plan.teacher is None:
+        return True
+    info = plan.splits.info
+    return (settings.cache_dir / "teachers" / schema.teacher_checkpoint_name(
+        info.name, plan.teacher.name, settings.seed, teacher_key(plan.teacher, info, settings.seed))).is_file()
 
 
 def train_teacher_only(settings: Settings, teacher: str, overrides: Iterable[str]) -> Outcome:

@@ -5,7 +5,7 @@ comparisons of each perturbation against ``keep`` (Seguin et al. claim 3)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
@@ -26,6 +26,9 @@ from robdistill.sources.registry import SourceOptions, is_recipe
 TEACHER_ROW = "(teacher)"
 TEACHER_LOGITS_DIR = "teacher_logits"
 MERGE_MUST_MATCH = ("dataset", "student", "suite", "eps", "n_eval", "overrides", "protocol")
+
+if TYPE_CHECKING:
+    from robdistill.experiments.estimate import Estimate
 
 
 @dataclass
@@ -127,6 +130,44 @@ def shard_groups(seeds: Sequence[int], teachers: Sequence[str], shard: tuple[int
         return groups
     index, count = shard
     return [g for j, g in enumerate(groups) if j % count == index - 1]
+
+
+def sweep_estimate(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence[str], seeds: Sequence[int],
+                   student: str = "default", suite: str | None = None, eps: float | None = None,
+                   n_eval: int | None = None, overrides: Sequence[str] = (), evaluate_teachers: bool = True,
+                   shard: tuple[int, int] | None = None, source: SourceOptions | None = None) -> "Estimate":
+    """How long :func:`run_sweep` with these arguments would take here: each teacher's stages timed
+    once (robdistill.experiments.estimate), counted per seed it must be trained for (not cached
+    here), its evaluation once per (teacher, seed), a student and its evaluation per cell."""
+    from robdistill.experiments.estimate import Estimate, StageEstimate
+    from robdistill.experiments.pipeline import experiment_estimate, teacher_is_cached
+
+    suite = suite or default_suite(settings.dataset)
+    split = split_overrides(overrides)
+    validate_grid(teachers, perturbs, student, suite, split, source or SourceOptions())
+    groups = shard_groups(seeds, teachers, shard)
+    stages: list[StageEstimate] = []
+    for teacher in teachers:
+        group_seeds = [seed for seed, name in groups if name == teacher]
+        if not group_seeds:
+            continue
+        plan = make_plan(settings, teacher=teacher, student=student, perturb=perturbs[0], suite=suite, eps=eps,
+                         n_eval=n_eval, overrides=split, source=source)
+        untrained = [seed for seed in group_seeds if not teacher_is_cached(plan, replace(settings, seed=seed))]
+        timed = experiment_estimate(plan, replace(settings, seed=untrained[0] if untrained else group_seeds[0]),
+                                    perturbs[0], evaluate_teachers)
+        cells = len(group_seeds) * len(perturbs)
+        for stage in timed.stages:  # teacher <name>, student [<perturb>], attacks on the teacher / student
+            if stage.name.startswith("teacher"):
+                name, count, what = stage.name, len(untrained), f"{len(untrained)} seed(s) to train"
+            elif stage.name == "attacks on the teacher":
+                name, count, what = f"attacks on teacher {teacher}", len(group_seeds), f"{len(group_seeds)} seed(s)"
+            elif stage.name.startswith("student"):
+                name, count, what = f"students of {teacher}", cells, f"{cells} cell(s)"
+            else:
+                name, count, what = f"attacks on the students of {teacher}", cells, f"{cells} cell(s)"
+            stages.append(StageEstimate(name, stage.low * count, stage.high * count, f"{what}, each {stage.span()}"))
+    return Estimate(stages)
 
 
 def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence[str], seeds: Sequence[int],

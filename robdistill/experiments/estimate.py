@@ -1,0 +1,162 @@
+"""How long a job will take, from timed batches on this machine, before it starts.
+
+- **Training** (a teacher, a student): the real training function runs one epoch on two batches
+  (the recipe's objective, its training attack, precision and the epoch's validation), twice (the
+  first warms up); a step's cost times the steps per epoch, plus the validation, times the epochs.
+- **Attacks**: each attack's budget (:meth:`robdistill.attacks.base.Attack.budget`: its passes on a
+  sample that survives to the end) times a timed forward + backward and forward pass per image,
+  times the images and models. An *upper bound*: attacks stop on the samples they break, so a
+  weak model costs a fraction of it (the lower bound counts one pass per attack and image).
+
+`robdistill run --estimate` prints the estimate and stops; `run` prints it before it starts (unless
+``--quiet``)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import torch
+from torch import nn
+
+from robdistill.config.recipes import StudentRecipe, SuiteRecipe, TeacherRecipe
+from robdistill.core.precision import resolve_precision
+from robdistill.core.progress import duration
+from robdistill.data.datasets import DatasetInfo, Splits
+
+TIMED_BATCHES = 2  # training steps timed per stage, after an untimed epoch of as many
+
+
+@dataclass(frozen=True)
+class StageEstimate:
+    """A stage's expected seconds in [low, high] (equal for training, a range for attacks)."""
+
+    name: str
+    low: float
+    high: float
+    detail: str = ""
+
+    def span(self) -> str:
+        """``2.0 min``, or ``1 s to 10.0 min`` where the bounds differ by more than a fifth."""
+        return duration(self.high) if self.low >= 0.8 * self.high else f"{duration(self.low)} to {duration(self.high)}"
+
+    def text(self) -> str:
+        return f"{self.name} {self.span()}" + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass
+class Estimate:
+    stages: list[StageEstimate] = field(default_factory=list)
+
+    @property
+    def low(self) -> float:
+        return sum(stage.low for stage in self.stages)
+
+    @property
+    def high(self) -> float:
+        return sum(stage.high for stage in self.stages)
+
+    def times(self, count: int) -> "Estimate":
+        """``count`` jobs like this one (the cells of a sweep)."""
+        return Estimate([StageEstimate(s.name, s.low * count, s.high * count, s.detail) for s in self.stages])
+
+    def text(self) -> str:
+        total = StageEstimate("total", self.low, self.high).span()
+        return (f"estimated duration on this machine: {total}\n"
+                + "\n".join(f"  {stage.text()}" for stage in self.stages))
+
+
+def _wall(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def timed_passes(model: nn.Module, info: DatasetInfo, batch_size: int, precision: str = "fp32",
+                 device: str | torch.device = "cpu") -> tuple[float, float]:
+    """Seconds per image of a forward + backward pass to the input, and of a forward pass, at
+    ``batch_size`` in ``precision`` (a warm-up pass first, then the faster of two)."""
+    mode = resolve_precision(precision)
+    x = torch.rand(batch_size, *info.shape, device=device)
+    y = torch.zeros(batch_size, dtype=torch.long, device=device)
+
+    def gradient() -> None:
+        inputs = x.clone().requires_grad_(True)
+        with mode.autocast(x.device):
+            loss = nn.functional.cross_entropy(model(inputs).float(), y)
+        torch.autograd.grad(loss, inputs)
+
+    def forward() -> None:
+        with torch.no_grad(), mode.autocast(x.device):
+            model(x)
+
+    was_training = model.training
+    model.eval()
+    try:
+        with mode.applied(model):
+            gradient()
+            forward()
+            seconds = (min(_wall(gradient) for _ in range(2)), min(_wall(forward) for _ in range(2)))
+    finally:
+        model.train(was_training)
+    return seconds[0] / batch_size, seconds[1] / batch_size
+
+
+def _epoch_seconds(train_one_epoch: Callable[[], nn.Module], batch_size: int, n_train: int) -> tuple[float, float]:
+    """(seconds per training step, seconds of the epoch's validation) from one real epoch on
+    ``TIMED_BATCHES`` batches, after an untimed one (first calls allocate and warm up)."""
+    train_one_epoch()
+    started = time.perf_counter()
+    model = train_one_epoch()
+    total = time.perf_counter() - started
+    train_seconds = model.history[0]["train/epoch_seconds"]  # type: ignore[attr-defined]
+    steps = max(1, -(-min(n_train, TIMED_BATCHES * batch_size) // batch_size))
+    return train_seconds / steps, max(0.0, total - train_seconds)
+
+
+def teacher_estimate(recipe: TeacherRecipe, splits: Splits, seed: int, device: str | torch.device) -> StageEstimate:
+    """The teacher's training time, from one epoch of the real training on two batches."""
+    from robdistill.train.teacher import train_teacher_model
+
+    n = len(recipe.training_split(splits.train))
+    probe = replace(recipe, epochs=1, train_subset=min(n, TIMED_BATCHES * recipe.batch_size))
+    step, validation = _epoch_seconds(lambda: train_teacher_model(probe, splits, seed, device, progress=False),
+                                      recipe.batch_size, n)
+    steps = -(-n // recipe.batch_size)
+    seconds = recipe.epochs * (steps * step + validation)
+    return StageEstimate(f"teacher {recipe.name}", seconds, seconds,
+                         f"{recipe.epochs} epochs x {steps} steps of {step:.2f} s + validation {validation:.1f} s")
+
+
+def student_estimate(recipe: StudentRecipe, perturb: str, teacher: nn.Module, splits: Splits, seed: int,
+                     device: str | torch.device) -> StageEstimate:
+    """The student's distillation time, from one epoch of the real distillation on two batches
+    (and the teacher's logits on the whole training split, computed once)."""
+    from robdistill.train.distillation import distill_model
+
+    n = len(recipe.training_split(splits.train))
+    probe = replace(recipe, epochs=1, train_subset=min(n, TIMED_BATCHES * recipe.batch_size))
+    step, validation = _epoch_seconds(
+        lambda: distill_model(teacher, probe, perturb, splits, seed, device, progress=False), recipe.batch_size, n)
+    _, forward = timed_passes(teacher, splits.info, min(recipe.batch_size, 256), "fp32", device)
+    steps = -(-n // recipe.batch_size)
+    seconds = recipe.epochs * (steps * step + validation) + n * forward
+    return StageEstimate(f"student [{perturb}]", seconds, seconds,
+                         f"{recipe.epochs} epochs x {steps} steps of {step:.2f} s + validation {validation:.1f} s")
+
+
+def attacks_estimate(role: str, model: nn.Module, suite: SuiteRecipe, eps: float, n: int, info: DatasetInfo,
+                     device: str | torch.device) -> StageEstimate:
+    """The suite on ``n`` images of ``model`` (the ``role``'s): from each attack's budget and
+    timed passes, at most; at least one pass per attack and image."""
+    from robdistill.eval.runner import suite_attacks
+
+    attacks = suite_attacks(suite, eps, step_ratio=None)
+    gradient, forward = timed_passes(model, info, min(suite.batch_size, n) or 1, suite.precision, device)
+    low = high = 0.0
+    for attack in attacks.values():
+        budget = attack.budget(info.num_classes)
+        high += n * (budget.gradient * gradient + budget.forward * forward)
+        low += n * (min(budget.gradient, 1) * gradient + forward)
+    return StageEstimate(f"attacks on the {role}", low, high,
+                         f"{', '.join(attacks)} on {n} images; the most if every sample survived every attack")
