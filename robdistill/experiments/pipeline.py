@@ -246,16 +246,14 @@ def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: s
                                                                         settings, teacher_name)
         models = ({schema.ROLE_TEACHER: handle.model, schema.ROLE_STUDENT: student_model} if evaluate_teacher
                   else {schema.ROLE_STUDENT: student_model})
+        model_ids = {schema.ROLE_TEACHER: handle.model_id, schema.ROLE_STUDENT: student_model_id}
         evaluated = {role: evaluate_model(model, role, plan.test(), plan.suite, plan.eps, settings,
-                                          schema.role_tags(tags, role),
+                                          schema.role_tags(tags, role), model_id=model_ids[role],
                                           run_name=schema.role_evaluation_run_name(
                                               role, teacher_name, perturb, settings.seed, plan.student.name))
                      for role, model in models.items()}
         results = {role: result for role, (result, _) in evaluated.items()}
         analyses = {role: analysis for role, (_, analysis) in evaluated.items()}
-        model_ids = {schema.ROLE_TEACHER: handle.model_id, schema.ROLE_STUDENT: student_model_id}
-        for role, result in results.items():
-            logged_models.log_model_metrics(model_ids[role], result.metrics())
         _log_comparison(results, analyses, models, plan)
     return Outcome(parent.info.run_id, uri, results, {"teacher": handle.path, "student": student_path},
                    handle.reused, analyses, {"teacher": handle.model, "student": student_model}, plan.test(),

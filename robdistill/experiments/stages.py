@@ -246,12 +246,13 @@ def evaluate_model(model: nn.Module, name: str, test: Split, suite: SuiteRecipe,
                    settings: Settings, tags: dict[str, str],
                    rows: list[int] | None = None,
                    provenance: Provenance | None = None,
-                   run_name: str | None = None) -> tuple[EvaluationResult, Analysis]:
+                   run_name: str | None = None, model_id: str | None = None) -> tuple[EvaluationResult, Analysis]:
     """Attack one model with a suite in a child run; log accuracies, intervals, checks, logits and
     the AALP measurements (and, with ``provenance``, where the model came from as ``model.*``
     parameters). The evaluation is saved after every attack (and AutoAttack chunk) in
     ``cache_dir/state``; ``--resume`` continues it in the same MLflow run. ``run_name``: the child
-    run's name (default ``eval <name>``)."""
+    run's name (default ``eval <name>``); ``model_id``: the model's MLflow logged model, which gets
+    the accuracies too (through this run, which holds the same metrics)."""
     ratio = dataset_step_ratio(settings.dataset)
     key = evaluation_key(model, test, suite, eps, ratio)
     state = TrainingState(settings.cache_dir / "state" / f"eval-{key}.state.pt")
@@ -271,6 +272,7 @@ def evaluate_model(model: nn.Module, name: str, test: Split, suite: SuiteRecipe,
         analysis = analyze_model(model, test, eps, suite.seed, step_size=ratio * eps)
         log_analysis(MlflowTracker(), analysis)
         tracking.log_metrics({**result.metrics(), **mean_statistics(logits_of(model, test.x))})
+        logged_models.log_model_metrics(model_id, result.metrics())
         tracking.log_metrics(schema.seconds_metrics(result.seconds))
         tracking.log_metrics(schema.cost_metrics(result.costs))
         failed = [c.name for c in result.checks if not c.passed]

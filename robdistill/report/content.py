@@ -81,6 +81,20 @@ class EvaluationChecks:
     def failed(self) -> list[Check]:
         return [check for check in self.checks if not check.passed]
 
+    @property
+    def passed_text(self) -> str:
+        """``5 / 6``: checks passed of checks run."""
+        return f"{sum(check.passed for check in self.checks)} / {len(self.checks)}"
+
+    @property
+    def failed_text(self) -> str:
+        """The failed checks with their details, ``-`` for none."""
+        return "; ".join(f"{check.name} ({check.detail})" for check in self.failed) or "-"
+
+
+#: the columns of the status table both renderers write, one row per evaluation
+CHECK_COLUMNS = ("evaluation", "status", "checks passed", "failed checks", "MLflow run")
+
 
 @dataclass(frozen=True)
 class Checks:

@@ -6,7 +6,7 @@ import base64
 import html
 import re
 
-from robdistill.report.content import (BADGES, Checks, Code, EvaluationChecks, Figure, Paragraph, Report, Section,
+from robdistill.report.content import (BADGES, CHECK_COLUMNS, Checks, Code, EvaluationChecks, Figure, Paragraph, Report, Section,
                                        Table)
 
 CSS = """
@@ -101,14 +101,11 @@ def _evaluation(evaluation: EvaluationChecks) -> str:
 
 
 def _checks(checks: Checks) -> str:
-    rows = []
-    for e in checks.evaluations:
-        failed = "; ".join(f"{c.name} ({c.detail})" for c in e.failed) or "-"
-        rows.append(f"<tr><td>{html.escape(e.label)}</td><td>{badge(e.status)}</td>"
-                    f"<td>{sum(c.passed for c in e.checks)} / {len(e.checks)}</td>"
-                    f"<td class=\"wrap\">{html.escape(failed)}</td><td>{html.escape(e.run_id)}</td></tr>")
-    table = ("<h3>status of every evaluation</h3><div class=\"scroll\"><table><thead><tr><th>evaluation</th>"
-             "<th>status</th><th>checks passed</th><th>failed checks</th><th>MLflow run</th></tr></thead><tbody>\n"
+    rows = [f"<tr><td>{html.escape(e.label)}</td><td>{badge(e.status)}</td><td>{e.passed_text}</td>"
+            f"<td class=\"wrap\">{html.escape(e.failed_text)}</td><td>{html.escape(e.run_id)}</td></tr>"
+            for e in checks.evaluations]
+    head = "".join(f"<th>{name}</th>" for name in CHECK_COLUMNS)
+    table = (f"<h3>status of every evaluation</h3><div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>\n"
              + "\n".join(rows) + "\n</tbody></table></div>")
     details = "<h3>every check</h3>\n" + "\n".join(_evaluation(e) for e in checks.evaluations)
     return table + "\n" + details

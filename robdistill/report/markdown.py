@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from robdistill.report.content import Checks, Code, Figure, Paragraph, Report, Section, Table
+from robdistill.report.content import CHECK_COLUMNS, Checks, Code, Figure, Paragraph, Report, Section, Table
 
 
 def figures_dir(path: Path) -> Path:
@@ -31,12 +31,10 @@ def _table(table: Table) -> str:
 
 
 def _checks(checks: Checks) -> str:
-    lines = ["### status of every evaluation", "", "| evaluation | status | checks passed | failed checks | MLflow run |",
-             "|---|---|---|---|---|"]
-    for e in checks.evaluations:
-        failed = "; ".join(f"{c.name} ({c.detail})" for c in e.failed) or "-"
-        lines.append(f"| {_cell(e.label)} | **{e.status}** | {sum(c.passed for c in e.checks)} / {len(e.checks)} | "
-                     f"{_cell(failed)} | {e.run_id} |")
+    lines = ["### status of every evaluation", "", "| " + " | ".join(CHECK_COLUMNS) + " |",
+             "|" + "---|" * len(CHECK_COLUMNS)]
+    lines += [f"| {_cell(e.label)} | **{e.status}** | {e.passed_text} | {_cell(e.failed_text)} | {e.run_id} |"
+              for e in checks.evaluations]
     warnings = [(e.label, w) for e in checks.evaluations for w in e.warnings]
     if warnings:
         lines += ["", "Warnings:", ""] + [f"- {_cell(label)}: {_cell(w)}" for label, w in warnings]

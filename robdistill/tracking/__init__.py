@@ -1,7 +1,8 @@
 """MLflow tracking: runs and their lifecycle (``store``), the one schema of run names, run tags,
-metric and artifact names (``schema``), the teacher model registry (``model_registry``), searching
-stored runs and saying which model each is about (``search``), and the one reader of logged
-evaluations (``results``). Only the CLI and the experiments use it; library functions take any
+metric and artifact names (``schema``), the teacher model registry (``model_registry``), teachers
+and students as MLflow logged models (``logged_models``), the runs view shared on every experiment
+(``views``), searching stored runs and saying which model each is about (``search``), and the one
+reader of logged evaluations (``results``). Only the CLI and the experiments use it; library functions take any
 :class:`robdistill.core.tracker.Tracker`.
 
 ``MlflowTracker`` loads its module (and torch) on first use, so that importing

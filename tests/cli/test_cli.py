@@ -8,31 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-
-from robdistill.cli.main import main
+from cli_helpers import assert_nothing_written, assert_one_line_error, invoke
 
 TINY = ["--set", "teacher.epochs=1", "--set", "student.epochs=1", "--suite", "smoke", "--n-eval", "16", "--quiet"]
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(main, list(args))
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-
-
-def assert_nothing_written(workdir: Path) -> None:
-    assert not (workdir / "mlflow.db").exists()
-    assert not (workdir / "cache").exists()
-    assert not (workdir / "mlruns").exists()
 
 
 @pytest.mark.parametrize("args, fragments", [

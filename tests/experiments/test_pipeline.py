@@ -124,6 +124,9 @@ def test_run_layout_in_mlflow(workdir: Path) -> None:
         assert [f.path for f in client.list_logged_model_artifacts(model.model_id)] == [
             Path(outcome_checkpoint(result.stdout, role)).name]
         assert {m.key: m.value for m in model.metrics}["acc/worst"] == metrics[f"{role}/acc/worst"]
+        assert {m.run_id for m in model.metrics} == {next(
+            r.info.run_id for r in children if r.info.run_name.startswith(f"eval {role}"))}  # its evaluation's
+    assert not [key for key in metrics if key.startswith("acc/")]  # the parent's stay teacher/... and student/...
     local = Path(client.download_artifacts(parent.info.run_id, "results.json", str(workdir)))
     saved = json.loads(local.read_text())
     flags = saved["student"]["per_sample"]["pgd"]

@@ -8,37 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from click.testing import CliRunner
+from cli_helpers import assert_nothing_written, assert_ok, assert_one_line_error, invoke
 
-from robdistill.cli.main import main
+__all__ = ["assert_nothing_written", "assert_ok", "assert_one_line_error", "invoke",  # shared with tests/cli
+           "TINY_STUDENT", "TINY_EVAL", "sha256", "runs", "Marker", "write_bad_files", "BAD_FILE_MESSAGES"]
 
 TINY_STUDENT = ["--set", "student.epochs=1", "--set", "student.train_subset=64", "--quiet"]
 TINY_EVAL = ["--suite", "smoke", "--n-eval", "16"]
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(main, list(args))
-
-
-def assert_ok(result) -> None:
-    assert result.exit_code == 0, (result.exit_code, result.output, result.exception)
-
-
-def assert_one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
-
-
-def assert_nothing_written(workdir: Path) -> None:
-    assert not (workdir / "mlflow.db").exists()
-    assert not (workdir / "cache").exists()
-    assert not (workdir / "mlruns").exists()
 
 
 def sha256(path: Path) -> str:
