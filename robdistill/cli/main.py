@@ -683,7 +683,7 @@ def ui(tracking_uri, port) -> None:
     workers). A tracking server (http://...) is its own UI: open its address instead."""
     from robdistill.config.settings import DEFAULT_EXPERIMENT
     from robdistill.tracking.search import find_experiment, open_ui, ui_command
-    from robdistill.tracking.views import view_url
+    from robdistill.tracking.views import share_runs_view, view_url
     from robdistill.tracking.store import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
@@ -693,6 +693,7 @@ def ui(tracking_uri, port) -> None:
     click.echo(f"MLflow UI for {uri} on http://127.0.0.1:{port} (Ctrl-C to stop)")
     try:
         experiment = find_experiment(uri, DEFAULT_EXPERIMENT)
+        share_runs_view(experiment)  # a store written before robdistill shared its view gets it now
         click.echo(f"runs view: {view_url(f'http://127.0.0.1:{port}', experiment.experiment_id)}")
     except UserError:
         pass  # nothing has run here yet: the UI opens on its experiment list

@@ -3,10 +3,12 @@
 - **Training** (a teacher, a student): the real training function runs one epoch on two batches
   (the recipe's objective, its training attack, precision and the epoch's validation), twice (the
   first warms up); a step's cost times the steps per epoch, plus the validation, times the epochs.
-- **Attacks**: each attack's budget (:meth:`robdistill.attacks.base.Attack.budget`: its passes on a
-  sample that survives to the end) times a timed forward + backward and forward pass per image,
-  times the images and models. An *upper bound*: attacks stop on the samples they break, so a
-  weak model costs a fraction of it (the lower bound counts one pass per attack and image).
+- **Attacks**: each attack's own code timed on a batch that survives it (its eps = 0 probe with a
+  few iterations, on images labelled with the model's predictions), scaled by the ratio of the
+  attack's budget (:meth:`robdistill.attacks.base.Attack.budget`: its passes on a sample that
+  survives to the end) to the probe's, times the images. The most it can take: attacks stop on
+  the samples they break, so a weak model costs a fraction of it (the least counts one pass per
+  attack and image).
 
 `robdistill run --estimate` prints the estimate and stops; `run` prints it before it starts (unless
 ``--quiet``)."""
@@ -147,16 +149,32 @@ def student_estimate(recipe: StudentRecipe, perturb: str, teacher: nn.Module, sp
 
 def attacks_estimate(role: str, model: nn.Module, suite: SuiteRecipe, eps: float, n: int, info: DatasetInfo,
                      device: str | torch.device) -> StageEstimate:
-    """The suite on ``n`` images of ``model`` (the ``role``'s): from each attack's budget and
-    timed passes, at most; at least one pass per attack and image."""
+    """The suite on ``n`` images of ``model`` (the ``role``'s). The most: each attack's own code
+    timed on a batch that survives it (its eps = 0 probe, a few iterations, on images labelled with
+    the model's predictions), scaled from the probe's budget to the attack's; the least: one
+    gradient and one forward pass per attack and image."""
+    from robdistill.analysis.consistency import ANALYSIS_PGD_STEPS
     from robdistill.eval.runner import suite_attacks
 
     attacks = suite_attacks(suite, eps, step_ratio=None)
-    gradient, forward = timed_passes(model, info, min(suite.batch_size, n) or 1, suite.precision, device)
+    size = max(1, min(suite.batch_size, n))  # the batch the attacks will run at (per-image costs depend on it)
+    gradient, forward = timed_passes(model, info, size, suite.precision, device)
+    x = torch.rand(size, *info.shape, device=device)
+    with torch.no_grad():
+        model.eval()
+        y = model(x).argmax(1)  # nothing can be fooled at eps 0: every sample spends the probe's whole budget
     low = high = 0.0
     for attack in attacks.values():
-        budget = attack.budget(info.num_classes)
-        high += n * (budget.gradient * gradient + budget.forward * forward)
-        low += n * (min(budget.gradient, 1) * gradient + forward)
-    return StageEstimate(f"attacks on the {role}", low, high,
-                         f"{', '.join(attacks)} on {n} images; the most if every sample survived every attack")
+        probe = attack.zero_eps_probe()
+        seconds = _wall(lambda: probe.run(model, x, y, batch_size=size, progress=False))
+        full, probed = attack.budget(info.num_classes), probe.budget(info.num_classes)
+        scale = ((full.gradient * gradient + full.forward * forward)
+                 / max(probed.gradient * gradient + probed.forward * forward, 1e-12))
+        high += n * seconds / size * max(scale, 1.0)
+        low += n * (min(full.gradient, 1) * gradient + forward)
+    # AALP's consistency analysis of every evaluated model: a plain PGD-k on every image, its last
+    # iterate (no early stop), and the feature contributions (one more gradient)
+    analysis = n * (ANALYSIS_PGD_STEPS + 2) * gradient
+    return StageEstimate(f"attacks on the {role}", low + analysis, high + analysis,
+                         f"{', '.join(attacks)} and the PGD-{ANALYSIS_PGD_STEPS} analysis on {n} images; "
+                         f"the most if every sample survived every attack")

@@ -7,7 +7,8 @@ every experiment it logs to: only the ``run`` rows (a `run`, or each cell of a s
 that answer the question -- teacher, perturbation, seed, the student's clean / PGD / AutoAttack /
 worst-case accuracy with the worst case's 95% interval, the teacher's clean and worst case, the
 Models and Dataset columns -- sorted by the student's worst-case accuracy. Its chart view (the
-second tab) shows one bar chart per metric, grouped by role. :func:`view_url` is the address.
+second tab) shows a bar chart per worst-case metric (student and teacher, with the interval
+bounds), one bar per cell. :func:`view_url` is the address.
 
 The keys are MLflow 3's (``searchFilter``, ``orderByKey``, ``selectedColumns`` ...);
 tests/tracking/test_mlflow_view.py checks them against the installed UI bundle and renders the view
@@ -27,6 +28,7 @@ VIEW_TAG = SHARED_VIEW_TAG_PREFIX + VIEW_KEY
 SORT_METRIC = accuracy_metric("worst", schema.ROLE_STUDENT)
 STUDENT_ACCURACIES = ("clean", "pgd", "autoattack", "worst", "worst_ci_low", "worst_ci_high")
 TEACHER_ACCURACIES = ("clean", "worst")
+CHARTS_FILTER = "acc/worst"  # the chart view opens on the worst-case accuracies (clear the search box for all)
 METRIC_COLUMN_WIDTH = 170  # pixels: wide enough for the whole metric name in the header
 IDENTITY_COLUMNS = (schema.TAG_TEACHER, schema.TAG_PERTURB, schema.TAG_SEED)
 
@@ -46,6 +48,8 @@ def runs_view_state() -> dict[str, Any]:
     return {"searchFilter": schema.tag_filter(schema.TAG_STAGE, schema.STAGE_RUN),
             "orderByKey": column("metrics", SORT_METRIC), "orderByAsc": False,
             "selectedColumns": columns, "runListHidden": False,
+            "runsHiddenMode": "SHOW_ALL",  # every cell in the charts (MLflow's default shows the first 10)
+            "chartsSearchFilter": CHARTS_FILTER,
             "columnOrder": columns,  # the UI applies the widths of the columns in this list only
             "columnWidths": {column("metrics", m): METRIC_COLUMN_WIDTH for m in metrics}}
 

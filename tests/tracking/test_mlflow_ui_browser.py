@@ -76,6 +76,7 @@ def test_the_view_uses_keys_the_installed_ui_reads() -> None:
     for key in views.runs_view_state():
         assert f'"{key}"' in text or f"{key}:" in text, key
     assert 'e+".`"+t+"`"' in text  # a column's key: kind.`name`
+    assert '"SHOW_ALL"' in text  # runsHiddenMode's value
 
 
 @pytest.mark.slow

@@ -1,0 +1,112 @@
+"""The README's screenshots, produced by the commands the README gives: a small digits sweep logged
+to a real `mlflow server` on loopback, its MLflow runs view (table and chart view: the address
+`robdistill sweep` prints) and its `robdistill report` page, each rendered by headless Chromium.
+
+    python benchmarks/screenshots.py --out docs/images [--cache-dir .robdistill] [--workdir DIR]
+
+The sweep (3 teachers x 3 perturbations x 3 seeds, the `smoke` suite on all 359 test images) reuses
+the teachers in ``--cache-dir`` and trains the missing ones. The commands it ran are written to
+``<out>/screenshots.txt``. MLflow's assistant panel (right-hand side, open by default in a fresh
+browser profile) is cropped off. With ``--workdir`` the server's store stays there, and a second
+call with the same ``--workdir`` takes the screenshots again without re-running the sweep."""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+SWEEP = ["--teachers", "standard,at,alp", "--perturbs", "keep,nonmax-shuffle,nonmax-flatten", "--seeds", "0,1,2",
+         "--suite", "smoke", "--n-eval", "359", "--quiet"]
+ASSISTANT_PANEL = 0.26  # the share of the window's width that MLflow's assistant panel takes at the right
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
+
+
+def screenshot(url: str, path: Path, size: tuple[int, int], profile: Path, crop_right: float = 0.0) -> None:
+    """``url`` rendered at ``size`` after 60 s of virtual time (charts draw late), minus the right
+    ``crop_right`` share of its width."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        raise SystemExit("chromium is not installed: apt-get install chromium (Debian)")
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--hide-scrollbars", f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}",
+                    "--virtual-time-budget=60000", f"--screenshot={path}", url],
+                   check=True, capture_output=True, timeout=300)
+    if crop_right:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            image.crop((0, 0, round(image.width * (1 - crop_right)), image.height)).save(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("docs/images"))
+    parser.add_argument("--cache-dir", type=Path, default=Path(".robdistill"))
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="Keep the server's store here (default: a temporary folder); reused when it has the sweep.")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    robdistill = [sys.executable, "-m", "robdistill.cli"]
+    with tempfile.TemporaryDirectory(prefix="robdistill-screenshots-") as tmp:
+        root, port = (args.workdir or Path(tmp)).resolve(), free_port()
+        root.mkdir(parents=True, exist_ok=True)
+        printed_file = root / "sweep.out"
+        address = f"http://127.0.0.1:{port}"
+        server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                                   f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts"),
+                                   "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            wait_for(f"{address}/health")
+            sweep = [*robdistill, "sweep", *SWEEP, "--tracking-uri", address, "--cache-dir", str(args.cache_dir)]
+            if not printed_file.is_file():
+                printed_file.write_text(subprocess.run(sweep, check=True, capture_output=True, text=True).stdout)
+            printed = printed_file.read_text()
+            name = re.search(r"sweep name (\S+),", printed).group(1)
+            view = re.sub(r"^http://127\.0\.0\.1:\d+", address, re.search(r"open the runs view:\s+(\S+)", printed).group(1))
+            report = args.out / "report.html"
+            subprocess.run([*robdistill, "report", name, "--tracking-uri", address, "--out", str(report)],
+                           check=True, capture_output=True)
+            screenshot(view, args.out / "mlflow_runs_view.png", (2500, 800), root / "p1", ASSISTANT_PANEL)
+            screenshot(view + "&compareRunsMode=CHART", args.out / "mlflow_chart_view.png", (2100, 1150), root / "p2",
+                       ASSISTANT_PANEL)
+            screenshot(report.resolve().as_uri(), args.out / "report.png", (1300, 1600), root / "p3")
+            report.unlink()  # the page itself is not kept: `robdistill report` makes it
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)  # the server and its workers
+            server.wait(timeout=30)
+    commands = ["robdistill " + " ".join(sweep[3:]).replace(str(args.cache_dir), "<cache>").replace(address, "<server>"),
+                f"robdistill report {name} --tracking-uri <server> --out report.html"]
+    (args.out / "screenshots.txt").write_text("\n".join(commands) + "\n")
+    print("\n".join(commands))
+    print(f"wrote {', '.join(sorted(p.name for p in args.out.glob('*.png')))} in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
