@@ -195,8 +195,25 @@ def eval_options(func: Callable) -> Callable:
 estimate_option = click.option(
     "--estimate", "estimate_only", is_flag=True,
     help="Print how long this would take on this machine (timed batches of each stage; attacks as a range, "
-         "their most if every sample survived) and stop, writing nothing; without it the estimate is printed "
-         "before the job starts (not with --quiet).")
+         "their most if every sample survived) and stop, writing no run, checkpoint or cache (--download still "
+         "fetches missing data); without it the estimate is printed before the job starts (not with --quiet).")
+
+
+def announces_estimate(settings) -> bool:
+    """Whether a job prints its estimate before it starts: with progress output, and not under
+    torchrun (whose ranks would each time batches, and print)."""
+    from robdistill.core import distributed
+
+    return settings.progress and not distributed.context().active
+
+
+def check_estimable(arguments: dict[str, Any]) -> dict[str, Any]:
+    """``--estimate`` times batches on one process: under torchrun it is a one-line error."""
+    from robdistill.core import distributed
+
+    if distributed.context().active:
+        raise UserError("--estimate times one process; run it without torchrun")
+    return arguments
 
 
 def make_settings(kw: dict[str, Any]):
@@ -361,9 +378,9 @@ def run(teacher, perturb, student, suite, eps, n_eval, skip_teacher_eval, overri
                      overrides=with_precision(overrides, precision, stages), evaluate_teacher=not skip_teacher_eval,
                      source=source)
     if estimate_only:
-        click.echo(estimate_run(settings, **arguments).text())
+        click.echo(estimate_run(settings, **check_estimable(arguments)).text())
         return
-    announce = (lambda estimate: click.echo(estimate.text(), err=True)) if settings.progress else None
+    announce = (lambda estimate: click.echo(estimate.text(), err=True)) if announces_estimate(settings) else None
     outcome = run_experiment(settings, announce=announce, **arguments)
     print_outcome(outcome, "results")
 
@@ -418,8 +435,9 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
                      student=student, suite=suite, eps=eps, n_eval=n_eval,
                      overrides=with_precision(overrides, precision, stages), evaluate_teachers=not skip_teacher_eval,
                      shard=shard_spec, source=source)
-    if estimate_only or settings.progress:
-        click.echo(sweep_estimate(settings, **arguments).text(), err=not estimate_only)
+    if estimate_only or announces_estimate(settings):
+        click.echo(sweep_estimate(settings, **check_estimable(arguments) if estimate_only else arguments).text(),
+                   err=not estimate_only)
         if estimate_only:
             return
     outcome = run_sweep(settings, on_cell=lambda i, n, text: click.echo(f"[{i}/{n}] {text}", err=True), **arguments)
@@ -678,10 +696,11 @@ def compare(experiment, tracking_uri, stage, sweep, tags, limit, outputs) -> Non
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
               help="MLflow store [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].")
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
-def ui(tracking_uri, port) -> None:
+@click.option("--experiment", default="robdistill", show_default=True,
+              help="The experiment whose runs view's address is printed (and shared, if it has none yet).")
+def ui(tracking_uri, port, experiment) -> None:
     """Start MLflow's UI on 127.0.0.1 for the store in use (Ctrl-C or SIGTERM stops it and its
     workers). A tracking server (http://...) is its own UI: open its address instead."""
-    from robdistill.config.settings import DEFAULT_EXPERIMENT
     from robdistill.tracking.search import find_experiment, open_ui, ui_command
     from robdistill.tracking.views import share_runs_view, view_url
     from robdistill.tracking.store import resolve_tracking_uri
@@ -692,9 +711,9 @@ def ui(tracking_uri, port) -> None:
         return
     click.echo(f"MLflow UI for {uri} on http://127.0.0.1:{port} (Ctrl-C to stop)")
     try:
-        experiment = find_experiment(uri, DEFAULT_EXPERIMENT)
-        share_runs_view(experiment)  # a store written before robdistill shared its view gets it now
-        click.echo(f"runs view: {view_url(f'http://127.0.0.1:{port}', experiment.experiment_id)}")
+        found = find_experiment(uri, experiment)
+        share_runs_view(found)  # a store written before robdistill shared its view gets it now
+        click.echo(f"runs view: {view_url(f'http://127.0.0.1:{port}', found.experiment_id)}")
     except UserError:
         pass  # nothing has run here yet: the UI opens on its experiment list
     sys.exit(open_ui(uri, port))

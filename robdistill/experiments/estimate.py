@@ -15,13 +15,15 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
 from robdistill.config.recipes import StudentRecipe, SuiteRecipe, TeacherRecipe
+from robdistill.core.modes import eval_mode, private_generator
 from robdistill.core.precision import resolve_precision
 from robdistill.core.progress import duration
 from robdistill.data.datasets import DatasetInfo, Splits
@@ -68,10 +70,31 @@ class Estimate:
                 + "\n".join(f"  {stage.text()}" for stage in self.stages))
 
 
-def _wall(fn: Callable[[], object]) -> float:
+def _wall(fn: Callable[[], object], device: str | torch.device = "cpu") -> float:
+    """Seconds ``fn`` takes, its queued GPU work included."""
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
     started = time.perf_counter()
     fn()
+    if cuda:
+        torch.cuda.synchronize(device)
     return time.perf_counter() - started
+
+
+def _random_images(count: int, info: DatasetInfo, device: str | torch.device) -> torch.Tensor:
+    """Images in [0, 1] from a private generator (the caller's global RNG is never drawn from)."""
+    return torch.rand(count, *info.shape, generator=private_generator(0, device), device=device)
+
+
+@contextmanager
+def preserved_rng(device: str | torch.device) -> Iterator[None]:
+    """The global RNG (CPU, and ``device``'s if it is a GPU) as it was before: estimating a job
+    never changes what the same process computes afterwards (same seed, same numbers)."""
+    target = torch.device(device)
+    devices = [target.index if target.index is not None else torch.cuda.current_device()] if target.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
 
 
 def timed_passes(model: nn.Module, info: DatasetInfo, batch_size: int, precision: str = "fp32",
@@ -79,7 +102,7 @@ def timed_passes(model: nn.Module, info: DatasetInfo, batch_size: int, precision
     """Seconds per image of a forward + backward pass to the input, and of a forward pass, at
     ``batch_size`` in ``precision`` (a warm-up pass first, then the faster of two)."""
     mode = resolve_precision(precision)
-    x = torch.rand(batch_size, *info.shape, device=device)
+    x = _random_images(batch_size, info, device)
     y = torch.zeros(batch_size, dtype=torch.long, device=device)
 
     def gradient() -> None:
@@ -92,15 +115,10 @@ def timed_passes(model: nn.Module, info: DatasetInfo, batch_size: int, precision
         with torch.no_grad(), mode.autocast(x.device):
             model(x)
 
-    was_training = model.training
-    model.eval()
-    try:
-        with mode.applied(model):
-            gradient()
-            forward()
-            seconds = (min(_wall(gradient) for _ in range(2)), min(_wall(forward) for _ in range(2)))
-    finally:
-        model.train(was_training)
+    with eval_mode(model), mode.applied(model):
+        gradient()
+        forward()
+        seconds = (min(_wall(gradient, device) for _ in range(2)), min(_wall(forward, device) for _ in range(2)))
     return seconds[0] / batch_size, seconds[1] / batch_size
 
 
@@ -159,14 +177,13 @@ def attacks_estimate(role: str, model: nn.Module, suite: SuiteRecipe, eps: float
     attacks = suite_attacks(suite, eps, step_ratio=None)
     size = max(1, min(suite.batch_size, n))  # the batch the attacks will run at (per-image costs depend on it)
     gradient, forward = timed_passes(model, info, size, suite.precision, device)
-    x = torch.rand(size, *info.shape, device=device)
-    with torch.no_grad():
-        model.eval()
+    x = _random_images(size, info, device)
+    with eval_mode(model), torch.no_grad():
         y = model(x).argmax(1)  # nothing can be fooled at eps 0: every sample spends the probe's whole budget
     low = high = 0.0
     for attack in attacks.values():
         probe = attack.zero_eps_probe()
-        seconds = _wall(lambda: probe.run(model, x, y, batch_size=size, progress=False))
+        seconds = _wall(lambda: probe.run(model, x, y, batch_size=size, progress=False), device)
         full, probed = attack.budget(info.num_classes), probe.budget(info.num_classes)
         scale = ((full.gradient * gradient + full.forward * forward)
                  / max(probed.gradient * gradient + probed.forward * forward, 1e-12))

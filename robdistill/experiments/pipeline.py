@@ -275,6 +275,13 @@ def experiment_estimate(plan: Plan, settings: Settings, perturb: str, evaluate_t
     """The planned `run`'s stages, timed on batches: the teacher's training (unless it is cached
     here or published), the student's distillation, the suite on both (an upper bound)."""
     from robdistill.experiments import estimate
+
+    with estimate.preserved_rng(settings.device):
+        return estimate.Estimate(_timed_stages(plan, settings, perturb, evaluate_teacher))
+
+
+def _timed_stages(plan: Plan, settings: Settings, perturb: str, evaluate_teacher: bool) -> list:
+    from robdistill.experiments import estimate
     from robdistill.train.loop import initial_model
 
     assert plan.student and plan.suite and plan.eps is not None
@@ -294,7 +301,7 @@ def experiment_estimate(plan: Plan, settings: Settings, perturb: str, evaluate_t
     for role, model in roles.items():
         stages.append(estimate.attacks_estimate(role, model, plan.suite, plan.eps, len(plan.test()), info,
                                                 settings.device))
-    return estimate.Estimate(stages)
+    return stages
 
 
 def teacher_is_cached(plan: Plan, settings: Settings) -> bool:

@@ -112,6 +112,8 @@ def obtain_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) ->
                 logged_models.enclosing_run_id() or run.info.run_id, checkpoint=path,
                 params={"key": key, **resolved_teacher(recipe, info)},
                 tags={**tags, logged_models.TAG_STAGE_RUN: run.info.run_id})
+            if model_id is None:  # the store refused a logged model: keep the checkpoint as a run artifact
+                tracking.log_file(path, schema.CHECKPOINT_ARTIFACT_DIR)
             version = None
             if settings.use_registry and model_id is not None:
                 version = model_registry.register_teacher(
@@ -223,6 +225,8 @@ def distill_student(teacher: TeacherHandle, recipe: StudentRecipe, perturb: str,
             schema.student_model_name(teacher_name, perturb, settings.seed, recipe.name), schema.ROLE_STUDENT,
             logged_models.enclosing_run_id() or run.info.run_id, checkpoint=path,
             params={"key": student_key, **resolved}, tags={**tags, logged_models.TAG_STAGE_RUN: run.info.run_id})
+        if model_id is None:  # the store refused a logged model: keep the checkpoint as a run artifact
+            tracking.log_file(path, schema.CHECKPOINT_ARTIFACT_DIR)
         state.clear()
     return DistilledStudent(model, path, model_id)
 
@@ -271,8 +275,11 @@ def evaluate_model(model: nn.Module, name: str, test: Split, suite: SuiteRecipe,
         result.rows = rows  # one shard of a split evaluation: which test rows these are
         analysis = analyze_model(model, test, eps, suite.seed, step_size=ratio * eps)
         log_analysis(MlflowTracker(), analysis)
-        tracking.log_metrics({**result.metrics(), **mean_statistics(logits_of(model, test.x))})
-        logged_models.log_model_metrics(model_id, result.metrics())
+        if model_id is None:
+            tracking.log_metrics(result.metrics())
+        else:  # once, on this run and its logged model
+            logged_models.log_model_metrics(model_id, result.metrics())
+        tracking.log_metrics(mean_statistics(logits_of(model, test.x)))
         tracking.log_metrics(schema.seconds_metrics(result.seconds))
         tracking.log_metrics(schema.cost_metrics(result.costs))
         failed = [c.name for c in result.checks if not c.passed]

@@ -132,6 +132,11 @@ def shard_groups(seeds: Sequence[int], teachers: Sequence[str], shard: tuple[int
     return [g for j, g in enumerate(groups) if j % count == index - 1]
 
 
+def external_overrides(overrides: Sequence[str]) -> list[str]:
+    """The overrides of an external (published or file) teacher's cells: all but ``teacher.*``."""
+    return [o for o in overrides if not o.startswith("teacher.")]
+
+
 def sweep_estimate(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence[str], seeds: Sequence[int],
                    student: str = "default", suite: str | None = None, eps: float | None = None,
                    n_eval: int | None = None, overrides: Sequence[str] = (), evaluate_teachers: bool = True,
@@ -143,29 +148,30 @@ def sweep_estimate(settings: Settings, *, teachers: Sequence[str], perturbs: Seq
     from robdistill.experiments.pipeline import experiment_estimate, teacher_is_cached
 
     suite = suite or default_suite(settings.dataset)
-    split = split_overrides(overrides)
-    validate_grid(teachers, perturbs, student, suite, split, source or SourceOptions())
+    source = source or SourceOptions()
+    validate_grid(teachers, perturbs, student, suite, split_overrides(overrides), source)
     groups = shard_groups(seeds, teachers, shard)
     stages: list[StageEstimate] = []
     for teacher in teachers:
         group_seeds = [seed for seed, name in groups if name == teacher]
         if not group_seeds:
             continue
+        cell_overrides = overrides if is_recipe(teacher, source) else external_overrides(overrides)
         plan = make_plan(settings, teacher=teacher, student=student, perturb=perturbs[0], suite=suite, eps=eps,
-                         n_eval=n_eval, overrides=split, source=source)
+                         n_eval=n_eval, overrides=split_overrides(cell_overrides), source=source)
         untrained = [seed for seed in group_seeds if not teacher_is_cached(plan, replace(settings, seed=seed))]
         timed = experiment_estimate(plan, replace(settings, seed=untrained[0] if untrained else group_seeds[0]),
                                     perturbs[0], evaluate_teachers)
-        cells = len(group_seeds) * len(perturbs)
+        cells, label = len(group_seeds) * len(perturbs), plan.teacher_name
         for stage in timed.stages:  # teacher <name>, student [<perturb>], attacks on the teacher / student
             if stage.name.startswith("teacher"):
                 name, count, what = stage.name, len(untrained), f"{len(untrained)} seed(s) to train"
             elif stage.name == "attacks on the teacher":
-                name, count, what = f"attacks on teacher {teacher}", len(group_seeds), f"{len(group_seeds)} seed(s)"
+                name, count, what = f"attacks on teacher {label}", len(group_seeds), f"{len(group_seeds)} seed(s)"
             elif stage.name.startswith("student"):
-                name, count, what = f"students of {teacher}", cells, f"{cells} cell(s)"
+                name, count, what = f"students of {label}", cells, f"{cells} cell(s)"
             else:
-                name, count, what = f"attacks on the students of {teacher}", cells, f"{cells} cell(s)"
+                name, count, what = f"attacks on the students of {label}", cells, f"{cells} cell(s)"
             stages.append(StageEstimate(name, stage.low * count, stage.high * count, f"{what}, each {stage.span()}"))
     return Estimate(stages)
 
@@ -189,7 +195,7 @@ def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence
         if not is_recipe(teacher, source):
             make_plan(settings, teacher=teacher, suite=suite, eps=eps, n_eval=n_eval, source=source,
                       overrides={"suite": split_overrides(overrides).get("suite", [])})
-    untrained = [o for o in overrides if not o.startswith("teacher.")]  # an external teacher's cells
+    untrained = external_overrides(overrides)
     uri = tracking.configure(settings.tracking_uri, settings.experiment)
     grid = schema.sweep_grid(teachers, perturbs, seeds, student, suite)
     name = sweep_name_of(settings, grid, eps, n_eval, overrides)

@@ -45,8 +45,8 @@ def log_model(name: str, role: str, owner_run_id: str, *, checkpoint: Path | Non
 
     from robdistill.tracking.store import flatten, scratch_dir
 
-    run = mlflow.get_run(owner_run_id)
     try:
+        run = mlflow.get_run(owner_run_id)
         model = mlflow.initialize_logged_model(
             name=name, source_run_id=owner_run_id, model_type=role, experiment_id=run.info.experiment_id,
             params=flatten("", dict(params)), tags={schema.TAG_ROLE: role, **tags})

@@ -11,8 +11,8 @@ second tab) shows a bar chart per worst-case metric (student and teacher, with t
 bounds), one bar per cell. :func:`view_url` is the address.
 
 The keys are MLflow 3's (``searchFilter``, ``orderByKey``, ``selectedColumns`` ...);
-tests/tracking/test_mlflow_view.py checks them against the installed UI bundle and renders the view
-in headless Chromium."""
+tests/tracking/test_mlflow_ui_browser.py checks them against the installed UI bundle and renders
+the view in headless Chromium."""
 from __future__ import annotations
 
 import json

@@ -102,3 +102,35 @@ def test_run_prints_its_estimate_before_it_starts(workdir: Path) -> None:
     assert result.stderr.index("estimated duration on this machine: ") < result.stderr.index("teacher standard: epoch 1/1")
     quiet = CliRunner().invoke(main, ["run", "--teacher", "standard", "--perturb", "keep", "--quiet", *TINY])
     assert quiet.exit_code == 0 and "estimated duration" not in quiet.stderr + quiet.stdout
+
+
+def test_an_estimate_leaves_the_global_rng_and_every_modules_mode_alone(workdir: Path) -> None:
+    """Estimating must not change what the process computes next (same seed, same numbers)."""
+    from robdistill.config.settings import Settings
+    from robdistill.data.datasets import load_dataset
+    from robdistill.experiments.estimate import attacks_estimate
+    from robdistill.experiments.pipeline import experiment_estimate, make_plan
+
+    settings = Settings(cache_dir=workdir / "cache", progress=False)
+    plan = make_plan(settings, teacher="at", student="default", perturb="keep", suite="smoke", n_eval=16,
+                     overrides={"teacher": ["epochs=1"], "student": ["epochs=1"]})
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    experiment_estimate(plan, settings, "keep")
+    assert torch.equal(torch.get_rng_state(), before)
+    model = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(64, 10))
+    model.train()
+    model[1].eval()  # a submodule in its own mode
+    assert plan.suite is not None
+    attacks_estimate("student", model, plan.suite, 0.1, 16, load_dataset("digits").info, "cpu")
+    assert [m.training for m in model.modules()] == [True, True, False, True]
+
+
+def test_a_mixed_grid_with_teacher_overrides_is_estimated(digits_teacher, workdir: Path) -> None:
+    """A published or file teacher's cells take every override but teacher.* (as the sweep runs them)."""
+    _, _, handle = digits_teacher
+    result = CliRunner().invoke(main, ["sweep", "--teachers", f"at,{handle.path}", "--perturbs", "keep",
+                                       "--seeds", "0", "--estimate", *TINY])
+    assert result.exit_code == 0, result.output
+    assert "teacher at " in result.stdout and f"students of {handle.path.stem}" in result.stdout
+    assert f"\n  teacher {handle.path.stem}" not in result.stdout  # a file teacher is never trained
