@@ -56,6 +56,10 @@ def configure(uri: str | None, experiment: str) -> str:
     mlflow.set_tracking_uri(resolved)
     try:
         found = mlflow.set_experiment(experiment)
+        # MLflow's set_experiment returns without making the experiment active when another process
+        # created it between its lookup and its create (the loser's runs then land in experiment 0,
+        # "Default"); making it active by id closes that race
+        found = mlflow.set_experiment(experiment_id=found.experiment_id)
         mark_model_training(found)
         views.share_runs_view(found)
     except Exception as exc:  # MlflowException, requests errors, sqlalchemy errors ...

@@ -240,3 +240,29 @@ def test_teachers_are_registered_and_reused_from_the_registry(workdir: Path) -> 
     # a different recipe is not confused with it
     third = invoke("train-teacher", "--teacher", "at", "--set", "epochs=2", "--quiet", "--cache-dir", "machine-b")
     assert third.exit_code == 0 and "(reused" not in third.stdout
+
+
+def test_a_run_lands_in_its_experiment_when_another_process_created_it_first(workdir: Path, monkeypatch) -> None:
+    """MLflow's set_experiment, losing the create race to another process, returns the experiment
+    without making it active; configure must still make it active (else the runs go to "Default")."""
+    from mlflow.tracking._tracking_service.client import TrackingServiceClient
+
+    from robdistill.tracking import store as tracking
+
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    created = mlflow.MlflowClient(uri).create_experiment("raced")  # the other process, first
+    real = TrackingServiceClient.get_experiment_by_name
+    missed: list[str] = []
+
+    def lookup(self, name):  # this process's first lookup ran before the other one's create
+        if name == "raced" and not missed:
+            missed.append(name)
+            return None
+        return real(self, name)
+
+    monkeypatch.setattr(TrackingServiceClient, "get_experiment_by_name", lookup)
+    mlflow.set_tracking_uri(uri)
+    tracking.configure(uri, "raced")
+    with mlflow.start_run() as run:
+        pass
+    assert run.info.experiment_id == created
