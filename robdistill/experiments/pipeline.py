@@ -214,6 +214,16 @@ def _log_comparison(results: dict[str, EvaluationResult], analyses: dict[str, An
         tracking.log_file(tmp / "feature_contributions.png")
 
 
+def run_plan(settings: Settings, teacher: str, perturb: str, student: str, suite: str | None, eps: float | None,
+             n_eval: int | None, overrides: Iterable[str], source: SourceOptions | None) -> Plan:
+    """The plan of a `run` (the same for running it and for estimating it)."""
+    plan = make_plan(settings, teacher=teacher, student=student, perturb=perturb,
+                     suite=suite or default_suite(settings.dataset), eps=eps, n_eval=n_eval,
+                     overrides=split_overrides(overrides), source=source)
+    assert plan.student and plan.suite and plan.eps is not None
+    return plan
+
+
 def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: str, suite: str | None,
                    eps: float | None = None, n_eval: int | None = None, overrides: Iterable[str] = (),
                    evaluate_teacher: bool = True, nested: bool = False,
@@ -222,10 +232,7 @@ def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: s
     """`robdistill run`: teacher (trained or reused, or an external one: robdistill.sources) ->
     distilled student -> attacks on both. ``nested``: a child of the active MLflow run (one cell of
     a sweep). ``announce``: given the estimated duration (timed batches) before anything starts."""
-    plan = make_plan(settings, teacher=teacher, student=student, perturb=perturb,
-                     suite=suite or default_suite(settings.dataset), eps=eps, n_eval=n_eval,
-                     overrides=split_overrides(overrides), source=source)
-    assert plan.student and plan.suite and plan.eps is not None
+    plan = run_plan(settings, teacher, perturb, student, suite, eps, n_eval, overrides, source)
     if announce is not None:
         announce(experiment_estimate(plan, settings, perturb, evaluate_teacher))
     uri = tracking.configure(settings.tracking_uri, settings.experiment)
@@ -265,9 +272,7 @@ def estimate_run(settings: Settings, *, teacher: str, perturb: str, student: str
                  evaluate_teacher: bool = True, source: SourceOptions | None = None) -> Estimate:
     """How long :func:`run_experiment` with these arguments would take here (nothing is trained,
     logged or written: robdistill.experiments.estimate)."""
-    plan = make_plan(settings, teacher=teacher, student=student, perturb=perturb,
-                     suite=suite or default_suite(settings.dataset), eps=eps, n_eval=n_eval,
-                     overrides=split_overrides(overrides), source=source)
+    plan = run_plan(settings, teacher, perturb, student, suite, eps, n_eval, overrides, source)
     return experiment_estimate(plan, settings, perturb, evaluate_teacher)
 
 
@@ -307,13 +312,9 @@ def _timed_stages(plan: Plan, settings: Settings, perturb: str, evaluate_teacher
 def teacher_is_cached(plan: Plan, settings: Settings) -> bool:
     """Whether the plan's recipe teacher is in the local cache for ``settings.seed`` (an external
     teacher counts as cached: it is never trained)."""
-    from robdistill.experiments.stages import teacher_key
+    from robdistill.experiments.stages import teacher_cache_path
 
-    if plan.teacher is None:
-        return True
-    info = plan.splits.info
-    return (settings.cache_dir / "teachers" / schema.teacher_checkpoint_name(
-        info.name, plan.teacher.name, settings.seed, teacher_key(plan.teacher, info, settings.seed))).is_file()
+    return plan.teacher is None or teacher_cache_path(plan.teacher, plan.splits.info, settings).is_file()
 
 
 def train_teacher_only(settings: Settings, teacher: str, overrides: Iterable[str]) -> Outcome:

@@ -64,6 +64,12 @@ def external_teacher(model: nn.Module, provenance: Provenance) -> TeacherHandle:
     return TeacherHandle(model, provenance.sha256[:16], Path(provenance.path), False, "", None, provenance)
 
 
+def teacher_cache_path(recipe: TeacherRecipe, info: DatasetInfo, settings: Settings) -> Path:
+    """Where the cache keeps the teacher of ``recipe`` on ``info`` for ``settings.seed``."""
+    key = teacher_key(recipe, info, settings.seed)
+    return settings.cache_dir / "teachers" / schema.teacher_checkpoint_name(info.name, recipe.name, settings.seed, key)
+
+
 def obtain_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) -> TeacherHandle:
     """Train a teacher, or reuse the one with the same resolved recipe, dataset and seed: from the
     local cache, else from the tracking store's model registry (a teacher trained on another
@@ -71,7 +77,7 @@ def obtain_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) ->
     rank 0 decides, every rank trains (DDP) or loads the same file, and only rank 0 writes it."""
     info = splits.info
     key = teacher_key(recipe, info, settings.seed)
-    path = settings.cache_dir / "teachers" / schema.teacher_checkpoint_name(info.name, recipe.name, settings.seed, key)
+    path = teacher_cache_path(recipe, info, settings)
     source: str | None = None
     if distributed.is_main():
         if path.is_file():
