@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 
 
 def bars_drawn() -> bool:
@@ -24,13 +25,18 @@ def duration(seconds: float) -> str:
 class StepLog:
     """One line per finished step (``desc: epoch 3/20 done in 41 s, 2.1 min elapsed, about 8.2 min
     left``) when ``enabled`` and no bar is drawn; silent otherwise. The estimate assumes the
-    remaining steps take as long as the finished ones did on average."""
+    remaining steps cost what the finished ones did, per unit of ``weights`` (each step's relative
+    cost, e.g. an attack's pass budget; equal steps without them)."""
 
-    def __init__(self, desc: str, total: int, unit: str, enabled: bool = True, done: int = 0) -> None:
+    def __init__(self, desc: str, total: int, unit: str, enabled: bool = True, done: int = 0,
+                 weights: Sequence[float] | None = None) -> None:
         self.desc, self.total, self.unit = desc, total, unit
         self.enabled = enabled and not bars_drawn()
         self.started = self.last = time.perf_counter()
         self.first = done  # steps already done before this process (a resumed run)
+        if weights is not None and (len(weights) != total or min(weights, default=1.0) <= 0):
+            raise ValueError(f"weights must be {total} positive numbers, one a step; got {list(weights)}")
+        self.weights = list(weights) if weights is not None else [1.0] * total
 
     def step(self, done: int, label: str | None = None) -> None:
         now = time.perf_counter()
@@ -38,8 +44,8 @@ class StepLog:
         if not self.enabled:
             return
         elapsed = now - self.started
-        finished_here = done - self.first
-        left = elapsed / finished_here * (self.total - done) if finished_here > 0 else float("nan")
+        finished_here = sum(self.weights[self.first:done])
+        left = elapsed / finished_here * sum(self.weights[done:]) if finished_here > 0 else float("nan")
         eta = f", about {duration(left)} left" if done < self.total and left == left else ""
         name = label or f"{self.unit} {done}/{self.total}"
         print(f"{self.desc}: {name} done in {duration(took)}, {duration(elapsed)} elapsed{eta}",

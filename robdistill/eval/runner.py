@@ -113,6 +113,22 @@ def zero_eps_check(model: nn.Module, attacks: dict[str, Attack], x: torch.Tensor
     return SanityCheck("eps = 0 gives clean accuracy", not failed, detail)
 
 
+def relative_costs(attacks: dict[str, Attack], num_classes: int) -> list[float] | None:
+    """Each attack's most passes per sample (:meth:`Attack.budget`; a forward-only pass counted as a
+    third of a gradient pass), the weights of the time-left estimate in the per-attack log lines:
+    AutoAttack after FGSM, PGD and CW is most of the time left. None when an attack states no budget."""
+    try:
+        budgets = [attack.budget(num_classes) for attack in attacks.values()]
+    except NotImplementedError:
+        return None
+    return [max(b.gradient + b.forward / 3, 1e-6) for b in budgets]
+
+
+def num_classes_of(data: Split) -> int:
+    """The classes an evaluation's labels span (at least 2): enough for the attacks' budgets."""
+    return max(int(data.y.max()) + 1 if len(data) else 0, 2)
+
+
 def _agreed(compute: Callable[[], Any]) -> Any:
     """``compute()`` on every rank; a :class:`UserError` on any rank is raised on every rank (so no
     rank waits in a collective for one that stopped)."""
@@ -150,7 +166,8 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
     clean = distributed.gather_rows(saved["clean"], len(data)).to(data.y.device)
     result = EvaluationResult(name, eps, data.y.clone(), clean, {}, {}, {"clean": saved["clean_seconds"]})
     attacks = suite_attacks(suite, eps, step_ratio)
-    lines = StepLog(f"eval {name}", len(attacks), "attack", enabled=progress and distributed.is_main())
+    lines = StepLog(f"eval {name}", len(attacks), "attack", enabled=progress and distributed.is_main(),
+                    done=len(saved["done"]), weights=relative_costs(attacks, num_classes_of(data)))
     for number, (key, attack) in enumerate(attacks.items(), 1):
         if key not in saved["done"]:
             partial = saved["partial"].setdefault(key, [])
