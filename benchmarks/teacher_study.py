@@ -226,11 +226,34 @@ def report(files) -> None:
                     s = seed_summary([e["accuracy"][weak]["acc"] - e["accuracy"]["autoattack"]["acc"] for e in mine])
                     cells.append(f"{100 * s.mean:+.1f}" + (f" [{100 * s.low:+.1f}, {100 * s.high:+.1f}]" if s.n > 1 else ""))
                 click.echo(f"| {teacher} | {cells[0]} | {cells[1]} |")
+        consistency_rows(rows, teachers, seeds)
         failed = [f"{e['teacher']}/s{e['seed']}" for e in rows if not e["sanity_checks_passed"]]
         warned = [f"{e['teacher']}/s{e['seed']}: {w}" for e in rows for ws in e["warnings"].values() for w in ws]
         click.echo(f"\nsanity checks: {'all passed' if not failed else 'FAILED for ' + ', '.join(failed)}")
         for line in warned:
             click.echo(f"- warning {line}")
+
+
+CONSISTENCY_COLUMNS = (("share", "share %", 100.0, ".1f"), ("clean_prob", "clean p(y)", 1.0, ".3f"),
+                       ("adv_prob", "adv p(y)", 1.0, ".3f"), ("clean_ce", "clean CE", 1.0, ".3f"),
+                       ("adv_ce", "adv CE", 1.0, ".3f"), ("pairing_loss", "pairing ‖f(x)−f(x̃)‖²", 1.0, ".3f"))
+
+
+def consistency_rows(rows: list[dict], teachers: list[str], seeds: list[int]) -> None:
+    """AALP Tables 1 and 4: each teacher's consistent (clean and PGD-20 right) and inconsistent
+    (clean right, PGD-20 wrong) sets, every statistic the mean over seeds of the per-seed values."""
+    if not all(e.get("consistency") for e in rows):
+        return
+    click.echo(f"\nAALP's consistent / inconsistent sets (AALP Tables 1 and 4), PGD-20, mean over "
+               f"{len(seeds)} seed(s)\n")
+    click.echo("| teacher | set | " + " | ".join(title for _, title, _, _ in CONSISTENCY_COLUMNS) + " |")
+    click.echo("|---" * (len(CONSISTENCY_COLUMNS) + 2) + "|")
+    for teacher in teachers:
+        mine = [e["consistency"] for e in rows if e["teacher"] == teacher]
+        for part in ("consistent", "inconsistent"):
+            cells = [format(scale * sum(c[part][key] for c in mine) / len(mine), fmt)
+                     for key, _, scale, fmt in CONSISTENCY_COLUMNS]
+            click.echo(f"| {teacher} | {part} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
