@@ -207,13 +207,12 @@ def announces_estimate(settings) -> bool:
     return settings.progress and not distributed.context().active
 
 
-def check_estimable(arguments: dict[str, Any]) -> dict[str, Any]:
+def check_estimable() -> None:
     """``--estimate`` times batches on one process: under torchrun it is a one-line error."""
     from robdistill.core import distributed
 
     if distributed.context().active:
         raise UserError("--estimate times one process; run it without torchrun")
-    return arguments
 
 
 def make_settings(kw: dict[str, Any]):
@@ -378,7 +377,8 @@ def run(teacher, perturb, student, suite, eps, n_eval, skip_teacher_eval, overri
                      overrides=with_precision(overrides, precision, stages), evaluate_teacher=not skip_teacher_eval,
                      source=source)
     if estimate_only:
-        click.echo(estimate_run(settings, **check_estimable(arguments)).text())
+        check_estimable()
+        click.echo(estimate_run(settings, **arguments).text())
         return
     announce = (lambda estimate: click.echo(estimate.text(), err=True)) if announces_estimate(settings) else None
     outcome = run_experiment(settings, announce=announce, **arguments)
@@ -435,9 +435,10 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
                      student=student, suite=suite, eps=eps, n_eval=n_eval,
                      overrides=with_precision(overrides, precision, stages), evaluate_teachers=not skip_teacher_eval,
                      shard=shard_spec, source=source)
+    if estimate_only:
+        check_estimable()
     if estimate_only or announces_estimate(settings):
-        click.echo(sweep_estimate(settings, **check_estimable(arguments) if estimate_only else arguments).text(),
-                   err=not estimate_only)
+        click.echo(sweep_estimate(settings, **arguments).text(), err=not estimate_only)
         if estimate_only:
             return
     outcome = run_sweep(settings, on_cell=lambda i, n, text: click.echo(f"[{i}/{n}] {text}", err=True), **arguments)

@@ -118,8 +118,6 @@ def obtain_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) ->
                 logged_models.enclosing_run_id() or run.info.run_id, checkpoint=path,
                 params={"key": key, **resolved_teacher(recipe, info)},
                 tags={**tags, logged_models.TAG_STAGE_RUN: run.info.run_id})
-            if model_id is None:  # the store refused a logged model: keep the checkpoint as a run artifact
-                tracking.log_file(path, schema.CHECKPOINT_ARTIFACT_DIR)
             version = None
             if settings.use_registry and model_id is not None:
                 version = model_registry.register_teacher(
@@ -231,8 +229,6 @@ def distill_student(teacher: TeacherHandle, recipe: StudentRecipe, perturb: str,
             schema.student_model_name(teacher_name, perturb, settings.seed, recipe.name), schema.ROLE_STUDENT,
             logged_models.enclosing_run_id() or run.info.run_id, checkpoint=path,
             params={"key": student_key, **resolved}, tags={**tags, logged_models.TAG_STAGE_RUN: run.info.run_id})
-        if model_id is None:  # the store refused a logged model: keep the checkpoint as a run artifact
-            tracking.log_file(path, schema.CHECKPOINT_ARTIFACT_DIR)
         state.clear()
     return DistilledStudent(model, path, model_id)
 

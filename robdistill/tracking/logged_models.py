@@ -36,7 +36,8 @@ def log_model(name: str, role: str, owner_run_id: str, *, checkpoint: Path | Non
               params: Mapping[str, Any], tags: Mapping[str, str]) -> str | None:
     """Log ``name`` (a teacher or student, ``role``) as a READY logged model of ``owner_run_id``,
     with ``checkpoint`` as its one artifact (None: metadata only); returns the model id, or None
-    when the store refused (a warning says why)."""
+    when the store refused (a warning says why; the checkpoint is then kept as an artifact of the
+    active run, under ``checkpoint/``)."""
     if not distributed.is_main():
         return None
     import mlflow
@@ -58,6 +59,8 @@ def log_model(name: str, role: str, owner_run_id: str, *, checkpoint: Path | Non
     except (MlflowException, OSError) as exc:
         logging.getLogger(__name__).warning("%s not logged as an MLflow model (%s)", name,
                                             str(exc).splitlines()[0][:200])
+        if checkpoint is not None:
+            mlflow.log_artifact(str(checkpoint), schema.CHECKPOINT_ARTIFACT_DIR)
         return None
     return model.model_id
 

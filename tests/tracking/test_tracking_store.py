@@ -266,3 +266,27 @@ def test_a_run_lands_in_its_experiment_when_another_process_created_it_first(wor
     with mlflow.start_run() as run:
         pass
     assert run.info.experiment_id == created
+
+
+def test_a_refused_logged_model_keeps_its_checkpoint_as_a_run_artifact(tmp_path: Path, monkeypatch) -> None:
+    """A store that refuses logged models (an older server, a broken artifact store) loses no
+    checkpoint: log_model warns, returns None and keeps the file as an artifact of the active run."""
+    from mlflow.exceptions import MlflowException
+
+    from robdistill.tracking import logged_models, schema, store
+
+    def refuse(*args, **kwargs):
+        raise MlflowException("logged models are not supported by this store")
+
+    store.configure(f"sqlite:///{tmp_path / 'mlflow.db'}", "refusing")
+    monkeypatch.setattr(mlflow, "initialize_logged_model", refuse)
+    checkpoint = tmp_path / "teacher.pt"
+    checkpoint.write_bytes(b"weights")
+    with mlflow.start_run() as run:
+        model_id = logged_models.log_model("teacher at s0", schema.ROLE_TEACHER, run.info.run_id,
+                                           checkpoint=checkpoint, params={}, tags={})
+        metadata_only = logged_models.log_model("teacher x s0", schema.ROLE_TEACHER, run.info.run_id,
+                                                checkpoint=None, params={}, tags={})
+    assert model_id is None and metadata_only is None
+    artifacts = [a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, schema.CHECKPOINT_ARTIFACT_DIR)]
+    assert artifacts == [f"{schema.CHECKPOINT_ARTIFACT_DIR}/teacher.pt"]
