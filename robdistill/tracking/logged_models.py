@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from robdistill.core import distributed
-from robdistill.tracking import schema
+from robdistill.tracking import schema, store
 
 TAG_STAGE_RUN = "robdistill.stage_run_id"  # the teacher or student child run that trained it
 
@@ -60,7 +60,7 @@ def log_model(name: str, role: str, owner_run_id: str, *, checkpoint: Path | Non
         logging.getLogger(__name__).warning("%s not logged as an MLflow model (%s)", name,
                                             str(exc).splitlines()[0][:200])
         if checkpoint is not None:
-            mlflow.log_artifact(str(checkpoint), schema.CHECKPOINT_ARTIFACT_DIR)
+            store.log_file(checkpoint, schema.CHECKPOINT_ARTIFACT_DIR)
         return None
     return model.model_id
 
