@@ -53,11 +53,16 @@ def main() -> None:
                    "repeatable).")
 @click.option("--limit", default=0, show_default=True, help="At most this many checkpoints (0 = all), in name order.")
 @click.option("--threads", default=1, show_default=True)
+@click.option("--device", default="cpu", show_default=True,
+              help="cpu or cuda[:i]: where the models, the images and both craftings run (verdicts stay fp32).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Results JSON (appended, resumable).")
 def run(cache: Path, dataset: str, suite: str, n_eval: int, aa_n: int, patterns: tuple[str, ...], limit: int,
-        threads: int, out: Path) -> None:
+        threads: int, device: str, out: Path) -> None:
     """Measure every checkpoint x attack not yet in --out."""
     import torch
+
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise click.UsageError(f"--device {device}: CUDA is not available here")
 
     import robdistill as rd
     from robdistill.core.precision import native_bf16
@@ -69,7 +74,10 @@ def run(cache: Path, dataset: str, suite: str, n_eval: int, aa_n: int, patterns:
     results = json.loads(out.read_text()) if out.is_file() else {"entries": {}, "invocations": []}
     invocation = {"command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
                   "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": threads,
-                              "native_bf16_cpu": native_bf16("cpu")},
+                              "native_bf16_cpu": native_bf16("cpu"), "device": device,
+                              **({"gpu": torch.cuda.get_device_name(torch.device(device)),
+                                  "native_bf16_cuda": native_bf16("cuda")}
+                                 if torch.device(device).type == "cuda" else {})},
                   "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     results["invocations"].append(invocation)
     data = rd.load_dataset(dataset)
@@ -93,14 +101,14 @@ def run(cache: Path, dataset: str, suite: str, n_eval: int, aa_n: int, patterns:
                 continue
             if model is None:
                 model, _ = load_checkpoint(path)
-                model.eval()
+                model.to(device).eval()
             n = aa_n if crafted["fp32"][key].chunked else (n_eval or len(data.test))
-            x, y = data.test.x[:n], data.test.y[:n]
+            x, y = data.test.x[:n].to(device), data.test.y[:n].to(device)
             flags, seconds = {}, {}
             for precision in ("fp32", "bf16"):
                 t0 = time.perf_counter()
                 flags[precision] = crafted[precision][key].run(model, x, y, batch_size=recipe.batch_size,
-                                                               progress=False).robust
+                                                               progress=False).robust.cpu()  # waits for the GPU
                 seconds[precision] = time.perf_counter() - t0
             results["entries"][entry_key] = {
                 "checkpoint": path.name, "kind": path.parent.name, "attack": key, "n": n,

@@ -221,9 +221,11 @@ def input_gradient_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, prec
 
 def probe(bench: Bench, precisions: list[Precision], device: str) -> None:
     """Seconds per example of one input-gradient pass per precision (one timing after a warm-up, on
-    up to 32 images): what the budget estimates are made from."""
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    count = min(bench.n, 32)
+    up to 32 images on a CPU, on the whole attacked batch on a GPU, where a small batch is bound by
+    kernel launches and would inflate the per-image cost): what the budget estimates are made from."""
+    cuda = torch.device(device).type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    count = bench.n if cuda else min(bench.n, 32)
     x, y = bench.x[:count], bench.y[:count]
     for precision in precisions:
         with precision.applied(bench.model):
@@ -540,8 +542,8 @@ def report(outcomes: list[Outcome], benches: dict[str, Bench], opts: Options, he
         lines.append(f"- {len(skipped)} cell(s) skipped: see the last table.")
     lines.append("")
 
-    lines += ["## Probe: one input-gradient pass per precision (one timing after a warm-up, up to 32 images; used "
-              "for the budget estimates, not a ratio)", ""]
+    lines += ["## Probe: one input-gradient pass per precision (one timing after a warm-up, up to 32 images on a "
+              "CPU, the whole PGD batch on a GPU; used for the budget estimates, not a ratio)", ""]
     precisions = ["fp32", *CANDIDATES]
     rows = [[key, *(f"{1e6 * b.pass_seconds[p]:.0f}" if p in b.pass_seconds else "" for p in precisions),
              *(f"{b.pass_seconds['fp32'] / b.pass_seconds[p]:.2f}" if p in b.pass_seconds else ""
@@ -651,7 +653,18 @@ def main(models: str, workloads: str, candidates: str, limit_precisions: str, re
         click.echo(f"[done] {cell.workload} {cell.model} {cell.candidate}: {result.first:.3f} s vs "
                    f"{result.second:.3f} s, ratio {result.ratio:.3f} ({result.seconds:.0f} s, estimate "
                    f"{cell.estimate:.0f} s)", err=True)
+        if out is not None:  # a partial report after every cell: a run killed at its time limit keeps what it measured
+            write_report(outcomes, benches, opts, threads, budget_minutes, candidate_names, started, device, out,
+                         partial=True)
+    write_report(outcomes, benches, opts, threads, budget_minutes, candidate_names, started, device, out)
 
+
+def write_report(outcomes: list[Outcome], benches: dict[str, Bench], opts: Options, threads: int,
+                 budget_minutes: float, candidate_names: list[str], started: float, device: str, out: Path | None,
+                 partial: bool = False) -> None:
+    """The Markdown report of the cells measured so far: to ``out`` only while ``partial``, else
+    printed and written."""
+    budget = 60 * budget_minutes
     size_text = "; ".join(f"{k}: PGD/CW {b.n}, AutoAttack {b.aa_n}, training {b.train_n}" for k, b in benches.items())
     kernels = "; ".join(f"{p}: {conv_kernels(candidate_precision(p), device)}" for p in ("fp32", *candidate_names))
     header = [f"# Precision speed benchmark ({device})", "",
@@ -659,8 +672,8 @@ def main(models: str, workloads: str, candidates: str, limit_precisions: str, re
               f"Machine: {machine(device)}  ",
               f"`native_bf16('{torch.device(device).type}')` = {native_bf16(torch.device(device).type)}; "
               f"convolution kernels per precision (profiled): {kernels}  ",
-              f"torch.set_num_threads({threads}); {repeats} interleaved rounds after one warm-up of each side; "
-              f"PGD-{steps} / CW-{steps} at eps {eps:g} (labels = the model's fp32 predictions); AutoAttack custom = "
+              f"torch.set_num_threads({threads}); {opts.repeats} interleaved rounds after one warm-up of each side; "
+              f"PGD-{opts.steps} / CW-{opts.steps} at eps {opts.eps:g} (labels = the model's fp32 predictions); AutoAttack custom = "
               f"the cpu-image suite's {'+'.join(opts.aa_custom)}; training epochs at their dataset's eps, validation "
               f"on {VAL_IMAGES} images.  ",
               "Models: random-init (seed 0), " + "; ".join(f"{k} on {b.spec.data}" for k, b in benches.items())
@@ -668,7 +681,15 @@ def main(models: str, workloads: str, candidates: str, limit_precisions: str, re
               f"Sizes (images): {size_text}.  ",
               f"Budget: {budget_minutes:g} min ({'none' if not budget else 'cells over it skipped'}); "
               f"wall time: {time.perf_counter() - started:.0f} s.", ""]
-    emit("\n".join(report(outcomes, benches, opts, header, device)), out)
+    if partial:
+        header[1:1] = ["", f"**Partial: {len(outcomes)} cell(s) so far; the run had not finished when this was "
+                           "written.**"]
+    text = "\n".join(report(outcomes, benches, opts, header, device))
+    if partial and out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    else:
+        emit(text, out)
 
 
 if __name__ == "__main__":
