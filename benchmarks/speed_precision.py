@@ -673,9 +673,9 @@ def write_report(outcomes: list[Outcome], benches: dict[str, Bench], opts: Optio
               f"`native_bf16('{torch.device(device).type}')` = {native_bf16(torch.device(device).type)}; "
               f"convolution kernels per precision (profiled): {kernels}  ",
               f"torch.set_num_threads({threads}); {opts.repeats} interleaved rounds after one warm-up of each side; "
-              f"PGD-{opts.steps} / CW-{opts.steps} at eps {opts.eps:g} (labels = the model's fp32 predictions); AutoAttack custom = "
-              f"the cpu-image suite's {'+'.join(opts.aa_custom)}; training epochs at their dataset's eps, validation "
-              f"on {VAL_IMAGES} images.  ",
+              f"PGD-{opts.steps} / CW-{opts.steps} at eps {opts.eps:g} (labels = the model's fp32 predictions); "
+              f"AutoAttack custom = the cpu-image suite's {'+'.join(opts.aa_custom)}; training epochs at their "
+              f"dataset's eps, validation on {VAL_IMAGES} images.  ",
               "Models: random-init (seed 0), " + "; ".join(f"{k} on {b.spec.data}" for k, b in benches.items())
               + ".  ",
               f"Sizes (images): {size_text}.  ",
