@@ -638,7 +638,37 @@ def main(models: str, workloads: str, candidates: str, limit_precisions: str, re
         cell.estimate = estimate(cell, benches[cell.model], opts, aa_passes)
     cells.sort(key=lambda c: (c.priority, c.estimate))
     budget = 60 * budget_minutes
+    size_text = "; ".join(f"{k}: PGD/CW {b.n}, AutoAttack {b.aa_n}, training {b.train_n}" for k, b in benches.items())
+    kernels = "; ".join(f"{p}: {conv_kernels(candidate_precision(p), device)}" for p in ("fp32", *candidate_names))
+    header = [f"Command: `{command()}`  ",
+              f"Machine: {machine(device)}  ",
+              f"`native_bf16('{torch.device(device).type}')` = {native_bf16(torch.device(device).type)}; "
+              f"convolution kernels per precision (profiled): {kernels}  ",
+              f"torch.set_num_threads({threads}); {repeats} interleaved rounds after one warm-up of each side; "
+              f"PGD-{steps} / CW-{steps} at eps {eps:g} (labels = the model's fp32 predictions); AutoAttack custom = "
+              f"the cpu-image suite's {'+'.join(opts.aa_custom)}; training epochs at their dataset's eps, validation "
+              f"on {VAL_IMAGES} images.  ",
+              "Models: random-init (seed 0), " + "; ".join(f"{k} on {b.spec.data}" for k, b in benches.items())
+              + ".  ",
+              f"Sizes (images): {size_text}.  "]
     outcomes: list[Outcome] = []
+
+    def write_report(partial: bool) -> None:
+        """The report of the cells measured so far: while ``partial`` only to ``out`` (a run killed at its
+        time limit keeps what it measured), at the end printed and written."""
+        title = [f"# Precision speed benchmark ({device})", ""]
+        if partial:
+            title += [f"**Partial: {len(outcomes)} cell(s) so far; the run had not finished when this was "
+                      "written.**", ""]
+        budget_line = (f"Budget: {budget_minutes:g} min ({'none' if not budget else 'cells over it skipped'}); "
+                       f"wall time: {time.perf_counter() - started:.0f} s.")
+        text = "\n".join(report(outcomes, benches, opts, [*title, *header, budget_line, ""], device))
+        if partial:
+            out.parent.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+            out.write_text(text + "\n")  # type: ignore[union-attr]
+        else:
+            emit(text, out)
+
     for cell in cells:
         left = budget - (time.perf_counter() - started)
         if budget and cell.estimate > left:
@@ -653,44 +683,9 @@ def main(models: str, workloads: str, candidates: str, limit_precisions: str, re
         click.echo(f"[done] {cell.workload} {cell.model} {cell.candidate}: {result.first:.3f} s vs "
                    f"{result.second:.3f} s, ratio {result.ratio:.3f} ({result.seconds:.0f} s, estimate "
                    f"{cell.estimate:.0f} s)", err=True)
-        if out is not None:  # a partial report after every cell: a run killed at its time limit keeps what it measured
-            write_report(outcomes, benches, opts, threads, budget_minutes, candidate_names, started, device, out,
-                         partial=True)
-    write_report(outcomes, benches, opts, threads, budget_minutes, candidate_names, started, device, out)
-
-
-def write_report(outcomes: list[Outcome], benches: dict[str, Bench], opts: Options, threads: int,
-                 budget_minutes: float, candidate_names: list[str], started: float, device: str, out: Path | None,
-                 partial: bool = False) -> None:
-    """The Markdown report of the cells measured so far: to ``out`` only while ``partial``, else
-    printed and written."""
-    budget = 60 * budget_minutes
-    size_text = "; ".join(f"{k}: PGD/CW {b.n}, AutoAttack {b.aa_n}, training {b.train_n}" for k, b in benches.items())
-    kernels = "; ".join(f"{p}: {conv_kernels(candidate_precision(p), device)}" for p in ("fp32", *candidate_names))
-    header = [f"# Precision speed benchmark ({device})", "",
-              f"Command: `{command()}`  ",
-              f"Machine: {machine(device)}  ",
-              f"`native_bf16('{torch.device(device).type}')` = {native_bf16(torch.device(device).type)}; "
-              f"convolution kernels per precision (profiled): {kernels}  ",
-              f"torch.set_num_threads({threads}); {opts.repeats} interleaved rounds after one warm-up of each side; "
-              f"PGD-{opts.steps} / CW-{opts.steps} at eps {opts.eps:g} (labels = the model's fp32 predictions); "
-              f"AutoAttack custom = the cpu-image suite's {'+'.join(opts.aa_custom)}; training epochs at their "
-              f"dataset's eps, validation on {VAL_IMAGES} images.  ",
-              "Models: random-init (seed 0), " + "; ".join(f"{k} on {b.spec.data}" for k, b in benches.items())
-              + ".  ",
-              f"Sizes (images): {size_text}.  ",
-              f"Budget: {budget_minutes:g} min ({'none' if not budget else 'cells over it skipped'}); "
-              f"wall time: {time.perf_counter() - started:.0f} s.", ""]
-    if partial:
-        header[1:1] = ["", f"**Partial: {len(outcomes)} cell(s) so far; the run had not finished when this was "
-                           "written.**"]
-    text = "\n".join(report(outcomes, benches, opts, header, device))
-    if partial and out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
-    else:
-        emit(text, out)
-
+        if out is not None:
+            write_report(partial=True)
+    write_report(partial=False)
 
 if __name__ == "__main__":
     main()
