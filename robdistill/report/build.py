@@ -227,9 +227,11 @@ def _overview(ctx: _Context) -> Section:
             params, tags = run.data.params, run.data.tags
             rows.append([name, tags.get(schema.TAG_SHARD, "-"), params.get("teachers", "?"), params.get("perturbs", "?"),
                          params.get("seeds", "?"), params.get("student", "?"), params.get("suite", "?"),
-                         ", ".join(_overrides(params)) or "-", run.info.run_id])
+                         ", ".join(_overrides(params)) or "-", run.info.status, run.info.run_id])
     blocks.append(Table("the sweeps", ["sweep", "shard", "teachers", "perturbations", "seeds", "student", "suite",
-                                       "overrides", "MLflow run"], rows))
+                                       "overrides", "status", "MLflow run"], rows,
+                        caption="One row per sweep run: a shard stopped and run again is listed once per run "
+                                "(KILLED or RUNNING, then FINISHED); its cells count once, the newest."))
     missing = ctx.stored.missing_logits()
     if missing:
         blocks.append(Paragraph("Claims 1 and 2 leave out teachers whose logits no sweep logged (an older robdistill, "

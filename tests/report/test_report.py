@@ -140,6 +140,8 @@ def test_html_gives_every_evaluations_checks_and_the_commands_and_versions(study
     provenance = page.split('<section id="provenance">')[1].split("</section>")[0]
     sweep_run = next(r for r in study["runs"] if r.data.tags.get("stage") == "sweep")
     assert sweep_run.info.run_id in provenance and sweep_run.data.tags["git_commit"] in provenance
+    overview = page.split('<section id="overview">')[1].split("</section>")[0]
+    assert f"<td>FINISHED</td><td>{sweep_run.info.run_id}</td>" in overview  # each sweep run's status
     assert html.escape(sweep_run.data.tags["command"]) in provenance  # the process's command line
     assert sweep_run.data.tags["versions"].startswith("robdistill ") and "torch " in sweep_run.data.tags["versions"]
     assert html.escape(sweep_run.data.tags["versions"]) in provenance
