@@ -217,6 +217,42 @@ def test_two_concurrent_runs_share_one_server(workdir: Path, mlflow_server: str)
     assert out.exit_code == 0 and out.stdout.count("FINISHED") == 2
 
 
+# What a real `mlflow server` answered when two shards logged the same new dataset at once (4
+# processes, 1 in 12 attempts): its SQL store looks the dataset up, then inserts it.
+INSERT_CONFLICT = ("BAD_REQUEST: (sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
+                   "datasets.name, datasets.digest\n[SQL: INSERT INTO datasets (dataset_uuid, experiment_id, name, "
+                   "digest, ...) VALUES (?, ?, ?, ?, ...)]")
+
+
+@pytest.mark.parametrize("error, calls, logged", [(INSERT_CONFLICT, 2, True), ("BAD_REQUEST: something else", 1, False)])
+def test_a_dataset_insert_lost_to_a_concurrent_writer_is_logged_again(tmp_path: Path, monkeypatch, error: str,
+                                                                       calls: int, logged: bool) -> None:
+    """The lost race of two writers inserting one dataset is retried (the dataset now exists and is
+    reused); any other store error is raised at once."""
+    from mlflow.exceptions import MlflowException
+
+    from robdistill.tracking import store
+
+    store.configure(f"sqlite:///{tmp_path / 'mlflow.db'}", "race")
+    real, seen = mlflow.log_input, []
+
+    def lose_the_first_insert(*args, **kwargs):
+        seen.append(args)
+        if len(seen) == 1:
+            raise MlflowException(error)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_input", lose_the_first_insert)
+    with mlflow.start_run() as run:
+        if logged:
+            store.log_dataset("digits", "d" * 64, {"train": 10}, "training")
+        else:
+            with pytest.raises(MlflowException, match="something else"):
+                store.log_dataset("digits", "d" * 64, {"train": 10}, "training")
+    assert len(seen) == calls
+    inputs = mlflow.get_run(run.info.run_id).inputs.dataset_inputs
+    assert [(i.dataset.name, i.tags[0].value) for i in inputs] == ([("digits", "training")] if logged else [])
+
 
 @pytest.mark.slow
 def test_teachers_are_registered_and_reused_from_the_registry(workdir: Path) -> None:
