@@ -7,8 +7,8 @@ any set of teacher checkpoints, e.g. every seed of a cache filled by several swe
 than the logged logits), on the first N test images the sweep's suite evaluated. It also draws,
 per teacher, the grid of images with the largest confidence difference against the reference.
 
-    python benchmarks/seguin_claims.py /work/study/fmnist/cache/teachers/*.pt --n-eval 500 \\
-        --grids benchmarks/results/seguin_fashion-mnist_grids
+    python benchmarks/seguin_claims.py <cache>/teachers/fashion-mnist-*.pt --n-eval 500 \\
+        --grids grids/
 """
 from __future__ import annotations
 
