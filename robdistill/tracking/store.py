@@ -271,6 +271,19 @@ def set_description(markdown: str) -> None:
     set_tag(schema.TAG_NOTE, markdown)
 
 
+# The SQL store's log_inputs looks a dataset up, then inserts it: two processes logging the same
+# new dataset at once (shards sharing one server) can both miss it, and the second insert breaks
+# the unique key (experiment, name, digest). Logged again, the dataset is found and reused.
+DATASET_LOG_ATTEMPTS = 3
+_CONFLICT_MARKERS = ("UNIQUE constraint failed", "IntegrityError", "duplicate key value")
+
+
+def is_insert_conflict(exc: Exception) -> bool:
+    """Whether a store error is a unique-key conflict of concurrent inserts (SQLite, PostgreSQL,
+    MySQL wordings), which a retry resolves, rather than a real error."""
+    return any(marker in str(exc) for marker in _CONFLICT_MARKERS)
+
+
 def log_dataset(name: str, digest: str, profile: dict[str, Any], context: str) -> None:
     """``name`` (a dataset) as an MLflow dataset input of the active run, so the UI's Dataset column
     names it: metadata only (the data stays where it is), ``digest`` a hash of the tensors used,
@@ -297,19 +310,6 @@ def log_dataset(name: str, digest: str, profile: dict[str, Any], context: str) -
         except mlflow.exceptions.MlflowException as exc:
             if attempt + 1 == DATASET_LOG_ATTEMPTS or not is_insert_conflict(exc):
                 raise
-
-
-# The SQL store's log_inputs looks a dataset up, then inserts it: two processes logging the same
-# new dataset at once (shards sharing one server) can both miss it, and the second insert breaks
-# the unique key (experiment, name, digest). Logged again, the dataset is found and reused.
-DATASET_LOG_ATTEMPTS = 3
-_CONFLICT_MARKERS = ("UNIQUE constraint failed", "IntegrityError", "duplicate key value")
-
-
-def is_insert_conflict(exc: Exception) -> bool:
-    """Whether a store error is a unique-key conflict of concurrent inserts (SQLite, PostgreSQL,
-    MySQL wordings), which a retry resolves, rather than a real error."""
-    return any(marker in str(exc) for marker in _CONFLICT_MARKERS)
 
 
 def log_file(path: Path, artifact_path: str | None = None) -> None:
