@@ -687,5 +687,6 @@ def main(models: str, workloads: str, candidates: str, limit_precisions: str, re
             write_report(partial=True)
     write_report(partial=False)
 
+
 if __name__ == "__main__":
     main()
