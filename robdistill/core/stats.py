@@ -105,6 +105,17 @@ def sign_test_p(values: list[float] | tuple[float, ...]) -> float:
     return float(binomtest(sum(v > 0 for v in nonzero), len(nonzero), 0.5).pvalue)
 
 
+def t_test_p(summary: SeedSummary) -> float:
+    """Two-sided one-sample t-test of mean 0 over the values (>= 2 seeds, with spread): for per-seed
+    differences this is the paired t-test over seeds. NaN with fewer than two values or no spread."""
+    from scipy.stats import t as student_t
+
+    if summary.n < 2 or not summary.std > SPREAD_TOLERANCE:
+        return float("nan")
+    t = summary.mean / (summary.std / math.sqrt(summary.n))
+    return float(2 * student_t.sf(abs(t), summary.n - 1))
+
+
 def direction(summary: SeedSummary) -> str:
     """The direction of a per-seed difference (>= 2 seeds), always from a test, never from zero
     variance: 'higher' / 'lower' when the 95% t-interval excludes 0, else 'inconclusive'. Without

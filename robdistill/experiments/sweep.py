@@ -20,7 +20,7 @@ from robdistill.experiments.stages import log_dataset_input
 from robdistill.catalog import load_recipe
 from robdistill.analysis.seguin import ClaimTables, TeacherLogits, confidence_difference_grids, teacher_claims
 from robdistill.config.settings import Settings
-from robdistill.core.stats import SeedSummary, direction, mcnemar_exact, no_spread, seed_summary
+from robdistill.core.stats import SeedSummary, mcnemar_exact, no_spread, seed_summary
 from robdistill.sources.registry import SourceOptions, is_recipe
 
 TEACHER_ROW = "(teacher)"
@@ -438,20 +438,37 @@ def summary_metrics(cells: Sequence[Cell]) -> dict[str, float]:
     return out
 
 
-def paired_rows(cells: Sequence[Cell], reference: str = "keep") -> tuple[list[str], list[list[str]]]:
-    """Each perturbation minus ``reference`` for the same teacher and seed (Seguin et al. claim 3).
-    The seed is the experimental unit: the difference in points has a 95% t-interval over seeds
-    and a paired t-test (>= 2 seeds), which give the reading. When the per-seed differences have no
-    spread (see ``no_spread``) the t-test is undefined: "paired t p" is then "-" and the reading
-    comes from an exact sign test over seeds (``paired_reading``). McNemar's exact test per seed is
-    shown too; it is conditional on those trained models (test-image noise only, not training noise)."""
-    from scipy.stats import ttest_rel
+from robdistill.analysis.verdicts import Reading  # noqa: E402  (the statistics below; seguin imports it already)
+
+PAIRED_HEADER = ["teacher", "comparison", "metric", "family", "seeds", "difference (points)", "paired t p", "p",
+                 "Holm p", "TOST p", "McNemar p per seed", "reading", "seeds needed"]
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """One perturbation minus the reference for one teacher and metric: the per-seed differences, the
+    McNemar p per seed, and the reading within its metric's family."""
+
+    teacher: str
+    perturb: str
+    metric: str
+    primary: bool
+    seeds: list[int]
+    diff: SeedSummary
+    mcnemar: list[float]
+    reading: Reading
+
+
+def paired_comparisons(cells: Sequence[Cell], reference: str = "keep") -> list[PairedComparison]:
+    """Each perturbation minus ``reference`` for the same teacher and seed, per metric but clean (clean
+    when it is the only one). Each metric's comparisons are one family (Holm within it); the primary
+    metric's (AutoAttack, else the worst case) is claim 3's family, the others are secondary."""
+    from robdistill.analysis.verdicts import DELTA_ACCURACY, primary_metric, read_family
 
     groups = _groups(cells)
     metrics = [m for m in _metrics_of(cells) if m != "clean"] or ["clean"]
-    header = ["teacher", "comparison", "metric", "seeds", "difference (points)", "paired t p",
-              "McNemar p per seed", "reading"]
-    rows = []
+    primary = primary_metric(metrics)
+    found: list[tuple[str, str, str, list[int], SeedSummary, list[float]]] = []
     teachers = list(dict.fromkeys(c.teacher for c in cells))
     perturbs = list(dict.fromkeys(c.perturb for c in cells if c.perturb != TEACHER_ROW))
     for teacher in teachers:
@@ -466,24 +483,46 @@ def paired_rows(cells: Sequence[Cell], reference: str = "keep") -> tuple[list[st
             for metric in metrics:
                 a = [other[s].result.accuracies()[metric].value for s in seeds]
                 b = [base[s].result.accuracies()[metric].value for s in seeds]
-                diff = seed_summary([x - y for x, y in zip(a, b)])
-                interval = (f" [{100 * diff.low:+.1f}, {100 * diff.high:+.1f}]"
-                            if len(seeds) > 1 and not no_spread(diff) else "")
-                t_p = float(ttest_rel(a, b).pvalue) if len(seeds) > 1 and not no_spread(diff) else float("nan")
                 per_seed = [mcnemar_exact(_flags(other[s].result, metric), _flags(base[s].result, metric))
                             for s in seeds]
-                rows.append([teacher, f"{perturb} - {reference}", metric, str(len(seeds)),
-                             f"{100 * diff.mean:+.1f}{interval}", "-" if t_p != t_p else f"{t_p:.3g}",
-                             ", ".join(f"{p:.2g}" for p in per_seed), paired_reading(diff)])
-    return header, rows
+                found.append((teacher, perturb, metric, seeds, seed_summary([x - y for x, y in zip(a, b)]), per_seed))
+    readings: dict[int, Reading] = {}
+    for metric in metrics:  # one family per metric
+        family = [i for i, f in enumerate(found) if f[2] == metric]
+        readings.update(zip(family, read_family([found[i][4] for i in family], DELTA_ACCURACY)))
+    return [PairedComparison(teacher, perturb, metric, metric == primary, seeds, diff, per_seed, readings[i])
+            for i, (teacher, perturb, metric, seeds, diff, per_seed) in enumerate(found)]
+
+
+def paired_rows(cells: Sequence[Cell], reference: str = "keep") -> tuple[list[str], list[list[str]]]:
+    """Each perturbation minus ``reference`` for the same teacher and seed (Seguin et al. claim 3),
+    from :func:`paired_comparisons`. The seed is the experimental unit: the difference in points has a
+    95% t-interval over seeds and a paired t-test (>= 2 seeds). When the per-seed differences have no
+    spread (see ``no_spread``) the t-test is undefined: "paired t p" is then "-" and an exact sign test
+    over seeds gives "p". "Holm p" is "p" Holm-adjusted within the metric's family, "TOST p" the
+    Holm-adjusted two one-sided tests against +-``DELTA_ACCURACY``; the reading and the seeds an
+    inconclusive reading needs come from :func:`robdistill.analysis.verdicts.read_family`. McNemar's
+    exact test per seed is shown too; it is conditional on those trained models (test-image noise only)."""
+    from robdistill.analysis.verdicts import fmt_p
+
+    rows = []
+    for c in paired_comparisons(cells, reference):
+        spread = c.diff.n > 1 and not no_spread(c.diff)
+        interval = f" [{100 * c.diff.low:+.1f}, {100 * c.diff.high:+.1f}]" if spread else ""
+        r = c.reading
+        rows.append([c.teacher, f"{c.perturb} - {reference}", c.metric, "primary" if c.primary else "secondary",
+                     str(len(c.seeds)), f"{100 * c.diff.mean:+.1f}{interval}", fmt_p(r.p) if spread else "-",
+                     fmt_p(r.p), fmt_p(r.p_adjusted), fmt_p(r.tost_adjusted),
+                     ", ".join(f"{p:.2g}" for p in c.mcnemar), r.text, r.seeds_text])
+    return list(PAIRED_HEADER), rows
 
 
 def paired_reading(diff: SeedSummary) -> str:
-    """The reading of a paired difference over seeds (:func:`robdistill.core.stats.direction`): 'higher' /
-    'lower' only when a test says so, else 'inconclusive'; one seed is always inconclusive."""
-    if diff.n < 2:
-        return "inconclusive (1 seed)"
-    return direction(diff)
+    """The reading of one paired difference over seeds as a family of one
+    (:func:`robdistill.analysis.verdicts.read_family`, equivalence margin ``DELTA_ACCURACY``)."""
+    from robdistill.analysis.verdicts import DELTA_ACCURACY, read_family
+
+    return read_family([diff], DELTA_ACCURACY)[0].text
 
 
 def _flags(result: EvaluationResult, metric: str) -> list[bool]:
@@ -491,4 +530,4 @@ def _flags(result: EvaluationResult, metric: str) -> list[bool]:
     return flags.tolist()
 
 
-__all__ = ["run_sweep", "summary_rows", "paired_rows", "load_sweeps", "Cell"]
+__all__ = ["run_sweep", "summary_rows", "paired_rows", "paired_comparisons", "load_sweeps", "Cell"]

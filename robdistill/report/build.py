@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from robdistill.core.errors import UserError
-from robdistill.report.content import (CONTRADICTED, INCONCLUSIVE, SUPPORTED, Check, Checks, Code, EvaluationChecks,
+from robdistill.report.content import (Check, Checks, Code, EvaluationChecks,
                                        Figure, Paragraph, Report, Section, Table)
 from robdistill.tracking import schema
 
@@ -255,28 +255,46 @@ def _summary(ctx: _Context) -> Section:
     return Section("summary", "Summary and paired tables", blocks)
 
 
+VERDICT_HEADER = ["claim", "teacher", "comparison", "evidence (95% interval)", "p", "Holm p", "reading",
+                  "seeds needed", "verdict"]
+
+
 def _claims(ctx: _Context) -> Section:
-    from robdistill.experiments.sweep import paired_rows
+    from robdistill.analysis.verdicts import (ALPHA, DELTA_ACCURACY, EQUIVALENT, FAMILIES, INCONCLUSIVE, LOWER,
+                                              NOT_REPRODUCED, POWER, PRIMARY_METRIC, REPRODUCED)
+    from robdistill.experiments.sweep import paired_comparisons
 
     claims = ctx.stored.claims(ctx.reference)
     rows: list[list[str]] = []
     if claims is not None:
         rows += _claim1_verdicts(claims, ctx.reference)
-        rows += _claim2_verdicts(ctx.stored.logits, ctx.reference)
-    rows += _claim3_verdicts(paired_rows(ctx.cells), ctx.reference)
+        rows += _claim2_verdicts(claims, ctx.reference)
+    rows += _claim3_verdicts(paired_comparisons(ctx.cells), ctx.reference)
     blocks: list = [Paragraph(
         "Seguin et al. (2021) claim that adversarial training (1) lowers a teacher's mean max logit and logit gap, "
         "(2) changes which samples a teacher is confident on, and (3) that scrambling (`nonmax-shuffle`) or "
-        "flattening (`nonmax-flatten`) an AT teacher's non-max logits costs its student robustness.")]
+        "flattening (`nonmax-flatten`) an AT teacher's non-max logits costs its student robustness."),
+        Paragraph(
+        f"How a verdict is reached (`robdistill.analysis.verdicts`). The primary metric is {PRIMARY_METRIC} "
+        "(the worst case when the suite has none); the other attacks are secondary, shown in the paired table "
+        "with their own families and never a claim verdict. Each family below is corrected for multiple "
+        f"comparisons with Holm's step-down method (family-wise alpha {ALPHA}). A difference reads '{LOWER}' or "
+        f"'higher' only when its Holm-adjusted p (paired t-test over seeds; without spread an exact sign test) is "
+        f"below {ALPHA}; an accuracy difference reads '{EQUIVALENT}' only when the two one-sided tests against "
+        f"+-{100 * DELTA_ACCURACY:g} points (the margin fixed in advance, see the README), Holm-adjusted in the "
+        f"same family, are below {ALPHA}; anything else is '{INCONCLUSIVE}' and shows its interval and the seeds "
+        f"that would resolve its observed difference at {100 * POWER:g}% power given its observed spread (at "
+        f"alpha / m for a family of m, Holm's first step). A claim is '{REPRODUCED}' when its comparison reads "
+        f"the predicted direction, '{NOT_REPRODUCED}' when it reads the other direction or no difference beyond "
+        f"delta, '{INCONCLUSIVE}' otherwise."),
+        Table("families of comparisons", ["family", "comparisons"], [list(f) for f in FAMILIES])]
     if rows:
-        blocks.append(Table("verdicts at a glance", ["claim", "teacher", "comparison", "evidence (95% interval)",
-                                                     "reading", "verdict"], rows, badge_column=5, caption=(
-            "A verdict follows the reading: 'supported' / 'contradicted' only when the 95% t-interval over seeds "
-            "excludes 0 (without spread: an exact sign test over seeds), 'inconclusive' otherwise and always with "
-            "one seed. Claim 2: supported when the whole interval of the AT-vs-standard rank correlation lies below "
-            "the standard teacher's seed-to-seed correlation. Claim 3 on the worst case, every teacher but the "
-            f"{ctx.reference} one (its rows, a control, are in the paired table). No correction for multiple "
-            "comparisons.")))
+        blocks.append(Table("verdicts at a glance", VERDICT_HEADER, rows, badge_column=8, caption=(
+            "Claim 1 predicts lower max logit and gap (both must read lower); claim 2 lower agreement with the "
+            f"{ctx.reference} teacher than between two {ctx.reference} seeds (the difference paired by seed, with "
+            f"its interval); claim 3 lower {PRIMARY_METRIC} accuracy than keep, every teacher but the "
+            f"{ctx.reference} one (its rows, a control, are in the paired table and in the family). 'p' is the raw "
+            "p-value, 'Holm p' the adjusted one the reading uses.")))
     if claims is None:
         blocks.append(Paragraph(f"Claims 1 and 2 need the {ctx.reference} teacher's logits, which none of these "
                                 f"sweeps logged (no {ctx.reference} teacher in the grid)."))
@@ -284,95 +302,60 @@ def _claims(ctx: _Context) -> Section:
         blocks.append(Table(CLAIM1_TITLE, claims.logits_header, claims.logits_rows))
         blocks.append(Table(CLAIM2_TITLE, claims.agreement_header, claims.agreement_rows, caption=(
             "Spearman rank correlation of the per-sample max softmax probability; the different-seed rows are the "
-            "agreement to expect without AT (their pairs share models: mean and range, no interval).")))
+            "agreement to expect without AT (their pairs share models: mean and range, no interval). The 'minus' "
+            "rows are claim 2's evidence: per seed, the same-seed agreement minus the mean of that reference "
+            "seed's agreement with the other reference seeds, with a 95% t-interval over seeds.")))
     return Section("claims", "Seguin et al. claims 1-3", blocks)
 
 
-def _parts(reading: str) -> list[str]:
-    """'max logit lower (no spread, sign test p = 0.031), gap inconclusive' -> its two readings."""
-    import re
+def _p_text(readings: dict[str, Any], adjusted: bool) -> str:
+    from robdistill.analysis.verdicts import fmt_p
 
-    return [part.strip() for part in re.split(r",\s*(?![^()]*\))", reading) if part.strip()]
-
-
-def _verdict(reading: str) -> str:
-    """A verdict from one reading of :func:`robdistill.core.stats.direction` (possibly after the
-    statistic's name) for a claim that predicts 'lower'."""
-    words = reading.split("(")[0].split()
-    if "1 seed" in reading:
-        return INCONCLUSIVE
-    if "lower" in words:
-        return SUPPORTED
-    if "higher" in words:
-        return CONTRADICTED
-    return INCONCLUSIVE
+    return "; ".join(f"{name} {fmt_p(r.p_adjusted if adjusted else r.p)}" for name, r in readings.items())
 
 
 def _claim1_verdicts(claims: Any, reference: str) -> list[list[str]]:
+    from robdistill.analysis.verdicts import claim_verdict, combined_verdict
+
+    by_teacher = {row[0]: row for row in claims.logits_rows}
     rows = []
-    for row in claims.logits_rows:
-        teacher, reading = row[0], row[-1]
-        if teacher == reference or reading == "-":
-            continue
-        rows.append(["1", teacher, f"mean max logit and logit gap - {reference}",
-                     f"max logit {row[4]}; gap {row[5]}", reading, _claim1_verdict(_parts(reading))])
+    for teacher, readings in claims.claim1.items():
+        row = by_teacher[teacher]
+        seeds = "; ".join(f"{name} {r.seeds_text}" for name, r in readings.items() if r.seeds_text != "-") or "-"
+        rows.append(["1", teacher, f"mean max logit and logit gap - {reference}", f"max logit {row[4]}; gap {row[5]}",
+                     _p_text(readings, False), _p_text(readings, True),
+                     ", ".join(f"{name} {r.text}" for name, r in readings.items()), seeds,
+                     combined_verdict([claim_verdict(r.word) for r in readings.values()])])
     return rows
 
 
-def _claim1_verdict(readings: list[str]) -> str:
-    verdicts = [_verdict(part) for part in readings]
-    if verdicts and all(v == SUPPORTED for v in verdicts):
-        return SUPPORTED
-    return CONTRADICTED if CONTRADICTED in verdicts else INCONCLUSIVE
+def _claim2_verdicts(claims: Any, reference: str) -> list[list[str]]:
+    from robdistill.analysis.verdicts import claim_verdict, fmt_p
 
-
-def _claim2_verdicts(logits: dict, reference: str) -> list[list[str]]:
-    from itertools import combinations
-
-    from robdistill.analysis.seguin import max_prob, spearman
-    from robdistill.core.stats import seed_summary
-
-    conf = {key: max_prob(z) for key, z in logits.items()}
-    ref_seeds = sorted(s for t, s in logits if t == reference)
-    baseline = [spearman(conf[(reference, a)], conf[(reference, b)]) for a, b in combinations(ref_seeds, 2)]
-    base = sum(baseline) / len(baseline) if baseline else float("nan")
     rows = []
-    for teacher in dict.fromkeys(t for t, _ in logits):
-        if teacher == reference:
-            continue
-        seeds = sorted(s for t, s in logits if t == teacher and (reference, s) in logits)
-        if not seeds:
-            continue
-        s = seed_summary([spearman(conf[(teacher, k)], conf[(reference, k)]) for k in seeds])
-        interval = f" [{max(s.low, -1):.3f}, {min(s.high, 1):.3f}]" if s.n > 1 else ""
-        evidence = f"rho {s.mean:.3f}{interval} vs {reference} seed-to-seed {_fmt(base)}"
-        if s.n < 2:
-            reading, verdict = "inconclusive (1 seed)", INCONCLUSIVE
-        elif not baseline:
-            reading, verdict = f"inconclusive (no seed-to-seed baseline: one {reference} seed)", INCONCLUSIVE
-        elif s.high < base:
-            reading, verdict = "lower agreement than between seeds", SUPPORTED
-        elif s.low > base:
-            reading, verdict = "higher agreement than between seeds", CONTRADICTED
-        else:
-            reading, verdict = "inconclusive", INCONCLUSIVE
-        rows.append(["2", teacher, f"confidence ranking vs {reference} (same seed)", evidence, reading, verdict])
+    for teacher, (s, reading) in claims.claim2.items():
+        interval = f" [{s.low:+.3f}, {s.high:+.3f}]" if s.n > 1 and s.std == s.std else ""
+        evidence = (f"rho({teacher}, {reference}) minus {reference} seed-to-seed rho: {s.mean:+.3f}{interval} "
+                    f"over {s.n} seed{'s' if s.n != 1 else ''}")
+        rows.append(["2", teacher, f"confidence ranking vs {reference} (same seed) minus {reference} seed-to-seed",
+                     evidence, fmt_p(reading.p), fmt_p(reading.p_adjusted), reading.text, reading.seeds_text,
+                     claim_verdict(reading.word)])
     return rows
 
 
-def _claim3_verdicts(paired: tuple[list[str], list[list[str]]], reference: str) -> list[list[str]]:
-    header, rows = paired
-    metrics = [row[2] for row in rows]
-    metric = "worst" if "worst" in metrics else (metrics[-1] if metrics else "")
+def _claim3_verdicts(comparisons: Sequence[Any], reference: str) -> list[list[str]]:
+    from robdistill.analysis.verdicts import claim_verdict, fmt_p
+
     out = []
-    for row in rows:
-        teacher, comparison, row_metric = row[0], row[1], row[2]
-        if row_metric != metric or teacher == reference or comparison.split(" - ")[0] not in CLAIM3_PERTURBS:
+    for c in comparisons:
+        if not c.primary or c.teacher == reference or c.perturb not in CLAIM3_PERTURBS:
             continue
-        reading = row[7]
-        seeds = f"{row[3]} seed" + ("s" if row[3] != "1" else "")
-        out.append(["3", teacher, f"{comparison} ({metric})", f"{row[4]} points over {seeds}", reading,
-                    _verdict(reading)])
+        d, r = c.diff, c.reading
+        interval = f" [{100 * d.low:+.1f}, {100 * d.high:+.1f}]" if d.n > 1 and d.std > 1e-12 else ""
+        seeds = f"{d.n} seed" + ("s" if d.n != 1 else "")
+        out.append(["3", c.teacher, f"{c.perturb} - keep ({c.metric})", f"{100 * d.mean:+.1f}{interval} points over "
+                    f"{seeds}; TOST p (Holm) {fmt_p(r.tost_adjusted)}", fmt_p(r.p), fmt_p(r.p_adjusted), r.text,
+                    r.seeds_text, claim_verdict(r.word)])
     return out
 
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Union
 
-# verdict and status words the renderers badge (any other cell text is shown plain)
-SUPPORTED = "supported"
-CONTRADICTED = "contradicted"
-INCONCLUSIVE = "inconclusive"
+from robdistill.analysis.verdicts import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
+
+# verdict and status words the renderers badge (any other cell text is shown plain); the verdict
+# words are defined once, in robdistill.analysis.verdicts
 PASSED = "passed"
 FAILED = "FAILED"
-BADGES = (SUPPORTED, CONTRADICTED, INCONCLUSIVE, PASSED, FAILED)
+BADGES = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, PASSED, FAILED)
 
 
 @dataclass(frozen=True)

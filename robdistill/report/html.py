@@ -41,9 +41,9 @@ figure.compact h3 { font-size: 0.92em; margin-top: 0.4em; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
 .badge { display: inline-block; padding: 0 8px; border-radius: 10px; font-size: 0.85em; font-weight: 600;
          color: #fff; white-space: nowrap; }
-.badge-passed, .badge-supported { background: var(--ok); }
+.badge-passed, .badge-reproduced { background: var(--ok); }
 .badge-failed { background: var(--bad); }
-.badge-contradicted, .badge-warning { background: var(--warn); }
+.badge-not-reproduced, .badge-warning { background: var(--warn); }
 .badge-inconclusive { background: var(--grey); }
 details { margin: 0.2em 0; }
 summary { cursor: pointer; }
@@ -60,7 +60,7 @@ def _inline(text: str) -> str:
 
 
 def badge(word: str) -> str:
-    return f'<span class="badge badge-{html.escape(word.lower())}">{html.escape(word)}</span>'
+    return f'<span class="badge badge-{html.escape(word.lower().replace(" ", "-"))}">{html.escape(word)}</span>'
 
 
 def _table(table: Table) -> str:

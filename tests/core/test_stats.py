@@ -53,3 +53,14 @@ def test_direction_never_comes_from_zero_variance() -> None:
     assert direction(seed_summary([0.0, 0.0])) == "equal"
     assert direction(seed_summary([0.10, 0.12, 0.11])) == "higher"
     assert direction(seed_summary([0.10, -0.12, 0.11])) == "inconclusive"
+
+
+def test_t_test_p_is_the_paired_t_test() -> None:
+    from scipy.stats import ttest_rel
+
+    from robdistill.core.stats import t_test_p
+
+    a, b = [0.71, 0.69, 0.75, 0.70], [0.68, 0.69, 0.70, 0.66]
+    diff = seed_summary([x - y for x, y in zip(a, b)])
+    assert t_test_p(diff) == pytest.approx(float(ttest_rel(a, b).pvalue))
+    assert math.isnan(t_test_p(seed_summary([0.1]))) and math.isnan(t_test_p(seed_summary([0.1, 0.1])))

@@ -37,14 +37,17 @@ def test_summary_and_paired_rows_by_hand() -> None:
     assert by["keep"][5] == "37.5 ± 17.7 [0.0, 100.0]"
     assert by["nonmax-shuffle"][5] == "75.0 ± 0.0 [75.0, 75.0]"
     header, rows = paired_rows(cells)
+    assert header[:6] == ["teacher", "comparison", "metric", "family", "seeds", "difference (points)"]
     pgd = next(r for r in rows if r[2] == "pgd")
-    assert pgd[:4] == ["at", "nonmax-shuffle - keep", "pgd", "2"]
+    assert pgd[:5] == ["at", "nonmax-shuffle - keep", "pgd", "secondary", "2"]  # no autoattack: worst is primary
     # differences +50 and +25 points: mean +37.5, half-width 12.706 * 17.68 / sqrt(2) = 158.8
-    assert pgd[4] == "+37.5 [-121.3, +196.3]"
-    assert float(pgd[5]) == pytest.approx(0.2048, abs=1e-3)  # paired t: t = 3, df = 1
+    assert pgd[5] == "+37.5 [-121.3, +196.3]"
+    assert float(pgd[6]) == pytest.approx(0.2048, abs=1e-3)  # paired t: t = 3, df = 1
+    assert pgd[7] == pgd[6] and pgd[8] == pgd[6]             # a family of one per metric: Holm changes nothing
     # McNemar per seed: seed 0 has 2 discordant pairs, both for shuffle (p = 2 / 4); seed 1 has 1 (p = 1)
-    assert pgd[6] == "0.5, 1"
-    assert pgd[7] == "inconclusive"  # the t-interval over seeds contains 0
+    assert pgd[10] == "0.5, 1"
+    assert pgd[11] == "inconclusive"  # the t-interval over seeds contains 0
+    assert next(r for r in rows if r[2] == "worst")[3] == "primary"
 
 
 def counted(n: int, k: int) -> EvaluationResult:
@@ -60,33 +63,36 @@ def paired_pgd_row(n: int, keep: list[int], other: list[int]) -> list[str]:
     return next(r for r in rows if r[2] == "pgd")
 
 
-@pytest.mark.parametrize("n, keep, other, t_p, reading", [
-    # two seeds, each exactly +1 image of 4: zero spread; a sign test over 2 seeds gives p = 0.5
-    (4, [1, 2], [2, 3], "-", "inconclusive (no spread, sign test p = 0.5)"),
-    # the same +1 image of 1000, but 9/1000 - 8/1000 != 1/1000 - 0/1000 in float: the spread is
-    # rounding noise (std ~ 6e-19), on which a t-test would read p ~ 3e-16
-    (1000, [8, 0], [9, 1], "-", "inconclusive (no spread, sign test p = 0.5)"),
+@pytest.mark.parametrize("n, keep, other, p, reading", [
+    # two seeds, each exactly +1 image of 4 (25 points, beyond delta): zero spread; a sign test over
+    # 2 seeds gives p = 0.5
+    (4, [1, 2], [2, 3], "0.5", "inconclusive (no spread, sign test)"),
+    # +1 image of 1000 (0.1 point), but 9/1000 - 8/1000 != 1/1000 - 0/1000 in float: the spread is
+    # rounding noise (std ~ 6e-19), on which a t-test would read p ~ 3e-16; the difference is exactly
+    # known and inside +-3 points
+    (1000, [8, 0], [9, 1], "0.5", "no difference beyond delta (no spread)"),
     # five seeds: p = 2 / 2^5 = 0.0625, still no direction; six: p = 0.03125 < 0.05
-    (4, [1] * 5, [2] * 5, "-", "inconclusive (no spread, sign test p = 0.062)"),
-    (4, [1] * 6, [2] * 6, "-", "higher (no spread, sign test p = 0.031)"),
-    (4, [3] * 6, [2] * 6, "-", "lower (no spread, sign test p = 0.031)"),
-    (4, [1, 2, 3], [1, 2, 3], "-", "equal"),
+    (4, [1] * 5, [2] * 5, "0.0625", "inconclusive (no spread, sign test)"),
+    (4, [1] * 6, [2] * 6, "0.0312", "higher (no spread, sign test)"),
+    (4, [3] * 6, [2] * 6, "0.0312", "lower (no spread, sign test)"),
+    (4, [1, 2, 3], [1, 2, 3], "1", "no difference beyond delta (no spread)"),
 ])
 def test_paired_reading_without_spread_comes_from_a_sign_test(n: int, keep: list[int], other: list[int],
-                                                              t_p: str, reading: str) -> None:
+                                                              p: str, reading: str) -> None:
     """A direction comes from a test, never from zero variance: with no spread over seeds the paired
     t-test is undefined ("-") and an exact two-sided sign test over seeds decides (>= 6 seeds)."""
     row = paired_pgd_row(n, keep, other)
-    assert row[5] == t_p
-    assert row[7] == reading
+    assert row[6] == "-" and row[7] == p
+    assert row[11] == reading
 
 
 def test_paired_reading_with_spread_is_the_t_test() -> None:
     row = paired_pgd_row(4, [0, 0, 0], [2, 3, 2])   # +50, +75, +50 points: t = 13, df = 2
-    assert float(row[5]) < 0.05 and row[7] == "higher"
+    assert float(row[6]) < 0.05 and row[11] == "higher" and row[12] == "-"
     row = paired_pgd_row(4, [0, 0], [1, 3])          # +25, +75: the t-interval contains 0
-    assert float(row[5]) > 0.05 and row[7] == "inconclusive"
-    assert paired_pgd_row(4, [2], [3])[7] == "inconclusive (1 seed)"
+    assert float(row[6]) > 0.05 and row[11] == "inconclusive"
+    assert row[12].startswith("higher: ")              # the seeds that would resolve it
+    assert paired_pgd_row(4, [2], [3])[11] == "inconclusive (1 seed)"
 
 
 TINY = ["--set", "teacher.epochs=1", "--set", "student.epochs=1", "--suite", "smoke", "--n-eval", "24", "--quiet"]

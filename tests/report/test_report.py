@@ -114,9 +114,10 @@ def test_html_holds_the_tables_sweep_report_prints_and_the_claims(study) -> None
         assert f'<section id="{section}">' in page and f'href="#{section}"' in page  # and in the contents
     claims = page.split('<section id="claims">')[1].split("</section>")[0]
     assert "verdicts at a glance" in claims
-    verdicts = re.findall(r'<td>(\d)</td><td>at</td>.*?class="badge badge-(\w+)"', claims)
+    verdicts = re.findall(r'<td>(\d)</td><td>at</td>.*?class="badge badge-([\w-]+)"', claims)
     assert {claim for claim, _ in verdicts} == {"1", "2", "3"}  # one verdict row per claim for the AT teacher
-    assert all(word in ("supported", "contradicted", "inconclusive") for _, word in verdicts)
+    assert all(word in ("reproduced", "not-reproduced", "inconclusive") for _, word in verdicts)
+    assert "families of comparisons" in claims and "Holm p" in claims
     # eps curves: the student and the teacher swept by `evaluate --eps-sweep`, matched to their cells
     eps = page.split('<section id="eps">')[1].split("</section>")[0]
     assert "<img" in eps and "<td>at / keep / seed 0</td>" in eps and "<td>standard / (teacher) / seed 1</td>" in eps
@@ -241,13 +242,14 @@ def test_both_renderers_show_the_same_content() -> None:
                      EvaluationChecks("at / (teacher) / seed 0", "run2",
                                       [Check("pgd not above fgsm", False, "9 vs 3 robust")], ["pgd: masking?"])])
     report = Report("T <&>", "sub `x`", [
-        Section("one", "One", [Paragraph("a `b|c` d"), Table("t", ["a", "b|c"], [["1 [0, 2]", "supported"]],
+        Section("one", "One", [Paragraph("a `b|c` d"), Table("t", ["a", "b|c"], [["1 [0, 2]", "not reproduced"]],
                                                              "cap", badge_column=1)]),
         Section("two", "Two", [Figure("f.png", "F", "fig cap", buffer.getvalue()), Code("robdistill sweep"), checks]),
     ])
     page, md = render_html(report), render_markdown(report, "r_figures")
     assert "T &lt;&amp;&gt;" in page and "<code>b|c</code>" in page
-    assert '<span class="badge badge-supported">supported</span>' in page and "| 1 [0, 2] | **supported** |" in md
+    assert ('<span class="badge badge-not-reproduced">not reproduced</span>' in page
+            and "| 1 [0, 2] | **not reproduced** |" in md)
     assert "| a | b\\|c |" in md and "![F](r_figures/f.png)" in md
     # the status table's row, the evaluation's summary line and the failed check itself
     assert page.count('<span class="badge badge-failed">FAILED</span>') == 3
