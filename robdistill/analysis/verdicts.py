@@ -211,10 +211,13 @@ def _seeds(n: int | None) -> str:
     return f">{MAX_SEEDS}" if n is None else str(n)
 
 
-def read_family(diffs: Sequence[SeedSummary], delta: float | None = None, alpha: float = ALPHA) -> list[Reading]:
+def read_family(diffs: Sequence[SeedSummary], delta: float | None = None, alpha: float = ALPHA,
+                pvalues: Sequence[float] | None = None) -> list[Reading]:
     """The readings of one family of paired differences over seeds (Holm within the family).
-    ``delta`` None: no equivalence test (a reading is lower, higher or inconclusive)."""
-    raw = [difference_p(d) for d in diffs]
+    ``delta`` None: no equivalence test (a reading is lower, higher or inconclusive). ``pvalues``: the
+    raw p-values when they are known more precisely than ``diffs`` carry them (a table printed with
+    rounded intervals, see ``benchmarks/reread_verdicts.py``); by default :func:`difference_p`."""
+    raw = [difference_p(d) for d in diffs] if pvalues is None else [float(p) for p in pvalues]
     adjusted = holm(raw)
     tosts = [tost_p(d, delta) if delta is not None else float("nan") for d in diffs]
     tosts_adjusted = holm(tosts) if delta is not None else tosts
