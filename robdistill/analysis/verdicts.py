@@ -201,10 +201,11 @@ class Reading:
         """'-' for a settled reading; else 'lower: 7; within delta: 12' (">1000" beyond MAX_SEEDS)."""
         if self.word != INCONCLUSIVE or self.note == "1 seed":
             return "-"
-        parts = [f"{LOWER if self.mean < 0 else HIGHER}: {_seeds(self.seeds_for_direction)}"]
+        parts = ([f"{LOWER if self.mean < 0 else HIGHER}: {_seeds(self.seeds_for_direction)}"] if self.mean != 0
+                 else [])
         if self.seeds_for_equivalence is not None:
             parts.append(f"within delta: {self.seeds_for_equivalence}")
-        return "; ".join(parts)
+        return "; ".join(parts) or "-"
 
 
 def _seeds(n: int | None) -> str:

@@ -214,10 +214,20 @@ def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence
         log_dataset_input(plan.splits, "test", plan.test())
         outcome = SweepOutcome(sweep_id, uri, name)
         teacher_logits: TeacherLogits = {}
+        finished = finished_cells(settings.tracking_uri, settings.experiment, name, sweep_id)
         done = 0
         for seed, teacher in groups:
             for i, perturb in enumerate(perturbs):
                 done += 1
+                stored = finished.get((teacher, perturb, seed))
+                if stored is not None and is_recipe(teacher, source):
+                    if on_cell is not None:
+                        on_cell(done, total, f"teacher {teacher}, perturb {perturb}, seed {seed}: finished in "
+                                             f"run {stored.run_id}, not run again")
+                    outcome.cells += stored.cells
+                    if stored.logits is not None:
+                        teacher_logits.setdefault((teacher, seed), stored.logits)
+                    continue
                 if on_cell is not None:
                     on_cell(done, total, f"teacher {teacher}, perturb {perturb}, seed {seed}")
                 recipe = is_recipe(teacher, source)
@@ -236,8 +246,61 @@ def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence
                 if schema.ROLE_TEACHER in run.results:
                     outcome.cells.append(Cell(name, TEACHER_ROW, seed, run.results[schema.ROLE_TEACHER], run.run_id))
         _log_summaries(outcome.cells)
-        outcome.claims = _teacher_claims(outcome.runs[0].test, teacher_logits, reference)
+        outcome.claims = _teacher_claims(outcome.runs[0].test if outcome.runs else plan.test(), teacher_logits,
+                                         reference)
     return outcome
+
+
+@dataclass
+class StoredCell:
+    """A cell a previous run of the same sweep finished: its `run` and the evaluations under it."""
+
+    run_id: str
+    cells: list[Cell]
+    logits: torch.Tensor | None
+
+
+def finished_cells(tracking_uri: str | None, experiment: str, name: str,
+                   current: str = "") -> dict[tuple[str, str, int], StoredCell]:
+    """The cells (teacher, perturb, seed) of sweep ``name`` whose `run` FINISHED in an earlier
+    sweep run (any shard, this machine or another sharing the store), with their evaluations read
+    back and the teacher logits that sweep logged: re-running a sweep skips them. A cell whose run
+    was killed or failed is not among them and runs again (``--resume`` continues its saved state)."""
+    import tempfile
+
+    from robdistill.tracking.results import load_results
+    from robdistill.tracking.search import find_experiment, find_runs, run_identity
+
+    try:
+        find_experiment(tracking_uri, experiment)
+    except UserError:
+        return {}  # a new store or experiment: nothing ran yet
+    runs = [r for r in find_runs(tracking_uri, experiment, schema.STAGE_RUN, None, {schema.TAG_SWEEP_NAME: name},
+                                 limit=10000) if r.info.status == "FINISHED"]
+    if not runs:
+        return {}
+    evaluations: dict[str, list] = {}
+    for run in find_runs(tracking_uri, experiment, schema.STAGE_EVALUATION, None, {schema.TAG_SWEEP_NAME: name},
+                         limit=10000):
+        if run.info.status == "FINISHED":
+            evaluations.setdefault(run.data.tags.get(schema.TAG_PARENT_RUN_ID, ""), []).append(run)
+    parents = [p for p in _sweep_parents(tracking_uri, experiment, name) if p.info.run_id != current]
+    found: dict[tuple[str, str, int], StoredCell] = {}
+    with tempfile.TemporaryDirectory(prefix="robdistill-sweep-") as tmp:
+        logits = _logged_teacher_logits(parents, f"{tmp}/logits")
+        for run in runs:  # newest first: a cell finished twice counts once, the newest
+            cell = run_identity(run)
+            key = (cell.teacher or "", cell.perturb or "", cell.seed)
+            if key in found or cell.seed is None:
+                continue
+            cells = []
+            for evaluation in evaluations.get(run.info.run_id, []):
+                role = run_identity(evaluation).role
+                perturb = TEACHER_ROW if role == schema.ROLE_TEACHER else key[1]
+                cells.append(Cell(key[0], perturb, key[2], load_results(evaluation, tmp), run.info.run_id))
+            if any(c.perturb != TEACHER_ROW for c in cells):  # its student was evaluated
+                found[key] = StoredCell(run.info.run_id, cells, logits.get((key[0], key[2])))
+    return found
 
 
 def _log_teacher_logits(teacher: str, seed: int, run: Outcome) -> torch.Tensor:
@@ -441,7 +504,7 @@ def summary_metrics(cells: Sequence[Cell]) -> dict[str, float]:
 from robdistill.analysis.verdicts import Reading  # noqa: E402  (the statistics below; seguin imports it already)
 
 PAIRED_HEADER = ["teacher", "comparison", "metric", "family", "seeds", "difference (points)", "paired t p", "p",
-                 "Holm p", "TOST p", "McNemar p per seed", "reading", "seeds needed"]
+                 "Holm p", "TOST p (Holm)", "McNemar p per seed", "reading", "seeds needed"]
 
 
 @dataclass(frozen=True)

@@ -248,7 +248,10 @@ def _summary(ctx: _Context) -> Section:
     if paired[1]:
         blocks.append(Table(PAIRED_TITLE, *paired, caption=(
             "Difference in points (perturbation minus keep), the seed as the unit: 95% t-interval and paired "
-            "t-test over seeds; without spread an exact sign test gives the reading. McNemar's exact test per "
+            "t-test over seeds ('p': without spread an exact sign test). Each metric's rows are one family, "
+            "AutoAttack's the primary one: 'Holm p' is 'p' Holm-adjusted within it, 'TOST p (Holm)' the "
+            "equivalence test against the margin delta (see the claims section); the reading follows the adjusted "
+            "values, and an inconclusive one gives the seeds that would resolve it. McNemar's exact test per "
             "seed is conditional on those trained models.")))
     else:
         blocks.append(Paragraph(f"{PAIRED_TITLE}: no keep cells to compare against."))
