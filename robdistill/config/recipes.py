@@ -136,7 +136,8 @@ class StudentRecipe(TrainingRecipe):
 @dataclass(frozen=True)
 class SuiteRecipe:
     """An attack suite: a list of ``[[attack]]`` tables (``name`` plus the attack's parameters,
-    optionally ``key`` for the metric name). ``eps`` left out means the dataset's eps;
+    optionally ``key`` for the metric name and ``n_eval`` to run that attack on the first
+    ``n_eval`` evaluated images only). ``eps`` left out means the dataset's eps;
     ``n_eval = 0`` evaluates the whole test set; ``precision`` is what every attack crafts in."""
 
     name: str = ""
@@ -148,6 +149,7 @@ class SuiteRecipe:
     attack: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     autoattack_chunk: int = 1000  # AutoAttack is saved every this many samples (resumable evaluations)
     precision: str = "fp32"  # robdistill.core.precision: what the attacks craft in (verdicts stay fp32)
+    analysis_n_eval: int = 0  # the AALP consistency analysis (a PGD-20) on the first this many images; 0 = all
 
     def named_entries(self) -> Iterator[tuple[str, str]]:
         """("attack", name) for every attack of the suite, and ("precision", name)."""
@@ -161,12 +163,22 @@ class SuiteRecipe:
         _require(self.n_eval >= 0, f"n_eval must be >= 0; got {self.n_eval}")
         _require(self.batch_size >= 1, f"batch_size must be >= 1; got {self.batch_size}")
         _require(self.autoattack_chunk >= 1, f"autoattack_chunk must be >= 1; got {self.autoattack_chunk}")
+        _require(self.analysis_n_eval >= 0, f"analysis_n_eval must be >= 0 (0 = all); got {self.analysis_n_eval}")
         keys = set()
         for entry in self.attack:
             _require(isinstance(entry, dict) and "name" in entry, "every [[attack]] table needs a name")
             key = entry.get("key", entry["name"])
             _require(key not in keys, f"attack key '{key}' appears twice; give one a different key")
             keys.add(key)
+            count = entry.get("n_eval", 0)
+            _require(isinstance(count, int) and not isinstance(count, bool) and count >= 0,
+                     f"n_eval of attack '{key}' must be an integer >= 0 (0 = the suite's); got {count!r}")
+
+    def attack_samples(self, n: int) -> dict[str, int]:
+        """How many of the ``n`` evaluated images each attack (by key) runs on: its table's
+        ``n_eval`` (the first that many images, a prefix of the suite's), else all ``n``. An expensive
+        attack (AutoAttack) can so run on fewer images than PGD and CW in one evaluation."""
+        return {entry.get("key", entry["name"]): min(n, entry.get("n_eval") or n) for entry in self.attack}
 
 
 def _require(condition: bool, message: str) -> None:
@@ -350,7 +362,7 @@ def to_dict(recipe: Any) -> dict[str, Any]:
 # left out of cache keys at that value, so the keys of everything cached before they existed stay
 # valid. A teacher's ``augment`` is one of them; a student's has been part of its key from the start
 # (teacher recipes are told apart by their ``objective``).
-KEY_REFERENCE: dict[str, Any] = {"precision": "fp32"}
+KEY_REFERENCE: dict[str, Any] = {"precision": "fp32", "analysis_n_eval": 0}
 TEACHER_KEY_REFERENCE: dict[str, Any] = {"augment": "none"}
 
 

@@ -79,7 +79,8 @@ def strength_checks(result: EvaluationResult, alpha: float = 0.05) -> list[Sanit
     for strong, weak in strength_order():
         for s_key in by_name.get(strong, []):
             for w_key in by_name.get(weak, []):
-                a, b = result.robust[s_key], result.robust[w_key]
+                common = min(len(result.robust[s_key]), len(result.robust[w_key]))  # paired on the same images
+                a, b = result.robust[s_key][:common], result.robust[w_key][:common]
                 higher = int(a.sum()) > int(b.sum())
                 p = mcnemar_exact(a.tolist(), b.tolist()) if higher else 1.0
                 checks.append(SanityCheck(
@@ -107,20 +108,21 @@ def square_gap_checks(result: EvaluationResult, alpha: float = 0.05,
     added to the result's warnings; the per-component counts are in the check's detail."""
     from scipy.stats import binomtest
 
-    white = result.clean.clone()
+    common = result.common_n  # the images every attack ran on
+    white = result.clean[:common].clone()
     for key, config in result.attack_configs.items():
         if _registered(config.get("attack", key), "white_box"):
-            white &= result.robust[key]
+            white &= result.robust[key][:common]
     for parts in result.fooled_by.values():  # gradient-based components of every AutoAttack of the suite
         for part, fooled in parts.items():
             if part != "square":
-                white &= ~fooled
+                white &= ~fooled[:common]
     checks = []
     for key, parts in result.fooled_by.items():
         if "square" not in parts:
             continue
         survivors = white
-        k, m = int((survivors & parts["square"]).sum()), int(survivors.sum())
+        k, m = int((survivors & parts["square"][:common]).sum()), int(survivors.sum())
         p = float(binomtest(k, m, tolerance, alternative="greater").pvalue) if k else 1.0
         counts = ", ".join(f"{part} {int(f.sum())}" for part, f in parts.items())
         detail = (f"Square fooled {k} of {m} samples that survive every white-box attack (one-sided binomial "

@@ -50,17 +50,28 @@ class EvaluationResult:
 
     @property
     def worst(self) -> torch.Tensor:
-        """Per-sample AND over clean and every attack: robust to the whole suite."""
-        flags = self.clean.clone()
+        """Per-sample AND over clean and every attack: robust to the whole suite. When some attacks
+        ran on fewer images (a suite table's ``n_eval``), over the images every attack ran on."""
+        flags = self.clean[:self.common_n].clone()
         for robust in self.robust.values():
-            flags &= robust
+            flags &= robust[:self.common_n]
         return flags
+
+    @property
+    def common_n(self) -> int:
+        """The images every attack ran on: the first ``common_n`` (all ``n`` unless an attack of the
+        suite ran on a prefix)."""
+        return min([self.n, *(len(flags) for flags in self.robust.values())])
+
+    def samples(self, key: str) -> int:
+        """How many images ``key`` (clean, an attack, worst) was measured on."""
+        return self.n if key == "clean" else self.common_n if key == "worst" else len(self.robust[key])
 
     def accuracies(self) -> dict[str, Proportion]:
         rows = {"clean": self.clean, **self.robust}
         if self.robust:
             rows["worst"] = self.worst
-        return {key: wilson(int(flags.sum()), self.n) for key, flags in rows.items()}
+        return {key: wilson(int(flags.sum()), len(flags)) for key, flags in rows.items()}
 
     def metrics(self) -> dict[str, float]:
         """Flat metric names for MLflow: acc/<key>, acc/<key>_ci_low, acc/<key>_ci_high."""
@@ -98,7 +109,7 @@ def result_from_json(payload: dict[str, Any]) -> EvaluationResult:
         {key: flags(key) for key in per if key not in ("label", "clean")}, payload.get("attacks", {}),
         payload.get("seconds", {}), payload.get("warnings", {}),
         [SanityCheck(**c) for c in payload.get("sanity_checks", [])], payload.get("rows"),
-        {key: {part: _index_flags(indices, len(per["label"])) for part, indices in parts.items()}
+        {key: {part: _index_flags(indices, len(per.get(key, per["label"]))) for part, indices in parts.items()}
          for key, parts in payload.get("fooled_by", {}).items()}, payload.get("costs", {}))
 
 
@@ -115,6 +126,9 @@ def merge_shards(shards: list[EvaluationResult]) -> EvaluationResult:
     time is the slowest shard's."""
     if not shards or any(s.rows is None for s in shards):
         raise ValueError("merge_shards needs shard results that know their rows")
+    if any(s.common_n < s.n for s in shards):
+        raise UserError("a suite whose attacks run on fewer images than the evaluation (an [[attack]] n_eval) "
+                        "cannot be split into shards; run it unsharded or drop the attack's n_eval")
     n = sum(s.n for s in shards)
     order = torch.tensor([r for s in shards for r in s.rows])
     if sorted(order.tolist()) != list(range(n)):

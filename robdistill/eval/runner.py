@@ -22,15 +22,29 @@ from robdistill.eval.results import EvaluationResult
 from robdistill.core.state import TrainingState
 
 
-def suite_attacks(suite: SuiteRecipe, eps: float, step_ratio: float | None = None) -> dict[str, Attack]:
+NAMED_SURROGATES = ("teacher",)  # a transfer attack's surrogate given by role, resolved by the pipeline
+SUITE_ONLY_FIELDS = ("name", "key", "precision", "n_eval")  # an [[attack]] table's fields that are not the attack's
+
+
+def suite_attacks(suite: SuiteRecipe, eps: float, step_ratio: float | None = None,
+                  surrogates: dict[str, nn.Module] | None = None) -> dict[str, Attack]:
     """Build the suite's attacks, keyed by metric name (``key``, default the attack name).
 
     ``step_ratio`` is the default step size as a fraction of eps for the attacks that take one and
     whose suite entry sets none: the dataset's step / eps (SPEC section 1). None leaves each
-    attack's own default (Madry's 2.5 eps / steps). Every attack crafts in the suite's precision."""
+    attack's own default (Madry's 2.5 eps / steps). Every attack crafts in the suite's precision.
+    ``surrogates`` names modules a transfer attack's ``surrogate`` may refer to (``"teacher"``: the
+    student's teacher, in a pipeline's evaluations); a name not given stays a checkpoint path."""
     attacks = {}
     for entry in suite.attack:
-        params = {k: v for k, v in entry.items() if k not in ("name", "key", "precision")}
+        params = {k: v for k, v in entry.items() if k not in SUITE_ONLY_FIELDS}
+        named = params.get("surrogate")
+        if isinstance(named, str) and named in (surrogates or {}):
+            params["surrogate"] = surrogates[named]
+        elif named in NAMED_SURROGATES:
+            raise UserError(f"attack '{entry.get('key', entry['name'])}' of suite '{suite.name}' crafts on the "
+                            f"'{named}', which only `run` and `sweep` know; evaluate with another suite or give "
+                            f"the surrogate as a checkpoint path")
         if step_ratio is not None and ATTACKS.get(entry["name"]).takes_step_size and params.get("step_size") is None:
             params["step_size"] = step_ratio * eps
         attacks[entry.get("key", entry["name"])] = build_attack(entry["name"], eps, suite.seed,
@@ -144,7 +158,7 @@ def _agreed(compute: Callable[[], Any]) -> Any:
 
 def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, name: str = "model",
              progress: bool = True, state: TrainingState | None = None, resume: bool = False,
-             step_ratio: float | None = None) -> EvaluationResult:
+             step_ratio: float | None = None, surrogates: dict[str, nn.Module] | None = None) -> EvaluationResult:
     """Run a suite on ``data`` (already cut to n_eval) and check the evaluation's sanity.
 
     Under torchrun each rank attacks its rows (``rank::world_size``) and the per-sample flags are
@@ -152,7 +166,9 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
     for deterministic attacks; attacks with random draws (PGD's random start, AutoAttack) group
     rows differently into batches and so match one process in distribution, not sample by sample. With
     ``state`` the evaluation is saved after every attack (and every ``suite.autoattack_chunk``
-    samples of AutoAttack); ``resume`` continues from that file."""
+    samples of AutoAttack); ``resume`` continues from that file. An attack whose suite table sets
+    ``n_eval`` runs on the first that many images only (its flags are that long); ``surrogates``:
+    see :func:`suite_attacks`."""
     rows = distributed.local_rows(len(data))
     x, y = data.x[rows], data.y[rows]
     saved: dict[str, Any] = (state.load() if state is not None and resume else None) or {}
@@ -165,22 +181,25 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
         saved["clean_seconds"] = time.perf_counter() - started
     clean = distributed.gather_rows(saved["clean"], len(data)).to(data.y.device)
     result = EvaluationResult(name, eps, data.y.clone(), clean, {}, {}, {"clean": saved["clean_seconds"]})
-    attacks = suite_attacks(suite, eps, step_ratio)
+    attacks = suite_attacks(suite, eps, step_ratio, surrogates)
+    counts = suite.attack_samples(len(data))
     lines = StepLog(f"eval {name}", len(attacks), "attack", enabled=progress and distributed.is_main(),
                     done=len(saved["done"]), weights=relative_costs(attacks, num_classes_of(data)))
     for number, (key, attack) in enumerate(attacks.items(), 1):
+        n_key = counts[key]
         if key not in saved["done"]:
+            local_n = len(range(distributed.context().rank, n_key, distributed.context().world_size))
             partial = saved["partial"].setdefault(key, [])
-            saved["done"][key] = _run_attack(attack, model, x, y, suite, progress, partial, save)
+            saved["done"][key] = _run_attack(attack, model, x[:local_n], y[:local_n], suite, progress, partial, save)
             saved["partial"].pop(key, None)
             if save is not None:
                 save()
         per_rank = distributed.all_gather_object(saved["done"][key])
         pieces = [p for rank_pieces in per_rank for p in rank_pieces]
         local = torch.cat([p["robust"] for p in saved["done"][key]])
-        result.robust[key] = distributed.gather_rows(local, len(data)).to(clean.device)
+        result.robust[key] = distributed.gather_rows(local, n_key).to(clean.device)
         result.seconds[key] = max(sum(p["seconds"] for p in rank_pieces) for rank_pieces in per_rank)
-        result.costs[key] = {f"{kind}_per_sample": sum(p.get(f"{kind}_passes", 0) for p in pieces) / max(len(data), 1)
+        result.costs[key] = {f"{kind}_per_sample": sum(p.get(f"{kind}_passes", 0) for p in pieces) / max(n_key, 1)
                              for kind in ("forward", "backward")}
         result.attack_configs[key] = attack.config()
         warnings = [w for p in pieces for w in p["warnings"]]
@@ -191,13 +210,13 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
         if components:
             result.fooled_by[key] = {c: distributed.gather_rows(torch.cat(
                 [p["fooled_by"].get(c, torch.zeros(len(p["robust"]), dtype=torch.bool)) for p in saved["done"][key]]),
-                len(data)).to(clean.device) for c in components}
+                n_key).to(clean.device) for c in components}
         result.checks += perturbation_checks(key, pieces, eps)
-        over = int((result.robust[key] & ~clean).sum())
+        over = int((result.robust[key] & ~clean[:n_key]).sum())
         result.checks.append(SanityCheck(f"{key}: robust only where clean is correct", over == 0,
                                          f"{over} samples robust but misclassified clean"))
         lines.step(number, f"{key} ({number}/{len(attacks)} attacks: {100 * float(result.robust[key].float().mean()):.1f}% "
-                           f"robust of {len(data)})")
+                           f"robust of {n_key})")
     result.checks += strength_checks(result)
     result.checks += square_gap_checks(result)
     result.checks += reach_checks(attacks)

@@ -22,13 +22,20 @@ def results_rows(results: dict[str, EvaluationResult]) -> tuple[list[str], list[
             if key not in keys:
                 keys.append(key)
     keys.sort(key=lambda k: (k == "worst", k != "clean"))  # clean first, worst last
-    header = ["model", "n"] + keys
+    header = ["model", "n"] + [_column(key, results) for key in keys]
     rows = []
     for name, result in results.items():
         acc = result.accuracies()
         rows.append([name, str(result.n)] + [format_cell(acc[k].value, acc[k].low, acc[k].high)
                                               if k in acc else "-" for k in keys])
     return header, rows
+
+
+def _column(key: str, results: dict[str, EvaluationResult]) -> str:
+    """A metric's column title, with the images it was measured on when an attack of the suite
+    ran on fewer than the evaluation's (``autoattack (first 2000)``)."""
+    counts = {r.samples(key) for r in results.values() if key in r.accuracies() and r.samples(key) < r.n}
+    return f"{key} (first {'/'.join(str(c) for c in sorted(counts))})" if counts else key
 
 
 def format_table(header: list[str], rows: list[list[str]]) -> str:
@@ -60,7 +67,7 @@ def results_table_records(results: dict[str, EvaluationResult]) -> dict[str, lis
     columns: dict[str, list] = {"model": [], "n": [], "metric": [], "accuracy": [], "ci_low": [], "ci_high": []}
     for name, result in results.items():
         for key, p in result.accuracies().items():
-            for column, value in zip(columns, [name, result.n, key, p.value, p.low, p.high]):
+            for column, value in zip(columns, [name, result.samples(key), key, p.value, p.low, p.high]):
                 columns[column].append(value)
     return columns
 

@@ -66,7 +66,11 @@ class Estimate:
 
     def text(self) -> str:
         total = StageEstimate("total", self.low, self.high).span()
-        return (f"estimated duration on this machine: {total}\n"
+        threads = torch.get_num_threads()
+        cores = (f"{self.low * threads / 3600:.1f} to {self.high * threads / 3600:.1f} core-hours at {threads} "
+                 f"thread{'s' if threads != 1 else ''} per process (one process; N processes of one thread "
+                 f"each share the core-hours)")
+        return (f"estimated duration on this machine: {total}, {cores}\n"
                 + "\n".join(f"  {stage.text()}" for stage in self.stages))
 
 
@@ -166,7 +170,7 @@ def student_estimate(recipe: StudentRecipe, perturb: str, teacher: nn.Module, sp
 
 
 def attacks_estimate(role: str, model: nn.Module, suite: SuiteRecipe, eps: float, n: int, info: DatasetInfo,
-                     device: str | torch.device) -> StageEstimate:
+                     device: str | torch.device, surrogates: dict[str, nn.Module] | None = None) -> StageEstimate:
     """The suite on ``n`` images of ``model`` (the ``role``'s). The most: each attack's own code
     timed on a batch that survives it (its eps = 0 probe, a few iterations, on images labelled with
     the model's predictions), scaled from the probe's budget to the attack's; the least: one
@@ -174,24 +178,25 @@ def attacks_estimate(role: str, model: nn.Module, suite: SuiteRecipe, eps: float
     from robdistill.analysis.consistency import ANALYSIS_PGD_STEPS
     from robdistill.eval.runner import suite_attacks
 
-    attacks = suite_attacks(suite, eps, step_ratio=None)
+    attacks = suite_attacks(suite, eps, step_ratio=None, surrogates=surrogates)
+    counts = suite.attack_samples(n)  # an attack with its own n_eval runs on fewer images
     size = max(1, min(suite.batch_size, n))  # the batch the attacks will run at (per-image costs depend on it)
     gradient, forward = timed_passes(model, info, size, suite.precision, device)
     x = _random_images(size, info, device)
     with eval_mode(model), torch.no_grad():
         y = model(x).argmax(1)  # nothing can be fooled at eps 0: every sample spends the probe's whole budget
     low = high = 0.0
-    for attack in attacks.values():
+    for key, attack in attacks.items():
         probe = attack.zero_eps_probe()
         seconds = _wall(lambda: probe.run(model, x, y, batch_size=size, progress=False), device)
         full, probed = attack.budget(info.num_classes), probe.budget(info.num_classes)
         scale = ((full.gradient * gradient + full.forward * forward)
                  / max(probed.gradient * gradient + probed.forward * forward, 1e-12))
-        high += n * seconds / size * max(scale, 1.0)
-        low += n * (min(full.gradient, 1) * gradient + forward)
+        high += counts[key] * seconds / size * max(scale, 1.0)
+        low += counts[key] * (min(full.gradient, 1) * gradient + forward)
     # AALP's consistency analysis of every evaluated model: a plain PGD-k on every image, its last
     # iterate (no early stop), and the feature contributions (one more gradient)
-    analysis = n * (ANALYSIS_PGD_STEPS + 2) * gradient
+    analysis = min(n, suite.analysis_n_eval or n) * (ANALYSIS_PGD_STEPS + 2) * gradient
     return StageEstimate(f"attacks on the {role}", low + analysis, high + analysis,
                          f"{', '.join(attacks)} and the PGD-{ANALYSIS_PGD_STEPS} analysis on {n} images; "
                          f"the most if every sample survived every attack")

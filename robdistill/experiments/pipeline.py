@@ -132,7 +132,9 @@ def make_plan(settings: Settings, *, teacher: str | None = None, student: str | 
     if suite_recipe is not None:
         plan.eps = suite_eps(suite_recipe, splits.info, eps)
         plan.test_n = n_eval if n_eval is not None else suite_recipe.n_eval
-        suite_attacks(suite_recipe, plan.eps)  # build every attack now: bad parameters fail early
+        # build every attack now: bad parameters fail early (a transfer attack from "teacher" gets its
+        # teacher at evaluation; a stand-in here, where a teacher is planned)
+        suite_attacks(suite_recipe, plan.eps, surrogates={"teacher": nn.Identity()} if teacher else None)
     if external:
         assert teacher is not None
         plan.external = load_external(teacher, plan, settings, source)
@@ -257,7 +259,8 @@ def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: s
         evaluated = {role: evaluate_model(model, role, plan.test(), plan.suite, plan.eps, settings,
                                           schema.role_tags(tags, role), model_id=model_ids[role],
                                           run_name=schema.role_evaluation_run_name(
-                                              role, teacher_name, perturb, settings.seed, plan.student.name))
+                                              role, teacher_name, perturb, settings.seed, plan.student.name),
+                                          surrogates={"teacher": handle.model})
                      for role, model in models.items()}
         results = {role: result for role, (result, _) in evaluated.items()}
         analyses = {role: analysis for role, (_, analysis) in evaluated.items()}
@@ -305,7 +308,7 @@ def _timed_stages(plan: Plan, settings: Settings, perturb: str, evaluate_teacher
     roles = {"teacher": teacher_model, "student": student_model} if evaluate_teacher else {"student": student_model}
     for role, model in roles.items():
         stages.append(estimate.attacks_estimate(role, model, plan.suite, plan.eps, len(plan.test()), info,
-                                                settings.device))
+                                                settings.device, surrogates={"teacher": teacher_model}))
     return stages
 
 

@@ -252,13 +252,15 @@ def evaluate_model(model: nn.Module, name: str, test: Split, suite: SuiteRecipe,
                    settings: Settings, tags: dict[str, str],
                    rows: list[int] | None = None,
                    provenance: Provenance | None = None,
-                   run_name: str | None = None, model_id: str | None = None) -> tuple[EvaluationResult, Analysis]:
+                   run_name: str | None = None, model_id: str | None = None,
+                   surrogates: dict[str, nn.Module] | None = None) -> tuple[EvaluationResult, Analysis]:
     """Attack one model with a suite in a child run; log accuracies, intervals, checks, logits and
     the AALP measurements (and, with ``provenance``, where the model came from as ``model.*``
     parameters). The evaluation is saved after every attack (and AutoAttack chunk) in
     ``cache_dir/state``; ``--resume`` continues it in the same MLflow run. ``run_name``: the child
     run's name (default ``eval <name>``); ``model_id``: the model's MLflow logged model, which gets
-    the accuracies too (through this run, which holds the same metrics)."""
+    the accuracies too (through this run, which holds the same metrics); ``surrogates``: the
+    modules a suite's transfer attack may name (``"teacher"``), as :func:`robdistill.eval.runner.suite_attacks`."""
     ratio = dataset_step_ratio(settings.dataset)
     key = evaluation_key(model, test, suite, eps, ratio)
     state = TrainingState(settings.cache_dir / "state" / f"eval-{key}.state.pt")
@@ -273,9 +275,10 @@ def evaluate_model(model: nn.Module, name: str, test: Split, suite: SuiteRecipe,
                 tracking.log_params("model", provenance.params())
         state.extra = {"run_id": run.info.run_id}
         result = evaluate(model, test, suite, eps, name=name, progress=settings.progress, state=state,
-                          resume=settings.resume, step_ratio=ratio)
+                          resume=settings.resume, step_ratio=ratio, surrogates=surrogates)
         result.rows = rows  # one shard of a split evaluation: which test rows these are
-        analysis = analyze_model(model, test, eps, suite.seed, step_size=ratio * eps)
+        analysis = analyze_model(model, test.head(suite.analysis_n_eval or None), eps, suite.seed,
+                                 step_size=ratio * eps)
         log_analysis(MlflowTracker(), analysis)
         if model_id is None:
             tracking.log_metrics(result.metrics())

@@ -78,7 +78,9 @@ def test_transfer_is_never_stronger_than_white_box_pgd_on_the_same_model(quick_c
     self_transfer = build_attack("transfer", EPS, steps=5, surrogate=model,
                                  random_start=False).run(model, x, y, progress=False)
     assert not (pgd.robust & ~self_transfer.robust).any()
-    assert int(pgd.robust.sum()) < int(self_transfer.robust.sum())  # it differs: early stop vs final iterate
+    # the two differ (early stop vs final iterate): in the images sent, though on a given CPU's
+    # model the robust counts may tie (they did on an AVX-512 machine: 20 and 20 of 48)
+    assert not torch.equal(pgd.x_adv, self_transfer.x_adv)
 
 
 # ------------------------------------------------------------------ 2. every attack at eps = 0

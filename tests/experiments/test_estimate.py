@@ -64,8 +64,15 @@ def test_budgets_follow_the_configuration() -> None:
 def test_estimate_text_gives_ranges_only_where_the_bounds_differ() -> None:
     estimate = Estimate([StageEstimate("teacher at", 120.0, 120.0, "20 epochs"),
                          StageEstimate("attacks on the student", 1.0, 600.0)])
-    text = estimate.text()
-    assert text.splitlines()[0] == "estimated duration on this machine: 2.0 min to 12.0 min"
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        text = estimate.text()
+    finally:
+        torch.set_num_threads(threads)
+    assert text.splitlines()[0] == ("estimated duration on this machine: 2.0 min to 12.0 min, 0.1 to 0.4 core-hours "
+                                    "at 2 threads per process (one process; N processes of one thread each share "
+                                    "the core-hours)")
     assert "  teacher at 2.0 min (20 epochs)" in text and "  attacks on the student 1 s to 10.0 min" in text
     assert estimate.times(3).high == 3 * estimate.high
 
