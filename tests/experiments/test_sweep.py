@@ -206,7 +206,7 @@ def test_shards_on_one_store_merge_into_the_full_grid(workdir: Path) -> None:
     assert both.exit_code == 0, (both.output, both.exception)
     summary = [line.split() for line in both.stdout.splitlines() if line.startswith(("at ", "standard "))]
     assert {row[2] for row in summary if row[1] in ("keep", "nonmax-shuffle") and row[2] != "-"} == {"0,1"}
-    assert any(row[:4] == ["at", "nonmax-shuffle", "-", "keep"] and row[5] == "2" for row in summary)
+    assert any(row[:4] == ["at", "nonmax-shuffle", "-", "keep"] and row[6] == "2" for row in summary)
     assert "at vs at (different seeds)" in both.stdout  # claim 2 over both sweeps' teachers
     # a cell in two sweeps is refused, naming both
     overlap = CliRunner().invoke(main, ["sweep", "--teachers", "standard", "--perturbs", "keep", "--seeds", "1",
@@ -252,3 +252,31 @@ def test_sweeps_measured_differently_do_not_merge() -> None:
                          ("suite", "full"), ("eps", "0.2"), ("student", "ard")):
         with pytest.raises(UserError, match=f"sweeps a and b differ in {field}"):
             check_mergeable({"a": [parent()], "b": [parent(**{field: value})]})
+
+
+@pytest.mark.slow
+def test_a_sweep_run_again_skips_its_finished_cells_and_reruns_the_others(workdir: Path) -> None:
+    grid = ["sweep", "--teachers", "standard", "--perturbs", "keep,nonmax-shuffle", "--seeds", "0", *TINY]
+    first = CliRunner().invoke(main, grid)
+    assert first.exit_code == 0, (first.output, first.exception)
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+
+    def cell_runs() -> list:
+        runs = mlflow.search_runs(experiment_names=["robdistill"], output_format="list")
+        return [r for r in runs if r.data.tags.get("stage") == "run"]
+
+    assert len(cell_runs()) == 2
+    summary = [line for line in first.stdout.splitlines() if line.startswith("standard ")]
+    again = CliRunner().invoke(main, grid)
+    assert again.exit_code == 0, (again.output, again.exception)
+    assert len(cell_runs()) == 2  # nothing ran again
+    assert [line for line in again.stdout.splitlines() if line.startswith("standard ")] == summary
+    # a cell whose run was killed runs again; the finished one does not
+    shuffle = next(r for r in cell_runs() if r.data.tags["perturb"] == "nonmax-shuffle")
+    mlflow.MlflowClient().set_terminated(shuffle.info.run_id, "KILLED")
+    third = CliRunner().invoke(main, grid)
+    assert third.exit_code == 0, (third.output, third.exception)
+    runs = cell_runs()
+    assert sorted((r.data.tags["perturb"], r.info.status) for r in runs) == [
+        ("keep", "FINISHED"), ("nonmax-shuffle", "FINISHED"), ("nonmax-shuffle", "KILLED")]
+    assert [line for line in third.stdout.splitlines() if line.startswith("standard ")] == summary
