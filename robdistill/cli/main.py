@@ -466,12 +466,36 @@ def print_sweep_tables(cells, claims, outputs) -> None:
         click.echo("\nsample-wise confidence agreement (Seguin et al. claim 2: AT and standard teachers differ "
                    "on which samples are confident)")
         click.echo(format_table(claims.agreement_header, claims.agreement_rows))
+    extra = beyond_tables(cells)
+    for title, (header, rows) in extra.values():
+        click.echo(f"\n{title}")
+        click.echo(format_table(header, rows))
     from robdistill.core import distributed
 
     for path in outputs if distributed.is_main() else []:  # under torchrun rank 0 writes
         write_table(path, *summary)
         write_table(path.with_name(f"{path.stem}-paired{path.suffix}"), *paired)
+        for suffix, (_, table) in extra.items():
+            write_table(path.with_name(f"{path.stem}-{suffix}{path.suffix}"), *table)
         click.echo(f"wrote {path}")
+
+
+def beyond_tables(cells) -> dict[str, tuple[str, tuple[list[str], list[list[str]]]]]:
+    """Per-class accuracy and inheritance per sample (robdistill.analysis.inheritance), for a grid
+    whose cells have a PGD attack; inheritance needs the teachers' own evaluations and a standard
+    teacher. Keyed by the file suffix `--out` writes them under."""
+    from robdistill.analysis.inheritance import class_table, inheritance_table
+
+    if not any("pgd" in c.result.robust for c in cells):
+        return {}
+    out = {"classes": ("PGD accuracy % per class (mean over seeds), the worst class and its accuracy "
+                       "[95% t-interval over seeds, each seed's worst class]", class_table(cells, "pgd"))}
+    inheritance = inheritance_table(cells, "pgd")
+    if inheritance[1]:
+        out["inheritance"] = ("inheritance per sample: of the images the teacher keeps under PGD, the share its "
+                              "student keeps, against the standard teacher's student (same perturbation and seed); "
+                              "mean over seeds [95% t-interval]", inheritance)
+    return out
 
 
 @main.command("evaluate-report")

@@ -93,6 +93,7 @@ def build_report(sweep_names: Sequence[str], *, tracking_uri: str | None = None,
             _overview(context),
             _summary(context),
             _claims(context),
+            *_beyond(context),
             _eps_curves(context),
             _figures(context),
             _consistency(context),
@@ -256,6 +257,31 @@ def _summary(ctx: _Context) -> Section:
     else:
         blocks.append(Paragraph(f"{PAIRED_TITLE}: no keep cells to compare against."))
     return Section("summary", "Summary and paired tables", blocks)
+
+
+def _beyond(ctx: _Context) -> list[Section]:
+    """Beyond the papers (robdistill.analysis.inheritance): PGD accuracy per class and the worst
+    class; inheritance per sample against the standard teacher's student. Left out for a grid
+    without PGD."""
+    from robdistill.analysis.inheritance import class_table, inheritance_table
+
+    if not any("pgd" in c.result.robust for c in ctx.cells):
+        return []
+    blocks: list = [Table("PGD accuracy per class", *class_table(ctx.cells, "pgd"), caption=(
+        "PGD accuracy % per class (mean over seeds) per teacher and perturbation; the class worst on average, "
+        "and the worst class's accuracy of each seed's model as mean [95% t-interval over seeds]."))]
+    inheritance = inheritance_table(ctx.cells, "pgd", ctx.reference)
+    if inheritance[1]:
+        blocks.append(Table("Inheritance per sample", *inheritance, badge_column=inheritance[0].index("reading"),
+                            caption=(
+            f"Of the test images a teacher keeps under PGD, the share its student keeps, against the share the "
+            f"{ctx.reference} teacher's student (same perturbation and seed) keeps of the same images: what the student "
+            f"inherited beyond learning the task. The difference per seed, 95% t-interval, paired t-test over seeds, "
+            f"Holm-adjusted over the table's rows (one family), read as the paired tables are.")))
+    else:
+        blocks.append(Paragraph("Inheritance per sample needs the teachers' own evaluations and a "
+                                f"{ctx.reference} teacher in the grid."))
+    return [Section("beyond", "Per class and per sample", blocks)]
 
 
 VERDICT_HEADER = ["claim", "teacher", "comparison", "evidence (95% interval)", "p", "Holm p", "reading",
