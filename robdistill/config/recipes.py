@@ -136,8 +136,9 @@ class StudentRecipe(TrainingRecipe):
 @dataclass(frozen=True)
 class SuiteRecipe:
     """An attack suite: a list of ``[[attack]]`` tables (``name`` plus the attack's parameters,
-    optionally ``key`` for the metric name and ``n_eval`` to run that attack on the first
-    ``n_eval`` evaluated images only). ``eps`` left out means the dataset's eps;
+    optionally ``key`` for the metric name, ``n_eval`` to run that attack on the first ``n_eval``
+    evaluated images only, and ``only`` to run it only on some models of a grid: see
+    :meth:`for_subject`). ``eps`` left out means the dataset's eps;
     ``n_eval = 0`` evaluates the whole test set; ``precision`` is what every attack crafts in."""
 
     name: str = ""
@@ -173,6 +174,18 @@ class SuiteRecipe:
             count = entry.get("n_eval", 0)
             _require(isinstance(count, int) and not isinstance(count, bool) and count >= 0,
                      f"n_eval of attack '{key}' must be an integer >= 0 (0 = the suite's); got {count!r}")
+            only = entry.get("only", ["x"])
+            _require(isinstance(only, (list, tuple)) and bool(only) and all(isinstance(o, str) for o in only),
+                     f"only of attack '{key}' must be a non-empty list of \"teacher\" and perturbation names "
+                     f"(e.g. [\"teacher\", \"keep\"]); got {only!r}")
+
+    def for_subject(self, subject: str | None) -> "SuiteRecipe":
+        """The suite as it runs on one model of a grid: ``subject`` is ``"teacher"`` for a teacher's own
+        evaluation or the perturbation of a student's; an attack whose table sets ``only`` runs only
+        on the subjects it names. ``None`` (a model outside a grid: `evaluate`) keeps every attack."""
+        if subject is None or not any("only" in entry for entry in self.attack):
+            return self
+        return dataclasses.replace(self, attack=tuple(e for e in self.attack if subject in e.get("only", (subject,))))
 
     def attack_samples(self, n: int) -> dict[str, int]:
         """How many of the ``n`` evaluated images each attack (by key) runs on: its table's

@@ -108,7 +108,9 @@ def square_gap_checks(result: EvaluationResult, alpha: float = 0.05,
     added to the result's warnings; the per-component counts are in the check's detail."""
     from scipy.stats import binomtest
 
-    common = result.common_n  # the images every attack ran on
+    # the images every attack (and every AutoAttack component) ran on, those outside the worst case included
+    common = min([result.n, *(len(f) for f in result.robust.values()),
+                  *(len(f) for parts in result.fooled_by.values() for f in parts.values())])
     white = result.clean[:common].clone()
     for key, config in result.attack_configs.items():
         if _registered(config.get("attack", key), "white_box"):

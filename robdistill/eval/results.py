@@ -33,6 +33,9 @@ class EvaluationResult:
     fooled_by: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     # attack key -> {"forward_per_sample": ..., "backward_per_sample": ...}: the passes it cost
     costs: dict[str, dict[str, float]] = field(default_factory=dict)
+    # attacks that ran on some models of a grid only (a suite table's ``only``): shown, but left out
+    # of the worst case, so that every model's worst case is over the same attacks
+    not_in_worst: tuple[str, ...] = ()
 
     @property
     def n(self) -> int:
@@ -53,15 +56,16 @@ class EvaluationResult:
         """Per-sample AND over clean and every attack: robust to the whole suite. When some attacks
         ran on fewer images (a suite table's ``n_eval``), over the images every attack ran on."""
         flags = self.clean[:self.common_n].clone()
-        for robust in self.robust.values():
-            flags &= robust[:self.common_n]
+        for key, robust in self.robust.items():
+            if key not in self.not_in_worst:
+                flags &= robust[:self.common_n]
         return flags
 
     @property
     def common_n(self) -> int:
-        """The images every attack ran on: the first ``common_n`` (all ``n`` unless an attack of the
-        suite ran on a prefix)."""
-        return min([self.n, *(len(flags) for flags in self.robust.values())])
+        """The images every attack of the worst case ran on: the first ``common_n`` (all ``n`` unless
+        an attack of the suite ran on a prefix)."""
+        return min([self.n, *(len(flags) for key, flags in self.robust.items() if key not in self.not_in_worst)])
 
     def samples(self, key: str) -> int:
         """How many images ``key`` (clean, an attack, worst) was measured on."""
@@ -90,6 +94,7 @@ class EvaluationResult:
             "model": self.model, "eps": self.eps, "n": self.n,
             "accuracy": {k: p.as_dict() for k, p in self.accuracies().items()},
             "attacks": self.attack_configs, "seconds": self.seconds, "costs": self.costs, "warnings": self.warnings,
+            **({"not_in_worst": list(self.not_in_worst)} if self.not_in_worst else {}),
             "sanity_checks": [vars(c) for c in self.checks],
             **({"rows": self.rows} if self.rows is not None else {}),
             "fooled_by": {key: {part: flags.nonzero().squeeze(1).tolist() for part, flags in parts.items()}
@@ -110,7 +115,8 @@ def result_from_json(payload: dict[str, Any]) -> EvaluationResult:
         payload.get("seconds", {}), payload.get("warnings", {}),
         [SanityCheck(**c) for c in payload.get("sanity_checks", [])], payload.get("rows"),
         {key: {part: _index_flags(indices, len(per.get(key, per["label"]))) for part, indices in parts.items()}
-         for key, parts in payload.get("fooled_by", {}).items()}, payload.get("costs", {}))
+         for key, parts in payload.get("fooled_by", {}).items()}, payload.get("costs", {}),
+        tuple(payload.get("not_in_worst", ())))
 
 
 def _index_flags(indices: list[int], n: int) -> torch.Tensor:
@@ -126,7 +132,7 @@ def merge_shards(shards: list[EvaluationResult]) -> EvaluationResult:
     time is the slowest shard's."""
     if not shards or any(s.rows is None for s in shards):
         raise ValueError("merge_shards needs shard results that know their rows")
-    if any(s.common_n < s.n for s in shards):
+    if any(len(flags) < s.n for s in shards for flags in s.robust.values()):
         raise UserError("a suite whose attacks run on fewer images than the evaluation (an [[attack]] n_eval) "
                         "cannot be split into shards; run it unsharded or drop the attack's n_eval")
     n = sum(s.n for s in shards)

@@ -23,7 +23,7 @@ from robdistill.core.state import TrainingState
 
 
 NAMED_SURROGATES = ("teacher",)  # a transfer attack's surrogate given by role, resolved by the pipeline
-SUITE_ONLY_FIELDS = ("name", "key", "precision", "n_eval")  # an [[attack]] table's fields that are not the attack's
+SUITE_ONLY_FIELDS = ("name", "key", "precision", "n_eval", "only")  # an [[attack]] table's fields that are not the attack's
 
 
 def suite_attacks(suite: SuiteRecipe, eps: float, step_ratio: float | None = None,
@@ -180,7 +180,8 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
         saved["clean"] = _agreed(lambda: clean_flags(model, x, y, suite.batch_size, name).cpu())
         saved["clean_seconds"] = time.perf_counter() - started
     clean = distributed.gather_rows(saved["clean"], len(data)).to(data.y.device)
-    result = EvaluationResult(name, eps, data.y.clone(), clean, {}, {}, {"clean": saved["clean_seconds"]})
+    result = EvaluationResult(name, eps, data.y.clone(), clean, {}, {}, {"clean": saved["clean_seconds"]},
+                              not_in_worst=tuple(e.get("key", e["name"]) for e in suite.attack if "only" in e))
     attacks = suite_attacks(suite, eps, step_ratio, surrogates)
     counts = suite.attack_samples(len(data))
     lines = StepLog(f"eval {name}", len(attacks), "attack", enabled=progress and distributed.is_main(),

@@ -106,9 +106,11 @@ def load_external(spec: str, plan: Plan, settings: Settings, options: SourceOpti
 def make_plan(settings: Settings, *, teacher: str | None = None, student: str | None = None,
               perturb: str | None = None, suite: str | None = None, eps: float | None = None,
               n_eval: int | None = None, overrides: dict[str, list[str]] | None = None,
-              source: SourceOptions | None = None) -> Plan:
+              source: SourceOptions | None = None, with_teacher: bool | None = None) -> Plan:
     """Everything the user named, validated, the data loaded and an external teacher (any
-    ``teacher`` that is not a recipe: robdistill.sources) loaded and through the integrity gate."""
+    ``teacher`` that is not a recipe: robdistill.sources) loaded and through the integrity gate.
+    ``with_teacher``: whether the suite's attacks will know a teacher (a transfer attack from
+    ``"teacher"``); default, whether ``teacher`` is named (a sweep plans its data before its teachers)."""
     overrides = overrides or {}
     source = source or SourceOptions()
     if perturb is not None:
@@ -134,7 +136,7 @@ def make_plan(settings: Settings, *, teacher: str | None = None, student: str | 
         plan.test_n = n_eval if n_eval is not None else suite_recipe.n_eval
         # build every attack now: bad parameters fail early (a transfer attack from "teacher" gets its
         # teacher at evaluation; a stand-in here, where a teacher is planned)
-        suite_attacks(suite_recipe, plan.eps, surrogates={"teacher": nn.Identity()} if teacher else None)
+        suite_attacks(suite_recipe, plan.eps, surrogates={"teacher": nn.Identity()} if (teacher if with_teacher is None else with_teacher) else None)
     if external:
         assert teacher is not None
         plan.external = load_external(teacher, plan, settings, source)
@@ -260,7 +262,8 @@ def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: s
                                           schema.role_tags(tags, role), model_id=model_ids[role],
                                           run_name=schema.role_evaluation_run_name(
                                               role, teacher_name, perturb, settings.seed, plan.student.name),
-                                          surrogates={"teacher": handle.model})
+                                          surrogates={"teacher": handle.model},
+                                          subject="teacher" if role == schema.ROLE_TEACHER else perturb)
                      for role, model in models.items()}
         results = {role: result for role, (result, _) in evaluated.items()}
         analyses = {role: analysis for role, (_, analysis) in evaluated.items()}
@@ -307,9 +310,27 @@ def _timed_stages(plan: Plan, settings: Settings, perturb: str, evaluate_teacher
     student_model = initial_model(plan.student.model, info, settings.seed, "student", settings.device)
     roles = {"teacher": teacher_model, "student": student_model} if evaluate_teacher else {"student": student_model}
     for role, model in roles.items():
-        stages.append(estimate.attacks_estimate(role, model, plan.suite, plan.eps, len(plan.test()), info,
+        suite = plan.suite.for_subject("teacher" if role == "teacher" else perturb)
+        stages.append(estimate.attacks_estimate(role, model, suite, plan.eps, len(plan.test()), info,
                                                 settings.device, surrogates={"teacher": teacher_model}))
     return stages
+
+
+def student_attacks_estimate(plan: Plan, settings: Settings, perturb: str):
+    """The suite's attacks on a student of ``perturb`` (the estimate's upper bound as
+    :func:`experiment_estimate` times it), for a sweep whose suite runs some attacks on some
+    perturbations only."""
+    from robdistill.experiments import estimate
+    from robdistill.train.loop import initial_model
+
+    assert plan.student and plan.suite and plan.eps is not None
+    info = plan.splits.info
+    with estimate.preserved_rng(settings.device):
+        teacher = (plan.external.model if plan.external is not None else
+                   initial_model(plan.teacher.model, info, settings.seed, "teacher", settings.device))
+        student = initial_model(plan.student.model, info, settings.seed, "student", settings.device)
+        return estimate.attacks_estimate("student", student, plan.suite.for_subject(perturb), plan.eps,
+                                         len(plan.test()), info, settings.device, surrogates={"teacher": teacher})
 
 
 def teacher_is_cached(plan: Plan, settings: Settings) -> bool:

@@ -253,14 +253,18 @@ def evaluate_model(model: nn.Module, name: str, test: Split, suite: SuiteRecipe,
                    rows: list[int] | None = None,
                    provenance: Provenance | None = None,
                    run_name: str | None = None, model_id: str | None = None,
-                   surrogates: dict[str, nn.Module] | None = None) -> tuple[EvaluationResult, Analysis]:
+                   surrogates: dict[str, nn.Module] | None = None,
+                   subject: str | None = None) -> tuple[EvaluationResult, Analysis]:
     """Attack one model with a suite in a child run; log accuracies, intervals, checks, logits and
     the AALP measurements (and, with ``provenance``, where the model came from as ``model.*``
     parameters). The evaluation is saved after every attack (and AutoAttack chunk) in
     ``cache_dir/state``; ``--resume`` continues it in the same MLflow run. ``run_name``: the child
     run's name (default ``eval <name>``); ``model_id``: the model's MLflow logged model, which gets
     the accuracies too (through this run, which holds the same metrics); ``surrogates``: the
-    modules a suite's transfer attack may name (``"teacher"``), as :func:`robdistill.eval.runner.suite_attacks`."""
+    modules a suite's transfer attack may name (``"teacher"``), as :func:`robdistill.eval.runner.suite_attacks`;
+    ``subject``: "teacher" or the student's perturbation, for the suite's attacks that run on some
+    models only (:meth:`SuiteRecipe.for_subject`)."""
+    suite = suite.for_subject(subject)
     ratio = dataset_step_ratio(settings.dataset)
     key = evaluation_key(model, test, suite, eps, ratio)
     state = TrainingState(settings.cache_dir / "state" / f"eval-{key}.state.pt")

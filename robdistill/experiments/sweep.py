@@ -160,8 +160,8 @@ def sweep_estimate(settings: Settings, *, teachers: Sequence[str], perturbs: Seq
         plan = make_plan(settings, teacher=teacher, student=student, perturb=perturbs[0], suite=suite, eps=eps,
                          n_eval=n_eval, overrides=split_overrides(cell_overrides), source=source)
         untrained = [seed for seed in group_seeds if not teacher_is_cached(plan, replace(settings, seed=seed))]
-        timed = experiment_estimate(plan, replace(settings, seed=untrained[0] if untrained else group_seeds[0]),
-                                    perturbs[0], evaluate_teachers)
+        timed_settings = replace(settings, seed=untrained[0] if untrained else group_seeds[0])
+        timed = experiment_estimate(plan, timed_settings, perturbs[0], evaluate_teachers)
         cells, label = len(group_seeds) * len(perturbs), plan.teacher_name
         for stage in timed.stages:  # teacher <name>, student [<perturb>], attacks on the teacher / student
             if stage.name.startswith("teacher"):
@@ -171,9 +171,31 @@ def sweep_estimate(settings: Settings, *, teachers: Sequence[str], perturbs: Seq
             elif stage.name.startswith("student"):
                 name, count, what = f"students of {label}", cells, f"{cells} cell(s)"
             else:
-                name, count, what = f"attacks on the students of {label}", cells, f"{cells} cell(s)"
+                stages += _student_attack_stages(plan, timed_settings, perturbs, stage, len(group_seeds), label)
+                continue
             stages.append(StageEstimate(name, stage.low * count, stage.high * count, f"{what}, each {stage.span()}"))
     return Estimate(stages)
+
+
+def _student_attack_stages(plan, settings: Settings, perturbs: Sequence[str], first: "StageEstimate", seeds: int,
+                           label: str) -> list["StageEstimate"]:
+    """The attacks on a teacher's students: one stage for every group of perturbations the suite
+    attacks alike (an attack whose table sets ``only`` makes several), each timed once."""
+    from robdistill.experiments.estimate import StageEstimate
+    from robdistill.experiments.pipeline import student_attacks_estimate
+
+    groups: dict[tuple, list[str]] = {}
+    for perturb in perturbs:
+        groups.setdefault(tuple(e.get("key", e["name"]) for e in plan.suite.for_subject(perturb).attack),
+                          []).append(perturb)
+    stages = []
+    for group in groups.values():
+        timed = first if group[0] == perturbs[0] else student_attacks_estimate(plan, settings, group[0])
+        cells = seeds * len(group)
+        which = "" if len(groups) == 1 else f" [{', '.join(group)}]"
+        stages.append(StageEstimate(f"attacks on the students of {label}{which}", timed.low * cells,
+                                    timed.high * cells, f"{cells} cell(s), each {timed.span()}"))
+    return stages
 
 
 def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence[str], seeds: Sequence[int],
@@ -190,7 +212,7 @@ def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence
     source = source or SourceOptions()
     validate_grid(teachers, perturbs, student, suite, split_overrides(overrides), source)
     plan = make_plan(settings, suite=suite, eps=eps, n_eval=n_eval,  # eps, n_eval and the data, before any run
-              overrides={"suite": split_overrides(overrides).get("suite", [])})
+                     overrides={"suite": split_overrides(overrides).get("suite", [])}, with_teacher=True)
     for teacher in teachers:  # external teachers loaded and through the integrity gate, before any run
         if not is_recipe(teacher, source):
             make_plan(settings, teacher=teacher, suite=suite, eps=eps, n_eval=n_eval, source=source,
@@ -455,8 +477,11 @@ def sweep_markdown(cells: Sequence[Cell]) -> str:
 
 
 def _metrics_of(cells: Sequence[Cell]) -> list[str]:
+    """Clean, every attack of the suite in the suite's order (FGSM and a transfer attack included),
+    the worst case last."""
+    attacks = list(dict.fromkeys(key for cell in cells for key in cell.result.robust))
     present = {key for cell in cells for key in cell.result.accuracies()}
-    return [m for m in schema.ACCURACY_METRICS if m in present]
+    return [m for m in ("clean", *attacks, "worst") if m in present]
 
 
 def cell_text(cells: Sequence[Cell], metric: str) -> str:
@@ -485,7 +510,8 @@ def summary_rows(cells: Sequence[Cell]) -> tuple[list[str], list[list[str]]]:
     for (teacher, perturb), group in _groups(cells).items():
         ordered = sorted(group, key=lambda c: c.seed)
         rows.append([teacher, perturb, ",".join(str(c.seed) for c in ordered), str(ordered[0].result.n)]
-                    + [cell_text(ordered, m) for m in metrics])
+                    + [cell_text(ordered, m) if all(m in c.result.accuracies() for c in ordered) else "-"
+                       for m in metrics])
     rows.sort(key=lambda r: (r[0], r[1] != TEACHER_ROW))
     return header, rows
 
@@ -544,6 +570,8 @@ def paired_comparisons(cells: Sequence[Cell], reference: str = "keep") -> list[P
             if not seeds:
                 continue
             for metric in metrics:
+                if not all(metric in c.result.accuracies() for c in (*other.values(), *base.values())):
+                    continue  # an attack the suite runs on some perturbations only (its table's ``only``)
                 a = [other[s].result.accuracies()[metric].value for s in seeds]
                 b = [base[s].result.accuracies()[metric].value for s in seeds]
                 per_seed = [mcnemar_exact(_flags(other[s].result, metric), _flags(base[s].result, metric))

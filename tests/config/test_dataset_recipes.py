@@ -54,12 +54,19 @@ TODAY: dict[str, dict[str, dict[str, object]]] = {
 NEW_FIELDS = {"teacher": {"augment": "none"}, "student": {}}  # fields added since, at their reference value
 
 
+# The Fashion-MNIST study's recipes (issue 28): the compact CNN on the whole training split; the
+# other recipes keep their top-level fields on Fashion-MNIST
+FASHION_MNIST_RECIPES = {"teacher": ("standard", "at", "alp", "aalp", "trades"), "student": ("default",)}
+
+
 @pytest.mark.parametrize("dataset", ["digits", "fashion-mnist", None])
 @pytest.mark.parametrize("kind", ["teacher", "student"])
 def test_small_datasets_keep_todays_recipes(kind: str, dataset: str | None) -> None:
     assert set(available(kind)) == set(TODAY[kind]), "a bundled recipe was added: give it a row in TODAY"
     cls = {"teacher": TeacherRecipe, "student": StudentRecipe}[kind]
     for name, fields in TODAY[kind].items():
+        if dataset == "fashion-mnist" and name in FASHION_MNIST_RECIPES[kind]:
+            continue
         recipe = catalog.load_recipe(kind, name, dataset=dataset)
         expected = cls(**fields, **NEW_FIELDS[kind], description=recipe.description)
         assert recipe == expected, name
@@ -85,11 +92,25 @@ def test_small_dataset_cache_keys_hash_no_new_field(dataset: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["teacher", "student"])
+def test_fashion_mnist_study_recipes_use_the_compact_cnn_on_the_whole_split(kind: str) -> None:
+    for name in FASHION_MNIST_RECIPES[kind]:
+        recipe = catalog.load_recipe(kind, name, dataset="fashion-mnist")
+        top = catalog.load_recipe(kind, name)
+        assert (recipe.model, recipe.batch_size, recipe.optimizer, recipe.lr, recipe.train_subset) == \
+            ("compact-cnn", 128, "adam", 1e-3, 0), name
+        assert recipe.epochs != top.epochs  # chosen from the validation curves, not the digits recipe's 20
+        if kind == "teacher":  # the objective's own fields and the training attack are the top-level ones
+            assert (recipe.objective, recipe.attack_steps, recipe.eps, recipe.pairing_weight, recipe.alpha,
+                    recipe.beta) == (top.objective, top.attack_steps, top.eps, top.pairing_weight, top.alpha, top.beta)
+
+
+@pytest.mark.parametrize("kind", ["teacher", "student"])
 def test_every_bundled_recipe_resolves_for_every_dataset(kind: str) -> None:
     for name in available(kind):
         for dataset in DATASETS.names():
             assert catalog.load_recipe(kind, name, dataset=dataset).name == name
-        assert f"(per-dataset: {', '.join(PAPER_DATASETS)})" in catalog.catalog()[f"{kind}s"][name]
+        datasets = PAPER_DATASETS + (("fashion-mnist",) if name in FASHION_MNIST_RECIPES[kind] else ())
+        assert f"(per-dataset: {', '.join(datasets)})" in catalog.catalog()[f"{kind}s"][name]
 
 
 def test_cifar10_teachers_are_paper_scale() -> None:

@@ -70,5 +70,34 @@ def test_a_transfer_attack_from_the_teacher_crafts_on_the_module_it_is_given(qui
 
 def test_the_fashion_mnist_study_suite_loads_and_sizes_its_attacks() -> None:
     suite = load_recipe("suite", "fmnist-study")
-    assert suite.attack_samples(10000) == {"pgd": 10000, "cw": 10000, "autoattack": 2000, "transfer": 2000}
+    assert suite.attack_samples(10000) == {"pgd": 10000, "cw": 10000, "autoattack": 2000, "transfer": 2000,
+                                           "aa_standard": 500}
     assert suite.analysis_n_eval == 2000
+    assert [e.get("key", e["name"]) for e in suite.for_subject("teacher").attack] == list(suite.attack_samples(1))
+    assert "aa_standard" in [e.get("key") for e in suite.for_subject("keep").attack]
+    assert "aa_standard" not in [e.get("key") for e in suite.for_subject("nonmax-shuffle").attack]
+    assert suite.for_subject(None) is suite
+
+
+def test_an_attack_for_some_models_only_stays_out_of_the_worst_case(quick_cnn, split) -> None:
+    model = quick_cnn(0)
+    suite = SuiteRecipe(name="t", attack=({"name": "fgsm"}, {"name": "pgd", "steps": 5, "only": ["keep"]}))
+    with pytest.raises(UserError, match="only of attack 'cw' must be a non-empty list"):
+        SuiteRecipe(name="t", attack=({"name": "cw", "only": "keep"},)).validate()
+    keep = evaluate(model, split, suite.for_subject("keep"), EPS, progress=False)
+    other = evaluate(model, split, suite.for_subject("onehot"), EPS, progress=False)
+    assert set(keep.robust) == {"fgsm", "pgd"} and set(other.robust) == {"fgsm"}
+    assert keep.not_in_worst == ("pgd",) and torch.equal(keep.worst, other.worst)  # worst over fgsm alone
+    assert result_from_json(keep.to_json()).not_in_worst == ("pgd",)
+
+
+def test_the_square_check_runs_on_the_images_every_attack_ran_on(quick_cnn, split) -> None:
+    """An AutoAttack with Square on fewer images than a white-box attack outside it, for some models only."""
+    model = quick_cnn(0)
+    suite = SuiteRecipe(name="t", attack=({"name": "pgd", "steps": 5, "n_eval": 60},
+                                          {"name": "autoattack", "key": "aa", "version": "custom",
+                                           "attacks": ["apgd-ce", "square"], "square_queries": 50, "n_eval": 30,
+                                           "only": ["keep"]}))
+    result = evaluate(model, split, suite.for_subject("keep"), EPS, progress=False)
+    square = next(c for c in result.checks if c.name == "aa: no Square-versus-white-box gap")
+    assert square.passed and len(result.robust["aa"]) == 30 and len(result.worst) == 60
