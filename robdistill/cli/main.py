@@ -546,6 +546,29 @@ def sweep_report(sweep_names, experiment, tracking_uri, outputs) -> None:
                    "or a shard stopped early): " + ", ".join(f"{t} seed {s}" for t, s in missing))
 
 
+@main.command("sweep-status")
+@click.argument("sweep_name")
+@click.option("--experiment", default="robdistill", show_default=True, help="MLflow experiment to read.")
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
+              help="MLflow store or server [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].")
+def sweep_status_command(sweep_name, experiment, tracking_uri) -> None:
+    """Which cells of a sweep are finished, running, failed, killed or missing in the store (every
+    shard, from any machine sharing it): one line of counts, then a table per teacher and seed.
+    Run the same `sweep` command again to continue it: finished cells are not run again.
+
+    \b
+    Example:
+      robdistill sweep-status sweep-1a2b3c4d5e6f --experiment fmnist-study
+    """
+    from robdistill.eval.tables import format_table
+    from robdistill.experiments.sweep import sweep_status
+
+    status = sweep_status(tracking_uri, experiment, sweep_name)
+    counts = status.counts()
+    click.echo(f"{sweep_name}: {len(status.cells)} cells: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    click.echo(format_table(*status.rows()))
+
+
 @main.command("report")
 @click.argument("sweep_names", nargs=-1)
 @click.option("--out", "outputs", multiple=True, type=click.Path(path_type=Path),

@@ -325,6 +325,58 @@ def finished_cells(tracking_uri: str | None, experiment: str, name: str,
     return found
 
 
+CELL_STATES = ("finished", "running", "failed", "killed", "missing")
+
+
+@dataclass
+class SweepStatus:
+    """Every cell (teacher, perturb, seed) of a sweep's grid and its state in the store: finished,
+    running, failed, killed (its newest run's status) or missing (never started)."""
+
+    name: str
+    grid: dict[str, str]
+    cells: dict[tuple[str, str, int], str]
+
+    def counts(self) -> dict[str, int]:
+        return {state: sum(v == state for v in self.cells.values()) for state in CELL_STATES}
+
+    def rows(self) -> tuple[list[str], list[list[str]]]:
+        """One row per (teacher, seed): each perturbation's state."""
+        perturbs = self.grid[schema.TAG_PERTURBS].split(",")
+        header = ["teacher", "seed", *perturbs]
+        rows = []
+        for teacher in self.grid[schema.TAG_TEACHERS].split(","):
+            for seed in (int(s) for s in self.grid[schema.TAG_SEEDS].split(",")):
+                rows.append([teacher, str(seed), *(self.cells[(teacher, p, seed)] for p in perturbs)])
+        return header, rows
+
+
+def sweep_status(tracking_uri: str | None, experiment: str, name: str) -> SweepStatus:
+    """The state of every cell of sweep ``name`` (all its shards, on any machine sharing the store):
+    the grid from its sweep runs' parameters, each cell's newest `run`. A name no sweep run carries
+    is a one-line error that says what a sweep name looks like."""
+    from robdistill.tracking.search import find_runs, run_identity
+
+    parents = _sweep_parents(tracking_uri, experiment, name)
+    if not parents:
+        hint = (" (that looks like a run id; a sweep name is what `sweep` prints: sweep-<12 hex digits>)"
+                if not name.startswith("sweep-") else "")
+        raise UserError(f"no sweep named {name} in experiment '{experiment}'{hint}")
+    grid = {key: parents[0].data.params.get(key, "") for key in
+            (schema.TAG_TEACHERS, schema.TAG_PERTURBS, schema.TAG_SEEDS, schema.TAG_STUDENT, schema.TAG_SUITE)}
+    cells = {(t, p, int(s)): "missing" for t in grid[schema.TAG_TEACHERS].split(",")
+             for p in grid[schema.TAG_PERTURBS].split(",") for s in grid[schema.TAG_SEEDS].split(",")}
+    seen: set[tuple[str, str, int]] = set()
+    for run in find_runs(tracking_uri, experiment, schema.STAGE_RUN, None, {schema.TAG_SWEEP_NAME: name},
+                         limit=10000):  # newest first
+        cell = run_identity(run)
+        key = (cell.teacher or "", cell.perturb or "", cell.seed)
+        if key in cells and key not in seen:
+            seen.add(key)
+            cells[key] = run.info.status.lower() if run.info.status != "SCHEDULED" else "running"
+    return SweepStatus(name, grid, cells)
+
+
 def _log_teacher_logits(teacher: str, seed: int, run: Outcome) -> torch.Tensor:
     """The teacher's logits on the evaluated test images, on the sweep run (``teacher_logits/``), so
     `sweep-report` can recompute claims (1) and (2) over shards and sweeps."""
@@ -621,4 +673,4 @@ def _flags(result: EvaluationResult, metric: str) -> list[bool]:
     return flags.tolist()
 
 
-__all__ = ["run_sweep", "summary_rows", "paired_rows", "paired_comparisons", "load_sweeps", "Cell"]
+__all__ = ["sweep_status", "SweepStatus", "finished_cells", "run_sweep", "summary_rows", "paired_rows", "paired_comparisons", "load_sweeps", "Cell"]

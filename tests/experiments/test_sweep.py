@@ -220,7 +220,8 @@ def test_shards_on_one_store_merge_into_the_full_grid(workdir: Path) -> None:
     fourth = other.stdout.split("robdistill sweep-report ")[1].split()[0]
     merged = CliRunner().invoke(main, ["sweep-report", second, fourth])
     assert merged.exit_code == 0, (merged.output, merged.exception)
-    teacher_rows = [line.split() for line in merged.stdout.splitlines() if line.startswith("standard  (teacher)")]
+    summary_table = merged.stdout.split("each perturbation against keep")[0]
+    teacher_rows = [line.split() for line in summary_table.splitlines() if line.startswith("standard  (teacher)")]
     assert len(teacher_rows) == 1 and teacher_rows[0][2] == "1", merged.stdout
 
 
@@ -280,3 +281,21 @@ def test_a_sweep_run_again_skips_its_finished_cells_and_reruns_the_others(workdi
     assert sorted((r.data.tags["perturb"], r.info.status) for r in runs) == [
         ("keep", "FINISHED"), ("nonmax-shuffle", "FINISHED"), ("nonmax-shuffle", "KILLED")]
     assert [line for line in third.stdout.splitlines() if line.startswith("standard ")] == summary
+
+
+@pytest.mark.slow
+def test_sweep_status_lists_every_cell_of_the_grid(workdir: Path) -> None:
+    grid = ["sweep", "--teachers", "standard", "--perturbs", "keep,nonmax-shuffle", "--seeds", "0,1", *TINY]
+    shard = CliRunner().invoke(main, [*grid, "--shard", "1/2"])  # seed 0 only
+    assert shard.exit_code == 0, (shard.output, shard.exception)
+    name = shard.stdout.split("robdistill sweep-report ")[1].split()[0]
+    out = CliRunner().invoke(main, ["sweep-status", name])
+    assert out.exit_code == 0, (out.output, out.exception)
+    assert f"{name}: 4 cells: 2 finished, 0 running, 0 failed, 0 killed, 2 missing" in out.stdout
+    rows = [line.split() for line in out.stdout.splitlines() if line.startswith("standard")]
+    assert rows == [["standard", "0", "finished", "finished"], ["standard", "1", "missing", "missing"]]
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["robdistill"], output_format="list")
+    run_id = next(r.info.run_id for r in runs if r.data.tags.get("stage") == "run")
+    bad = CliRunner().invoke(main, ["sweep-status", run_id])
+    assert bad.exit_code == 2 and "looks like a run id" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
