@@ -1,4 +1,4 @@
-"""Reference validation of our PGD (SPEC section 4): on the same digits models and test images,
+"""Reference validation of our PGD (METHODS section 4): on the same digits models and test images,
 compare our PGD-k per-sample robust flags with pyautoattack's APGD-CE (Croce & Hein 2020) and with
 torchattacks' PGD (Kim 2020), the latter run in a separate peer venv.
 

@@ -139,7 +139,7 @@ def _log_provenance(tracker: Tracker | None, role: str, model: nn.Module) -> Non
 def train_teacher(recipe: RecipeLike = "at", data: Splits | str = "digits", *, seed: int = 0,
                   device: str | torch.device | None = None, precision: str | None = None, progress: bool = False,
                   tracker: Tracker | None = None, **overrides: Any) -> nn.Module:
-    """Train a teacher (SPEC section 2) from a recipe (``robdistill list teachers``) on ``data``'s
+    """Train a teacher (METHODS section 2) from a recipe (``robdistill list teachers``) on ``data``'s
     training split; same recipe, data and seed give the same weights as ``robdistill
     train-teacher``. ``precision`` ("fp32", "bf16"; default the recipe's) is what the training
     passes run in. The per-epoch metrics are in ``model.history`` (and the tracker, if given)."""
@@ -155,7 +155,7 @@ def distill(teacher: nn.Module, data: Splits | str = "digits", *, perturb: str =
             tracker: Tracker | None = None, **overrides: Any) -> nn.Module:
     """Distill a student from ``teacher`` (any module mapping [0, 1] images to logits) on clean
     training inputs only, the teacher's logits perturbed by ``perturb`` (``keep``,
-    ``nonmax-shuffle``, ``nonmax-flatten``, ... SPEC section 3). ``student`` is any module to train
+    ``nonmax-shuffle``, ``nonmax-flatten``, ... METHODS section 3). ``student`` is any module to train
     (default: the recipe's model, from the student's own init stream). ``precision`` is what the
     student's training passes run in (the teacher's logits are always computed in fp32)."""
     student_recipe = load_recipe("student", recipe, dataset=_dataset_name(data),

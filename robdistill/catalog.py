@@ -71,7 +71,7 @@ def _takes_step_size(name: Any) -> bool:
 
 
 def _suite_descriptions() -> dict[str, str]:
-    """Each suite's description and which step size its PGD-type attacks use (SPEC section 1)."""
+    """Each suite's description and which step size its PGD-type attacks use (METHODS section 1)."""
     out = {}
     for name, text in _recipe_descriptions("suite").items():
         try:
@@ -91,7 +91,7 @@ def _suite_descriptions() -> dict[str, str]:
 
 
 def _dataset_descriptions() -> dict[str, str]:
-    """Each dataset's description with its default attack step (SPEC section 1)."""
+    """Each dataset's description with its default attack step (METHODS section 1)."""
     return {name: f"{text}, attack step {DATASETS.get(name).step_size:.4g}"
             for name, text in DATASETS.describe().items()}
 

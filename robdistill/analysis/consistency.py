@@ -1,4 +1,4 @@
-"""The AALP paper's measurements (SPEC section 5; Wu et al. 2020, Sec. 2.2 and 4):
+"""The AALP paper's measurements (METHODS section 5; Wu et al. 2020, Sec. 2.2 and 4):
 consistent / inconsistent sets with their table (Tables 1 and 4), the clean-vs-adversarial
 confidence scatter (Fig. 11), and per-feature contributions C_j = mean |dL/dA_j| (Eq. 5, Fig. 1, 7)."""
 from __future__ import annotations
@@ -134,7 +134,7 @@ def plot_feature_contributions(contributions: dict[str, torch.Tensor | None], pa
 
 @dataclass
 class Analysis:
-    """AALP's measurements for one model (SPEC section 5)."""
+    """AALP's measurements for one model (METHODS section 5)."""
 
     consistency: ConsistencyReport
     contributions: torch.Tensor | None  # None for a model without penultimate features (has_features)

@@ -71,7 +71,7 @@ def class_rows(cells: Sequence[Any], metric: str, num_classes: int | None = None
         if metric == "clean" or metric == "worst" or metric in cell.result.robust:
             groups.setdefault((cell.teacher, cell.perturb), []).append(cell)
     rows = []
-    for (teacher, perturb), group in groups.items():
+    for (teacher, perturb), group in sorted(groups.items(), key=lambda item: (item[0][0], item[0][1] != TEACHER_ROW)):
         group = sorted(group, key=lambda c: c.seed)
         classes = num_classes or int(max(int(c.result.labels.max()) for c in group)) + 1
         per_seed = [per_class_accuracy(c.result.labels, metric_flags(c.result, metric), classes) for c in group]

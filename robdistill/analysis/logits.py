@@ -1,4 +1,4 @@
-"""Logit statistics (SPEC section 5; Seguin et al. 2021): max logit, logit gap, max softmax
+"""Logit statistics (METHODS section 5; Seguin et al. 2021): max logit, logit gap, max softmax
 probability and entropy per sample, their means, and a histogram figure comparing models."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Seguin et al. (2021) claims (1) and (2) about adversarially trained teachers, measured across
-seeds (SPEC section 5):
+seeds (METHODS section 5):
 
 (1) AT lowers the mean max logit and the mean logit gap (largest minus second largest) compared
     with standard training;

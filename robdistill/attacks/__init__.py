@@ -1,6 +1,6 @@
 """Attacks with one interface (the torchattacks pattern): ``attack(model, x, y)`` returns the
 adversarial images, ``attack.run(model, x, y)`` also the per-sample robust flags. L-infinity in
-[0, 1] pixel space (SPEC sections 1 and 4).
+[0, 1] pixel space (METHODS sections 1 and 4).
 
 ``base`` holds the interface, the losses and the registry; importing this package imports every
 attack module (``gradient``, ``transfer``, ``autoattack``), so every attack is registered before

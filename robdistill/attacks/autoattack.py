@@ -1,6 +1,6 @@
 """AutoAttack (Croce & Hein 2020) through the reference implementation (PyPI ``pyautoattack``),
 with its warnings captured and, per component, the samples that component fooled (for the
-Square-versus-white-box check, SPEC section 4)."""
+Square-versus-white-box check, METHODS section 4)."""
 from __future__ import annotations
 
 import logging
@@ -40,7 +40,7 @@ class AutoAttackLinf(Attack):
     The library's run is left exactly as it is; the robust flags it holds after each component are
     recorded, so ``fooled_by`` says which component fooled which sample. Components after Square in
     the version's order (``plus``) never see the samples Square fooled; they are run on those
-    samples afterwards, so the Square-versus-white-box gap (SPEC section 4) is exact.
+    samples afterwards, so the Square-versus-white-box gap (METHODS section 4) is exact.
 
     Under bf16 the library attacks the model's forward under autocast, and its result is re-judged
     in fp32: a sample is robust only if fp32 forwards classify it correctly, and the samples the

@@ -1,6 +1,6 @@
 """Attack registry with one interface (the torchattacks pattern): ``attack.run(model, x, y)``
 returns adversarial images and per-sample robust flags. L-infinity threat model in [0, 1]
-pixel space (SPEC sections 1 and 4).
+pixel space (METHODS sections 1 and 4).
 
 Every attack runs with the model in eval mode, restores each module's previous mode afterwards,
 and draws randomness only from a private, seeded ``torch.Generator``.
@@ -100,7 +100,7 @@ class Attack(ABC):
 
     name: str = "attack"
     # Properties of the registered entry, read through ``ATTACKS.get(name)`` by the evaluation's
-    # sanity checks (SPEC section 4); every registered attack sets the ones that differ.
+    # sanity checks (METHODS section 4); every registered attack sets the ones that differ.
     #: a pure white-box (gradient) attack: the samples that survive it count as white-box survivors
     #: in the Square-versus-white-box check (AutoAttack's gradient components are counted per component)
     white_box: ClassVar[bool] = False
@@ -133,7 +133,7 @@ class Attack(ABC):
     def zero_eps_probe(self, steps: int = 2) -> "Attack":
         """The same attack at eps = 0, cheaply (at most ``steps`` iterations and two restarts for
         iterative attacks, see :meth:`_probe`) and in the same precision: it must leave exactly the
-        clean flags (SPEC section 4)."""
+        clean flags (METHODS section 4)."""
         probe = self._probe(steps)
         probe.precision = self.precision
         return probe

@@ -1,4 +1,4 @@
-"""The gradient (white-box) attacks under the L-infinity ball (SPEC section 4): FGSM, PGD-k on
+"""The gradient (white-box) attacks under the L-infinity ball (METHODS section 4): FGSM, PGD-k on
 cross-entropy, and CW-k (PGD on the Carlini-Wagner margin)."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The transfer (black-box) attack (SPEC section 4): PGD-k crafted on a surrogate model and
+"""The transfer (black-box) attack (METHODS section 4): PGD-k crafted on a surrogate model and
 evaluated on the target, and the loader of its surrogate."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from robdistill.core.precision import Precision
 @ATTACKS.register("transfer")
 class Transfer(Attack):
     """Transfer (black-box) attack (Papernot et al. 2017; Athalye et al. 2018 on its use as a
-    masking check): PGD-k crafted on a surrogate model, evaluated on the target (SPEC section 4).
+    masking check): PGD-k crafted on a surrogate model, evaluated on the target (METHODS section 4).
 
     ``surrogate`` is a robdistill checkpoint path (a suite's ``surrogate = "path.pt"``) or an
     ``nn.Module``. Every image is perturbed, also those the surrogate already misclassifies, and

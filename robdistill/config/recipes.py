@@ -68,9 +68,9 @@ class TrainingRecipe:
 
 @dataclass(frozen=True)
 class TeacherRecipe(TrainingRecipe):
-    """A teacher: objective (SPEC section 2) and the PGD attack used while training.
+    """A teacher: objective (METHODS section 2) and the PGD attack used while training.
 
-    ``eps`` / ``attack_step_size`` left out mean the dataset's eps and step size (SPEC section 1),
+    ``eps`` / ``attack_step_size`` left out mean the dataset's eps and step size (METHODS section 1),
     the step scaled in proportion when ``eps`` is set. ``pairing_weight`` is lambda of ALP, CLP and LSQ; for ALP under our convention: squared
     L2 summed over classes, mean over the batch (AALP Eq. 1); Kannan's code averages over B*C
     (lambda / C). ``alpha`` weighs AALP's sample-weighted pairing term, ``beta`` TRADES' KL term.
@@ -103,7 +103,7 @@ class TeacherRecipe(TrainingRecipe):
 
 @dataclass(frozen=True)
 class StudentRecipe(TrainingRecipe):
-    """A student distilled on clean inputs only: loss T^2 KL(p_t'/T || p_s/T) + a CE (SPEC section 3).
+    """A student distilled on clean inputs only: loss T^2 KL(p_t'/T || p_s/T) + a CE (METHODS section 3).
 
     ``method`` ``ard`` / ``rslad`` are the robust-distillation baselines instead (they train on the
     student's adversarial examples: PGD with ``eps`` -- default the dataset's --, ``attack_steps``,

@@ -10,7 +10,7 @@ from torch import nn
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode, then restore each one's previous mode (SPEC section 4)."""
+    """Put every submodule in eval mode, then restore each one's previous mode (METHODS section 4)."""
     previous = [(module, module.training) for module in model.modules()]
     model.eval()
     try:

@@ -54,7 +54,7 @@ class SeedSummary:
 
 
 def seed_summary(values: list[float] | tuple[float, ...]) -> SeedSummary:
-    """mean +- t_{0.975, n-1} * std / sqrt(n) over per-seed values (SPEC section 4: across seeds)."""
+    """mean +- t_{0.975, n-1} * std / sqrt(n) over per-seed values (METHODS section 4: across seeds)."""
     from scipy.stats import t as student_t
 
     values = tuple(float(v) for v in values)

@@ -1,4 +1,4 @@
-"""Independent random streams, one per (seed, stage, purpose, rank) (SPEC section 3, Randomness).
+"""Independent random streams, one per (seed, stage, purpose, rank) (METHODS section 3, Randomness).
 
 Every random draw of training comes from a stream whose seed is derived from ``--seed`` by
 NumPy's :class:`~numpy.random.SeedSequence` with a spawn key (stage, purpose, rank). Unlike offsets

@@ -1,5 +1,5 @@
 """Dataset registry: every dataset becomes in-memory [0, 1] NCHW float32 tensors with
-deterministic train / validation / test splits (SPEC section 1).
+deterministic train / validation / test splits (METHODS section 1).
 
 Readers parse the files in torchvision's on-disk layout themselves, so that the tests can exercise
 them on tiny files; torchvision is used to *download* (and checksum) when the user asks for it.
@@ -60,7 +60,7 @@ class DatasetInfo:
     description: str = ""
 
     def step_for(self, eps: float) -> float:
-        """The attack step size for radius ``eps``: the dataset's paper step size (SPEC section 1)
+        """The attack step size for radius ``eps``: the dataset's paper step size (METHODS section 1)
         at the dataset's eps, scaled in proportion at any other radius (step / eps is kept)."""
         return self.step_size * eps / self.eps
 
@@ -302,7 +302,7 @@ def iterate_batches(split: Split, batch_size: int, generator: torch.Generator | 
 
 
 def dataset_step_ratio(dataset: str) -> float:
-    """The dataset's attack step size as a fraction of its eps (SPEC section 1): the default step
+    """The dataset's attack step size as a fraction of its eps (METHODS section 1): the default step
     of every attack that takes one, at any radius, unless the suite or recipe sets a step."""
     info = DATASETS.get(dataset)
     return info.step_size / info.eps

@@ -1,4 +1,4 @@
-"""Evaluation (SPEC section 4): run an attack suite on a model and check the evaluation's sanity.
+"""Evaluation (METHODS section 4): run an attack suite on a model and check the evaluation's sanity.
 
 - ``runner``: :func:`evaluate` (clean accuracy, every attack of a suite, the per-sample worst case)
   and :func:`eps_sweep` (the whole suite at several radii), :func:`suite_attacks`;

@@ -1,4 +1,4 @@
-"""The sanity checks of an evaluation (SPEC section 4): attack strength order, the
+"""The sanity checks of an evaluation (METHODS section 4): attack strength order, the
 Square-versus-white-box gap, a PGD's reach, the perturbation ball and box, and finite values.
 
 Each check is a :class:`SanityCheck`; the properties of each attack they rely on (white-box, takes a
@@ -67,7 +67,7 @@ def _strength_class(config: dict[str, Any], key: str) -> str:
 
 
 def strength_checks(result: EvaluationResult, alpha: float = 0.05) -> list[SanityCheck]:
-    """SPEC section 4: a stronger attack of the suite must not score above a weaker one by more
+    """METHODS section 4: a stronger attack of the suite must not score above a weaker one by more
     than noise. Paired on the same images: fails when the stronger attack's accuracy is higher
     and McNemar's exact test rejects equality at ``alpha`` (a sign of gradient masking or a bug)."""
     from robdistill.core.stats import mcnemar_exact
@@ -94,7 +94,7 @@ SQUARE_TOLERANCE = 0.005
 
 def square_gap_checks(result: EvaluationResult, alpha: float = 0.05,
                       tolerance: float = SQUARE_TOLERANCE) -> list[SanityCheck]:
-    """The Square-versus-white-box gap (SPEC section 4; Croce & Hein 2020, Athalye et al. 2018):
+    """The Square-versus-white-box gap (METHODS section 4; Croce & Hein 2020, Athalye et al. 2018):
     samples that survive every white-box attack of the suite (FGSM, PGD, CW and AutoAttack's
     gradient-based components) but are fooled by the black-box Square attack point to gradient
     masking.
@@ -155,7 +155,7 @@ def reach_warning(what: str, steps: int, step_size: float, eps: float) -> str | 
 
 
 def reach_checks(attacks: dict[str, Attack]) -> list[SanityCheck]:
-    """SPEC section 4: every PGD-type attack of the suite can cross its ball (steps x step >= eps)."""
+    """METHODS section 4: every PGD-type attack of the suite can cross its ball (steps x step >= eps)."""
     checks = []
     for key, attack in attacks.items():
         params = attack.params.get("surrogate_attack", attack.params)
@@ -184,7 +184,7 @@ def perturbation_stats(x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, Any]:
 
 
 def perturbation_checks(key: str, pieces: list[dict[str, Any]], eps: float) -> list[SanityCheck]:
-    """SPEC section 4: every adversarial image lies in the eps ball around its image and in [0, 1]
+    """METHODS section 4: every adversarial image lies in the eps ball around its image and in [0, 1]
     (``pieces``: the :func:`perturbation_stats` of every chunk and rank)."""
     linf = max((p["linf"] for p in pieces), default=0.0)
     box = all(p["box"] for p in pieces)

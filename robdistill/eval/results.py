@@ -1,4 +1,4 @@
-"""The result of an evaluation (SPEC section 4): per-sample flags, accuracies with 95% Wilson
+"""The result of an evaluation (METHODS section 4): per-sample flags, accuracies with 95% Wilson
 intervals, sanity checks; its JSON form and the merge of the shards of a split evaluation."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The benchmark runner (SPEC section 4): clean accuracy, every attack of a suite, the per-sample
+"""The benchmark runner (METHODS section 4): clean accuracy, every attack of a suite, the per-sample
 worst case, 95% Wilson intervals, and sanity checks on every evaluation."""
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def suite_attacks(suite: SuiteRecipe, eps: float, step_ratio: float | None = Non
     """Build the suite's attacks, keyed by metric name (``key``, default the attack name).
 
     ``step_ratio`` is the default step size as a fraction of eps for the attacks that take one and
-    whose suite entry sets none: the dataset's step / eps (SPEC section 1). None leaves each
+    whose suite entry sets none: the dataset's step / eps (METHODS section 1). None leaves each
     attack's own default (Madry's 2.5 eps / steps). Every attack crafts in the suite's precision.
     ``surrogates`` names modules a transfer attack's ``surrogate`` may refer to (``"teacher"``: the
     student's teacher, in a pipeline's evaluations); a name not given stays a checkpoint path."""
@@ -106,7 +106,7 @@ ZERO_EPS_STEPS = 2     # ... with at most this many iterations
 
 def zero_eps_check(model: nn.Module, attacks: dict[str, Attack], x: torch.Tensor, y: torch.Tensor,
                    clean: torch.Tensor, batch_size: int) -> SanityCheck:
-    """SPEC section 4: every attack of the suite run at eps = 0 (on the first ``ZERO_EPS_SAMPLES``
+    """METHODS section 4: every attack of the suite run at eps = 0 (on the first ``ZERO_EPS_SAMPLES``
     samples, at most ``ZERO_EPS_STEPS`` iterations) must leave exactly the clean flags."""
     n = min(len(y), ZERO_EPS_SAMPLES)
     # the reference clean flags with the probe's own batching (on a GPU, kernels chosen per batch
@@ -228,7 +228,7 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
 def eps_sweep(model: nn.Module, data: Split, suite: SuiteRecipe, eps_values: list[float], *,
               name: str = "model", progress: bool = True,
               step_ratio: float | None = None) -> dict[float, EvaluationResult]:
-    """Robust accuracy versus eps (SPEC section 4): the whole suite at every radius, each with its
+    """Robust accuracy versus eps (METHODS section 4): the whole suite at every radius, each with its
     sanity checks; per-sample flags kept so curves can be recomputed."""
     return {eps: evaluate(model, data, suite, eps, name=name, progress=progress, step_ratio=step_ratio)
             for eps in eps_values}
@@ -263,7 +263,7 @@ def plot_eps_curves(curves: dict[str, dict[float, EvaluationResult]], path, titl
 
 
 def suite_eps(suite: SuiteRecipe, info: "DatasetInfo", override: float | None = None) -> float:
-    """The radius a suite runs at: ``override``, else the suite's, else the dataset's (SPEC section 1)."""
+    """The radius a suite runs at: ``override``, else the suite's, else the dataset's (METHODS section 1)."""
     if override is not None:
         return override
     return info.eps if suite.eps is None else suite.eps

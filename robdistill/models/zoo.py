@@ -19,7 +19,7 @@ from robdistill.core.registry import Registry
 
 class Classifier(nn.Module):
     """Wraps a backbone (image -> penultimate features) and a linear head, with the input
-    normalisation inside so that attacks work in [0, 1] pixel space (SPEC section 1)."""
+    normalisation inside so that attacks work in [0, 1] pixel space (METHODS section 1)."""
 
     def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int,
                  mean: tuple[float, ...], std: tuple[float, ...]):

@@ -680,7 +680,7 @@ def _checks(ctx: _Context) -> Section:
              f"{len(failed)} of {len(evaluations)} evaluations FAILED a sanity check: "
              + "; ".join(f"{e.label}: " + ", ".join(c.name for c in e.failed) for e in failed) + ".")
     return Section("checks", "Sanity checks", [Paragraph(
-        intro + " The checks (SPEC section 4): a stronger attack never scores above a weaker one beyond noise, no "
+        intro + " The checks (METHODS section 4): a stronger attack never scores above a weaker one beyond noise, no "
         "Square-versus-white-box gap, each PGD can cross its eps ball, every adversarial image lies in the ball and "
         "in [0, 1], robust only where clean is correct, eps 0 changes nothing."), checks])
 

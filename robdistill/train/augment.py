@@ -1,4 +1,4 @@
-"""Data augmentation for distillation (SPEC section 3): label-free, input-space transforms of clean
+"""Data augmentation for distillation (METHODS section 3): label-free, input-space transforms of clean
 training images, never adversarial. Each is a pure function ``(x, generator) -> x'`` of a
 (B, C, H, W) batch in [0, 1]; with augmentation on, the teacher's logits are computed per
 augmented view instead of once per image."""

@@ -1,7 +1,7 @@
-"""How a student learns from its teacher's (perturbed) logits (SPEC section 3).
+"""How a student learns from its teacher's (perturbed) logits (METHODS section 3).
 
 ``clean`` is the study's method: clean training inputs only. ``ard`` and ``rslad`` are the
-robust-distillation *baselines* the SPEC welcomes as extras: they train the student on its own
+robust-distillation *baselines* METHODS section 3 lists as extras: they train the student on its own
 adversarial examples, so they are not clean-only distillation, and every run that uses one is
 labelled so (``inputs`` parameter and ``student_inputs`` tag).
 
@@ -65,7 +65,7 @@ def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
                       labels: torch.Tensor | None = None, hard_label_weight: float = 0.0) -> torch.Tensor:
-    """T^2 KL(softmax(z_t'/T) || softmax(z_s/T)), mean over the batch, + a CE(z_s, y) (SPEC section 3)."""
+    """T^2 KL(softmax(z_t'/T) || softmax(z_s/T)), mean over the batch, + a CE(z_s, y) (METHODS section 3)."""
     loss = temperature ** 2 * soft_kl(student_logits, teacher_logits, temperature)
     if hard_label_weight and labels is not None:
         loss = loss + hard_label_weight * F.cross_entropy(student_logits, labels)
@@ -120,7 +120,7 @@ def rslad(student, x, y, teacher_logits, recipe, ctx) -> LossOutput:
 class TeacherTargets:
     """The (perturbed) teacher logits a student learns from. Without augmentation the teacher's
     logits are computed once (eval mode) and perturbed afresh each epoch; with augmentation the
-    batch is augmented and the teacher is run on that same view, then perturbed (SPEC section 3)."""
+    batch is augmented and the teacher is run on that same view, then perturbed (METHODS section 3)."""
 
     def __init__(self, teacher: nn.Module, train: Split, recipe: StudentRecipe, perturbation, seed: int,
                  name: str = "teacher"):
@@ -177,7 +177,7 @@ def distill_model(teacher: nn.Module, recipe: StudentRecipe, perturb: str, split
                   progress: bool = True, tracker: Tracker | None = None, state: TrainingState | None = None,
                   resume: bool = False) -> nn.Module:
     """Distill on clean inputs only (or, for ARD / RSLAD, the student's adversarial inputs) from the
-    teacher's logits, computed in eval mode and perturbed by ``perturb`` (SPEC section 3). ``student``
+    teacher's logits, computed in eval mode and perturbed by ``perturb`` (METHODS section 3). ``student``
     is any module mapping [0, 1] images to logits; by default the recipe's model, initialised from
     the student's init stream. Per-epoch metrics go to ``tracker`` and ``model.history``."""
     info = splits.info

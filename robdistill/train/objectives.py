@@ -1,4 +1,4 @@
-"""Teacher training objectives (SPEC section 2). z = f(x) are logits, x~ a PGD adversarial example.
+"""Teacher training objectives (METHODS section 2). z = f(x) are logits, x~ a PGD adversarial example.
 
 Each objective maps (model, clean batch, context) to a scalar loss and a few numbers to log.
 Adversarial examples are generated with the model in eval mode; the model is back in training
@@ -31,7 +31,7 @@ class TrainContext:
     beta: float = 6.0             # TRADES weight of the robust KL term
 
     def adversarial(self, model: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """PGD-k on CE with random start, generated in eval mode (SPEC section 2)."""
+        """PGD-k on CE with random start, generated in eval mode (METHODS section 2)."""
         with eval_mode(model):
             return pgd_perturb(model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
                                generator=self.generator)

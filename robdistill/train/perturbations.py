@@ -1,4 +1,4 @@
-"""Perturbations of the teacher's logits before distillation (SPEC section 3; Seguin et al. 2021).
+"""Perturbations of the teacher's logits before distillation (METHODS section 3; Seguin et al. 2021).
 
 Each is a pure function ``(logits, generator, temperature) -> logits'`` of a (B, C) tensor:
 it never modifies its input and draws randomness only from ``generator``.
@@ -45,7 +45,7 @@ def nonmax_shuffle(logits: torch.Tensor, generator: torch.Generator, temperature
     Keeps the max position and value and the multiset of values, so the max-class probability is
     unchanged at every temperature; loses the incorrect-class ordering (Seguin et al. Sec. 5).
 
-    Ties at the max (SPEC section 3): k is the first argmax, and the other copies of the max value
+    Ties at the max (METHODS section 3): k is the first argmax, and the other copies of the max value
     are non-max entries; shuffled before k they would move the argmax. So before shuffling every
     such copy is lowered by one ulp (``untie_max``): k stays the unique max, its value is kept, and
     the multiset is kept except that the tied copies move down one ulp (the max-class probability
@@ -83,7 +83,7 @@ def _below_max(candidate: torch.Tensor, logits: torch.Tensor, values: torch.Tens
 @PERTURBATIONS.register("nonmax-flatten-mean")
 def nonmax_flatten_mean(logits: torch.Tensor, generator: torch.Generator, temperature: float) -> torch.Tensor:
     """Flatten to the arithmetic mean: every non-max logit becomes (1/(C-1)) sum_{j!=k} z_j
-    (SPEC section 3, extra). Keeps argmax and the sum of the logits; unlike ``nonmax-flatten`` the
+    (METHODS section 3, extra). Keeps argmax and the sum of the logits; unlike ``nonmax-flatten`` the
     max-class probability changes (it rises: by Jensen, the mean is at most the exp-space mean)."""
     positions = nonmax_positions(logits)
     values = logits.gather(1, positions)
@@ -96,7 +96,7 @@ ONEHOT_MARGIN = 50.0  # exp(-50) ~ 2e-22: every non-max probability underflows a
 
 @PERTURBATIONS.register("onehot")
 def onehot(logits: torch.Tensor, generator: torch.Generator, temperature: float) -> torch.Tensor:
-    """Hard teacher label (SPEC section 3, extra): T * 50 at the argmax, 0 elsewhere, so that
+    """Hard teacher label (METHODS section 3, extra): T * 50 at the argmax, 0 elsewhere, so that
     softmax(z'/T) is the one-hot teacher prediction to within exp(-50) per class. No confidence and
     no incorrect-class information; finite, so the distillation KL stays finite."""
     out = torch.zeros_like(logits)
@@ -112,7 +112,7 @@ def max_class_log_odds(logits: torch.Tensor, temperature: float) -> torch.Tensor
 
 @PERTURBATIONS.register("confidence-swap")
 def confidence_swap(logits: torch.Tensor, generator: torch.Generator, temperature: float) -> torch.Tensor:
-    """Give each sample another sample's confidence (SPEC section 3, extra): a seeded random
+    """Give each sample another sample's confidence (METHODS section 3, extra): a seeded random
     permutation pi of the rows; sample i keeps its non-max logits (so its incorrect-class ordering
     and their relative probabilities) and its max logit is set so that its max-class probability at
     temperature T is that of sample pi(i). Destroys sample-wise confidence, keeps class ordering.

@@ -1,4 +1,4 @@
-"""Teacher training (SPEC section 2): a registered objective (standard, AT, ALP, AALP, TRADES, ...)
+"""Teacher training (METHODS section 2): a registered objective (standard, AT, ALP, AALP, TRADES, ...)
 under the recipe's PGD, validated each epoch on clean and PGD accuracy. Writes nothing: metrics go
 to the tracker it is given, the training state to ``state`` when given (resumable)."""
 from __future__ import annotations
@@ -21,12 +21,12 @@ from robdistill.train.objectives import OBJECTIVES, LossOutput, TrainContext
 
 
 def teacher_eps(recipe: TeacherRecipe, info: DatasetInfo) -> float:
-    """The training attack's radius: the recipe's, else the dataset's (SPEC section 1)."""
+    """The training attack's radius: the recipe's, else the dataset's (METHODS section 1)."""
     return info.eps if recipe.eps is None else recipe.eps
 
 
 def teacher_step_size(recipe: TeacherRecipe, info: DatasetInfo) -> float:
-    """The recipe's step size, else the dataset's (SPEC section 1) scaled to the recipe's eps."""
+    """The recipe's step size, else the dataset's (METHODS section 1) scaled to the recipe's eps."""
     eps = teacher_eps(recipe, info)
     return recipe.attack_step_size if recipe.attack_step_size is not None else info.step_for(eps)
 

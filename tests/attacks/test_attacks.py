@@ -1,4 +1,4 @@
-"""Attacks, mode/RNG hygiene, the benchmark runner and Wilson intervals (SPEC section 4).
+"""Attacks, mode/RNG hygiene, the benchmark runner and Wilson intervals (METHODS section 4).
 
 A small CNN, seeded and briefly trained on the embedded ``digits`` set, is attacked on the first 64
 test images (eps 0.1 is the dataset default). AutoAttack runs only APGD-CE on 16 samples.

@@ -1,4 +1,4 @@
-"""The ``transfer`` attack (SPEC section 4): PGD crafted on a surrogate, evaluated on the target.
+"""The ``transfer`` attack (METHODS section 4): PGD crafted on a surrogate, evaluated on the target.
 
 Two small CNNs trained briefly on the embedded ``digits`` set (different seeds), 48 test images.
 """

@@ -1,4 +1,4 @@
-"""Across-seed summaries (SPEC section 4): mean, sample std and the 95% t-interval."""
+"""Across-seed summaries (METHODS section 4): mean, sample std and the 95% t-interval."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Dataset loading (SPEC section 1): [0, 1] NCHW float32 images, int64 labels, deterministic
+"""Dataset loading (METHODS section 1): [0, 1] NCHW float32 images, int64 labels, deterministic
 train / validation / test splits with the validation split held out from the training set.
 
 The file readers are exercised on tiny files written here; no test touches the network."""

@@ -1,4 +1,4 @@
-"""The Square-versus-white-box gap check (SPEC section 4) and AutoAttack's per-component flags.
+"""The Square-versus-white-box gap check (METHODS section 4) and AutoAttack's per-component flags.
 
 A small CNN trained briefly on ``digits``, and the same CNN behind a rounding step (x -> round(16 x)
 / 16, exact on digits' 17 grey levels) whose input gradient is zero everywhere: gradient attacks

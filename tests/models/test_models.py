@@ -1,4 +1,4 @@
-"""Model registry (SPEC section 1): every model takes [0, 1] images, normalises inside, returns
+"""Model registry (METHODS section 1): every model takes [0, 1] images, normalises inside, returns
 logits, and exposes the penultimate activation through ``features`` / ``head``."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Augmentations for distillation and the teacher run per augmented view (SPEC section 3)."""
+"""Augmentations for distillation and the teacher run per augmented view (METHODS section 3)."""
 from __future__ import annotations
 
 import pytest

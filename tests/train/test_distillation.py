@@ -1,4 +1,4 @@
-"""Distillation (SPEC section 3): the loss, clean inputs only, teacher logits from eval mode."""
+"""Distillation (METHODS section 3): the loss, clean inputs only, teacher logits from eval mode."""
 from __future__ import annotations
 
 import math

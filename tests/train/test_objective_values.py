@@ -1,5 +1,5 @@
 """Each teacher objective pinned to a value computed by hand (plain Python floats, no torch) on a
-tiny fixed linear model, a fixed batch and fixed adversarial examples (SPEC section 2)."""
+tiny fixed linear model, a fixed batch and fixed adversarial examples (METHODS section 2)."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Teacher objectives (SPEC section 2): each loss against its formula on a fixed model and batch."""
+"""Teacher objectives (METHODS section 2): each loss against its formula on a fixed model and batch."""
 from __future__ import annotations
 
 import copy

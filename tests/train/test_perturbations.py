@@ -1,4 +1,4 @@
-"""Property-based tests of the teacher-logit perturbations (SPEC section 3).
+"""Property-based tests of the teacher-logit perturbations (METHODS section 3).
 
 Logits are random (B, C) float32 tensors with B in 1..16 and C in 2..12, drawn either element by
 element by hypothesis (finite values in [-20, 20], which includes many ties) or densely from a
@@ -218,7 +218,7 @@ TIE_KEEPS_MAX = ("keep", "nonmax-shuffle", "nonmax-flatten", "nonmax-flatten-mea
 @pytest.mark.parametrize("name", ALL)
 def test_ties_keep_argmax_max_value_and_probability(name: str, z: torch.Tensor, seed: int,
                                                     temperature: float) -> None:
-    """Tied top logits (SPEC section 3): every perturbation keeps the first argmax k; those that keep
+    """Tied top logits (METHODS section 3): every perturbation keeps the first argmax k; those that keep
     the max value keep it at k; the max-class probability at T is kept within 1e-6 relative, or
     within the one-ulp change of the tied copies where ulp(z_k) / T is larger than that."""
     out = PERTURBATIONS.get(name)(z, gen(seed), temperature)
