@@ -20,6 +20,9 @@ SHARDS=25
 GRID=(--dataset fashion-mnist --teachers standard,at,alp,aalp,trades
       --perturbs keep,nonmax-shuffle,nonmax-flatten,nonmax-flatten-mean,onehot,confidence-swap
       --seeds 0,1,2,3,4 --suite fmnist-study)
+# yield to interactive work: `nice` alone does not, where the kernel groups processes by session
+# (autogroup), so the whole group gets the lowest weight too
+echo 19 > /proc/self/autogroup 2>/dev/null || true
 mkdir -p "$STUDY"/{done,claim,logs}
 cd "$STUDY"
 export MLFLOW_TRACKING_URI=http://127.0.0.1:$PORT OMP_NUM_THREADS=1

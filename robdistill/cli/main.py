@@ -3,8 +3,10 @@ to fix it, exit status 2, no traceback."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
+import textwrap
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -853,8 +855,12 @@ def list_(what: str | None) -> None:
             continue
         click.echo(f"{kind}:")
         width = max((len(n) for n in entries), default=0)
-        for name, text in entries.items():
-            click.echo(f"  {name.ljust(width)}  {text}".rstrip())
+        columns = max(shutil.get_terminal_size((100, 24)).columns, width + 40)
+        for name, text in entries.items():  # whole sentences; on a terminal wrapped under their column
+            lines = (textwrap.wrap(text, columns - width - 4) if sys.stdout.isatty() else [text]) or [""]
+            click.echo(f"  {name.ljust(width)}  {lines[0]}".rstrip())
+            for line in lines[1:]:
+                click.echo(f"  {'':{width}}  {line}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,12 +1,27 @@
 """A tiny name -> factory registry (the timm pattern), shared by every pluggable part."""
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from typing import Callable, Generic, Iterator, TypeVar
 
 from robdistill.core.errors import UserError
 
 T = TypeVar("T")
+
+
+_ABBREVIATIONS = ("e.g.", "i.e.", "et al.", "cf.", "vs.", "Eq.", "Sec.", "Fig.")
+
+
+def first_sentence(doc: str) -> str:
+    """The first sentence of a docstring's first paragraph, whole (its lines joined): what `robdistill
+    list` shows of an entry. Abbreviations such as "e.g." and "et al." do not end it."""
+    paragraph = " ".join(line.strip() for line in doc.strip().split("\n\n")[0].splitlines())
+    for match in re.finditer(r"[.!?](?=\s|$)", paragraph):
+        head = paragraph[:match.end()]
+        if not head.endswith(_ABBREVIATIONS):
+            return head
+    return paragraph
 
 
 class Registry(Generic[T]):
@@ -26,8 +41,7 @@ class Registry(Generic[T]):
             for key, value in attributes.items():
                 setattr(obj, key, value)
             self._entries[name] = obj
-            doc = help or (getattr(obj, "__doc__", None) or "").strip().splitlines()
-            self._help[name] = doc if isinstance(doc, str) else (doc[0] if doc else "")
+            self._help[name] = help or first_sentence(getattr(obj, "__doc__", None) or "")
             return obj
 
         return decorator
@@ -39,8 +53,7 @@ class Registry(Generic[T]):
         missing = object()
         saved = self._entries.get(name, missing), self._help.get(name, missing)
         self._entries[name] = obj
-        doc = help or (getattr(obj, "__doc__", None) or "").strip().splitlines()
-        self._help[name] = doc if isinstance(doc, str) else (doc[0] if doc else "")
+        self._help[name] = help or first_sentence(getattr(obj, "__doc__", None) or "")
         try:
             yield obj
         finally:

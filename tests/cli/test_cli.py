@@ -152,6 +152,13 @@ def test_list_and_help() -> None:
                  "nonmax-shuffle", "nonmax-flatten", "autoattack", "fast", "paper"):
         assert word in result.output
     assert invoke("list", "teachers").output.splitlines()[0] == "teachers:"
+    # whole first sentences, not the docstring's first line
+    onehot = next(line for line in invoke("list", "perturbations").output.splitlines() if "onehot" in line)
+    assert onehot.endswith("to within exp(-50) per class."), onehot
+    from robdistill.core.registry import first_sentence
+
+    assert first_sentence("One thing, e.g. a\n    cat (Kannan et\n    al. 2018). Then more.\n\nLater.") == \
+        "One thing, e.g. a cat (Kannan et al. 2018)."
     help_text = invoke("run", "--help").output
     assert "--perturb" in help_text and "Examples" in help_text
 
