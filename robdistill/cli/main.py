@@ -88,6 +88,10 @@ def common_options(func: Callable) -> Callable:
         click.option("--cache-dir", type=click.Path(path_type=Path), envvar="ROBDISTILL_CACHE",
                      default=Path(".robdistill"), show_default=True,
                      help="Trained teachers (reused across runs) and student checkpoints."),
+        click.option("--threads", type=int, default=None, envvar="ROBDISTILL_THREADS",
+                     help="CPU threads of this process (torch intra-op) [default: torch's, one per core]. "
+                          "Beside other jobs use 1, one process per core: two threads on a busy 2-core "
+                          "machine ran many times slower. Results are bit-identical at a fixed count."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
         click.option("--no-registry", is_flag=True,
                      help="Neither reuse teachers from the tracking store's model registry nor register new ones."),
@@ -234,11 +238,23 @@ def make_settings(kw: dict[str, Any]):
         except RuntimeError:
             raise UserError(f"unknown --device '{device}'; use cpu, cuda, cuda:N or auto") from None
     cache_dir = check_cache_dir(kw.pop("cache_dir"))
+    set_threads(kw.pop("threads", None))
     device = _join_torchrun(device)
     return Settings(dataset=kw.pop("dataset"), data_root=kw.pop("data_root"), download=kw.pop("download"),
                     seed=kw.pop("seed"), device=device, tracking_uri=kw.pop("tracking_uri"),
                     experiment=kw.pop("experiment"), cache_dir=cache_dir, progress=not kw.pop("quiet"),
                     resume=kw.pop("resume", False), use_registry=not kw.pop("no_registry", False))
+
+
+def set_threads(threads: int | None) -> None:
+    """``--threads``: torch's intra-op threads for this process (checked: at least 1)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise UserError(f"--threads must be >= 1; got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def check_cache_dir(path: Path) -> Path:
@@ -402,14 +418,20 @@ def run(teacher, perturb, student, suite, eps, n_eval, skip_teacher_eval, overri
 @click.option("--shard", default=None, metavar="I/N",
               help="Run only shard I of N (each (seed, teacher) group on exactly one shard), e.g. on N machines "
                    "sharing one tracking server; merge with `robdistill sweep-report`.")
+@click.option("--executor", type=click.Choice(["serial", "local"]), default="serial", show_default=True,
+              help="serial: every cell in this process; local: a pool of --workers processes on this machine, "
+                   "each taking the next (seed, teacher) group, one MLflow store for all (an SQLite file is served "
+                   "by an mlflow server for the pool).")
+@click.option("--workers", type=int, default=None,
+              help="Processes of --executor local [default: one per core]; each gets cores / workers threads.")
 @overrides_option("Override a recipe field for every cell: teacher.epochs=5, student.temperature=2 (repeatable; "
                   "teacher.* fields apply to the recipe teachers of the grid).")
 @precision_option
 @estimate_option
 @teacher_source_options
 @common_options
-def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_eval, outputs, shard, overrides,
-          precision, estimate_only, arch, model_dir, threat_model, sha256, expect_clean, **kw) -> None:
+def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_eval, outputs, shard, executor, workers,
+          overrides, precision, estimate_only, arch, model_dir, threat_model, sha256, expect_clean, **kw) -> None:
     """The teacher x perturbation x seed grid under one MLflow parent run, each teacher trained once
     per seed; prints accuracy per cell (mean and 95% interval over seeds) and each perturbation
     paired against keep (Seguin et al. claim 3).
@@ -420,6 +442,10 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
       robdistill sweep --teachers at,alp --perturbs keep,nonmax-shuffle --seeds 0,1 --out grid.md
       robdistill sweep --dataset fashion-mnist --set teacher.epochs=5 --n-eval 500
       robdistill sweep --dataset fashion-mnist --seeds 0,1,2,3,4 --estimate
+      robdistill sweep --executor local --workers 2     # two processes of cores / 2 threads each
+
+    Run the same command again to continue a sweep: the cells it finished are read back from the
+    store, not run again (`robdistill sweep-status <sweep name>` lists them).
     """
     from robdistill.experiments.pipeline import check_eps
     from robdistill.eval.tables import check_table_path
@@ -429,6 +455,16 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
         check_table_path(path)
     check_eps(eps)
     shard_spec = parse_shard(shard)
+    pool = None
+    if executor == "local":
+        from robdistill.experiments.executors import LocalPool
+
+        if shard_spec is not None:
+            raise UserError("--executor local runs every (seed, teacher) group itself; drop --shard (or run shards "
+                            "with the serial executor on several machines)")
+        pool = LocalPool.for_machine(workers)
+    elif workers is not None:
+        raise UserError("--workers applies to --executor local; add --executor local")
     source = source_options(arch, model_dir, threat_model, sha256, expect_clean)
     grid = parse_list(teachers, "teachers")
     stages = max((recipe_stages(t, source, ("teacher", "student", "suite")) for t in grid), key=len)
@@ -441,8 +477,13 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
         check_estimable()
     if estimate_only or announces_estimate(settings):
         click.echo(sweep_estimate(settings, **arguments).text(), err=not estimate_only)
+        if pool is not None:
+            click.echo(pool.describe(), err=not estimate_only)
         if estimate_only:
             return
+    if pool is not None:
+        run_local_sweep(settings, pool, arguments, outputs)
+        return
     outcome = run_sweep(settings, on_cell=lambda i, n, text: click.echo(f"[{i}/{n}] {text}", err=True), **arguments)
     print_sweep_tables(outcome.cells, outcome.claims, outputs)
     if shard_spec:
@@ -480,6 +521,31 @@ def print_sweep_tables(cells, claims, outputs) -> None:
         for suffix, (_, table) in extra.items():
             write_table(path.with_name(f"{path.stem}-{suffix}{path.suffix}"), *table)
         click.echo(f"wrote {path}")
+
+
+def run_local_sweep(settings, pool, arguments: dict, outputs) -> None:
+    """`sweep --executor local`: the grid's (seed, teacher) groups in a pool of processes, then the
+    merged tables read back from the store, as `sweep-report` gives them."""
+    from robdistill.experiments.executors import run_pool
+    from robdistill.experiments.sweep import grid_name, load_sweeps, shard_groups, validate_grid
+    from robdistill.config.settings import default_suite
+    from robdistill.experiments.pipeline import split_overrides
+
+    arguments = {k: v for k, v in arguments.items() if k != "shard"}
+    validate_grid(arguments["teachers"], arguments["perturbs"], arguments["student"],
+                  arguments["suite"] or default_suite(settings.dataset), split_overrides(arguments["overrides"]),
+                  arguments["source"])
+    name = grid_name(settings, **{k: arguments[k] for k in ("teachers", "perturbs", "seeds", "student", "suite", "eps",
+                                                             "n_eval", "overrides")})
+    groups = shard_groups(arguments["seeds"], arguments["teachers"], None)
+    click.echo(f"sweep {name}: {len(groups)} (seed, teacher) groups on a {pool.describe()}", err=True)
+    result = run_pool(settings, pool, groups, arguments, on_event=lambda text: click.echo(text, err=True))
+    stored = load_sweeps(result.tracking_uri, settings.experiment, [name])
+    print_sweep_tables(stored.cells, stored.claims(), outputs)
+    click.echo(f"\nsweep name {name} (store: {result.tracking_uri}); its cells: robdistill sweep-status {name}")
+    if result.failed:
+        raise UserError(f"{len(result.failed)} of {len(groups)} groups failed (group {result.failed[0][0]}: "
+                        f"{result.failed[0][1]}); run the same command again to retry them")
 
 
 def beyond_tables(cells) -> dict[str, tuple[str, tuple[list[str], list[list[str]]]]]:

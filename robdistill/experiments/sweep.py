@@ -113,6 +113,14 @@ def sweep_name_of(settings: Settings, grid: dict[str, str], eps: float | None, n
                                    "overrides": list(overrides), "protocol": protocol()})[:12]
 
 
+def grid_name(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence[str], seeds: Sequence[int],
+              student: str = "default", suite: str | None = None, eps: float | None = None,
+              n_eval: int | None = None, overrides: Sequence[str] = ()) -> str:
+    """The sweep name :func:`run_sweep` gives this grid (every shard, worker and machine computes it)."""
+    grid = schema.sweep_grid(teachers, perturbs, seeds, student, suite or default_suite(settings.dataset))
+    return sweep_name_of(settings, grid, eps, n_eval, overrides)
+
+
 def protocol() -> str:
     """What, besides the grid, decides a sweep's numbers: the random-stream derivation and the
     training code version. Sweeps (and shards) of different protocols are never merged."""

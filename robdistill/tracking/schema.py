@@ -84,6 +84,7 @@ TAG_GIT_COMMIT = "git_commit"
 TAG_RESUMED = "resumed"
 TAG_COMMAND = "command"            # the command line of the process that started the run
 TAG_VERSIONS = "versions"          # robdistill, Python, torch and MLflow versions of that process
+TAG_THREADS = "threads"  # torch intra-op threads of the process (`--threads`; numbers depend on it)
 TAG_PARENT_RUN_ID = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
 TAG_NOTE = "mlflow.note.content"     # a run's description in the UI: a parent's results in Markdown

@@ -126,8 +126,11 @@ def versions_text() -> str:
 
 def process_tags() -> dict[str, str]:
     """What every run records about the process that started it: its command line and versions."""
+    import torch
+
     limit = 5000  # MLflow's limit on a tag value is 8000 characters
-    return {schema.TAG_COMMAND: command_line()[:limit], schema.TAG_VERSIONS: versions_text()[:limit]}
+    return {schema.TAG_COMMAND: command_line()[:limit], schema.TAG_VERSIONS: versions_text()[:limit],
+            schema.TAG_THREADS: str(torch.get_num_threads())}
 
 
 @contextmanager

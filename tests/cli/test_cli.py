@@ -249,3 +249,17 @@ def test_precision_flag_reaches_every_stage_and_is_logged(workdir: Path) -> None
     assert configs and all(config["precision"] == "bf16" for config in configs.values())
     bad = invoke("evaluate", "x.pt", "--precision", "fp16")
     assert bad.exit_code == 2 and "fp16" in bad.output
+
+
+def test_threads_option_sets_torch_threads_and_refuses_zero(workdir: Path) -> None:
+    import torch
+
+    bad = invoke("run", "--teacher", "standard", "--threads", "0")
+    assert bad.exit_code == 2 and "--threads must be >= 1" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    before = torch.get_num_threads()
+    try:
+        out = invoke("run", "--teacher", "standard", "--threads", "1", "--estimate")
+        assert out.exit_code == 0, out.output
+        assert torch.get_num_threads() == 1 and "at 1 thread per process" in out.output
+    finally:
+        torch.set_num_threads(before)
