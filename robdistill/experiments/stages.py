@@ -74,7 +74,21 @@ def obtain_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) ->
     """Train a teacher, or reuse the one with the same resolved recipe, dataset and seed: from the
     local cache, else from the tracking store's model registry (a teacher trained on another
     machine sharing the store), which every newly trained teacher is registered in. Under torchrun
-    rank 0 decides, every rank trains (DDP) or loads the same file, and only rank 0 writes it."""
+    rank 0 decides, every rank trains (DDP) or loads the same file, and only rank 0 writes it.
+    Outside torchrun a lock file beside the cached checkpoint (``<name>.pt.lock``) makes processes
+    sharing the cache (a pool's workers, sweeps side by side) wait for one another: a teacher is
+    trained once and the others reuse it."""
+    if distributed.context().active:
+        return _obtain_teacher(recipe, splits, settings)
+    from filelock import FileLock
+
+    path = teacher_cache_path(recipe, splits.info, settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        return _obtain_teacher(recipe, splits, settings)
+
+
+def _obtain_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) -> TeacherHandle:
     info = splits.info
     key = teacher_key(recipe, info, settings.seed)
     path = teacher_cache_path(recipe, info, settings)

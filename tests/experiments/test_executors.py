@@ -65,3 +65,25 @@ def test_a_local_pool_gives_the_serial_numbers_each_cell_once(workdir: Path, tmp
     runs = mlflow.search_runs(experiment_names=["robdistill"], output_format="list")
     assert len([r for r in runs if r.data.tags.get("stage") == "run"]) == 4
     assert _summary(again.stdout) == _summary(pooled.stdout)
+
+
+def test_a_teacher_in_training_elsewhere_is_waited_for(digits_teacher, workdir: Path) -> None:
+    """Another process holds the teacher's lock (it is training it): obtain_teacher waits for it."""
+    import subprocess
+    import sys
+    import time
+
+    from robdistill.config.recipes import load_recipe
+    from robdistill.experiments.stages import obtain_teacher, teacher_cache_path
+
+    splits, settings, _ = digits_teacher
+    recipe = load_recipe("teacher", "standard", ["epochs=1"])
+    lock = f"{teacher_cache_path(recipe, splits.info, settings)}.lock"
+    holder = subprocess.Popen([sys.executable, "-c", f"import time; from filelock import FileLock\n"
+                               f"with FileLock({lock!r}):\n    print('held', flush=True); time.sleep(3)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    started = time.perf_counter()
+    handle = obtain_teacher(recipe, splits, settings)
+    assert time.perf_counter() - started > 1.5 and handle.reused  # waited, then reused the cached one
+    holder.wait(timeout=30)
