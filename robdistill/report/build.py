@@ -98,6 +98,7 @@ def build_report(sweep_names: Sequence[str], *, tracking_uri: str | None = None,
             _figures(context),
             _consistency(context),
             _checks(context),
+            _costs(context),
             _provenance(context, outputs),
         ]
     dataset = context.dataset
@@ -683,6 +684,24 @@ def _checks(ctx: _Context) -> Section:
         intro + " The checks (METHODS section 4): a stronger attack never scores above a weaker one beyond noise, no "
         "Square-versus-white-box gap, each PGD can cross its eps ball, every adversarial image lies in the ball and "
         "in [0, 1], robust only where clean is correct, eps 0 changes nothing."), checks])
+
+
+def _costs(ctx: _Context) -> Section:
+    """What the study cost (robdistill.tracking.costs): wall time per stage from the runs' start and
+    end times and the evaluations' seconds per attack; core-hours where the runs recorded their threads."""
+    from robdistill.tracking.costs import COST_HEADER, stage_costs, total_row
+
+    cells = {c.run_id for c in ctx.cells}  # the cell (`run`) runs the teacher and student runs are nested in
+    nested = lambda stage: [r for r in ctx.store.runs(stage)  # noqa: E731
+                            if r.data.tags.get(schema.TAG_PARENT_RUN_ID) in cells]
+    evaluations = list({run.info.run_id: run for run in ctx.evaluations.values()}.values())
+    costs = stage_costs(nested(schema.STAGE_TEACHER), nested(schema.STAGE_STUDENT), evaluations)
+    rows = [c.row() for c in costs] + [total_row(costs)]
+    return Section("costs", "What it cost", [Table("Cost per stage", COST_HEADER, rows, caption=(
+        "Wall time of every finished stage run (teachers trained by these sweeps, reused ones cost nothing here; "
+        "students; evaluations, and within them each attack's own seconds), summed; core-hours are wall time "
+        "times the threads each run recorded ('-' or '>=' where runs from before robdistill recorded them). "
+        "Runs of processes that shared the machine ran side by side: wall hours add up over processes."))])
 
 
 def _provenance(ctx: _Context, outputs: Sequence[str | Path]) -> Section:
