@@ -205,6 +205,9 @@ estimate_option = click.option(
          "fetches missing data); without it the estimate is printed before the job starts (not with --quiet).")
 
 
+ESTIMATING = "estimating the duration: timing a few batches of each stage on this machine ..."
+
+
 def announces_estimate(settings) -> bool:
     """Whether a job prints its estimate before it starts: with progress output, and not under
     torchrun (whose ranks would each time batches, and print)."""
@@ -396,8 +399,11 @@ def run(teacher, perturb, student, suite, eps, n_eval, skip_teacher_eval, overri
                      source=source)
     if estimate_only:
         check_estimable()
+        click.echo(ESTIMATING, err=True)
         click.echo(estimate_run(settings, **arguments).text())
         return
+    if announces_estimate(settings):
+        click.echo(ESTIMATING, err=True)
     announce = (lambda estimate: click.echo(estimate.text(), err=True)) if announces_estimate(settings) else None
     outcome = run_experiment(settings, announce=announce, **arguments)
     print_outcome(outcome, "results")
@@ -476,6 +482,7 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
     if estimate_only:
         check_estimable()
     if estimate_only or announces_estimate(settings):
+        click.echo(ESTIMATING, err=True)
         click.echo(sweep_estimate(settings, **arguments).text(), err=not estimate_only)
         if pool is not None:
             click.echo(pool.describe(), err=not estimate_only)

@@ -81,6 +81,7 @@ def test_run_estimate_prints_every_stage_and_writes_nothing(workdir: Path) -> No
     result = CliRunner().invoke(main, ["run", "--teacher", "at", "--perturb", "keep", "--estimate", *TINY])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
+    assert result.stderr.startswith("estimating the duration: timing a few batches")  # said before it times
     assert lines[0].startswith("estimated duration on this machine: ")
     assert [line.split()[0:2] for line in lines[1:]] == [["teacher", "at"], ["student", "[keep]"],
                                                         ["attacks", "on"], ["attacks", "on"]]
