@@ -11,6 +11,8 @@ from typing import Mapping
 
 # the accuracy keys a reader looks for, in a reader's order: clean first, the attacks, worst last
 ACCURACY_METRICS = ("clean", "pgd", "cw", "autoattack", "worst")
+# the order tables put attack columns in where no suite says (the bundled suites' order: weakest first)
+ATTACK_ORDER = ("fgsm", "pgd", "cw", "autoattack", "transfer")
 ACCURACY = "acc"
 CI_LOW_SUFFIX = "_ci_low"
 CI_HIGH_SUFFIX = "_ci_high"

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from robdistill.core import metrics as _metrics
 from robdistill.tracking import schema
 from robdistill.tracking import store as tracking
 from robdistill.core.errors import UserError
@@ -80,12 +81,13 @@ def run_identity(run, perturbations: Iterable[str] = ()) -> schema.RunIdentity:
 
 def accuracy_columns(runs: Sequence) -> list[str]:
     """Every accuracy metric present (``[teacher/|student/]acc/<key>``, intervals aside), in a reader's
-    order: teacher then student; clean first, the suite's attacks, worst last."""
+    order: teacher then student; clean first, the attacks in the bundled suites' order (FGSM, PGD, CW,
+    AutoAttack, transfer; others after them by name), worst last."""
     present = {key for run in runs for key in run.data.metrics if not schema.is_interval_metric(key)}
     columns = []
     for prefix in [schema.accuracy_prefix(role) for role in schema.ROLES] + [schema.accuracy_prefix()]:
         keys = sorted(k[len(prefix):] for k in present if k.startswith(prefix) and "/" not in k[len(prefix):])
-        order = {k: i for i, k in enumerate(schema.ACCURACY_METRICS)}
+        order = {k: i for i, k in enumerate(_metrics.ATTACK_ORDER)}
         keys.sort(key=lambda k: (k == "worst", k != "clean", order.get(k, len(order)), k))
         columns += [prefix + k for k in keys]
     return columns

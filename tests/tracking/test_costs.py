@@ -26,3 +26,13 @@ def test_stage_costs_by_hand() -> None:
     assert rows["evaluations"] == ["evaluations", "2", "0.33", "10.0", "1", "0.33"]
     assert rows["pgd"][1:3] == ["2", "0.11"] and rows["cw"][1:3] == ["1", "0.06"]
     assert total_row(costs)[:3] == ["total", "5", "1.53"]
+
+
+def test_compare_orders_attacks_as_the_suites_do() -> None:
+    """FGSM before PGD, CW and AutoAttack (it used to come after AutoAttack, alphabetically)."""
+    from robdistill.tracking.search import accuracy_columns
+
+    run = SimpleNamespace(data=SimpleNamespace(metrics={f"acc/{k}": 0.5 for k in
+                                                        ("autoattack", "worst", "cw", "fgsm", "clean", "pgd", "zeta")}))
+    assert accuracy_columns([run]) == ["acc/clean", "acc/fgsm", "acc/pgd", "acc/cw", "acc/autoattack", "acc/zeta",
+                                       "acc/worst"]
