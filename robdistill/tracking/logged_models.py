@@ -56,6 +56,10 @@ def log_model(name: str, role: str, owner_run_id: str, *, checkpoint: Path | Non
                 shutil.copyfile(checkpoint, tmp / checkpoint.name)
                 mlflow.MlflowClient().log_model_artifacts(model.model_id, str(tmp))
         mlflow.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+        # the run's outputs: what its page lists under "Logged models" (a model's source run alone is not)
+        from mlflow.entities import LoggedModelOutput
+
+        mlflow.MlflowClient().log_outputs(owner_run_id, [LoggedModelOutput(model.model_id, step=0)])
     except (MlflowException, OSError) as exc:
         logging.getLogger(__name__).warning("%s not logged as an MLflow model (%s)", name,
                                             str(exc).splitlines()[0][:200])

@@ -326,3 +326,18 @@ def test_a_refused_logged_model_keeps_its_checkpoint_as_a_run_artifact(tmp_path:
     assert model_id is None and metadata_only is None
     artifacts = [a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, schema.CHECKPOINT_ARTIFACT_DIR)]
     assert artifacts == [f"{schema.CHECKPOINT_ARTIFACT_DIR}/teacher.pt"]
+
+
+def test_a_logged_model_is_an_output_of_its_run(tmp_path: Path) -> None:
+    """The run page lists a run's outputs under "Logged models": the model must be one of them, not
+    only name the run as its source (issue 34: the page said "Logged models -")."""
+    from robdistill.tracking import logged_models, schema, store
+
+    store.configure(f"sqlite:///{tmp_path / 'mlflow.db'}", "outputs")
+    checkpoint = tmp_path / "teacher.pt"
+    checkpoint.write_bytes(b"weights")
+    with mlflow.start_run() as run:
+        model_id = logged_models.log_model("teacher at s0", schema.ROLE_TEACHER, run.info.run_id,
+                                           checkpoint=checkpoint, params={}, tags={})
+    outputs = mlflow.get_run(run.info.run_id).outputs
+    assert model_id is not None and [m.model_id for m in outputs.model_outputs] == [model_id]
