@@ -69,6 +69,13 @@ def pgd_perturb(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: floa
     return x_adv.detach()
 
 
+def classified(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per sample, whether ``logits`` classify it as ``y``: the argmax is ``y`` and every logit is
+    finite (the argmax of a NaN row is an index like any other, and would count a broken model's
+    samples of that class as correct; METHODS section 4)."""
+    return (logits.argmax(1) == y) & torch.isfinite(logits).all(1)
+
+
 @dataclass
 class AttackOutput:
     """Adversarial images and per-sample flags: robust = correct on x and on every iterate tried."""
@@ -148,7 +155,7 @@ class Attack(ABC):
 
     def correct(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The verdict: whether an fp32 forward classifies ``x`` as ``y`` (whatever the precision)."""
-        return Precision.verdict(model, x).argmax(1) == y
+        return classified(Precision.verdict(model, x), y)
 
     @abstractmethod
     def attack_batch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from robdistill.attacks.base import (ATTACKS, Attack, AttackOutput, Budget, LossFn, ce_loss, check_eps,
+from robdistill.attacks.base import (ATTACKS, Attack, AttackOutput, Budget, LossFn, ce_loss, check_eps, classified,
                                      check_steps, cw_margin_loss, project_linf)
 from robdistill.core.errors import UserError
 from robdistill.core.precision import Precision
@@ -29,7 +29,7 @@ class FGSM(Attack):
         grad, = torch.autograd.grad(ce_loss(logits, y), x_req)
         x_adv = project_linf(x + self.eps * grad.sign(), x, self.eps)
         with torch.no_grad():
-            clean = self.correct(model, x, y) if self.precision.reduced else logits.argmax(1) == y
+            clean = self.correct(model, x, y) if self.precision.reduced else classified(logits, y)
             robust = clean & self.correct(model, x_adv, y)
         return AttackOutput(x_adv, robust)
 
@@ -80,7 +80,7 @@ class PGD(Attack):
         x = x.detach()
         x_adv = x.clone()
         with torch.no_grad():
-            robust = model(x).argmax(1) == y if not craft.reduced else self.correct(model, x, y)
+            robust = classified(model(x), y) if not craft.reduced else self.correct(model, x, y)
         for _ in range(p["restarts"]):
             active = robust.nonzero().squeeze(1)
             if active.numel() == 0:
@@ -99,12 +99,12 @@ class PGD(Attack):
                 if not craft.reduced:
                     with torch.set_grad_enabled(not last):
                         logits = model(leaf)
-                    keep = logits.argmax(1) == ya
+                    keep = classified(logits, ya)
                 elif last:  # the final iterate's verdict
                     keep = self.correct(model, leaf, ya)
                 else:
                     logits = craft.logits(model, leaf)
-                    keep = logits.argmax(1) == ya
+                    keep = classified(logits, ya)
                     if not bool(keep.all()):  # confirm in fp32 before dropping a sample as fooled
                         suspects = (~keep).nonzero().squeeze(1)
                         keep[suspects] = self.correct(model, leaf.detach()[suspects], ya[suspects])

@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from robdistill.attacks.base import ATTACKS, Attack, AttackOutput, Budget, ce_loss, check_eps, pgd_perturb
+from robdistill.attacks.base import (ATTACKS, Attack, AttackOutput, Budget, ce_loss, check_eps, classified,
+                                     pgd_perturb)
 from robdistill.attacks.gradient import PGD
 from robdistill.core.errors import UserError
 from robdistill.core.modes import eval_mode, preserved_global_rng
@@ -49,7 +50,7 @@ class Transfer(Attack):
         p = self.pgd.params
         x = x.detach()
         with torch.no_grad():
-            robust = model(x).argmax(1) == y if not self.precision.reduced else self.correct(model, x, y)
+            robust = classified(model(x), y) if not self.precision.reduced else self.correct(model, x, y)
         sent, fooled = x.clone(), torch.zeros_like(robust)
         for _ in range(p["restarts"]):
             with self.precision.autocast(x.device):
@@ -57,7 +58,7 @@ class Transfer(Attack):
                                       loss_fn=lambda logits, labels: ce_loss(logits.float(), labels),
                                       random_start=p["random_start"], generator=generator)
             with torch.no_grad():
-                wrong = (model(crafted).argmax(1) != y) if not self.precision.reduced else ~self.correct(model, crafted, y)
+                wrong = ~classified(model(crafted), y) if not self.precision.reduced else ~self.correct(model, crafted, y)
             update = ~fooled  # a sample keeps the first image that fooled the target
             sent[update] = crafted[update]
             fooled |= wrong

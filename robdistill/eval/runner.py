@@ -13,7 +13,7 @@ from robdistill.attacks.base import counted_passes
 from robdistill.config.recipes import SuiteRecipe
 from robdistill.core import distributed
 from robdistill.core.errors import UserError
-from robdistill.core.modes import eval_mode
+from robdistill.core.modes import eval_mode, private_generator
 from robdistill.core.progress import StepLog
 from robdistill.data.datasets import DatasetInfo, Split
 from robdistill.eval.checks import (SanityCheck, check_finite, perturbation_checks, perturbation_stats, reach_checks,
@@ -75,14 +75,45 @@ def attack_piece(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Ten
     ``weights_only`` state file)."""
     if len(y) == 0:  # a rank or shard without rows: nothing to attack
         return {"robust": torch.zeros(0, dtype=torch.bool), "seconds": 0.0, "warnings": [], "fooled_by": {},
-                "linf": 0.0, "box": True, "forward_passes": 0, "backward_passes": 0}
+                "linf": 0.0, "box": True, "forward_passes": 0, "backward_passes": 0, "nonfinite": 0}
     started = time.perf_counter()
     with counted_passes(model, *attack.models_used()) as passes:
         out = attack.run(model, x, y, batch_size=batch_size, progress=progress)
-    return {"robust": out.robust.cpu(), "seconds": time.perf_counter() - started, "warnings": out.warnings,
+    robust, nonfinite = finite_verdicts(model, attack, x, out, batch_size)
+    return {"robust": robust.cpu(), "seconds": time.perf_counter() - started, "warnings": out.warnings,
             "fooled_by": {part: flags.cpu() for part, flags in out.fooled_by.items()},
             "forward_passes": passes.forward, "backward_passes": passes.backward,
-            **perturbation_stats(x, out.x_adv)}
+            "nonfinite": nonfinite, **perturbation_stats(x, out.x_adv)}
+
+
+def finite_verdicts(model: nn.Module, attack: Attack, x: torch.Tensor, out: Any, batch_size: int) -> tuple[torch.Tensor, int]:
+    """The attack's robust flags, less the samples whose logits are not finite (METHODS section 4: a
+    NaN forward never judges a sample correct), and how many those are. Judged once more in fp32: the
+    image the attack returned for every sample, and for the samples still robust one random point of
+    their eps ball (seeded), since an attack whose verdicts are not ours (AutoAttack's) takes the
+    argmax of a NaN row as a class like any other and returns the clean image unmoved."""
+    finite = finite_rows(model, out.x_adv, batch_size)
+    robust = out.robust & finite
+    nonfinite = int((~finite).sum())
+    survivors = robust.nonzero().squeeze(1)
+    if len(survivors) and attack.eps > 0:
+        noise = torch.rand(x[survivors].shape, generator=private_generator(attack.seed + 1, x.device),
+                           device=x.device, dtype=x.dtype)
+        inside = finite_rows(model, (x[survivors] + (2 * noise - 1) * attack.eps).clamp(0.0, 1.0), batch_size)
+        robust[survivors[~inside]] = False
+        nonfinite += int((~inside).sum())
+    return robust, nonfinite
+
+
+def finite_rows(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Per image, whether an fp32 forward of ``model`` gives finite logits: the images an attack
+    returns are judged once more, so that a model finite on clean images but NaN on perturbed ones
+    is never scored robust there (such samples count as not robust, and a failed check counts them)."""
+    from robdistill.core.precision import Precision
+
+    with eval_mode(model):
+        return torch.cat([torch.isfinite(Precision.verdict(model, x[i:i + batch_size])).all(1)
+                          for i in range(0, len(x), batch_size)])
 
 
 def _run_attack(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: SuiteRecipe,
@@ -213,6 +244,10 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
                 [p["fooled_by"].get(c, torch.zeros(len(p["robust"]), dtype=torch.bool)) for p in saved["done"][key]]),
                 n_key).to(clean.device) for c in components}
         result.checks += perturbation_checks(key, pieces, eps)
+        nonfinite = sum(p.get("nonfinite", 0) for p in pieces)
+        result.checks.append(SanityCheck(f"{key}: finite logits on the adversarial images", nonfinite == 0,
+                                         f"{nonfinite} of {n_key} images give NaN or infinite logits (counted "
+                                         f"not robust)" if nonfinite else f"all {n_key} finite"))
         over = int((result.robust[key] & ~clean[:n_key]).sum())
         result.checks.append(SanityCheck(f"{key}: robust only where clean is correct", over == 0,
                                          f"{over} samples robust but misclassified clean"))

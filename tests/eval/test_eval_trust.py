@@ -100,3 +100,33 @@ def test_non_finite_logits_stop_the_evaluation_naming_the_model(batch, nan_model
         evaluate(nan_model, Split(x, y), suite, EPS, name="broken-teacher", progress=False)
     message = str(info.value)
     assert "\n" not in message and "broken-teacher" in message and "non-finite" in message and "batch 0" in message
+
+
+class _NaNOffTheGrid(torch.nn.Module):
+    """Finite on the digits' own pixel values (multiples of 1/16), NaN on any image an attack moved."""
+
+    def __init__(self, base: torch.nn.Module) -> None:
+        super().__init__()
+        self.base = base
+
+    def forward(self, x):
+        logits = self.base(x)
+        moved = ((x * 16 - (x * 16).round()).abs().flatten(1).amax(1) > 1e-4)
+        return torch.where(moved[:, None], torch.full_like(logits, float("nan")), logits)
+
+
+@pytest.mark.parametrize("attack", [{"name": "pgd", "steps": 5}, {"name": "fgsm"}, {"name": "cw", "steps": 5},
+                                    {"name": "autoattack", "version": "custom", "attacks": ["apgd-ce"]}])
+def test_a_model_nan_on_perturbed_images_is_never_scored_robust(quick_cnn, batch, attack) -> None:
+    """Issue 30, item 5: finite on clean images, NaN once perturbed. The argmax of a NaN row is an
+    index like any other, so such a model used to keep its class-0 samples "robust" (10.2%) with every
+    check passed; now no sample is robust and a failed check says how many images gave NaN."""
+    x, y = batch
+    model = _NaNOffTheGrid(quick_cnn(0)).eval()
+    with torch.no_grad():
+        assert torch.isfinite(model(x)).all()  # clean images: finite
+    result = evaluate(model, Split(x, y), SuiteRecipe(name="t", attack=(attack,)), EPS, progress=False)
+    key = attack["name"]
+    assert int(result.robust[key].sum()) == 0
+    check = next(c for c in result.checks if c.name == f"{key}: finite logits on the adversarial images")
+    assert not check.passed and "give NaN or infinite logits" in check.detail and not result.passed
