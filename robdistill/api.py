@@ -87,7 +87,7 @@ def _data(data: Splits | str, device: str | torch.device | None) -> tuple[Splits
 def load_teacher(spec: str | Path, data: Splits | str = "digits", *, model_dir: str | Path | None = None,
                  arch: str | None = None, threat_model: str = "Linf", sha256: str | None = None,
                  expect_clean: float | str | None = None, n_check: int | None = None, seed: int = 0,
-                 device: str | torch.device | None = None, progress: bool = False, **overrides: Any) -> nn.Module:
+                 device: str | torch.device | None = None, progress: bool = True, **overrides: Any) -> nn.Module:
     """A teacher from any source (robdistill.sources), as an ``nn.Module`` mapping [0, 1] images to
     logits with ``model.provenance`` (source, id, sha256, path, what the gate measured):
 
@@ -137,7 +137,7 @@ def _log_provenance(tracker: Tracker | None, role: str, model: nn.Module) -> Non
 
 
 def train_teacher(recipe: RecipeLike = "at", data: Splits | str = "digits", *, seed: int = 0,
-                  device: str | torch.device | None = None, precision: str | None = None, progress: bool = False,
+                  device: str | torch.device | None = None, precision: str | None = None, progress: bool = True,
                   tracker: Tracker | None = None, **overrides: Any) -> nn.Module:
     """Train a teacher (METHODS section 2) from a recipe (``robdistill list teachers``) on ``data``'s
     training split; same recipe, data and seed give the same weights as ``robdistill
@@ -151,7 +151,7 @@ def train_teacher(recipe: RecipeLike = "at", data: Splits | str = "digits", *, s
 
 def distill(teacher: nn.Module, data: Splits | str = "digits", *, perturb: str = "keep",
             recipe: RecipeLike = "default", student: nn.Module | None = None, seed: int = 0,
-            device: str | torch.device | None = None, precision: str | None = None, progress: bool = False,
+            device: str | torch.device | None = None, precision: str | None = None, progress: bool = True,
             tracker: Tracker | None = None, **overrides: Any) -> nn.Module:
     """Distill a student from ``teacher`` (any module mapping [0, 1] images to logits) on clean
     training inputs only, the teacher's logits perturbed by ``perturb`` (``keep``,
@@ -170,7 +170,7 @@ def distill(teacher: nn.Module, data: Splits | str = "digits", *, perturb: str =
 
 def evaluate(model: nn.Module, data: Splits | str = "digits", *, suite: RecipeLike | None = None,
              eps: float | None = None, n_eval: int | None = None, name: str = "model",
-             device: str | torch.device | None = None, precision: str | None = None, progress: bool = False,
+             device: str | torch.device | None = None, precision: str | None = None, progress: bool = True,
              tracker: Tracker | None = None, **overrides: Any) -> EvaluationResult:
     """Attack ``model`` with a suite (``robdistill list suites``; default ``fast`` on digits,
     ``paper`` elsewhere) on the first ``n_eval`` test images (default the suite's; 0 = all) at
