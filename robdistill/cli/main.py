@@ -242,6 +242,8 @@ def make_settings(kw: dict[str, Any]):
             raise UserError(f"unknown --device '{device}'; use cpu, cuda, cuda:N or auto") from None
     cache_dir = check_cache_dir(kw.pop("cache_dir"))
     set_threads(kw.pop("threads", None))
+    if kw["seed"] < 0:
+        raise UserError(f"--seed must be a non-negative integer; got {kw['seed']}")
     device = _join_torchrun(device)
     return Settings(dataset=kw.pop("dataset"), data_root=kw.pop("data_root"), download=kw.pop("download"),
                     seed=kw.pop("seed"), device=device, tracking_uri=kw.pop("tracking_uri"),
@@ -399,12 +401,13 @@ def run(teacher, perturb, student, suite, eps, n_eval, skip_teacher_eval, overri
                      source=source)
     if estimate_only:
         check_estimable()
-        click.echo(ESTIMATING, err=True)
-        click.echo(estimate_run(settings, **arguments).text())
+        click.echo(estimate_run(settings, on_start=lambda: click.echo(ESTIMATING, err=True), **arguments).text())
         return
-    if announces_estimate(settings):
+    def announce(estimate: Callable[[], Any]) -> None:  # once the inputs are checked: say so, then time batches
         click.echo(ESTIMATING, err=True)
-    announce = (lambda estimate: click.echo(estimate.text(), err=True)) if announces_estimate(settings) else None
+        click.echo(estimate().text(), err=True)
+
+    announce = announce if announces_estimate(settings) else None
     outcome = run_experiment(settings, announce=announce, **arguments)
     print_outcome(outcome, "results")
 
@@ -455,7 +458,10 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
     """
     from robdistill.experiments.pipeline import check_eps
     from robdistill.eval.tables import check_table_path
-    from robdistill.experiments.sweep import parse_list, parse_seeds, parse_shard, run_sweep, sweep_estimate
+    from robdistill.config.settings import default_suite
+    from robdistill.experiments.pipeline import split_overrides
+    from robdistill.experiments.sweep import (parse_list, parse_seeds, parse_shard, run_sweep, sweep_estimate,
+                                              validate_grid)
 
     for path in outputs:
         check_table_path(path)
@@ -481,9 +487,15 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
                      shard=shard_spec, source=source)
     if estimate_only:
         check_estimable()
+    else:  # an unreachable tracking store is refused before anything is timed or trained
+        from robdistill.tracking.store import configure
+
+        validate_grid(arguments["teachers"], arguments["perturbs"], student, suite or default_suite(settings.dataset),
+                      split_overrides(arguments["overrides"]), source)
+        configure(settings.tracking_uri, settings.experiment)
     if estimate_only or announces_estimate(settings):
-        click.echo(ESTIMATING, err=True)
-        click.echo(sweep_estimate(settings, **arguments).text(), err=not estimate_only)
+        click.echo(sweep_estimate(settings, on_start=lambda: click.echo(ESTIMATING, err=True), **arguments).text(),
+                   err=not estimate_only)
         if pool is not None:
             click.echo(pool.describe(), err=not estimate_only)
         if estimate_only:

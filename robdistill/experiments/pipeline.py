@@ -232,14 +232,15 @@ def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: s
                    eps: float | None = None, n_eval: int | None = None, overrides: Iterable[str] = (),
                    evaluate_teacher: bool = True, nested: bool = False,
                    extra_tags: dict[str, str] | None = None, source: SourceOptions | None = None,
-                   announce: Callable[[Estimate], None] | None = None) -> Outcome:
+                   announce: Callable[[Callable[[], Estimate]], None] | None = None) -> Outcome:
     """`robdistill run`: teacher (trained or reused, or an external one: robdistill.sources) ->
     distilled student -> attacks on both. ``nested``: a child of the active MLflow run (one cell of
-    a sweep). ``announce``: given the estimated duration (timed batches) before anything starts."""
+    a sweep). ``announce``: called, once every input is checked and the tracking store answers, with
+    a function that times batches and returns the estimated duration, before anything starts."""
     plan = run_plan(settings, teacher, perturb, student, suite, eps, n_eval, overrides, source)
+    uri = tracking.configure(settings.tracking_uri, settings.experiment)  # an unreachable store: refused first
     if announce is not None:
-        announce(experiment_estimate(plan, settings, perturb, evaluate_teacher))
-    uri = tracking.configure(settings.tracking_uri, settings.experiment)
+        announce(lambda: experiment_estimate(plan, settings, perturb, evaluate_teacher))
     teacher_name = plan.teacher_name
     tags = schema.run_tags(settings.dataset, teacher_name, perturb, plan.student.name, settings.seed,
                            plan.suite.name, {**(extra_tags or {}), **plan.teacher_tags()})
@@ -275,10 +276,14 @@ def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: s
 
 def estimate_run(settings: Settings, *, teacher: str, perturb: str, student: str, suite: str | None,
                  eps: float | None = None, n_eval: int | None = None, overrides: Iterable[str] = (),
-                 evaluate_teacher: bool = True, source: SourceOptions | None = None) -> Estimate:
+                 evaluate_teacher: bool = True, source: SourceOptions | None = None,
+                 on_start: Callable[[], None] | None = None) -> Estimate:
     """How long :func:`run_experiment` with these arguments would take here (nothing is trained,
-    logged or written: robdistill.experiments.estimate)."""
+    logged or written: robdistill.experiments.estimate). ``on_start``: called once every input is
+    checked, before batches are timed."""
     plan = run_plan(settings, teacher, perturb, student, suite, eps, n_eval, overrides, source)
+    if on_start is not None:
+        on_start()
     return experiment_estimate(plan, settings, perturb, evaluate_teacher)
 
 

@@ -68,9 +68,12 @@ def parse_list(text: str, what: str) -> list[str]:
 
 def parse_seeds(text: str) -> list[int]:
     try:
-        return [int(s) for s in parse_list(text, "seeds")]
+        seeds = [int(s) for s in parse_list(text, "seeds")]
     except ValueError:
         raise UserError(f"--seeds must be comma-separated integers (e.g. 0,1,2); got '{text}'") from None
+    if any(seed < 0 for seed in seeds):
+        raise UserError(f"--seeds must be non-negative integers (e.g. 0,1,2); got '{text}'")
+    return seeds
 
 
 def validate_grid(teachers: Sequence[str], perturbs: Sequence[str], student: str, suite: str,
@@ -148,7 +151,8 @@ def external_overrides(overrides: Sequence[str]) -> list[str]:
 def sweep_estimate(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence[str], seeds: Sequence[int],
                    student: str = "default", suite: str | None = None, eps: float | None = None,
                    n_eval: int | None = None, overrides: Sequence[str] = (), evaluate_teachers: bool = True,
-                   shard: tuple[int, int] | None = None, source: SourceOptions | None = None) -> "Estimate":
+                   shard: tuple[int, int] | None = None, source: SourceOptions | None = None,
+                   on_start: Callable[[], None] | None = None) -> "Estimate":
     """How long :func:`run_sweep` with these arguments would take here: each teacher's stages timed
     once (robdistill.experiments.estimate), counted per seed it must be trained for (not cached
     here), its evaluation once per (teacher, seed), a student and its evaluation per cell."""
@@ -158,6 +162,8 @@ def sweep_estimate(settings: Settings, *, teachers: Sequence[str], perturbs: Seq
     suite = suite or default_suite(settings.dataset)
     source = source or SourceOptions()
     validate_grid(teachers, perturbs, student, suite, split_overrides(overrides), source)
+    if on_start is not None:
+        on_start()
     groups = shard_groups(seeds, teachers, shard)
     stages: list[StageEstimate] = []
     for teacher in teachers:

@@ -39,9 +39,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     file (or a plain state dict) is a one-line error."""
     from robdistill.sources.files import read_weights
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist")
+    from robdistill.sources.files import require_file
+
+    path = require_file(Path(path), "checkpoint")
     payload = read_weights(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         hint = (": a plain state dict needs its architecture (--teacher-model, or --model for evaluate)"

@@ -37,10 +37,30 @@ def check_sha256_value(expected: str) -> str:
 
 
 def require_file(path: Path, what: str) -> Path:
-    if not path.is_file():
+    """``path`` as a readable file, else a one-line error saying what is wrong with it."""
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a directory, not a file; give the model file inside it")
+    if not path.exists():
         raise UserError(f"{what} {path} does not exist" + ("" if path.suffix else
                                                            "; give a path to a model file or a recipe name"))
+    if not path.is_file():
+        raise UserError(f"{what} {path} is not a regular file; give a model file")
     return path
+
+
+def _not_pytorch(path: Path, detail: str) -> UserError:
+    """A file torch cannot read: a text file says so; a broken archive or pickle names what failed."""
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    try:
+        head.decode("utf-8")
+        text = b"\x00" not in head
+    except UnicodeDecodeError:
+        text = False
+    if text:
+        return UserError(f"{path} is a text file, not PyTorch weights (torch.save writes a binary archive); "
+                         f"give the model file")
+    return UserError(f"{path} is not a PyTorch file or is truncated ({detail}); check the file you gave")
 
 
 def verified_sha256(path: Path, expected: str | None) -> str:
@@ -94,11 +114,11 @@ def read_weights(path: Path) -> Any:
             raise UserError(f"{path} holds Python objects beyond tensors (a pickle that could run code when "
                             f"loaded); it was not loaded. Save a plain state dict instead: "
                             f"torch.save(model.state_dict(), FILE)") from None
-        raise UserError(f"{path} is truncated or not a PyTorch file (an unreadable pickle); download it again") from None
+        raise _not_pytorch(path, "an unreadable pickle") from None
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, AttributeError,
             TypeError, IndexError, UnicodeDecodeError) as exc:
         detail = first_line(exc) if isinstance(exc, (RuntimeError, OSError, EOFError)) else type(exc).__name__
-        raise UserError(f"{path} is truncated or not a PyTorch file ({detail}); download it again") from None
+        raise _not_pytorch(path, detail) from None
 
 
 # the opcodes with which a pickle names and calls Python objects (what weights_only refuses)

@@ -77,9 +77,21 @@ def test_missing_dataset_files(workdir: Path) -> None:
 
 
 def test_bad_checkpoint(workdir: Path) -> None:
+    """Each says what is wrong with the path, and none suggests a download that never happened."""
     (workdir / "junk.pt").write_bytes(b"not a checkpoint")
-    assert_one_line_error(invoke("evaluate", "junk.pt"), "truncated or not a PyTorch file")
-    assert_one_line_error(invoke("evaluate", "absent.pt"), "does not exist")
+    (workdir / "broken.pt").write_bytes(b"PK\x03\x04\x00\xff\xfe" * 20)
+    (workdir / "models.pt").mkdir()
+    for args, message in ((["evaluate", "junk.pt"], "is a text file, not PyTorch weights"),
+                          (["evaluate", "broken.pt"], "is not a PyTorch file or is truncated"),
+                          (["evaluate", "absent.pt"], "does not exist"),
+                          (["evaluate", "models.pt"], "is a directory, not a file"),
+                          (["run", "--teacher", "models.pt"], "is a directory, not a file")):
+        result = invoke(*args)
+        assert_one_line_error(result, message)
+        assert "download" not in result.stderr, result.stderr
+    (workdir / "models.pt").rmdir()
+    for name in ("junk.pt", "broken.pt"):
+        (workdir / name).unlink()
     assert_nothing_written(workdir)
 
 
@@ -263,3 +275,20 @@ def test_threads_option_sets_torch_threads_and_refuses_zero(workdir: Path) -> No
         assert torch.get_num_threads() == 1 and "at 1 thread per process" in out.output
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--teacher", "standard", "--tracking-uri", "http://127.0.0.1:9"], "cannot use tracking store"),
+    (["sweep", "--teachers", "standard", "--perturbs", "keep", "--seeds", "0", "--tracking-uri",
+      "http://127.0.0.1:9"], "cannot use tracking store"),
+    (["run", "--teacher", "standard", "--seed", "-1"], "--seed must be a non-negative integer"),
+    (["sweep", "--seeds", "0,-1"], "--seeds must be non-negative integers"),
+])
+def test_bad_input_is_refused_before_any_estimate_or_run(workdir: Path, args: list[str], message: str) -> None:
+    """Issue 30, item 4: validate, then plan, then estimate, then run. A bad tracking store used to be
+    refused after a five-line estimate (which trains batches), --seed -1 after two MLflow runs that
+    ended FAILED."""
+    result = invoke(*args)
+    assert_one_line_error(result, message)
+    assert "estimat" not in result.output
+    assert_nothing_written(workdir)
