@@ -427,12 +427,23 @@ def run(teacher, perturb, student, suite, eps, n_eval, skip_teacher_eval, overri
 @click.option("--shard", default=None, metavar="I/N",
               help="Run only shard I of N (each (seed, teacher) group on exactly one shard), e.g. on N machines "
                    "sharing one tracking server; merge with `robdistill sweep-report`.")
-@click.option("--executor", type=click.Choice(["serial", "local"]), default="serial", show_default=True,
+@click.option("--executor", type=click.Choice(["serial", "local", "slurm"]), default="serial", show_default=True,
               help="serial: every cell in this process; local: a pool of --workers processes on this machine, "
                    "each taking the next (seed, teacher) group, one MLflow store for all (an SQLite file is served "
-                   "by an mlflow server for the pool).")
+                   "by an mlflow server for the pool); slurm: a Slurm job array (submitit), one task per group.")
 @click.option("--workers", type=int, default=None,
               help="Processes of --executor local [default: one per core]; each gets cores / workers threads.")
+@click.option("--slurm-partition", default=None, help="--executor slurm: the partition [default: the cluster's].")
+@click.option("--slurm-time", type=int, default=240, show_default=True, help="--executor slurm: minutes per task.")
+@click.option("--slurm-cpus", type=int, default=1, show_default=True,
+              help="--executor slurm: CPUs per task (its torch threads).")
+@click.option("--slurm-gpus", type=int, default=0, show_default=True, help="--executor slurm: GPUs per task.")
+@click.option("--slurm-mem", default=None, help="--executor slurm: memory per task, e.g. 8G.")
+@click.option("--slurm-parallelism", type=int, default=None, help="--executor slurm: at most this many tasks at once.")
+@click.option("--slurm-set", "slurm_set", multiple=True, metavar="KEY=VALUE",
+              help="--executor slurm: any other sbatch setting, e.g. qos=low or account=lab (repeatable).")
+@click.option("--no-wait", is_flag=True,
+              help="--executor slurm: submit, print the job id and how to follow it, and return.")
 @overrides_option("Override a recipe field for every cell: teacher.epochs=5, student.temperature=2 (repeatable; "
                   "teacher.* fields apply to the recipe teachers of the grid).")
 @precision_option
@@ -440,6 +451,7 @@ def run(teacher, perturb, student, suite, eps, n_eval, skip_teacher_eval, overri
 @teacher_source_options
 @common_options
 def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_eval, outputs, shard, executor, workers,
+          slurm_partition, slurm_time, slurm_cpus, slurm_gpus, slurm_mem, slurm_parallelism, slurm_set, no_wait,
           overrides, precision, estimate_only, arch, model_dir, threat_model, sha256, expect_clean, **kw) -> None:
     """The teacher x perturbation x seed grid under one MLflow parent run, each teacher trained once
     per seed; prints accuracy per cell (mean and 95% interval over seeds) and each perturbation
@@ -477,6 +489,12 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
         pool = LocalPool.for_machine(workers)
     elif workers is not None:
         raise UserError("--workers applies to --executor local; add --executor local")
+    slurm = None
+    if executor == "slurm":
+        slurm = slurm_options(shard_spec, slurm_partition, slurm_time, slurm_cpus, slurm_gpus, slurm_mem,
+                              slurm_parallelism, slurm_set)
+    elif no_wait:
+        raise UserError("--no-wait applies to --executor slurm; add --executor slurm")
     source = source_options(arch, model_dir, threat_model, sha256, expect_clean)
     grid = parse_list(teachers, "teachers")
     stages = max((recipe_stages(t, source, ("teacher", "student", "suite")) for t in grid), key=len)
@@ -502,6 +520,9 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
             return
     if pool is not None:
         run_local_sweep(settings, pool, arguments, outputs)
+        return
+    if slurm is not None:
+        run_slurm_sweep(settings, slurm, arguments, outputs, wait=not no_wait)
         return
     outcome = run_sweep(settings, on_cell=lambda i, n, text: click.echo(f"[{i}/{n}] {text}", err=True), **arguments)
     print_sweep_tables(outcome.cells, outcome.claims, outputs)
@@ -565,6 +586,72 @@ def run_local_sweep(settings, pool, arguments: dict, outputs) -> None:
     if result.failed:
         raise UserError(f"{len(result.failed)} of {len(groups)} groups failed (group {result.failed[0][0]}: "
                         f"{result.failed[0][1]}); run the same command again to retry them")
+
+
+def slurm_options(shard_spec, partition, time_minutes, cpus, gpus, mem, parallelism, extra):
+    """--executor slurm's settings, checked before anything is submitted."""
+    import shutil as _shutil
+
+    from robdistill.experiments.executors import SlurmOptions
+
+    if shard_spec is not None:
+        raise UserError("--executor slurm submits every (seed, teacher) group as an array task; drop --shard")
+    if _shutil.which("sbatch") is None:
+        raise UserError("--executor slurm needs Slurm's sbatch on PATH (a cluster's login node, or apt-get install "
+                        "slurm-wlm for a one-node Slurm)")
+    for name, value, least in (("--slurm-time", time_minutes, 1), ("--slurm-cpus", cpus, 1), ("--slurm-gpus", gpus, 0)):
+        if value < least:
+            raise UserError(f"{name} must be >= {least}; got {value}")
+    if parallelism is not None and parallelism < 1:
+        raise UserError(f"--slurm-parallelism must be >= 1; got {parallelism}")
+    pairs = []
+    for item in extra:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--slurm-set expects KEY=VALUE (an sbatch option without its dashes, e.g. qos=low); "
+                            f"got '{item}'")
+        pairs.append((key.strip(), value.strip()))
+    return SlurmOptions(partition, time_minutes, cpus, gpus, mem, parallelism, tuple(pairs))
+
+
+def run_slurm_sweep(settings, options, arguments: dict, outputs, wait: bool) -> None:
+    """`sweep --executor slurm`: one array task per (seed, teacher) group, through submitit; prints
+    the job id and how to follow it, then (unless --no-wait) waits and prints the merged tables."""
+    from robdistill.config.settings import default_suite
+    from robdistill.experiments.executors import shared_store, submit_slurm, wait_slurm
+    from robdistill.experiments.pipeline import split_overrides
+    from robdistill.experiments.sweep import grid_name, load_sweeps, shard_groups, validate_grid
+    from robdistill.tracking.store import resolve_tracking_uri
+
+    arguments = {k: v for k, v in arguments.items() if k != "shard"}
+    validate_grid(arguments["teachers"], arguments["perturbs"], arguments["student"],
+                  arguments["suite"] or default_suite(settings.dataset), split_overrides(arguments["overrides"]),
+                  arguments["source"])
+    uri = resolve_tracking_uri(settings.tracking_uri)
+    if not wait and not uri.startswith(("http://", "https://")):
+        raise UserError("a Slurm sweep that does not wait needs a tracking server its nodes reach: start `mlflow "
+                        "server` and pass --tracking-uri http://HOST:PORT (README: from one machine to several)")
+    name = grid_name(settings, **{k: arguments[k] for k in ("teachers", "perturbs", "seeds", "student", "suite", "eps",
+                                                             "n_eval", "overrides")})
+    groups = shard_groups(arguments["seeds"], arguments["teachers"], None)
+    folder = (settings.cache_dir / "slurm").resolve()
+    with shared_store(settings.tracking_uri, settings.cache_dir / "logs") as served:
+        if served != uri:
+            click.echo(f"serving {uri} at {served} for the tasks while this command waits (jobs on other machines "
+                       f"cannot reach it: give them --tracking-uri of a server they reach)", err=True)
+        submission = submit_slurm(settings, options, groups, arguments, served, folder)
+        click.echo(f"submitted sweep {name}: Slurm job array {submission.job_id}, {len(groups)} tasks (one per (seed, "
+                   f"teacher) group, {options.cpus} CPU(s) each); follow it with `squeue -j {submission.job_id}` and "
+                   f"`robdistill sweep-status {name} --experiment {settings.experiment}`; logs in {folder}", err=True)
+        if not wait:
+            return
+        failed = wait_slurm(submission, groups, on_event=lambda text: click.echo(text, err=True))
+    stored = load_sweeps(uri, settings.experiment, [name])
+    print_sweep_tables(stored.cells, stored.claims(), outputs)
+    click.echo(f"\nsweep name {name} (store: {uri}); its cells: robdistill sweep-status {name}")
+    if failed:
+        raise UserError(f"{len(failed)} of {len(groups)} Slurm tasks failed (group {failed[0][0]}: {failed[0][1]}); "
+                        f"run the same command again to retry them")
 
 
 def beyond_tables(cells) -> dict[str, tuple[str, tuple[list[str], list[list[str]]]]]:

@@ -27,6 +27,8 @@ EXECUTORS: Registry[str] = Registry("executor")
 EXECUTORS.register("serial", help="Every cell in this process, one after another (the default).")("serial")
 EXECUTORS.register("local", help="A pool of --workers processes on this machine, one (seed, teacher) group each at a "
                                  "time, threads per worker = cores / workers, one MLflow store.")("local")
+EXECUTORS.register("slurm", help="A Slurm job array through submitit, one task per (seed, teacher) group, all logging "
+                                 "to one MLflow server the nodes reach; a preempted or requeued task resumes.")("slurm")
 SERVER_START_SECONDS = 90
 
 
@@ -175,4 +177,95 @@ def run_pool(settings: Settings, pool: LocalPool, groups: list[tuple[int, str]],
     return PoolResult(resolve_tracking_uri(settings.tracking_uri), failed)  # the pool's own server is gone
 
 
-__all__ = ["EXECUTORS", "LocalPool", "PoolResult", "run_pool", "shared_store"]
+@dataclass(frozen=True)
+class SlurmOptions:
+    """What each array task asks Slurm for (submitit's ``slurm_*`` parameters): ``extra`` passes any
+    other ``#SBATCH`` setting through (``{"qos": "low"}``)."""
+
+    partition: str | None = None
+    time_minutes: int = 240
+    cpus: int = 1
+    gpus: int = 0
+    mem: str | None = None
+    parallelism: int | None = None  # at most this many tasks at once (the array's %N)
+    extra: tuple[tuple[str, str], ...] = ()
+
+    def parameters(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"timeout_min": self.time_minutes, "cpus_per_task": self.cpus,
+                                  "slurm_signal_delay_s": 120}
+        if self.partition:
+            params["slurm_partition"] = self.partition
+        if self.gpus:
+            params["slurm_gpus_per_node"] = self.gpus
+        if self.mem:
+            params["slurm_mem"] = self.mem
+        if self.parallelism:
+            params["slurm_array_parallelism"] = self.parallelism
+        if self.extra:
+            params["slurm_additional_parameters"] = dict(self.extra)
+        return params
+
+
+class GroupTask:
+    """One array task: a (seed, teacher) group as shard ``k`` of the sweep, with ``threads`` torch
+    threads. Checkpointable: when Slurm preempts or times out the task, submitit requeues it with the
+    same arguments, and the rerun skips the cells the store holds as finished and continues an
+    interrupted training or evaluation from its saved state (``resume``)."""
+
+    def __init__(self, settings: Settings, arguments: dict[str, Any], threads: int) -> None:
+        self.settings, self.arguments, self.threads = replace(settings, resume=True), arguments, threads
+
+    def __call__(self, shard: tuple[int, int]) -> int:
+        _init_worker(self.threads)
+        return _run_group(self.settings, self.arguments, shard)[0]
+
+    def checkpoint(self, shard: tuple[int, int]) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, shard)
+
+
+@dataclass
+class SlurmSubmission:
+    """A submitted array: its job id, the submitit jobs (one per group) and the folder of their logs."""
+
+    job_id: str
+    jobs: list
+    folder: Path
+
+
+def submit_slurm(settings: Settings, options: SlurmOptions, groups: list[tuple[int, str]], arguments: dict[str, Any],
+                 tracking_uri: str, folder: Path) -> SlurmSubmission:
+    """Submit every (seed, teacher) group of a grid as one Slurm job array (submitit), each task
+    logging to ``tracking_uri`` (a server the nodes reach)."""
+    import logging
+
+    import submitit
+
+    logging.getLogger("submitit").setLevel(logging.ERROR)  # no sacct on a cluster without accounting: not ours
+    executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
+    executor.update_parameters(name="robdistill-sweep", **options.parameters())
+    task = GroupTask(replace(settings, tracking_uri=tracking_uri, progress=False), arguments, options.cpus)
+    jobs = executor.map_array(task, [(k, len(groups)) for k in range(1, len(groups) + 1)])
+    return SlurmSubmission(str(jobs[0].job_id).split("_")[0], jobs, folder)
+
+
+def wait_slurm(submission: SlurmSubmission, groups: list[tuple[int, str]],
+               on_event: Callable[[str], None] | None = None) -> list[tuple[int, str]]:
+    """Wait for every task of ``submission``; the groups that failed (shard, message)."""
+    say = on_event or (lambda text: None)
+    failed = []
+    for k, (job, group) in enumerate(zip(submission.jobs, groups), 1):
+        try:
+            cells = job.result()
+            say(f"[group {k}/{len(groups)}] seed {group[0]}, teacher {group[1]}: {cells} evaluations (job {job.job_id})")
+        except Exception as exc:  # noqa: BLE001 - a failed task is reported, the others go on
+            message = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
+            failed.append((k, message))
+            say(f"[group {k}/{len(groups)}] seed {group[0]}, teacher {group[1]}: FAILED (job {job.job_id}, log in "
+                f"{submission.folder}): {message}")
+    return failed
+
+
+__all__ = ["EXECUTORS", "LocalPool", "PoolResult", "run_pool", "shared_store", "SlurmOptions", "GroupTask",
+           "SlurmSubmission", "submit_slurm", "wait_slurm"]

@@ -61,6 +61,6 @@ def write_bad_files(folder: Path) -> dict[str, Path]:
             "marker": marker}
 
 
-BAD_FILE_MESSAGES = {"html": "is an HTML page, not model weights", "truncated": "truncated or not a PyTorch file",
+BAD_FILE_MESSAGES = {"html": "is an HTML page, not model weights", "truncated": "is not a PyTorch file or is truncated",
                      "foreign-archive": "holds Python objects beyond tensors", "foreign-pickle":
                      "holds Python objects beyond tensors"}
