@@ -341,3 +341,42 @@ def test_a_logged_model_is_an_output_of_its_run(tmp_path: Path) -> None:
                                            checkpoint=checkpoint, params={}, tags={})
     outputs = mlflow.get_run(run.info.run_id).outputs
     assert model_id is not None and [m.model_id for m in outputs.model_outputs] == [model_id]
+
+
+WRITER = """
+import sys, time
+from pathlib import Path
+import mlflow
+from robdistill.tracking import store
+go, uri, k = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+while not go.exists():
+    time.sleep(0.01)
+store.configure(uri, "eight-writers")             # all create the same new experiment at once
+with mlflow.start_run(run_name=f"writer {k}"):
+    store.log_dataset("digits", "e" * 64, {"train": 10}, "training")  # and insert the same new dataset
+    mlflow.log_metric("k", k)
+"""
+
+
+@pytest.mark.slow
+def test_eight_concurrent_writers_on_one_server(workdir: Path, mlflow_server: str) -> None:
+    """Issue 31, item 3: the races met with several writers on one store (experiment creation, the
+    dataset insert) with 8 processes released at the same instant: every run lands FINISHED in the one
+    experiment with its dataset."""
+    import sys
+
+    go = workdir / "go"
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(go), mlflow_server, str(k)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+               for k in range(8)]
+    time.sleep(3)  # every writer imported and waiting
+    go.touch()
+    outputs = [w.communicate(timeout=300) for w in writers]
+    assert [w.returncode for w in writers] == [0] * 8, [err[-1500:] for _, err in outputs if err]
+    mlflow.set_tracking_uri(mlflow_server)
+    experiments = [e for e in mlflow.search_experiments() if e.name == "eight-writers"]
+    assert len(experiments) == 1
+    runs = mlflow.search_runs(experiment_ids=[experiments[0].experiment_id], output_format="list")
+    assert sorted(int(r.data.metrics["k"]) for r in runs) == list(range(8))
+    assert all(r.info.status == "FINISHED" and [d.dataset.name for d in r.inputs.dataset_inputs] == ["digits"]
+               for r in runs)
