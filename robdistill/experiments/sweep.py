@@ -484,8 +484,11 @@ def load_sweeps(tracking_uri: str | None, experiment: str, names: Sequence[str])
                                              {schema.TAG_SWEEP_NAME: name})
                     if run.info.status == "FINISHED"]
             if not runs:
+                hint = ("; that looks like a run id, and a sweep name is what `sweep` prints: sweep-<12 hex digits> "
+                        "(`robdistill compare --sweep <run id>` lists one sweep run's cells)"
+                        if not name.startswith("sweep-") else "")
                 raise UserError(f"no finished evaluations tagged {schema.TAG_SWEEP_NAME}={name} in experiment "
-                                f"'{experiment}'")
+                                f"'{experiment}'{hint}")
             for run in runs:  # newest first
                 cell = run_identity(run)
                 is_teacher = cell.role == schema.ROLE_TEACHER  # evaluated in the run of any perturbation

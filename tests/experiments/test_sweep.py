@@ -297,5 +297,7 @@ def test_sweep_status_lists_every_cell_of_the_grid(workdir: Path) -> None:
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["robdistill"], output_format="list")
     run_id = next(r.info.run_id for r in runs if r.data.tags.get("stage") == "run")
-    bad = CliRunner().invoke(main, ["sweep-status", run_id])
-    assert bad.exit_code == 2 and "looks like a run id" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    for command in ("sweep-status", "sweep-report"):
+        bad = CliRunner().invoke(main, [command, run_id])
+        assert bad.exit_code == 2 and "looks like a run id" in bad.stderr, bad.output
+        assert len(bad.stderr.strip().splitlines()) == 1
