@@ -105,6 +105,14 @@ def common_options(func: Callable) -> Callable:
     return func
 
 
+def store_options(func: Callable) -> Callable:
+    """``--experiment`` and ``--tracking-uri`` of the commands that read a store."""
+    func = click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
+                        help="MLflow store or server [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].")(func)
+    return click.option("--experiment", default="robdistill", show_default=True,
+                        help="MLflow experiment to read.")(func)
+
+
 def overrides_option(help_text: str) -> Callable:
     return click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=help_text)
 
@@ -563,29 +571,39 @@ def print_sweep_tables(cells, claims, outputs) -> None:
         click.echo(f"wrote {path}")
 
 
-def run_local_sweep(settings, pool, arguments: dict, outputs) -> None:
-    """`sweep --executor local`: the grid's (seed, teacher) groups in a pool of processes, then the
-    merged tables read back from the store, as `sweep-report` gives them."""
-    from robdistill.experiments.executors import run_pool
-    from robdistill.experiments.sweep import grid_name, load_sweeps, shard_groups, validate_grid
-    from robdistill.config.settings import default_suite
-    from robdistill.experiments.pipeline import split_overrides
+def _executor_grid(settings, arguments: dict) -> tuple[dict, str, list]:
+    """The grid's arguments without ``shard``, its sweep name and its (seed, teacher) groups, for an
+    executor that runs every group (`sweep` has checked every input already)."""
+    from robdistill.experiments.sweep import grid_name, shard_groups
 
     arguments = {k: v for k, v in arguments.items() if k != "shard"}
-    validate_grid(arguments["teachers"], arguments["perturbs"], arguments["student"],
-                  arguments["suite"] or default_suite(settings.dataset), split_overrides(arguments["overrides"]),
-                  arguments["source"])
     name = grid_name(settings, **{k: arguments[k] for k in ("teachers", "perturbs", "seeds", "student", "suite", "eps",
                                                              "n_eval", "overrides")})
-    groups = shard_groups(arguments["seeds"], arguments["teachers"], None)
+    return arguments, name, shard_groups(arguments["seeds"], arguments["teachers"], None)
+
+
+def _print_merged(settings, name: str, uri: str, outputs, failed: list, groups: list, what: str) -> None:
+    """An executor's ending: the merged tables read back from the store, as `sweep-report` gives
+    them; the failed groups as a one-line error."""
+    from robdistill.experiments.sweep import load_sweeps
+
+    stored = load_sweeps(uri, settings.experiment, [name])
+    print_sweep_tables(stored.cells, stored.claims(), outputs)
+    click.echo(f"\nsweep name {name} (store: {uri}); its cells: robdistill sweep-status {name}")
+    if failed:
+        raise UserError(f"{len(failed)} of {len(groups)} {what} failed (group {failed[0][0]}: {failed[0][1]}); "
+                        f"run the same command again to retry them")
+
+
+def run_local_sweep(settings, pool, arguments: dict, outputs) -> None:
+    """`sweep --executor local`: the grid's (seed, teacher) groups in a pool of processes, then the
+    merged tables."""
+    from robdistill.experiments.executors import run_pool
+
+    arguments, name, groups = _executor_grid(settings, arguments)
     click.echo(f"sweep {name}: {len(groups)} (seed, teacher) groups on a {pool.describe()}", err=True)
     result = run_pool(settings, pool, groups, arguments, on_event=lambda text: click.echo(text, err=True))
-    stored = load_sweeps(result.tracking_uri, settings.experiment, [name])
-    print_sweep_tables(stored.cells, stored.claims(), outputs)
-    click.echo(f"\nsweep name {name} (store: {result.tracking_uri}); its cells: robdistill sweep-status {name}")
-    if result.failed:
-        raise UserError(f"{len(result.failed)} of {len(groups)} groups failed (group {result.failed[0][0]}: "
-                        f"{result.failed[0][1]}); run the same command again to retry them")
+    _print_merged(settings, name, result.tracking_uri, outputs, result.failed, groups, "groups")
 
 
 def slurm_options(shard_spec, partition, time_minutes, cpus, gpus, mem, parallelism, extra):
@@ -617,23 +635,14 @@ def slurm_options(shard_spec, partition, time_minutes, cpus, gpus, mem, parallel
 def run_slurm_sweep(settings, options, arguments: dict, outputs, wait: bool) -> None:
     """`sweep --executor slurm`: one array task per (seed, teacher) group, through submitit; prints
     the job id and how to follow it, then (unless --no-wait) waits and prints the merged tables."""
-    from robdistill.config.settings import default_suite
     from robdistill.experiments.executors import shared_store, submit_slurm, wait_slurm
-    from robdistill.experiments.pipeline import split_overrides
-    from robdistill.experiments.sweep import grid_name, load_sweeps, shard_groups, validate_grid
     from robdistill.tracking.store import resolve_tracking_uri
 
-    arguments = {k: v for k, v in arguments.items() if k != "shard"}
-    validate_grid(arguments["teachers"], arguments["perturbs"], arguments["student"],
-                  arguments["suite"] or default_suite(settings.dataset), split_overrides(arguments["overrides"]),
-                  arguments["source"])
     uri = resolve_tracking_uri(settings.tracking_uri)
     if not wait and not uri.startswith(("http://", "https://")):
         raise UserError("a Slurm sweep that does not wait needs a tracking server its nodes reach: start `mlflow "
                         "server` and pass --tracking-uri http://HOST:PORT (README: from one machine to several)")
-    name = grid_name(settings, **{k: arguments[k] for k in ("teachers", "perturbs", "seeds", "student", "suite", "eps",
-                                                             "n_eval", "overrides")})
-    groups = shard_groups(arguments["seeds"], arguments["teachers"], None)
+    arguments, name, groups = _executor_grid(settings, arguments)
     folder = (settings.cache_dir / "slurm").resolve()
     with shared_store(settings.tracking_uri, settings.cache_dir / "logs") as served:
         if served != uri:
@@ -646,12 +655,7 @@ def run_slurm_sweep(settings, options, arguments: dict, outputs, wait: bool) -> 
         if not wait:
             return
         failed = wait_slurm(submission, groups, on_event=lambda text: click.echo(text, err=True))
-    stored = load_sweeps(uri, settings.experiment, [name])
-    print_sweep_tables(stored.cells, stored.claims(), outputs)
-    click.echo(f"\nsweep name {name} (store: {uri}); its cells: robdistill sweep-status {name}")
-    if failed:
-        raise UserError(f"{len(failed)} of {len(groups)} Slurm tasks failed (group {failed[0][0]}: {failed[0][1]}); "
-                        f"run the same command again to retry them")
+    _print_merged(settings, name, uri, outputs, failed, groups, "Slurm tasks")
 
 
 def beyond_tables(cells) -> dict[str, tuple[str, tuple[list[str], list[list[str]]]]]:
@@ -674,9 +678,7 @@ def beyond_tables(cells) -> dict[str, tuple[str, tuple[list[str], list[list[str]
 
 @main.command("evaluate-report")
 @click.argument("eval_name")
-@click.option("--experiment", default="robdistill", show_default=True, help="MLflow experiment to read.")
-@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
-              help="MLflow store or server [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].")
+@store_options
 def evaluate_report(eval_name, experiment, tracking_uri) -> None:
     """Merge the shards of a split evaluation (`evaluate --shard i/n` on several machines sharing a
     tracking server) from their per-sample flags: the table the whole evaluation would print."""
@@ -692,9 +694,7 @@ def evaluate_report(eval_name, experiment, tracking_uri) -> None:
 
 @main.command("sweep-report")
 @click.argument("sweep_names", nargs=-1, required=True)
-@click.option("--experiment", default="robdistill", show_default=True, help="MLflow experiment to read.")
-@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
-              help="MLflow store or server [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].")
+@store_options
 @click.option("--out", "outputs", multiple=True, type=click.Path(path_type=Path),
               help="Also write the summary to FILE.csv or FILE.md (and FILE-paired.*).")
 def sweep_report(sweep_names, experiment, tracking_uri, outputs) -> None:
@@ -722,9 +722,7 @@ def sweep_report(sweep_names, experiment, tracking_uri, outputs) -> None:
 
 @main.command("sweep-status")
 @click.argument("sweep_name")
-@click.option("--experiment", default="robdistill", show_default=True, help="MLflow experiment to read.")
-@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
-              help="MLflow store or server [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].")
+@store_options
 def sweep_status_command(sweep_name, experiment, tracking_uri) -> None:
     """Which cells of a sweep are finished, running, failed, killed or missing in the store (every
     shard, from any machine sharing it): one line of counts, then a table per teacher and seed.
@@ -747,9 +745,7 @@ def sweep_status_command(sweep_name, experiment, tracking_uri) -> None:
 @click.argument("sweep_names", nargs=-1)
 @click.option("--out", "outputs", multiple=True, type=click.Path(path_type=Path),
               help="FILE.html (one self-contained page) or FILE.md (Markdown, figures in FILE_figures/); repeatable.")
-@click.option("--experiment", default="robdistill", show_default=True, help="MLflow experiment to read.")
-@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
-              help="MLflow store or server [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].")
+@store_options
 def report(sweep_names, outputs, experiment, tracking_uri) -> None:
     """A study report of one or more sweeps (merged as `sweep-report` merges them): the summary and
     paired tables, Seguin et al.'s claims 1-3 with verdicts, eps curves, logit-statistics and
@@ -876,9 +872,7 @@ def evaluate(models, suite, eps, n_eval, eps_sweep, shard, overrides, precision,
 
 
 @main.command()
-@click.option("--experiment", default="robdistill", show_default=True, help="MLflow experiment to read.")
-@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
-              help="MLflow store or server [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].")
+@store_options
 @click.option("--stage", default=schema.STAGE_RUN, show_default=True,
               help="Which runs: run (one per `robdistill run` or sweep cell), evaluation, teacher, student, "
                    "evaluate, sweep (parents only; list a sweep's cells with --sweep); 'any' for all.")

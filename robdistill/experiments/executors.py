@@ -142,7 +142,7 @@ def run_pool(settings: Settings, pool: LocalPool, groups: list[tuple[int, str]],
 
     say = on_event or (lambda text: None)
     with shared_store(settings.tracking_uri, settings.cache_dir / "logs") as uri:
-        worker_settings = replace(settings, tracking_uri=uri, progress=False, use_registry=settings.use_registry)
+        worker_settings = replace(settings, tracking_uri=uri, progress=False)
         failed: list[tuple[int, str]] = []
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(pool.workers, mp_context=context, initializer=_init_worker,

@@ -303,13 +303,9 @@ def _timed_stages(plan: Plan, settings: Settings, perturb: str, evaluate_teacher
     assert plan.student and plan.suite and plan.eps is not None
     info = plan.splits.info
     stages = []
-    if plan.external is not None:
-        teacher_model = plan.external.model
-    else:
-        assert plan.teacher is not None
-        teacher_model = initial_model(plan.teacher.model, info, settings.seed, "teacher", settings.device)
-        if not teacher_is_cached(plan, settings):
-            stages.append(estimate.teacher_estimate(plan.teacher, plan.splits, settings.seed, settings.device))
+    teacher_model = _estimated_teacher(plan, settings)
+    if plan.external is None and not teacher_is_cached(plan, settings):
+        stages.append(estimate.teacher_estimate(plan.teacher, plan.splits, settings.seed, settings.device))
     stages.append(estimate.student_estimate(plan.student, perturb, teacher_model, plan.splits, settings.seed,
                                             settings.device))
     student_model = initial_model(plan.student.model, info, settings.seed, "student", settings.device)
@@ -319,6 +315,17 @@ def _timed_stages(plan: Plan, settings: Settings, perturb: str, evaluate_teacher
         stages.append(estimate.attacks_estimate(role, model, suite, plan.eps, len(plan.test()), info,
                                                 settings.device, surrogates={"teacher": teacher_model}))
     return stages
+
+
+def _estimated_teacher(plan: Plan, settings: Settings) -> nn.Module:
+    """The teacher an estimate times: the external one, or the recipe's initial model (its cost per
+    image is the trained one's)."""
+    from robdistill.train.loop import initial_model
+
+    if plan.external is not None:
+        return plan.external.model
+    assert plan.teacher is not None
+    return initial_model(plan.teacher.model, plan.splits.info, settings.seed, "teacher", settings.device)
 
 
 def student_attacks_estimate(plan: Plan, settings: Settings, perturb: str):
@@ -331,8 +338,7 @@ def student_attacks_estimate(plan: Plan, settings: Settings, perturb: str):
     assert plan.student and plan.suite and plan.eps is not None
     info = plan.splits.info
     with estimate.preserved_rng(settings.device):
-        teacher = (plan.external.model if plan.external is not None else
-                   initial_model(plan.teacher.model, info, settings.seed, "teacher", settings.device))
+        teacher = _estimated_teacher(plan, settings)
         student = initial_model(plan.student.model, info, settings.seed, "student", settings.device)
         return estimate.attacks_estimate("student", student, plan.suite.for_subject(perturb), plan.eps,
                                          len(plan.test()), info, settings.device, surrogates={"teacher": teacher})
