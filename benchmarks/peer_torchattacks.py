@@ -2,6 +2,8 @@
 ``autoattack`` module shadows pyautoattack's name). Called by pgd_reference.py and speed.py:
 
     /work/peer/bin/python benchmarks/peer_torchattacks.py flags MODEL.ts DATA.pt OUT.pt --eps .1 --steps 20
+    /work/peer/bin/python benchmarks/peer_torchattacks.py flags MODEL.ts DATA.pt OUT.pt --eps .2 --steps 20 --norm l2
+    /work/peer/bin/python benchmarks/peer_torchattacks.py autoattack MODEL.ts DATA.pt OUT.pt --eps .2 --norm l2
     /work/peer/bin/python benchmarks/peer_torchattacks.py time MODEL.ts DATA.pt OUT.json --eps .1 --steps 20
 
 ``time`` with ``--ours REPO`` also times robdistill's PGD (imported from REPO; it needs only torch
@@ -10,7 +12,9 @@ round (ABAB, then BABA), so drifts in machine load hit both alike; it writes bot
 the median of the per-round ratios.
 
 MODEL.ts is a TorchScript trace of the model (inputs in [0, 1]); DATA.pt holds {"x", "y"}. ``flags``
-writes {"robust", "x_adv"} (robust = correct on the clean and on the final PGD iterate); ``time``
+writes {"robust", "x_adv"} (robust = correct on the clean and on the final PGD iterate; ``--norm l2``
+runs torchattacks' PGDL2); ``autoattack`` runs torchattacks' own AutoAttack re-implementation
+(version standard, ``--norm``) and writes the same; ``time``
 writes the median wall time of --repeats runs after one warm-up. Needs only torch and torchattacks.
 """
 from __future__ import annotations
@@ -26,13 +30,14 @@ import torchattacks
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=("flags", "time"))
+    parser.add_argument("mode", choices=("flags", "time", "autoattack"))
     parser.add_argument("model")
     parser.add_argument("data")
     parser.add_argument("out")
     parser.add_argument("--eps", type=float, required=True)
-    parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--step-size", type=float, default=None)
+    parser.add_argument("--norm", choices=("linf", "l2"), default="linf")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
@@ -44,8 +49,15 @@ def main() -> None:
     data = torch.load(args.data)
     x, y = data["x"].to(args.device), data["y"].to(args.device)
     alpha = args.step_size if args.step_size is not None else 2.5 * args.eps / args.steps
-    attack = torchattacks.PGD(model, eps=args.eps, alpha=alpha, steps=args.steps, random_start=True)
-    if args.mode == "flags":
+    if args.mode == "autoattack":
+        torch.manual_seed(args.seed)
+        attack = torchattacks.AutoAttack(model, norm={"linf": "Linf", "l2": "L2"}[args.norm], eps=args.eps,
+                                         version="standard", n_classes=int(model(x[:1]).shape[1]), seed=args.seed)
+    elif args.norm == "l2":
+        attack = torchattacks.PGDL2(model, eps=args.eps, alpha=alpha, steps=args.steps, random_start=True)
+    else:
+        attack = torchattacks.PGD(model, eps=args.eps, alpha=alpha, steps=args.steps, random_start=True)
+    if args.mode in ("flags", "autoattack"):
         torch.manual_seed(args.seed)  # torchattacks draws its random start from the global RNG
         x_adv = attack(x, y)
         with torch.no_grad():

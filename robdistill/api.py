@@ -26,6 +26,7 @@ from robdistill.config.recipes import StudentRecipe, SuiteRecipe, TeacherRecipe,
 from robdistill.config.settings import default_suite
 from robdistill.core.errors import UserError
 from robdistill.core.metrics import RESULTS_ARTIFACT
+from robdistill.core.threat import norm_of
 from robdistill.core.tracker import Tracker, tracker_or_null
 from robdistill.tracking.schema import cost_metrics
 from robdistill.data import datasets
@@ -66,9 +67,14 @@ def load_recipe(kind: str, recipe: RecipeLike, dataset: str | None = None, **ove
     return catalog.override_recipe(loaded, **overrides) if overrides else loaded
 
 
-def _with_precision(overrides: dict[str, Any], precision: str | None) -> dict[str, Any]:
-    """Keyword overrides plus ``precision`` when one is given (robdistill.core.precision)."""
-    return overrides if precision is None else {**overrides, "precision": precision}
+def _with_precision(overrides: dict[str, Any], precision: str | None,
+                    threat_model: str | None = None) -> dict[str, Any]:
+    """Keyword overrides plus ``precision`` (robdistill.core.precision) and ``threat_model``
+    (robdistill.core.threat: ``linf`` or ``l2``, any case) when they are given."""
+    out = overrides if precision is None else {**overrides, "precision": precision}
+    if threat_model is not None:
+        out = {**out, "threat_model": norm_of(threat_model).name}
+    return out
 
 
 def _dataset_name(data: Splits | str) -> str | None:
@@ -137,13 +143,17 @@ def _log_provenance(tracker: Tracker | None, role: str, model: nn.Module) -> Non
 
 
 def train_teacher(recipe: RecipeLike = "at", data: Splits | str = "digits", *, seed: int = 0,
-                  device: str | torch.device | None = None, precision: str | None = None, progress: bool = True,
+                  device: str | torch.device | None = None, precision: str | None = None,
+                  threat_model: str | None = None, progress: bool = True,
                   tracker: Tracker | None = None, **overrides: Any) -> nn.Module:
     """Train a teacher (METHODS section 2) from a recipe (``robdistill list teachers``) on ``data``'s
     training split; same recipe, data and seed give the same weights as ``robdistill
     train-teacher``. ``precision`` ("fp32", "bf16"; default the recipe's) is what the training
-    passes run in. The per-epoch metrics are in ``model.history`` (and the tracker, if given)."""
-    teacher = load_recipe("teacher", recipe, dataset=_dataset_name(data), **_with_precision(overrides, precision))
+    passes run in; ``threat_model`` ("linf", "l2"; default the recipe's) the ball of its training
+    attack, at the dataset's radius unless ``eps`` is given. The per-epoch metrics are in
+    ``model.history`` (and the tracker, if given)."""
+    teacher = load_recipe("teacher", recipe, dataset=_dataset_name(data),
+                          **_with_precision(overrides, precision, threat_model))
     splits, target = _data(data, device)
     tracker_or_null(tracker).log_params("teacher", resolved_teacher(teacher, splits.info))
     return train_teacher_model(teacher, splits, seed, target, progress=progress, tracker=tracker)
@@ -151,15 +161,17 @@ def train_teacher(recipe: RecipeLike = "at", data: Splits | str = "digits", *, s
 
 def distill(teacher: nn.Module, data: Splits | str = "digits", *, perturb: str = "keep",
             recipe: RecipeLike = "default", student: nn.Module | None = None, seed: int = 0,
-            device: str | torch.device | None = None, precision: str | None = None, progress: bool = True,
+            device: str | torch.device | None = None, precision: str | None = None,
+            threat_model: str | None = None, progress: bool = True,
             tracker: Tracker | None = None, **overrides: Any) -> nn.Module:
     """Distill a student from ``teacher`` (any module mapping [0, 1] images to logits) on clean
     training inputs only, the teacher's logits perturbed by ``perturb`` (``keep``,
     ``nonmax-shuffle``, ``nonmax-flatten``, ... METHODS section 3). ``student`` is any module to train
     (default: the recipe's model, from the student's own init stream). ``precision`` is what the
-    student's training passes run in (the teacher's logits are always computed in fp32)."""
+    student's training passes run in (the teacher's logits are always computed in fp32);
+    ``threat_model`` the ball of its validation PGD (and of ARD / RSLAD's attack)."""
     student_recipe = load_recipe("student", recipe, dataset=_dataset_name(data),
-                                 **_with_precision(overrides, precision))
+                                 **_with_precision(overrides, precision, threat_model))
     PERTURBATIONS.get(perturb)  # a bad name fails before any data is loaded
     splits, target = _data(data, device)
     tracker_or_null(tracker).log_params("student", resolved_student(student_recipe, perturb, splits.info))
@@ -170,21 +182,24 @@ def distill(teacher: nn.Module, data: Splits | str = "digits", *, perturb: str =
 
 def evaluate(model: nn.Module, data: Splits | str = "digits", *, suite: RecipeLike | None = None,
              eps: float | None = None, n_eval: int | None = None, name: str = "model",
-             device: str | torch.device | None = None, precision: str | None = None, progress: bool = True,
+             device: str | torch.device | None = None, precision: str | None = None,
+             threat_model: str | None = None, progress: bool = True,
              tracker: Tracker | None = None, **overrides: Any) -> EvaluationResult:
     """Attack ``model`` with a suite (``robdistill list suites``; default ``fast`` on digits,
-    ``paper`` elsewhere) on the first ``n_eval`` test images (default the suite's; 0 = all) at
-    ``eps`` (default the suite's, else the dataset's). The result holds the per-sample flags,
-    accuracies with 95% intervals (``result.table``) and the sanity checks (``result.checks``).
-    ``precision`` is what the attacks craft in (default the suite's); every flag is judged in fp32."""
+    ``paper`` elsewhere) on the first ``n_eval`` test images (default the suite's; 0 = all) in the
+    ball of ``threat_model`` ("linf", "l2"; default the suite's) of radius ``eps`` (default the
+    suite's, else the dataset's for that norm). The result holds the per-sample flags, accuracies
+    with 95% intervals (``result.table``) and the sanity checks (``result.checks``). ``precision`` is
+    what the attacks craft in (default the suite's); every flag is judged in fp32."""
     splits, _ = _data(data, device)
-    suite_recipe = load_recipe("suite", suite or default_suite(splits.info.name), **_with_precision(overrides, precision))
-    if eps is not None and not 0.0 <= eps <= 1.0:
-        raise UserError(f"eps must lie in [0, 1] (images are in [0, 1]); got {eps}")
+    suite_recipe = load_recipe("suite", suite or default_suite(splits.info.name),
+                               **_with_precision(overrides, precision, threat_model))
+    if eps is not None:
+        norm_of(suite_recipe.threat_model).check_radius(eps)
     if n_eval is not None and n_eval < 0:
         raise UserError(f"n_eval must be >= 0 (0 = the whole test set); got {n_eval}")
     radius = suite_eps(suite_recipe, splits.info, eps)
-    ratio = dataset_step_ratio(splits.info.name)
+    ratio = dataset_step_ratio(splits.info.name, suite_recipe.threat_model)
     suite_attacks(suite_recipe, radius, ratio)  # every attack is built first: bad parameters fail early
     test = splits.test.head((suite_recipe.n_eval if n_eval is None else n_eval) or None)
     result = run_suite(model, test, suite_recipe, radius, name=name, progress=progress, step_ratio=ratio)

@@ -13,6 +13,7 @@ from robdistill.config import recipes
 from robdistill.config.recipes import available
 from robdistill.core.precision import PRECISIONS
 from robdistill.core.registry import Registry
+from robdistill.core.threat import NORMS
 from robdistill.data.datasets import DATASETS
 from robdistill.models.zoo import MODELS
 from robdistill.train.augment import AUGMENTATIONS
@@ -24,7 +25,7 @@ from robdistill.train.perturbations import PERTURBATIONS
 REGISTRIES: dict[str, Registry[Any]] = {
     "model": MODELS, "optimizer": OPTIMIZERS, "lr_schedule": SCHEDULES, "objective": OBJECTIVES,
     "augment": AUGMENTATIONS, "student_method": STUDENT_METHODS, "attack": ATTACKS,
-    "perturbation": PERTURBATIONS, "dataset": DATASETS, "precision": PRECISIONS,
+    "perturbation": PERTURBATIONS, "dataset": DATASETS, "precision": PRECISIONS, "threat_model": NORMS,
 }
 
 
@@ -92,7 +93,7 @@ def _suite_descriptions() -> dict[str, str]:
 
 def _dataset_descriptions() -> dict[str, str]:
     """Each dataset's description with its default attack step (METHODS section 1)."""
-    return {name: f"{text}, attack step {DATASETS.get(name).step_size:.4g}"
+    return {name: f"{text}, attack step {DATASETS.get(name).step_size:.4g} (L2: {DATASETS.get(name).l2_step_size:.4g})"
             for name, text in DATASETS.describe().items()}
 
 
@@ -117,5 +118,6 @@ def catalog() -> dict[str, dict[str, str]]:
         "objectives": OBJECTIVES.describe(),
         "augmentations": AUGMENTATIONS.describe(),
         "precisions": PRECISIONS.describe(),
+        "threat-models": NORMS.describe(),
         "sources": _source_descriptions(),
     }

@@ -144,14 +144,14 @@ ANALYSIS_PGD_STEPS = 20
 
 
 def analyze_model(model: Classifier, test: Split, eps: float, seed: int,
-                  steps: int = ANALYSIS_PGD_STEPS, step_size: float | None = None) -> Analysis:
-    """Consistent / inconsistent sets under plain PGD-k (last iterate, as the adversarial examples
-    of AALP Sec. 2.2; ``step_size`` default 2.5 eps / k, the dataset's step where the caller knows
-    the dataset) and the feature contributions of AALP Eq. 5."""
+                  steps: int = ANALYSIS_PGD_STEPS, step_size: float | None = None, norm: str = "linf") -> Analysis:
+    """Consistent / inconsistent sets under plain PGD-k in the ball of ``norm`` (last iterate, as the
+    adversarial examples of AALP Sec. 2.2; ``step_size`` default 2.5 eps / k, the dataset's step
+    where the caller knows the dataset) and the feature contributions of AALP Eq. 5."""
     step_size = 2.5 * eps / steps if step_size is None else step_size
     with eval_mode(model):
         x_adv = pgd_perturb(model, test.x, test.y, eps=eps, step_size=step_size, steps=steps,
-                            generator=private_generator(seed, test.x.device))
+                            generator=private_generator(seed, test.x.device), norm=norm)
     return Analysis(consistency_report(model, test.x, test.y, x_adv), feature_contributions(model, test.x, test.y))
 
 

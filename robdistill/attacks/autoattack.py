@@ -29,8 +29,9 @@ class _WarningCollector(logging.Handler):
 
 
 @ATTACKS.register("autoattack")
-class AutoAttackLinf(Attack):
-    """AutoAttack (Croce & Hein 2020), the reference implementation from PyPI ``pyautoattack``.
+class AutoAttack(Attack):
+    """AutoAttack (Croce & Hein 2020), the reference implementation from PyPI ``pyautoattack``,
+    under L-inf or L2 (``norm``; the library's ``norm='Linf'`` / ``'L2'``).
 
     Versions ``standard`` / ``plus`` / ``rand`` / ``custom`` (with ``attacks``); ``square_queries``
     overrides Square's query budget (library default 5000). Its gradient-masking and sanity warnings
@@ -55,7 +56,7 @@ class AutoAttackLinf(Attack):
 
     def __init__(self, eps: float, seed: int = 0, version: str = "standard",
                  attacks: list[str] | None = None, square_queries: int | None = None,
-                 precision: str | Precision = "fp32"):
+                 precision: str | Precision = "fp32", norm: str = "linf"):
         if version not in self.VERSIONS:
             raise UserError(f"autoattack version '{version}' is unknown; use one of {', '.join(self.VERSIONS)}")
         if version == "custom":
@@ -68,7 +69,7 @@ class AutoAttackLinf(Attack):
         params: dict[str, Any] = {"version": version, "attacks": list(attacks) if attacks else None}
         if square_queries is not None:
             params["square_queries"] = int(square_queries)
-        super().__init__(eps, seed, precision, **params)
+        super().__init__(eps, seed, precision, norm, **params)
 
     # the fewest classes each component works with: the DLR loss reads the third-largest logit,
     # its targeted form the fourth (Croce & Hein 2020, Eq. 5 and 6)
@@ -79,18 +80,18 @@ class AutoAttackLinf(Attack):
         raise NotImplementedError
 
     def _probe(self, steps: int) -> "Attack":
-        probe = AutoAttackLinf(0.0, seed=self.seed, version=self.params["version"], attacks=self.params["attacks"],
-                               square_queries=steps)
+        probe = AutoAttack(0.0, seed=self.seed, version=self.params["version"], attacks=self.params["attacks"],
+                               square_queries=steps, norm=self.norm)
         probe._iterations = steps
         return probe
 
     _iterations: int | None = None  # a cap on every component's iterations (the eps = 0 probe only)
 
     def _adversary(self, model: nn.Module, device: torch.device, num_classes: int):
-        from pyautoattack import AutoAttack
+        from pyautoattack import AutoAttack as Library
 
         kwargs = {"attacks": self.params["attacks"]} if self.params["version"] == "custom" else {}
-        adversary = AutoAttack(model, eps=self.eps, norm="Linf", version=self.params["version"],
+        adversary = Library(model, eps=self.eps, norm=self.threat.ops.autoattack, version=self.params["version"],
                                seed=self.seed, device=device, **kwargs)
         for component in adversary.attacks_to_run:
             needed = self.MIN_CLASSES.get(component, 2)
@@ -184,8 +185,9 @@ class AutoAttackLinf(Attack):
         disputed = (~out.robust & fp32_correct).nonzero().squeeze(1)
         warnings = list(out.warnings)
         if disputed.numel():
-            again = AutoAttackLinf(self.eps, seed=self.seed, version=self.params["version"],
-                                   attacks=self.params["attacks"], square_queries=self.params.get("square_queries"))
+            again = AutoAttack(self.eps, seed=self.seed, version=self.params["version"],
+                                   attacks=self.params["attacks"], square_queries=self.params.get("square_queries"),
+                                   norm=self.norm)
             again._iterations = self._iterations
             if progress:
                 tqdm.write(f"  autoattack: {disputed.numel()} samples judged differently in fp32, attacked again in fp32")
@@ -309,3 +311,6 @@ def _fooled_by(snapshots: list[tuple[str, torch.Tensor]], order: list[str], n: i
         fooled[name] |= previous & ~flags
         previous = flags
     return fooled
+
+
+AutoAttackLinf = AutoAttack  # the class's name before it took a norm (L-inf or L2)

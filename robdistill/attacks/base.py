@@ -1,6 +1,7 @@
 """Attack registry with one interface (the torchattacks pattern): ``attack.run(model, x, y)``
-returns adversarial images and per-sample robust flags. L-infinity threat model in [0, 1]
-pixel space (METHODS sections 1 and 4).
+returns adversarial images and per-sample robust flags. Every attack takes a threat model's norm
+(``norm = "linf"`` or ``"l2"``, robdistill.core.threat) and radius ``eps``, in [0, 1] pixel space
+(METHODS sections 1 and 4).
 
 Every attack runs with the model in eval mode, restores each module's previous mode afterwards,
 and draws randomness only from a private, seeded ``torch.Generator``.
@@ -25,6 +26,7 @@ from robdistill.core.errors import UserError
 from robdistill.core.modes import eval_mode, private_generator
 from robdistill.core.precision import Precision, resolve_precision
 from robdistill.core.registry import Registry
+from robdistill.core.threat import ThreatModel, norm_of
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -43,29 +45,31 @@ def cw_margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     """Project onto the L-infinity ball of radius eps around x, intersected with [0, 1]."""
-    return torch.max(torch.min(x_adv, x + eps), x - eps).clamp_(0.0, 1.0)
+    return norm_of("linf").project(x_adv, x, eps)
 
 
 def pgd_perturb(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_size: float,
                 steps: int, loss_fn: LossFn = ce_loss, random_start: bool = True,
-                generator: torch.Generator | None = None, start: torch.Tensor | None = None) -> torch.Tensor:
-    """Plain PGD (Madry et al. 2018): the last iterate, for adversarial training.
+                generator: torch.Generator | None = None, start: torch.Tensor | None = None,
+                norm: str = "linf") -> torch.Tensor:
+    """Plain PGD (Madry et al. 2018): the last iterate, for adversarial training, in the ball of
+    ``norm`` (``linf``: signed steps; ``l2``: normalised-gradient steps; robdistill.core.threat).
 
     ``start`` overrides the starting point (TRADES starts at x + 0.001 N(0, I)). Uses the model
     in whatever mode the caller set (training code puts it in eval mode first), and whatever
     autocast region the caller is in (training under bf16 crafts in bf16)."""
+    ball = norm_of(norm)
     x = x.detach()
     if start is not None:
-        x_adv = project_linf(start.detach().clone(), x, eps)
+        x_adv = ball.project(start.detach().clone(), x, eps)
     elif random_start:
-        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        x_adv = project_linf(x + (2 * noise - 1) * eps, x, eps)
+        x_adv = ball.random_start(x, eps, generator)
     else:
         x_adv = x.clone()
     for _ in range(steps):
         x_adv.requires_grad_(True)
         grad, = torch.autograd.grad(loss_fn(model(x_adv), y), x_adv)
-        x_adv = project_linf(x_adv.detach() + step_size * grad.sign(), x, eps)
+        x_adv = ball.project(x_adv.detach() + step_size * ball.ascent(grad), x, eps)
     return x_adv.detach()
 
 
@@ -120,8 +124,11 @@ class Attack(ABC):
     #: one of them is a sign of gradient masking or a bug; Athalye et al. 2018)
     stronger_than: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, eps: float, seed: int = 0, precision: str | Precision = "fp32", **params: Any):
-        check_eps(eps)
+    def __init__(self, eps: float, seed: int = 0, precision: str | Precision = "fp32", norm: str = "linf",
+                 **params: Any):
+        #: the threat model (robdistill.core.threat): the norm and radius of the ball attacked in
+        self.threat = threat_model(norm, eps)
+        self.norm = self.threat.norm
         self.eps = float(eps)
         self.seed = int(seed)
         #: what the crafting passes run in (robdistill.core.precision); the flags are always judged in fp32
@@ -130,7 +137,7 @@ class Attack(ABC):
 
     def config(self) -> dict[str, Any]:
         """The full configuration, read off the attack object (logged with every result)."""
-        return {"attack": self.name, "eps": self.eps, "seed": self.seed, **self.params,
+        return {"attack": self.name, "norm": self.norm, "eps": self.eps, "seed": self.seed, **self.params,
                 "precision": self.precision.name}
 
     def budget(self, num_classes: int) -> Budget:
@@ -146,7 +153,7 @@ class Attack(ABC):
         return probe
 
     def _probe(self, steps: int) -> "Attack":
-        return type(self)(eps=0.0, seed=self.seed, **self.params)
+        return type(self)(eps=0.0, seed=self.seed, norm=self.norm, **self.params)
 
     def models_used(self) -> list[nn.Module]:
         """Models the attack runs besides the attacked one (a transfer attack's surrogate): their
@@ -220,10 +227,16 @@ def counted_passes(*models: nn.Module) -> Iterator[PassCount]:
             handle.remove()
 
 
-def check_eps(eps: float) -> None:
-    """A one-line :class:`UserError` unless ``eps`` lies in [0, 1]."""
-    if not 0.0 <= eps <= 1.0:
-        raise UserError(f"eps must lie in [0, 1] (images are in [0, 1]); got {eps}")
+def check_eps(eps: float, norm: str = "linf") -> None:
+    """A one-line :class:`UserError` unless ``eps`` is a radius of ``norm`` (L-inf: in [0, 1])."""
+    threat_model(norm, eps)
+
+
+def threat_model(norm: str, eps: float) -> ThreatModel:
+    """The :class:`ThreatModel` of an attack; an unknown norm or a bad radius is a one-line error."""
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool):
+        raise UserError(f"eps must be a number; got {eps!r}")
+    return ThreatModel(norm, eps)
 
 
 def check_steps(steps: int, name: str) -> int:

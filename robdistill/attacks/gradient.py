@@ -1,24 +1,26 @@
-"""The gradient (white-box) attacks under the L-infinity ball (METHODS section 4): FGSM, PGD-k on
-cross-entropy, and CW-k (PGD on the Carlini-Wagner margin)."""
+"""The gradient (white-box) attacks (METHODS section 4): FGSM (FGM under L2), PGD-k on
+cross-entropy, and CW-k (PGD on the Carlini-Wagner margin), each in the ball of its threat model's
+norm (``linf`` or ``l2``, robdistill.core.threat)."""
 from __future__ import annotations
 
 import torch
 
 from robdistill.attacks.base import (ATTACKS, Attack, AttackOutput, Budget, LossFn, ce_loss, check_eps, classified,
-                                     check_steps, cw_margin_loss, project_linf)
+                                     check_steps, cw_margin_loss)
 from robdistill.core.errors import UserError
 from robdistill.core.precision import Precision
 
 
 @ATTACKS.register("fgsm")
 class FGSM(Attack):
-    """Fast Gradient Sign Method (Goodfellow et al. 2015): one signed step of size eps."""
+    """Fast Gradient Sign Method (Goodfellow et al. 2015): one signed step of size eps; under L2 the
+    fast gradient method, one step of L2 length eps along the normalised gradient (Miyato et al. 2016)."""
 
     name = "fgsm"
     white_box = True
 
-    def __init__(self, eps: float, seed: int = 0, precision: str | Precision = "fp32"):
-        super().__init__(eps, seed, precision)
+    def __init__(self, eps: float, seed: int = 0, precision: str | Precision = "fp32", norm: str = "linf"):
+        super().__init__(eps, seed, precision, norm)
 
     def budget(self, num_classes: int) -> Budget:
         return Budget(1, 1)
@@ -27,7 +29,7 @@ class FGSM(Attack):
         x_req = x.detach().clone().requires_grad_(True)
         logits = self.precision.logits(model, x_req)
         grad, = torch.autograd.grad(ce_loss(logits, y), x_req)
-        x_adv = project_linf(x + self.eps * grad.sign(), x, self.eps)
+        x_adv = self.threat.project(x + self.eps * self.threat.ops.ascent(grad), x)
         with torch.no_grad():
             clean = self.correct(model, x, y) if self.precision.reduced else classified(logits, y)
             robust = clean & self.correct(model, x_adv, y)
@@ -36,7 +38,8 @@ class FGSM(Attack):
 
 @ATTACKS.register("pgd")
 class PGD(Attack):
-    """PGD-k on cross-entropy (Madry et al. 2018) with random start and restarts.
+    """PGD-k on cross-entropy (Madry et al. 2018) with random start and restarts; under L2 each step
+    follows the gradient normalised to unit L2 norm and is projected by rescaling (``norm = "l2"``).
 
     A sample is robust only if it is classified correctly at every iterate of every restart (the
     worst case, as AutoAttack counts it); samples are dropped as soon as one iterate fools the model,
@@ -53,8 +56,9 @@ class PGD(Attack):
     loss_fn: LossFn = staticmethod(ce_loss)
 
     def __init__(self, eps: float, seed: int = 0, steps: int = 20, step_size: float | None = None,
-                 restarts: int = 1, random_start: bool = True, precision: str | Precision = "fp32"):
-        check_eps(eps)
+                 restarts: int = 1, random_start: bool = True, precision: str | Precision = "fp32",
+                 norm: str = "linf"):
+        check_eps(eps, norm)
         steps = check_steps(steps, self.name)
         if int(restarts) < 1:
             raise UserError(f"{self.name} needs restarts >= 1; got {restarts}")
@@ -62,7 +66,7 @@ class PGD(Attack):
             step_size = 2.5 * eps / steps  # Madry et al.'s rule of thumb
         if step_size < 0:
             raise UserError(f"{self.name} step_size must be >= 0; got {step_size}")
-        super().__init__(eps, seed, precision, steps=steps, step_size=float(step_size), restarts=int(restarts),
+        super().__init__(eps, seed, precision, norm, steps=steps, step_size=float(step_size), restarts=int(restarts),
                          random_start=bool(random_start))
 
     def budget(self, num_classes: int) -> Budget:
@@ -73,7 +77,7 @@ class PGD(Attack):
     def _probe(self, steps: int) -> "Attack":
         p = self.params
         return type(self)(0.0, seed=self.seed, steps=min(p["steps"], steps), step_size=p["step_size"],
-                          restarts=min(p["restarts"], 2), random_start=p["random_start"])
+                          restarts=min(p["restarts"], 2), random_start=p["random_start"], norm=self.norm)
 
     def attack_batch(self, model, x, y, generator):
         p, craft = self.params, self.precision
@@ -86,13 +90,8 @@ class PGD(Attack):
             if active.numel() == 0:
                 break
             xa, ya = x[active], y[active]
-            if p["random_start"]:
-                noise = torch.rand(xa.shape, generator=generator, device=x.device, dtype=x.dtype)
-                current = project_linf(xa + (2 * noise - 1) * self.eps, xa, self.eps)
-            else:
-                current = xa.clone()
-            # the ball intersected with the box, once per restart: clamping to it equals project_linf
-            low, high = (xa - self.eps).clamp(0.0, 1.0), (xa + self.eps).clamp(0.0, 1.0)
+            current = self.threat.random_start(xa, generator) if p["random_start"] else xa.clone()
+            bounds = self._bounds(xa)
             for step in range(p["steps"] + 1):
                 last = step == p["steps"]  # the final iterate is only checked: no gradient
                 leaf = current.detach().requires_grad_(not last)
@@ -112,7 +111,7 @@ class PGD(Attack):
                     if last:
                         break
                     grad, = torch.autograd.grad(self.loss_fn(logits, ya), leaf)
-                    current = torch.clamp(leaf.detach() + p["step_size"] * grad.sign(), low, high)
+                    current = self._step(leaf.detach(), grad, bounds)
                     continue
                 fooled = ~keep
                 robust[active[fooled]] = False
@@ -121,15 +120,31 @@ class PGD(Attack):
                     active, current = active[keep], leaf.detach()[keep]
                     break
                 grad, = torch.autograd.grad(self.loss_fn(logits[keep], ya[keep]), leaf)
-                active, ya, low, high = active[keep], ya[keep], low[keep], high[keep]
-                current = torch.clamp(leaf.detach()[keep] + p["step_size"] * grad[keep].sign(), low, high)
+                active, ya, bounds = active[keep], ya[keep], tuple(b[keep] for b in bounds)
+                current = self._step(leaf.detach()[keep], grad[keep], bounds)
             x_adv[active] = current.detach()
         return AttackOutput(x_adv, robust)
+
+    def _bounds(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What a step is projected with, once per restart: under L-inf the ball intersected with the
+        box (clamping to it equals project_linf), under L2 the clean images."""
+        if self.norm == "linf":
+            return (x - self.eps).clamp(0.0, 1.0), (x + self.eps).clamp(0.0, 1.0)
+        return (x,)
+
+    def _step(self, current: torch.Tensor, grad: torch.Tensor, bounds: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """One ascent step of ``step_size`` along the norm's steepest direction, projected."""
+        step = self.params["step_size"] * self.threat.ops.ascent(grad)
+        if self.norm == "linf":
+            return torch.clamp(current + step, *bounds)
+        return self.threat.project(current + step, bounds[0])
 
 
 @ATTACKS.register("cw")
 class CW(PGD):
-    """PGD under the same L-infinity ball on the CW margin loss max_{j!=y} z_j - z_y ("CW-k")."""
+    """PGD under the same ball on the CW margin loss max_{j!=y} z_j - z_y ("CW-k"); under L2 this is
+    the CW loss under PGD-L2 (Madry et al. 2018's CW variant), not Carlini and Wagner's original
+    L2 optimisation with its binary search over the constant."""
 
     name = "cw"
     white_box = True

@@ -32,14 +32,14 @@ class Transfer(Attack):
 
     def __init__(self, eps: float, seed: int = 0, surrogate: str | Path | nn.Module | None = None,
                  steps: int = 20, step_size: float | None = None, restarts: int = 1, random_start: bool = True,
-                 precision: str | Precision = "fp32"):
-        check_eps(eps)
+                 precision: str | Precision = "fp32", norm: str = "linf"):
+        check_eps(eps, norm)
         self.pgd = PGD(eps, seed=seed, steps=steps, step_size=step_size, restarts=restarts,
-                       random_start=random_start)
+                       random_start=random_start, norm=norm)
         self.surrogate, label = _load_surrogate(surrogate)
         self._owns_surrogate = not isinstance(surrogate, nn.Module)
-        pgd = {k: v for k, v in self.pgd.config().items() if k not in ("eps", "seed", "precision")}
-        super().__init__(eps, seed, precision, surrogate=label, surrogate_attack=pgd)
+        pgd = {k: v for k, v in self.pgd.config().items() if k not in ("eps", "seed", "precision", "norm")}
+        super().__init__(eps, seed, precision, norm, surrogate=label, surrogate_attack=pgd)
 
     def budget(self, num_classes: int) -> Budget:
         """The surrogate's PGD (counted as passes of the target's size) and a target forward per restart."""
@@ -56,7 +56,7 @@ class Transfer(Attack):
             with self.precision.autocast(x.device):
                 crafted = pgd_perturb(self.surrogate, x, y, eps=self.eps, step_size=p["step_size"], steps=p["steps"],
                                       loss_fn=lambda logits, labels: ce_loss(logits.float(), labels),
-                                      random_start=p["random_start"], generator=generator)
+                                      random_start=p["random_start"], generator=generator, norm=self.norm)
             with torch.no_grad():
                 wrong = ~classified(model(crafted), y) if not self.precision.reduced else ~self.correct(model, crafted, y)
             update = ~fooled  # a sample keeps the first image that fooled the target
@@ -70,7 +70,8 @@ class Transfer(Attack):
     def _probe(self, steps: int) -> "Attack":
         p = self.pgd.params
         probe = Transfer(0.0, seed=self.seed, surrogate=self.surrogate, steps=min(p["steps"], steps),
-                         step_size=p["step_size"], restarts=min(p["restarts"], 2), random_start=p["random_start"])
+                         step_size=p["step_size"], restarts=min(p["restarts"], 2), random_start=p["random_start"],
+                         norm=self.norm)
         probe._owns_surrogate = self._owns_surrogate  # a loaded surrogate follows the inputs' device
         return probe
 

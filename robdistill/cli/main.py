@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator
 import click
 
 from robdistill.core.errors import UserError
+from robdistill.core.threat import norm_of
 from robdistill.tracking import schema
 
 EPILOG = "Runs are logged to MLflow (default sqlite:///mlflow.db); see README.md."
@@ -159,8 +160,6 @@ def model_source_options(func: Callable, *, role: str) -> Callable:
         click.option("--model-dir", type=click.Path(path_type=Path), envvar="ROBDISTILL_MODEL_DIR", default=None,
                      help="RobustBench checkpoints, in RobustBench's layout: DIR/<dataset>/<threat model>/<Name>.pt "
                           "(never downloaded) [default: $ROBDISTILL_MODEL_DIR or ./models]."),
-        click.option("--threat-model", type=click.Choice(["Linf", "L2", "corruptions"]), default="Linf",
-                     show_default=True, help="The RobustBench leaderboard robustbench:<Name> comes from."),
         click.option(sha, "sha256", default=None, multiple=role != "teacher", metavar="HEX",
                      help="The expected SHA-256 of the model file: a different file is refused before it is read "
                           "(every external model's hash is logged either way)"
@@ -179,13 +178,42 @@ def teacher_source_options(func: Callable) -> Callable:
     return model_source_options(func, role="teacher")
 
 
-def source_options(arch: str | None, model_dir: Path | None, threat_model: str, sha256: str | None,
+THREAT_MODEL_CHOICES = ("linf", "l2", "corruptions")  # the norms of robdistill.core.threat, and RobustBench's corruptions
+ROBUSTBENCH_FOLDERS = {"linf": "Linf", "l2": "L2", "corruptions": "corruptions"}
+
+
+def threat_model_option(func: Callable) -> Callable:
+    """``--threat-model linf|l2`` (any case): the ball of every attack and adversarial training objective
+    of the command, and the RobustBench leaderboard ``robustbench:<Name>`` comes from."""
+    return click.option(
+        "--threat-model", type=click.Choice(THREAT_MODEL_CHOICES, case_sensitive=False), default=None,
+        help="The threat model of every stage: linf or l2 (the ball of every attack, of the teachers' adversarial "
+             "training and of the validation PGD, at --eps or the dataset's radius for that norm: `robdistill list "
+             "datasets`), and the RobustBench leaderboard robustbench:<Name> is read from (corruptions: that "
+             "leaderboard's models, attacked under linf) [default: the recipes' and suite's own, linf].")(func)
+
+
+def suite_norm(suite: str) -> str:
+    """The threat model a named suite (or .toml path) declares: a suite has no per-dataset tables."""
+    from robdistill.catalog import load_recipe
+
+    return load_recipe("suite", suite).threat_model
+
+
+def attack_norm(threat_model: str | None) -> str | None:
+    """The norm ``--threat-model`` sets on the recipes: linf or l2; None for none or corruptions."""
+    value = (threat_model or "").lower()
+    return value if value in ("linf", "l2") else None
+
+
+def source_options(arch: str | None, model_dir: Path | None, threat_model: str | None, sha256: str | None,
                    expect_clean: str | None):
     """The options of an external model (robdistill.sources.SourceOptions) from the command line."""
     from robdistill.sources.registry import SourceOptions, parse_expect_clean
 
     value, check = parse_expect_clean(expect_clean)
-    return SourceOptions(model_dir=model_dir, threat_model=threat_model, arch=arch, sha256=sha256,
+    folder = ROBUSTBENCH_FOLDERS[(threat_model or "linf").lower()]
+    return SourceOptions(model_dir=model_dir, threat_model=folder, arch=arch, sha256=sha256,
                          expect_clean=value, check_clean=check)
 
 
@@ -200,7 +228,8 @@ def eval_options(func: Callable) -> Callable:
     func = click.option("--n-eval", type=int, default=None,
                         help="Evaluate the first N test images (0 = all) [default: the suite's n_eval].")(func)
     func = click.option("--eps", type=float, default=None,
-                        help="L-inf radius in [0, 1] [default: the suite's, else the dataset's].")(func)
+                        help="Radius of the threat model's ball: in [0, 1] under linf, >= 0 under l2 "
+                             "[default: the suite's, else the dataset's for the threat model].")(func)
     func = click.option("--suite", default=None,
                         help="Attack suite name or .toml path [default: fast on digits, paper elsewhere].")(func)
     return func
@@ -232,7 +261,9 @@ def check_estimable() -> None:
         raise UserError("--estimate times one process; run it without torchrun")
 
 
-def make_settings(kw: dict[str, Any]):
+def make_settings(kw: dict[str, Any], threat_model: str | None = None):
+    """The shared options as :class:`Settings`; ``threat_model`` is ``--threat-model`` (its norm is
+    set on every recipe of the command)."""
     from robdistill.config.settings import Settings
 
     device = kw.pop("device")
@@ -256,7 +287,8 @@ def make_settings(kw: dict[str, Any]):
     return Settings(dataset=kw.pop("dataset"), data_root=kw.pop("data_root"), download=kw.pop("download"),
                     seed=kw.pop("seed"), device=device, tracking_uri=kw.pop("tracking_uri"),
                     experiment=kw.pop("experiment"), cache_dir=cache_dir, progress=not kw.pop("quiet"),
-                    resume=kw.pop("resume", False), use_registry=not kw.pop("no_registry", False))
+                    resume=kw.pop("resume", False), use_registry=not kw.pop("no_registry", False),
+                    threat_model=attack_norm(threat_model))
 
 
 def set_threads(threads: int | None) -> None:
@@ -322,7 +354,8 @@ def print_outcome(outcome, heading: str) -> None:
     from robdistill.eval.tables import consistency_table, failed_checks
 
     if outcome.results:
-        click.echo(f"\n{heading} (accuracy %, 95% Wilson interval)")
+        threats = ", ".join(dict.fromkeys(result.threat_label for result in outcome.results.values()))
+        click.echo(f"\n{heading} (accuracy %, 95% Wilson interval; {threats})")
         click.echo(outcome.table)
         failures = failed_checks(outcome.results)
         click.echo("\nsanity checks: " + ("all passed" if not failures else "FAILED\n  " + "\n  ".join(failures)))
@@ -384,6 +417,7 @@ def one_line_warning(message: Warning | str, category: type[Warning], filename: 
 @precision_option
 @estimate_option
 @teacher_source_options
+@threat_model_option
 @common_options
 def run(teacher, perturb, student, suite, eps, n_eval, skip_teacher_eval, overrides, precision, estimate_only, arch,
         model_dir, threat_model, sha256, expect_clean, **kw) -> None:
@@ -395,6 +429,7 @@ def run(teacher, perturb, student, suite, eps, n_eval, skip_teacher_eval, overri
       robdistill run --teacher at --perturb nonmax-flatten --set student.temperature=2
       robdistill run --teacher aalp --dataset fashion-mnist --set teacher.epochs=5
       robdistill run --teacher alp --perturb nonmax-shuffle --precision bf16
+      robdistill run --teacher at --perturb nonmax-shuffle --threat-model l2
       robdistill run --teacher trades --dataset fashion-mnist --estimate
       robdistill run --teacher robustbench:Wong2020Fast --dataset cifar10 --model-dir models
       robdistill run --teacher weights.pt --teacher-model timm:resnet18 --dataset cifar10 --expect-clean 0.9
@@ -403,7 +438,7 @@ def run(teacher, perturb, student, suite, eps, n_eval, skip_teacher_eval, overri
 
     source = source_options(arch, model_dir, threat_model, sha256, expect_clean)
     stages = recipe_stages(teacher, source, ("teacher", "student", "suite"))
-    settings = make_settings(kw)
+    settings = make_settings(kw, threat_model)
     arguments = dict(teacher=teacher, perturb=perturb, student=student, suite=suite, eps=eps, n_eval=n_eval,
                      overrides=with_precision(overrides, precision, stages), evaluate_teacher=not skip_teacher_eval,
                      source=source)
@@ -457,6 +492,7 @@ def run(teacher, perturb, student, suite, eps, n_eval, skip_teacher_eval, overri
 @precision_option
 @estimate_option
 @teacher_source_options
+@threat_model_option
 @common_options
 def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_eval, outputs, shard, executor, workers,
           slurm_partition, slurm_time, slurm_cpus, slurm_gpus, slurm_mem, slurm_parallelism, slurm_set, no_wait,
@@ -472,6 +508,7 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
       robdistill sweep --dataset fashion-mnist --set teacher.epochs=5 --n-eval 500
       robdistill sweep --dataset fashion-mnist --seeds 0,1,2,3,4 --estimate
       robdistill sweep --executor local --workers 2     # two processes of cores / 2 threads each
+      robdistill sweep --teachers standard,at --perturbs keep,nonmax-shuffle,nonmax-flatten --threat-model l2
 
     Run the same command again to continue a sweep: the cells it finished are read back from the
     store, not run again (`robdistill sweep-status <sweep name>` lists them).
@@ -485,7 +522,7 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
 
     for path in outputs:
         check_table_path(path)
-    check_eps(eps)
+    check_eps(eps, attack_norm(threat_model) or suite_norm(suite or default_suite(kw["dataset"])))
     shard_spec = parse_shard(shard)
     pool = None
     if executor == "local":
@@ -506,7 +543,7 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
     source = source_options(arch, model_dir, threat_model, sha256, expect_clean)
     grid = parse_list(teachers, "teachers")
     stages = max((recipe_stages(t, source, ("teacher", "student", "suite")) for t in grid), key=len)
-    settings = make_settings(kw)
+    settings = make_settings(kw, threat_model)
     arguments = dict(teachers=grid, perturbs=parse_list(perturbs, "perturbs"), seeds=parse_seeds(seeds),
                      student=student, suite=suite, eps=eps, n_eval=n_eval,
                      overrides=with_precision(overrides, precision, stages), evaluate_teachers=not skip_teacher_eval,
@@ -772,12 +809,13 @@ def report(sweep_names, outputs, experiment, tracking_uri) -> None:
 @click.option("--teacher", required=True, help="Teacher recipe name or .toml path.")
 @overrides_option("Override a recipe field, e.g. epochs=2 or objective=at (repeatable).")
 @precision_option
+@threat_model_option
 @common_options
-def train_teacher(teacher, overrides, precision, **kw) -> None:
+def train_teacher(teacher, overrides, precision, threat_model, **kw) -> None:
     """Train a teacher (or find it in the cache) and save its checkpoint."""
     from robdistill.experiments.pipeline import train_teacher_only
 
-    print_outcome(train_teacher_only(make_settings(kw), teacher, with_precision(overrides, precision, ("",))),
+    print_outcome(train_teacher_only(make_settings(kw, threat_model), teacher, with_precision(overrides, precision, ("",))),
                   "teacher")
 
 
@@ -789,6 +827,7 @@ def train_teacher(teacher, overrides, precision, **kw) -> None:
 @overrides_option("Override a recipe field: teacher.epochs=5 or student.epochs=3 (repeatable).")
 @precision_option
 @teacher_source_options
+@threat_model_option
 @common_options
 def distill(teacher, perturb, student, overrides, precision, arch, model_dir, threat_model, sha256, expect_clean,
             **kw) -> None:
@@ -803,7 +842,7 @@ def distill(teacher, perturb, student, overrides, precision, arch, model_dir, th
 
     source = source_options(arch, model_dir, threat_model, sha256, expect_clean)
     stages = recipe_stages(teacher, source, ("teacher", "student"))
-    print_outcome(distill_only(make_settings(kw), teacher, perturb, student,
+    print_outcome(distill_only(make_settings(kw, threat_model), teacher, perturb, student,
                                with_precision(overrides, precision, stages), source), "distillation")
 
 
@@ -822,6 +861,7 @@ def evaluate_source_options(func: Callable) -> Callable:
 @overrides_option("Override a suite field, e.g. n_eval=100 or seed=3 (repeatable).")
 @precision_option
 @evaluate_source_options
+@threat_model_option
 @common_options
 def evaluate(models, suite, eps, n_eval, eps_sweep, shard, overrides, precision, arch, model_dir, threat_model,
              sha256, expect_clean, **kw) -> None:
@@ -833,6 +873,7 @@ def evaluate(models, suite, eps, n_eval, eps_sweep, shard, overrides, precision,
     Examples:
       robdistill evaluate .robdistill/teachers/digits-at-s0-*.pt --suite full
       robdistill evaluate student.pt --eps-sweep 0,0.05,0.1,0.15,0.2 --suite smoke
+      robdistill evaluate student.pt --threat-model l2 --eps-sweep 0,0.25,0.5,0.75,1 --suite smoke
       robdistill evaluate student.pt --suite full --shard 2/4 --tracking-uri http://server:5000
       robdistill evaluate robustbench:Wong2020Fast --dataset cifar10 --model-dir models --n-eval 500
       robdistill evaluate model_scripted.pt weights.pt --model timm:resnet18 --dataset cifar10
@@ -848,9 +889,9 @@ def evaluate(models, suite, eps, n_eval, eps_sweep, shard, overrides, precision,
             raise UserError(f"--eps-sweep must be comma-separated numbers (e.g. 0,0.05,0.1); got '{eps_sweep}'") from None
         if not eps_values:
             raise UserError("--eps-sweep is empty; give comma-separated radii")
-        outside = [v for v in eps_values if not 0.0 <= v <= 1.0]
-        if outside:
-            raise UserError(f"--eps-sweep radii must lie in [0, 1] (images are in [0, 1]); got {outside[0]:g}")
+        norm = attack_norm(threat_model) or (suite_norm(suite) if suite else "linf")  # the default suites are linf
+        for value in eps_values:
+            norm_of(norm).check_radius(value, "--eps-sweep radii")
     from robdistill.experiments.sweep import parse_shard
 
     shard_spec = parse_shard(shard)
@@ -858,7 +899,7 @@ def evaluate(models, suite, eps, n_eval, eps_sweep, shard, overrides, precision,
         raise UserError(f"--sha256 given {len(sha256)} times for {len(models)} models; give one per model, in order")
     sources = [source_options(arch, model_dir, threat_model, sha256[i] if sha256 else None, expect_clean)
                for i in range(len(models))]
-    settings = make_settings(kw)
+    settings = make_settings(kw, threat_model)
     outcome = evaluate_checkpoints(settings, list(models), suite, eps, n_eval,
                                    with_precision(overrides, precision, ("",)), eps_values, shard_spec, sources)
     print_outcome(outcome, "evaluation" if shard_spec is None else f"evaluation, shard {shard} of the test rows")
@@ -1007,7 +1048,7 @@ def regress(baseline, update, add_seeds, refit, **kw) -> None:
 
 
 LISTS = ("datasets", "models", "teachers", "students", "perturbations", "attacks", "suites", "objectives", "augmentations",
-         "precisions", "sources")
+         "precisions", "threat-models", "sources")
 
 
 @main.command("list")

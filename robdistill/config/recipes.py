@@ -78,6 +78,7 @@ class TeacherRecipe(TrainingRecipe):
     2018 and Zhang et al. 2019 train CIFAR-10 on random crops and flips); ``none`` draws nothing."""
 
     objective: str = "standard"
+    threat_model: str = "linf"  # robdistill.core.threat: the ball of the training attack (linf, l2)
     eps: float | None = None
     attack_steps: int = 10
     attack_step_size: float | None = None
@@ -87,12 +88,11 @@ class TeacherRecipe(TrainingRecipe):
     augment: str = "none"  # robdistill.augment, applied to the clean batch before the objective (crop-flip ...)
 
     NAMED_FIELDS: ClassVar[dict[str, str]] = {**TrainingRecipe.NAMED_FIELDS, "objective": "objective",
-                                              "augment": "augment"}
+                                              "augment": "augment", "threat_model": "threat_model"}
 
     def validate(self) -> None:
         super().validate()
-        if self.eps is not None:
-            _require(0.0 <= self.eps <= 1.0, f"eps must lie in [0, 1]; got {self.eps}")
+        _check_radius(self.threat_model, self.eps)
         _require(self.attack_steps >= 1, f"attack_steps must be >= 1; got {self.attack_steps}")
         if self.attack_step_size is not None:
             _require(self.attack_step_size > 0, f"attack_step_size must be > 0; got {self.attack_step_size}")
@@ -114,18 +114,18 @@ class StudentRecipe(TrainingRecipe):
     augment: str = "none"  # robdistill.augment: none (teacher logits cached), shift1, crop, crop-flip
     method: str = "clean"  # robdistill.student_methods: clean, ard, rslad
     adv_weight: float = 1.0
+    threat_model: str = "linf"  # the ball of ard / rslad's attack and of the validation PGD (linf, l2)
     eps: float | None = None
     attack_steps: int = 10
     attack_step_size: float | None = None
 
     NAMED_FIELDS: ClassVar[dict[str, str]] = {**TrainingRecipe.NAMED_FIELDS, "augment": "augment",
-                                              "method": "student_method"}
+                                              "method": "student_method", "threat_model": "threat_model"}
 
     def validate(self) -> None:
         super().validate()
         _require(0.0 <= self.adv_weight <= 1.0, f"adv_weight must lie in [0, 1]; got {self.adv_weight}")
-        if self.eps is not None:
-            _require(0.0 <= self.eps <= 1.0, f"eps must lie in [0, 1]; got {self.eps}")
+        _check_radius(self.threat_model, self.eps)
         _require(self.attack_steps >= 1, f"attack_steps must be >= 1; got {self.attack_steps}")
         if self.attack_step_size is not None:
             _require(self.attack_step_size > 0, f"attack_step_size must be > 0; got {self.attack_step_size}")
@@ -143,6 +143,7 @@ class SuiteRecipe:
 
     name: str = ""
     description: str = ""
+    threat_model: str = "linf"  # robdistill.core.threat: the ball every attack of the suite runs in (linf, l2)
     eps: float | None = None
     n_eval: int = 0
     batch_size: int = 256
@@ -153,14 +154,14 @@ class SuiteRecipe:
     analysis_n_eval: int = 0  # the AALP consistency analysis (a PGD-20) on the first this many images; 0 = all
 
     def named_entries(self) -> Iterator[tuple[str, str]]:
-        """("attack", name) for every attack of the suite, and ("precision", name)."""
+        """("attack", name) for every attack of the suite, ("precision", name) and ("threat_model", name)."""
         for entry in self.attack:
             yield "attack", entry["name"]
         yield "precision", self.precision
+        yield "threat_model", self.threat_model
 
     def validate(self) -> None:
-        if self.eps is not None:
-            _require(0.0 <= self.eps <= 1.0, f"eps must lie in [0, 1]; got {self.eps}")
+        _check_radius(self.threat_model, self.eps)
         _require(self.n_eval >= 0, f"n_eval must be >= 0; got {self.n_eval}")
         _require(self.batch_size >= 1, f"batch_size must be >= 1; got {self.batch_size}")
         _require(self.autoattack_chunk >= 1, f"autoattack_chunk must be >= 1; got {self.autoattack_chunk}")
@@ -170,6 +171,8 @@ class SuiteRecipe:
             _require(isinstance(entry, dict) and "name" in entry, "every [[attack]] table needs a name")
             key = entry.get("key", entry["name"])
             _require(key not in keys, f"attack key '{key}' appears twice; give one a different key")
+            _require("norm" not in entry, f"attack '{key}' sets a norm; a suite's attacks share its threat_model "
+                                          f"(threat_model = \"l2\" at the top of the suite, or --threat-model)")
             keys.add(key)
             count = entry.get("n_eval", 0)
             _require(isinstance(count, int) and not isinstance(count, bool) and count >= 0,
@@ -197,6 +200,15 @@ class SuiteRecipe:
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise UserError(message)
+
+
+def _check_radius(threat_model: str, eps: float | None) -> None:
+    """``eps`` (when set) is a radius of ``threat_model``'s norm: in [0, 1] under L-inf, >= 0 under L2.
+    (An unknown threat model is reported by the registry-name check, one layer up.)"""
+    from robdistill.core.threat import NORMS
+
+    if eps is not None and threat_model in NORMS:
+        NORMS.get(threat_model).check_radius(eps)
 
 
 R = TypeVar("R")
@@ -375,7 +387,7 @@ def to_dict(recipe: Any) -> dict[str, Any]:
 # left out of cache keys at that value, so the keys of everything cached before they existed stay
 # valid. A teacher's ``augment`` is one of them; a student's has been part of its key from the start
 # (teacher recipes are told apart by their ``objective``).
-KEY_REFERENCE: dict[str, Any] = {"precision": "fp32", "analysis_n_eval": 0}
+KEY_REFERENCE: dict[str, Any] = {"precision": "fp32", "analysis_n_eval": 0, "threat_model": "linf"}
 TEACHER_KEY_REFERENCE: dict[str, Any] = {"augment": "none"}
 
 

@@ -29,3 +29,6 @@ class Settings:
     progress: bool = True
     use_registry: bool = True  # find teachers in, and add them to, the store's model registry
     resume: bool = False  # continue interrupted teacher training / distillation from its state file
+    #: the threat model every stage works in (robdistill.core.threat: "linf", "l2"): set on the teacher,
+    #: student and suite recipes of the command; None keeps each recipe's own (linf unless it says)
+    threat_model: str | None = None

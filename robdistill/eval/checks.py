@@ -13,6 +13,7 @@ import torch
 
 from robdistill.attacks import ATTACKS, Attack
 from robdistill.core.errors import UserError
+from robdistill.core.threat import NORM_NAMES, NORMS
 
 if TYPE_CHECKING:
     from robdistill.eval.results import EvaluationResult
@@ -136,7 +137,8 @@ def square_gap_checks(result: EvaluationResult, alpha: float = 0.05,
 
 
 def reach(steps: int, step_size: float) -> float:
-    """How far (L-infinity) a PGD of ``steps`` signed steps of ``step_size`` can move from its start."""
+    """How far a PGD of ``steps`` steps of ``step_size`` can move from its start, in its own norm
+    (each L-inf step is a signed step of that size, each L2 step a unit direction times it)."""
     return steps * step_size
 
 
@@ -177,17 +179,26 @@ def check_finite(values: torch.Tensor, what: str) -> None:
 
 
 def perturbation_stats(x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, Any]:
-    """What the ball and box checks need, in a form that merges over chunks and ranks."""
-    linf = (x_adv - x).abs().flatten(1).amax(1).max().item() if len(x) else 0.0
-    box = bool(((x_adv >= -TOLERANCE) & (x_adv <= 1 + TOLERANCE)).all())
-    return {"linf": float(linf), "box": box}
+    """What the ball and box checks need, in a form that merges over chunks and ranks: the largest
+    perturbation under every norm (robdistill.core.threat), and whether every pixel is in [0, 1]."""
+    stats: dict[str, Any] = {name: float(NORMS.get(name).distance(x_adv - x).max().item()) if len(x) else 0.0
+                             for name in NORM_NAMES}
+    stats["box"] = bool(((x_adv >= -TOLERANCE) & (x_adv <= 1 + TOLERANCE)).all())
+    return stats
 
 
-def perturbation_checks(key: str, pieces: list[dict[str, Any]], eps: float) -> list[SanityCheck]:
-    """METHODS section 4: every adversarial image lies in the eps ball around its image and in [0, 1]
-    (``pieces``: the :func:`perturbation_stats` of every chunk and rank)."""
-    linf = max((p["linf"] for p in pieces), default=0.0)
+#: how the ball check prints each norm
+NORM_SYMBOLS = {"linf": "inf", "l2": "2"}
+
+
+def perturbation_checks(key: str, pieces: list[dict[str, Any]], eps: float, norm: str = "linf") -> list[SanityCheck]:
+    """METHODS section 4: every adversarial image lies in the eps ball of the attack's norm around its
+    image and in [0, 1] (``pieces``: the :func:`perturbation_stats` of every chunk and rank). The
+    tolerance is float rounding: 1e-6 absolute, and under L2 also 1e-5 of eps (a norm sums many
+    squares)."""
+    largest = max((p.get(norm, 0.0) for p in pieces), default=0.0)
+    tolerance = TOLERANCE + (1e-5 * eps if norm != "linf" else 0.0)
     box = all(p["box"] for p in pieces)
-    return [SanityCheck(f"{key}: ||x_adv - x||_inf <= eps", linf <= eps + TOLERANCE,
-                        f"max {linf:.6f} vs eps {eps:.6f}"),
+    return [SanityCheck(f"{key}: ||x_adv - x||_{NORM_SYMBOLS.get(norm, norm)} <= eps", largest <= eps + tolerance,
+                        f"max {largest:.6f} vs eps {eps:.6f}"),
             SanityCheck(f"{key}: x_adv in [0, 1]", box, "all pixels in range" if box else "out of range")]

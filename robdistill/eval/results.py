@@ -36,6 +36,14 @@ class EvaluationResult:
     # attacks that ran on some models of a grid only (a suite table's ``only``): shown, but left out
     # of the worst case, so that every model's worst case is over the same attacks
     not_in_worst: tuple[str, ...] = ()
+    norm: str = "linf"  # the threat model's norm (robdistill.core.threat); ``eps`` is its radius
+
+    @property
+    def threat_label(self) -> str:
+        """The threat model as tables print it: ``L-inf eps 0.1``, ``L2 eps 0.2``."""
+        from robdistill.core.threat import ThreatModel
+
+        return ThreatModel(self.norm, self.eps).label
 
     @property
     def n(self) -> int:
@@ -91,7 +99,7 @@ class EvaluationResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "model": self.model, "eps": self.eps, "n": self.n,
+            "model": self.model, "norm": self.norm, "eps": self.eps, "n": self.n,
             "accuracy": {k: p.as_dict() for k, p in self.accuracies().items()},
             "attacks": self.attack_configs, "seconds": self.seconds, "costs": self.costs, "warnings": self.warnings,
             **({"not_in_worst": list(self.not_in_worst)} if self.not_in_worst else {}),
@@ -116,7 +124,7 @@ def result_from_json(payload: dict[str, Any]) -> EvaluationResult:
         [SanityCheck(**c) for c in payload.get("sanity_checks", [])], payload.get("rows"),
         {key: {part: _index_flags(indices, len(per.get(key, per["label"]))) for part, indices in parts.items()}
          for key, parts in payload.get("fooled_by", {}).items()}, payload.get("costs", {}),
-        tuple(payload.get("not_in_worst", ())))
+        tuple(payload.get("not_in_worst", ())), payload.get("norm", "linf"))
 
 
 def _index_flags(indices: list[int], n: int) -> torch.Tensor:
@@ -147,7 +155,7 @@ def merge_shards(shards: list[EvaluationResult]) -> EvaluationResult:
         {key: place(torch.cat([s.robust[key] for s in shards])) for key in first.robust},
         first.attack_configs, {key: max(s.seconds.get(key, 0.0) for s in shards) for key in first.seconds},
         {key: [w for s in shards for w in s.warnings.get(key, [])] for key in first.robust
-         if any(key in s.warnings for s in shards)})
+         if any(key in s.warnings for s in shards)}, norm=first.norm)
     merged.fooled_by = {key: {part: place(torch.cat([s.fooled_by[key][part] for s in shards])) for part in parts}
                         for key, parts in first.fooled_by.items()}
     merged.costs = {key: {kind: sum(s.costs.get(key, {}).get(kind, 0.0) * s.n for s in shards) / max(n, 1)

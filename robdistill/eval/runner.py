@@ -19,6 +19,7 @@ from robdistill.data.datasets import DatasetInfo, Split
 from robdistill.eval.checks import (SanityCheck, check_finite, perturbation_checks, perturbation_stats, reach_checks,
                                     square_gap_checks, strength_checks)
 from robdistill.eval.results import EvaluationResult
+from robdistill.core.threat import norm_of
 from robdistill.core.state import TrainingState
 
 
@@ -47,8 +48,8 @@ def suite_attacks(suite: SuiteRecipe, eps: float, step_ratio: float | None = Non
                             f"the surrogate as a checkpoint path")
         if step_ratio is not None and ATTACKS.get(entry["name"]).takes_step_size and params.get("step_size") is None:
             params["step_size"] = step_ratio * eps
-        attacks[entry.get("key", entry["name"])] = build_attack(entry["name"], eps, suite.seed,
-                                                                precision=suite.precision, **params)
+        attacks[entry.get("key", entry["name"])] = build_attack(entry["name"], eps, suite.seed, precision=suite.precision,
+                                                                norm=suite.threat_model, **params)
     return attacks
 
 
@@ -75,7 +76,7 @@ def attack_piece(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Ten
     ``weights_only`` state file)."""
     if len(y) == 0:  # a rank or shard without rows: nothing to attack
         return {"robust": torch.zeros(0, dtype=torch.bool), "seconds": 0.0, "warnings": [], "fooled_by": {},
-                "linf": 0.0, "box": True, "forward_passes": 0, "backward_passes": 0, "nonfinite": 0}
+                "linf": 0.0, "l2": 0.0, "box": True, "forward_passes": 0, "backward_passes": 0, "nonfinite": 0}
     started = time.perf_counter()
     with counted_passes(model, *attack.models_used()) as passes:
         out = attack.run(model, x, y, batch_size=batch_size, progress=progress)
@@ -97,9 +98,8 @@ def finite_verdicts(model: nn.Module, attack: Attack, x: torch.Tensor, out: Any,
     nonfinite = int((~finite).sum())
     survivors = robust.nonzero().squeeze(1)
     if len(survivors) and attack.eps > 0:
-        noise = torch.rand(x[survivors].shape, generator=private_generator(attack.seed + 1, x.device),
-                           device=x.device, dtype=x.dtype)
-        inside = finite_rows(model, (x[survivors] + (2 * noise - 1) * attack.eps).clamp(0.0, 1.0), batch_size)
+        point = attack.threat.random_start(x[survivors], private_generator(attack.seed + 1, x.device))
+        inside = finite_rows(model, point, batch_size)
         robust[survivors[~inside]] = False
         nonfinite += int((~inside).sum())
     return robust, nonfinite
@@ -212,7 +212,8 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
         saved["clean_seconds"] = time.perf_counter() - started
     clean = distributed.gather_rows(saved["clean"], len(data)).to(data.y.device)
     result = EvaluationResult(name, eps, data.y.clone(), clean, {}, {}, {"clean": saved["clean_seconds"]},
-                              not_in_worst=tuple(e.get("key", e["name"]) for e in suite.attack if "only" in e))
+                              not_in_worst=tuple(e.get("key", e["name"]) for e in suite.attack if "only" in e),
+                              norm=suite.threat_model)
     attacks = suite_attacks(suite, eps, step_ratio, surrogates)
     counts = suite.attack_samples(len(data))
     lines = StepLog(f"eval {name}", len(attacks), "attack", enabled=progress and distributed.is_main(),
@@ -243,7 +244,7 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
             result.fooled_by[key] = {c: distributed.gather_rows(torch.cat(
                 [p["fooled_by"].get(c, torch.zeros(len(p["robust"]), dtype=torch.bool)) for p in saved["done"][key]]),
                 n_key).to(clean.device) for c in components}
-        result.checks += perturbation_checks(key, pieces, eps)
+        result.checks += perturbation_checks(key, pieces, attack.eps, attack.norm)
         nonfinite = sum(p.get("nonfinite", 0) for p in pieces)
         result.checks.append(SanityCheck(f"{key}: finite logits on the adversarial images", nonfinite == 0,
                                          f"{nonfinite} of {n_key} images give NaN or infinite logits (counted "
@@ -271,26 +272,41 @@ def eps_sweep(model: nn.Module, data: Split, suite: SuiteRecipe, eps_values: lis
 
 def plot_eps_curves(curves: dict[str, dict[float, EvaluationResult]], path, title: str = "") -> None:
     """Accuracy (%) versus eps, one panel per model, one line per attack and the worst case, with
-    the 95% Wilson interval as a band."""
+    the 95% Wilson interval as a band; with several models, a last panel puts every model's worst
+    case on one plot (a teacher and its students side by side). The x axis names the curves' norm."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(curves), figsize=(4.6 * len(curves), 3.6), squeeze=False)
-    for ax, (model, by_eps) in zip(axes[0], curves.items()):
+    panels = len(curves) + (len(curves) > 1)
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 3.6), squeeze=False)
+    norms = {getattr(at, "norm", "linf") for by_eps in curves.values() for at in by_eps.values()}
+    xlabel = f"eps ({' / '.join(norm_of(n).label for n in sorted(norms))}, images in [0, 1])"
+
+    def band(ax, by_eps, key, label, width):
         eps_values = sorted(by_eps)
-        keys = list(by_eps[eps_values[0]].accuracies())
-        for key in keys:
-            points = [by_eps[e].accuracies()[key] for e in eps_values]
-            ax.plot(eps_values, [100 * p.value for p in points], marker="o", label=key,
-                    linewidth=2.2 if key == "worst" else 1.2)
-            ax.fill_between(eps_values, [100 * p.low for p in points], [100 * p.high for p in points], alpha=0.12)
-        ax.set_xlabel("eps (L-inf, images in [0, 1])")
+        points = [by_eps[e].accuracies()[key] for e in eps_values]
+        ax.plot(eps_values, [100 * p.value for p in points], marker="o", label=label, linewidth=width)
+        ax.fill_between(eps_values, [100 * p.low for p in points], [100 * p.high for p in points], alpha=0.12)
+
+    def finish(ax, heading):
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("accuracy %")
         ax.set_ylim(0, 100)
-        ax.set_title(model, fontsize=9)
+        ax.set_title(heading, fontsize=9)
         ax.legend(fontsize=7)
+
+    for ax, (model, by_eps) in zip(axes[0], curves.items()):
+        for key in by_eps[min(by_eps)].accuracies():
+            band(ax, by_eps, key, key, 2.2 if key == "worst" else 1.2)
+        finish(ax, model)
+    if len(curves) > 1:
+        ax = axes[0][-1]
+        for model, by_eps in curves.items():
+            key = "worst" if "worst" in by_eps[min(by_eps)].accuracies() else "clean"
+            band(ax, by_eps, key, model, 1.6)
+        finish(ax, "every model, worst case")
     fig.suptitle(title or "Robust accuracy versus eps", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -298,7 +314,8 @@ def plot_eps_curves(curves: dict[str, dict[float, EvaluationResult]], path, titl
 
 
 def suite_eps(suite: SuiteRecipe, info: "DatasetInfo", override: float | None = None) -> float:
-    """The radius a suite runs at: ``override``, else the suite's, else the dataset's (METHODS section 1)."""
+    """The radius a suite runs at: ``override``, else the suite's, else the dataset's under the suite's
+    threat model (METHODS section 1)."""
     if override is not None:
         return override
-    return info.eps if suite.eps is None else suite.eps
+    return info.eps_for(suite.threat_model) if suite.eps is None else suite.eps

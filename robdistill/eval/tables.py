@@ -58,7 +58,8 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 def results_markdown(results: dict[str, EvaluationResult]) -> str:
     """A parent run's description: :func:`results_table` in Markdown and the sanity checks."""
     failures = failed_checks(results)
-    return ("Accuracy %, 95% Wilson interval\n\n" + markdown_table(*results_rows(results))
+    threats = ", ".join(dict.fromkeys(result.threat_label for result in results.values()))
+    return (f"Accuracy %, 95% Wilson interval; {threats}\n\n" + markdown_table(*results_rows(results))
             + "\n\nSanity checks: " + ("all passed" if not failures else "FAILED: " + "; ".join(failures)))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, TypeVar
 
 from torch import nn
 
@@ -20,7 +20,8 @@ from robdistill.core.errors import UserError
 from robdistill.eval.results import EvaluationResult
 from robdistill.eval.runner import eps_sweep, plot_eps_curves, suite_attacks
 from robdistill.train.perturbations import PERTURBATIONS
-from robdistill.catalog import load_recipe
+from robdistill.catalog import load_recipe, override_recipe
+from robdistill.core.threat import norm_of
 from robdistill.config.recipes import StudentRecipe, SuiteRecipe, TeacherRecipe, to_dict
 from robdistill.eval.tables import failed_checks, results_markdown, results_table, results_table_records
 from robdistill.analysis.consistency import Analysis
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from robdistill.experiments.estimate import Estimate
 
 STAGES = ("teacher", "student", "suite")
+R = TypeVar("R", TeacherRecipe, StudentRecipe, SuiteRecipe)
 
 
 def split_overrides(overrides: Iterable[str], allowed: Iterable[str] = STAGES) -> dict[str, list[str]]:
@@ -53,9 +55,18 @@ def split_overrides(overrides: Iterable[str], allowed: Iterable[str] = STAGES) -
     return out
 
 
-def check_eps(eps: float | None) -> None:
-    if eps is not None and not 0.0 <= eps <= 1.0:
-        raise UserError(f"--eps must lie in [0, 1] (images are in [0, 1]); got {eps}")
+def check_eps(eps: float | None, norm: str = "linf") -> None:
+    """A one-line error unless ``eps`` (when given) is a radius of ``norm`` (L-inf: in [0, 1])."""
+    if eps is not None:
+        norm_of(norm).check_radius(eps, "--eps")
+
+
+def with_threat_model(recipe: R | None, threat_model: str | None) -> R | None:
+    """``recipe`` in the command's threat model (``Settings.threat_model``), or as it is when the
+    command names none."""
+    if recipe is None or threat_model is None or recipe.threat_model == threat_model:
+        return recipe
+    return override_recipe(recipe, threat_model=threat_model)
 
 
 @dataclass
@@ -115,20 +126,21 @@ def make_plan(settings: Settings, *, teacher: str | None = None, student: str | 
     source = source or SourceOptions()
     if perturb is not None:
         PERTURBATIONS.get(perturb)
-    check_eps(eps)
     if n_eval is not None and n_eval < 0:
         raise UserError(f"--n-eval must be >= 0 (0 = the whole test set); got {n_eval}")
     external = teacher is not None and not is_recipe(teacher, source)
     if external and overrides.get("teacher"):
         raise UserError(f"--set teacher.{overrides['teacher'][0]}: {teacher} is an external teacher, loaded and not "
                         f"trained here; teacher.* overrides apply to recipe teachers only, drop them")
-    teacher_recipe = (load_recipe("teacher", teacher, overrides.get("teacher", []), dataset=settings.dataset)
-                      if teacher and not external else None)
-    student_recipe = (load_recipe("student", student, overrides.get("student", []), dataset=settings.dataset)
-                      if student else None)
+    threat = settings.threat_model
+    teacher_recipe = with_threat_model(load_recipe("teacher", teacher, overrides.get("teacher", []),
+                                                   dataset=settings.dataset) if teacher and not external else None, threat)
+    student_recipe = with_threat_model(load_recipe("student", student, overrides.get("student", []),
+                                                   dataset=settings.dataset) if student else None, threat)
     suite_recipe = None
     if suite is not None:
-        suite_recipe = load_recipe("suite", suite, overrides.get("suite", []))
+        suite_recipe = with_threat_model(load_recipe("suite", suite, overrides.get("suite", [])), threat)
+    check_eps(eps, suite_recipe.threat_model if suite_recipe is not None else threat or "linf")
     splits = load_dataset(settings.dataset, settings.data_root, settings.download).to(settings.device)
     plan = Plan(splits, teacher_recipe, student_recipe, perturb, suite_recipe)
     if suite_recipe is not None:
@@ -243,11 +255,12 @@ def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: s
         announce(lambda: experiment_estimate(plan, settings, perturb, evaluate_teacher))
     teacher_name = plan.teacher_name
     tags = schema.run_tags(settings.dataset, teacher_name, perturb, plan.student.name, settings.seed,
-                           plan.suite.name, {**(extra_tags or {}), **plan.teacher_tags()})
-    name = schema.pipeline_run_name(teacher_name, perturb, settings.seed, plan.student.name)
+                           plan.suite.name, {**(extra_tags or {}), **plan.teacher_tags(),
+                                             schema.TAG_THREAT_MODEL: plan.suite.threat_model})
+    name = schema.pipeline_run_name(teacher_name, perturb, settings.seed, plan.student.name, plan.suite.threat_model)
     with tracking.tracked_run(name, nested=nested, tags=schema.stage_tags(schema.STAGE_RUN, tags)) as parent:
         tracking.log_params("", {"dataset": settings.dataset, "seed": settings.seed, "perturb": perturb,
-                                 "eps": plan.eps, "n_eval": len(plan.test())})
+                                 "threat_model": plan.suite.threat_model, "eps": plan.eps, "n_eval": len(plan.test())})
         log_dataset_input(plan.splits, "training")
         log_dataset_input(plan.splits, "test", plan.test())
         tracking.log_params("student", to_dict(plan.student))
@@ -412,8 +425,6 @@ def evaluate_checkpoints(settings: Settings, checkpoints: list[str] | list[Path]
     if shard is not None and eps_values:
         raise UserError("--shard and --eps-sweep do not go together; split the eps sweep by running one "
                         "--eps per machine")
-    for value in eps_values or []:
-        check_eps(value)
     specs = [str(spec) for spec in checkpoints]
     options = sources or [SourceOptions()] * len(specs)
     dataset = _evaluation_dataset(settings, specs, options)
@@ -421,6 +432,8 @@ def evaluate_checkpoints(settings: Settings, checkpoints: list[str] | list[Path]
     plan = make_plan(settings, suite=suite or default_suite(dataset), eps=eps, n_eval=n_eval,
                      overrides={"suite": list(overrides)})
     assert plan.suite and plan.eps is not None
+    for value in eps_values or []:
+        norm_of(plan.suite.threat_model).check_radius(value, "every --eps-sweep radius")
     loaded = [load_external(spec, plan, settings, option) for spec, option in zip(specs, options)]
     uri = tracking.configure(settings.tracking_uri, settings.experiment)
     names = [_model_name(item.provenance) for item in loaded]
@@ -445,7 +458,8 @@ def evaluate_checkpoints(settings: Settings, checkpoints: list[str] | list[Path]
         analyses = {name: analysis for name, (_, analysis) in evaluated.items()}
         _log_comparison(results, analyses, {n: item.model for n, item in models.items()}, plan)
         curves = {name: eps_sweep(item.model, plan.test(), plan.suite, sorted(eps_values), name=name,
-                                  progress=settings.progress, step_ratio=dataset_step_ratio(dataset))
+                                  progress=settings.progress,
+                                  step_ratio=dataset_step_ratio(dataset, plan.suite.threat_model))
                   for name, item in models.items()} if eps_values else {}
         if curves:
             _log_eps_curves(curves, dataset)
@@ -503,11 +517,12 @@ def merged_evaluation(tracking_uri: str | None, experiment: str, eval_name: str)
 
 
 def _log_eps_curves(curves: dict[str, dict[float, EvaluationResult]], dataset: str) -> None:
-    records: dict[str, list] = {"model": [], "eps": [], "metric": [], "accuracy": [], "ci_low": [], "ci_high": []}
+    records: dict[str, list] = {"model": [], "norm": [], "eps": [], "metric": [], "accuracy": [], "ci_low": [],
+                                "ci_high": []}
     for name, by_eps in curves.items():
         for eps, result in by_eps.items():
             for key, p in result.accuracies().items():
-                for column, value in zip(records, [name, eps, key, p.value, p.low, p.high]):
+                for column, value in zip(records, [name, result.norm, eps, key, p.value, p.low, p.high]):
                     records[column].append(value)
     tracking.log_table(records, "eps_sweep.json")
     with tracking.scratch_dir() as tmp:

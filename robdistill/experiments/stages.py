@@ -279,7 +279,7 @@ def evaluate_model(model: nn.Module, name: str, test: Split, suite: SuiteRecipe,
     ``subject``: "teacher" or the student's perturbation, for the suite's attacks that run on some
     models only (:meth:`SuiteRecipe.for_subject`)."""
     suite = suite.for_subject(subject)
-    ratio = dataset_step_ratio(settings.dataset)
+    ratio = dataset_step_ratio(settings.dataset, suite.threat_model)
     key = evaluation_key(model, test, suite, eps, ratio)
     state = TrainingState(settings.cache_dir / "state" / f"eval-{key}.state.pt")
     interrupted = _interrupted_run(state, settings)
@@ -296,7 +296,7 @@ def evaluate_model(model: nn.Module, name: str, test: Split, suite: SuiteRecipe,
                           resume=settings.resume, step_ratio=ratio, surrogates=surrogates)
         result.rows = rows  # one shard of a split evaluation: which test rows these are
         analysis = analyze_model(model, test.head(suite.analysis_n_eval or None), eps, suite.seed,
-                                 step_size=ratio * eps)
+                                 step_size=ratio * eps, norm=suite.threat_model)
         log_analysis(MlflowTracker(), analysis)
         if model_id is None:
             tracking.log_metrics(result.metrics())

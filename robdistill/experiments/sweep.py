@@ -112,8 +112,9 @@ def sweep_name_of(settings: Settings, grid: dict[str, str], eps: float | None, n
     """A stable name for a grid: every shard of it, on any machine, computes the same one."""
     from robdistill.config.recipes import fingerprint
 
+    threat = {} if settings.threat_model in (None, "linf") else {"threat_model": settings.threat_model}
     return "sweep-" + fingerprint({**grid, "dataset": settings.dataset, "eps": eps, "n_eval": n_eval,
-                                   "overrides": list(overrides), "protocol": protocol()})[:12]
+                                   "overrides": list(overrides), "protocol": protocol(), **threat})[:12]
 
 
 def grid_name(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence[str], seeds: Sequence[int],

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 from robdistill.core.errors import UserError
 from robdistill.report.content import (Check, Checks, Code, EvaluationChecks,
                                        Figure, Paragraph, Report, Section, Table)
+from robdistill.core.threat import norm_of
 from robdistill.tracking import schema
 
 DEFAULT_EXPERIMENT = "robdistill"
@@ -222,7 +223,7 @@ def _overview(ctx: _Context) -> Section:
         f"tagged with the sweep name (all shards), the newest of a re-run cell. {len(ctx.cells)} evaluations "
         f"({sum(c.perturb == TEACHER_ROW for c in ctx.cells)} teachers, "
         f"{sum(c.perturb != TEACHER_ROW for c in ctx.cells)} students) on the first {first.n} test images of "
-        f"{ctx.dataset}, L-inf eps {first.eps:g}.")]
+        f"{ctx.dataset}, {first.threat_label}.")]
     rows = []
     for name in ctx.names:
         for run in ctx.parents[name]:
@@ -402,18 +403,30 @@ def _eps_curves(ctx: _Context) -> Section:
     rows = []
     for name, by_eps in curves.items():
         metrics = list(next(iter(by_eps.values())).points)
-        header = ["model", "eps", *metrics]
+        header = ["model", "threat model", "eps", *metrics]
         for eps in sorted(by_eps):
             points = by_eps[eps].points
-            rows.append([name, f"{eps:g}", *(f"{100 * p.value:.1f} [{100 * p.low:.1f}, {100 * p.high:.1f}]"
-                                             if p else "-" for p in (points.get(m) for m in metrics))])
-    figure = ctx.figure("eps_curves.png", "Accuracy versus eps",
-                        "Accuracy % versus the L-inf radius, one panel per model, one line per attack and the worst "
-                        "case, with the 95% Wilson interval as a band (from `robdistill evaluate --eps-sweep`, runs "
-                        + ", ".join(runs) + ").",
-                        lambda path: plot_eps_curves(curves, path, title=f"Accuracy versus eps on {ctx.dataset}"))
+            rows.append([name, by_eps[eps].norm, f"{eps:g}",
+                         *(f"{100 * p.value:.1f} [{100 * p.low:.1f}, {100 * p.high:.1f}]"
+                           if p else "-" for p in (points.get(m) for m in metrics))])
+    blocks: list = []
+    by_norm: dict[str, dict[str, dict[float, _AtEps]]] = {}
+    for name, by_eps in curves.items():
+        by_norm.setdefault(next(iter(by_eps.values())).norm, {})[name] = by_eps
+    for norm in sorted(by_norm, key=lambda n: n != "linf"):  # one figure per threat model, L-inf first
+        label = norm_of(norm).label
+        file = "eps_curves.png" if norm == "linf" else f"eps_curves_{norm}.png"
+        group = by_norm[norm]
+        blocks.append(ctx.figure(
+            file, f"Accuracy versus eps ({label})",
+            f"Accuracy % versus the {label} radius, one panel per model, one line per attack and the worst case, "
+            f"with the 95% Wilson interval as a band" + (", and a last panel with every model's worst case on one "
+                                                         "plot" if len(group) > 1 else "")
+            + " (from `robdistill evaluate --eps-sweep`, runs " + ", ".join(runs) + ").",
+            lambda path, group=group, label=label: plot_eps_curves(
+                group, path, title=f"Accuracy versus eps ({label}) on {ctx.dataset}")))
     return Section("eps", "Accuracy versus eps", [
-        figure, Table("accuracy versus eps (accuracy %, 95% Wilson interval)", header, rows)])
+        *blocks, Table("accuracy versus eps (accuracy %, 95% Wilson interval)", header, rows)])
 
 
 @dataclass
@@ -428,6 +441,7 @@ class _AtEps:
     """One model at one eps as ``plot_eps_curves`` reads it (``accuracies()``), from a logged table."""
 
     points: dict[str, _Point]
+    norm: str = "linf"  # the threat model the sweep ran in (older tables, without the column: linf)
 
     def accuracies(self) -> dict[str, _Point]:
         return self.points
@@ -458,7 +472,10 @@ def _stored_eps_curves(ctx: _Context) -> tuple[dict[str, dict[float, _AtEps]], l
             name = fresh.get(str(record["model"]))
             if name is None:
                 continue
-            at = curves.setdefault(name, {}).setdefault(float(record["eps"]), _AtEps({}))
+            norm = str(record.get("norm") or "linf")
+            if norm != "linf":  # a model swept in two norms gets a curve per norm
+                name = f"{name} ({norm_of(norm).label})"
+            at = curves.setdefault(name, {}).setdefault(float(record["eps"]), _AtEps({}, norm))
             at.points[str(record["metric"])] = _Point(float(record["accuracy"]), float(record["ci_low"]),
                                                       float(record["ci_high"]))
         used.append(parent.info.run_id)

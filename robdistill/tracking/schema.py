@@ -66,6 +66,7 @@ TAG_PERTURB = "perturb"
 TAG_STUDENT = "student"
 TAG_SEED = "seed"
 TAG_SUITE = "suite"
+TAG_THREAT_MODEL = "threat_model"  # the norm every attack of the run used (linf, l2); its radius is the eps param
 TAG_ROLE = "role"
 TAG_MODEL = "model"                  # an `evaluate` evaluation: <kind>:<checkpoint stem>
 TAG_TEACHER_KEY = "teacher_key"      # the teacher's recipe hash (also on its model-registry versions)
@@ -257,9 +258,10 @@ def cell_name(teacher: str, perturb: str, seed: int, student: str = DEFAULT_STUD
     return RUN_NAME_SEPARATOR.join(parts)
 
 
-def pipeline_run_name(teacher: str, perturb: str, seed: int, student: str = DEFAULT_STUDENT) -> str:
-    """A `run`: ``alp · nonmax-shuffle · s0``."""
-    return cell_name(teacher, perturb, seed, student)
+def pipeline_run_name(teacher: str, perturb: str, seed: int, student: str = DEFAULT_STUDENT,
+                      threat_model: str = "linf") -> str:
+    """A `run`: ``alp · nonmax-shuffle · s0`` (`` · l2`` after it under a threat model other than linf)."""
+    return cell_name(teacher, perturb, seed, student) + ("" if threat_model == "linf" else RUN_NAME_SEPARATOR + threat_model)
 
 
 def teacher_run_name(teacher: str, seed: int) -> str:

@@ -36,12 +36,13 @@ from robdistill.train.perturbations import PERTURBATIONS
 
 @dataclass
 class AttackContext:
-    """The student's training attack (ARD, RSLAD): L-inf PGD radius, steps, step size, generator."""
+    """The student's training attack (ARD, RSLAD): PGD radius, steps, step size, generator, norm."""
 
     eps: float
     steps: int
     step_size: float
     generator: torch.Generator
+    norm: str = "linf"
 
 
 Method = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, StudentRecipe, AttackContext], LossOutput]
@@ -88,7 +89,7 @@ def _student_attack(student: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_f
                     start: torch.Tensor | None = None) -> torch.Tensor:
     with eval_mode(student):
         return pgd_perturb(student, x, y, eps=ctx.eps, step_size=ctx.step_size, steps=ctx.steps,
-                           loss_fn=loss_fn, generator=ctx.generator, start=start)
+                           loss_fn=loss_fn, generator=ctx.generator, start=start, norm=ctx.norm)
 
 
 @STUDENT_METHODS.register("ard", adversarial_inputs=True)
@@ -150,9 +151,18 @@ class TeacherTargets:
 
 
 def student_attack_eps(recipe: StudentRecipe, info: DatasetInfo) -> tuple[float, float]:
-    """The student's training-attack radius and step (ARD, RSLAD): the recipe's, else the dataset's."""
-    eps = info.eps if recipe.eps is None else recipe.eps
-    return eps, (recipe.attack_step_size if recipe.attack_step_size is not None else info.step_for(eps))
+    """The student's training-attack radius and step (ARD, RSLAD): the recipe's, else the dataset's
+    under the recipe's threat model."""
+    eps = info.eps_for(recipe.threat_model) if recipe.eps is None else recipe.eps
+    return eps, (recipe.attack_step_size if recipe.attack_step_size is not None
+                 else info.step_for(eps, recipe.threat_model))
+
+
+def student_validation_attack(recipe: StudentRecipe, info: DatasetInfo) -> tuple[float, float]:
+    """The student's per-epoch validation PGD: the dataset's radius and step under the recipe's
+    threat model."""
+    eps = info.eps_for(recipe.threat_model)
+    return eps, info.step_for(eps, recipe.threat_model)
 
 
 def resolved_student(recipe: StudentRecipe, perturb: str, info: DatasetInfo | None = None) -> dict[str, Any]:
@@ -168,7 +178,9 @@ def resolved_student(recipe: StudentRecipe, perturb: str, info: DatasetInfo | No
         values["inputs"] = "clean training inputs only" + ("" if recipe.augment == "none" else
                                                             f", augmented ({recipe.augment}); teacher run per view")
     if info is not None:
-        values["val_attack"] = f"PGD-{STUDENT_VAL_PGD_STEPS}, eps {info.eps:g}, step {info.step_for(info.eps):g}"
+        val_eps, val_step = student_validation_attack(recipe, info)
+        norm = "" if recipe.threat_model == "linf" else f"{recipe.threat_model.upper()} "
+        values["val_attack"] = f"{norm}PGD-{STUDENT_VAL_PGD_STEPS}, eps {val_eps:g}, step {val_step:g}"
     return values
 
 
@@ -190,7 +202,8 @@ def distill_model(teacher: nn.Module, recipe: StudentRecipe, perturb: str, split
     if adversarial_inputs(recipe.method):
         reach_warning(f"student {recipe.name}: training PGD", recipe.attack_steps, step_size, eps)
     attack = AttackContext(eps, recipe.attack_steps, step_size,
-                           private_generator(rank_stream(seed, "student", "attack"), device))
+                           private_generator(rank_stream(seed, "student", "attack"), device), recipe.threat_model)
+    val_eps, val_step = student_validation_attack(recipe, info)
 
     precision = resolve_precision(recipe.precision)
 
@@ -205,8 +218,8 @@ def distill_model(teacher: nn.Module, recipe: StudentRecipe, perturb: str, split
                                  "student_attack": attack.generator})
     history = fit(model, train, recipe, step, seed=stream_seed(seed, "student", "order"),
                   desc=f"student [{perturb}]", on_epoch_start=targets.new_epoch,
-                  validate=pgd_validator(info.eps, STUDENT_VAL_PGD_STEPS, info.step_for(info.eps), splits.val,
-                                         stream_seed(seed, "student", "validation"), precision),
+                  validate=pgd_validator(val_eps, STUDENT_VAL_PGD_STEPS, val_step, splits.val,
+                                         stream_seed(seed, "student", "validation"), precision, recipe.threat_model),
                   on_epoch_end=lambda epoch, metrics: tracker.log_metrics(metrics, step=epoch),
                   progress=progress, resume=resume, state=state)
     model.history = history  # type: ignore[attr-defined]

@@ -97,11 +97,11 @@ def initial_model(name: str, info: DatasetInfo, seed: int, stage: str, device: s
 
 
 def pgd_validator(eps: float, steps: int, step_size: float, val: Split, seed: int,
-                  precision: str | Precision = "fp32") -> Callable[[nn.Module], dict[str, float]]:
-    """Per-epoch validation: clean accuracy, and PGD accuracy on a fixed validation subset (crafted
-    in ``precision``, judged in fp32)."""
+                  precision: str | Precision = "fp32", norm: str = "linf") -> Callable[[nn.Module], dict[str, float]]:
+    """Per-epoch validation: clean accuracy, and PGD accuracy (in the ball of ``norm``) on a fixed
+    validation subset (crafted in ``precision``, judged in fp32)."""
     subset = val.head(VAL_ROBUST_SAMPLES)
-    attack = PGD(eps, seed=seed, steps=steps, step_size=step_size, precision=precision)
+    attack = PGD(eps, seed=seed, steps=steps, step_size=step_size, precision=precision, norm=norm)
 
     def validate(model: nn.Module) -> dict[str, float]:
         robust = attack.run(model, subset.x, subset.y, progress=False).robust

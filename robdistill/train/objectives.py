@@ -29,12 +29,13 @@ class TrainContext:
     pairing_weight: float = 0.5   # lambda of ALP (AALP Eq. 1 convention: sum over classes, mean over batch)
     alpha: float = 1.0            # weight of the adaptive ALP term (AALP Eq. 10)
     beta: float = 6.0             # TRADES weight of the robust KL term
+    norm: str = "linf"            # the training attack's ball (robdistill.core.threat): linf or l2
 
     def adversarial(self, model: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """PGD-k on CE with random start, generated in eval mode (METHODS section 2)."""
+        """PGD-k on CE with random start in the context's ball, generated in eval mode (METHODS section 2)."""
         with eval_mode(model):
             return pgd_perturb(model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
-                               generator=self.generator)
+                               generator=self.generator, norm=self.norm)
 
     def kl_adversarial(self, model: Classifier, x: torch.Tensor) -> torch.Tensor:
         """TRADES' inner maximisation: PGD-k on KL(softmax f(x) || softmax f(x~)) from
@@ -45,7 +46,7 @@ class TrainContext:
             noise = torch.randn(x.shape, generator=self.generator, device=self.generator.device).to(x.device)
             return pgd_perturb(model, x, target, eps=self.eps, step_size=self.step_size, steps=self.steps,
                                loss_fn=lambda logits, p: trades_kl(logits, p).sum(),
-                               start=(x + 0.001 * noise).clamp(0.0, 1.0))
+                               start=(x + 0.001 * noise).clamp(0.0, 1.0), norm=self.norm)
 
 
 @dataclass

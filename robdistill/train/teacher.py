@@ -21,14 +21,15 @@ from robdistill.train.objectives import OBJECTIVES, LossOutput, TrainContext
 
 
 def teacher_eps(recipe: TeacherRecipe, info: DatasetInfo) -> float:
-    """The training attack's radius: the recipe's, else the dataset's (METHODS section 1)."""
-    return info.eps if recipe.eps is None else recipe.eps
+    """The training attack's radius: the recipe's, else the dataset's under the recipe's threat model
+    (METHODS section 1)."""
+    return info.eps_for(recipe.threat_model) if recipe.eps is None else recipe.eps
 
 
 def teacher_step_size(recipe: TeacherRecipe, info: DatasetInfo) -> float:
     """The recipe's step size, else the dataset's (METHODS section 1) scaled to the recipe's eps."""
     eps = teacher_eps(recipe, info)
-    return recipe.attack_step_size if recipe.attack_step_size is not None else info.step_for(eps)
+    return recipe.attack_step_size if recipe.attack_step_size is not None else info.step_for(eps, recipe.threat_model)
 
 
 def resolved_teacher(recipe: TeacherRecipe, info: DatasetInfo) -> dict[str, Any]:
@@ -53,7 +54,8 @@ def train_teacher_model(recipe: TeacherRecipe, splits: Splits, seed: int, device
     reach_warning(f"teacher {recipe.name}: training PGD", recipe.attack_steps, step_size, eps)
     ctx = TrainContext(eps=eps, step_size=step_size, steps=recipe.attack_steps,
                        generator=private_generator(rank_stream(seed, "teacher", "attack"), device),
-                       pairing_weight=recipe.pairing_weight, alpha=recipe.alpha, beta=recipe.beta)
+                       pairing_weight=recipe.pairing_weight, alpha=recipe.alpha, beta=recipe.beta,
+                       norm=recipe.threat_model)
     objective = OBJECTIVES.get(recipe.objective)
     precision = resolve_precision(recipe.precision)
     augment = AUGMENTATIONS.get(recipe.augment)  # None for "none": no generator, nothing drawn
@@ -72,7 +74,7 @@ def train_teacher_model(recipe: TeacherRecipe, splits: Splits, seed: int, device
     history = fit(model, recipe.training_split(splits.train), recipe, step,
                   seed=stream_seed(seed, "teacher", "order"), desc=f"teacher {recipe.name}",
                   validate=pgd_validator(eps, recipe.attack_steps, step_size, splits.val,
-                                         stream_seed(seed, "teacher", "validation"), precision),
+                                         stream_seed(seed, "teacher", "validation"), precision, recipe.threat_model),
                   on_epoch_end=lambda epoch, metrics: tracker.log_metrics(metrics, step=epoch),
                   progress=progress, state=state, resume=resume)
     model.history = history  # type: ignore[attr-defined]

@@ -405,10 +405,10 @@ def test_valid_edges_and_config() -> None:
     for eps in (0.0, 1.0):
         build_attack("pgd", eps)
     cfg = build_attack("pgd", 0.1, seed=4, steps=8).config()
-    assert cfg == {"attack": "pgd", "eps": 0.1, "seed": 4, "steps": 8, "step_size": pytest.approx(2.5 * 0.1 / 8),
+    assert cfg == {"attack": "pgd", "norm": "linf", "eps": 0.1, "seed": 4, "steps": 8, "step_size": pytest.approx(2.5 * 0.1 / 8),
                    "restarts": 1, "random_start": True, "precision": "fp32"}
     assert build_attack("cw", 0.2).config()["attack"] == "cw"
-    assert build_attack("fgsm", 0.2).config() == {"attack": "fgsm", "eps": 0.2, "seed": 0, "precision": "fp32"}
+    assert build_attack("fgsm", 0.2).config() == {"attack": "fgsm", "norm": "linf", "eps": 0.2, "seed": 0, "precision": "fp32"}
     assert build_attack("pgd", 0.1, precision="bf16").config()["precision"] == "bf16"
     assert {"fgsm", "pgd", "cw", "autoattack"} <= set(ATTACKS.names())
 

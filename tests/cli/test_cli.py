@@ -19,6 +19,7 @@ TINY = ["--set", "teacher.epochs=1", "--set", "student.epochs=1", "--suite", "sm
     (["--teacher", "alp", "--dataset", "nope"], ["unknown dataset 'nope'", "digits"]),
     (["--teacher", "alp", "--eps", "1.5"], ["--eps must lie in [0, 1]"]),
     (["--teacher", "alp", "--eps", "-0.1"], ["--eps must lie in [0, 1]"]),
+    (["--teacher", "alp", "--threat-model", "l2", "--eps", "-0.1"], ["--eps must be a finite number >= 0 under L2"]),
     (["--teacher", "alp", "--set", "teacher.attack_steps=0"], ["attack_steps must be >= 1"]),
     (["--teacher", "alp", "--set", "teacher.colour=red"], ["unknown field 'colour'"]),
     (["--teacher", "alp", "--set", "epochs=2"], ["prefix the field", "teacher.epochs=2"]),
@@ -34,6 +35,12 @@ def test_bad_run_arguments(workdir: Path, args: list[str], fragments: list[str])
         if torch.cuda.is_available():
             pytest.skip("a GPU is present")
     assert_one_line_error(invoke("run", *args, "--quiet"), *fragments)
+    assert_nothing_written(workdir)
+
+
+def test_an_unknown_threat_model_is_refused_by_the_option(workdir: Path) -> None:
+    out = invoke("run", "--teacher", "alp", "--threat-model", "l3", "--quiet")
+    assert out.exit_code == 2 and "'l3' is not one of 'linf', 'l2', 'corruptions'" in out.stderr
     assert_nothing_written(workdir)
 
 
@@ -210,7 +217,9 @@ def test_evaluate_eps_sweep(digits_teacher, workdir: Path) -> None:
 
 def test_eps_sweep_bad_values(workdir: Path) -> None:
     assert_one_line_error(invoke("evaluate", "x.pt", "--eps-sweep", "0,a"), "comma-separated numbers")
-    assert_one_line_error(invoke("evaluate", "x.pt", "--eps-sweep", "0,1.5"), "radii must lie in [0, 1]")
+    assert_one_line_error(invoke("evaluate", "x.pt", "--eps-sweep", "0,1.5"), "radii must lie in [0, 1] under L-inf")
+    assert_one_line_error(invoke("evaluate", "x.pt", "--eps-sweep", "0,-1", "--threat-model", "l2"),
+                          "radii must be a finite number >= 0 under L2")
 
 
 def test_hints_name_the_store_and_experiment_to_read() -> None:

@@ -190,3 +190,27 @@ def test_same_seed_same_numbers(workdir: Path, tmp_path_factory, monkeypatch) ->
     table = lambda out: out.split("results")[1].split("sanity")[0]  # noqa: E731
     assert "(reused from cache)" not in second.stdout
     assert table(first.stdout) == table(second.stdout)
+
+
+def test_run_under_the_l2_threat_model(workdir: Path) -> None:
+    """`run --threat-model l2`: the teacher trains, the student validates and every attack runs in the
+    L2 ball of the dataset's L2 radius; the table says so; the L2 teacher is cached apart from the
+    L-inf one; the runs carry the threat model."""
+    l2 = invoke("run", "--teacher", "at", "--perturb", "nonmax-shuffle", "--threat-model", "l2", *TINY)
+    assert l2.exit_code == 0, (l2.output, l2.exception)
+    assert "95% Wilson interval; L2 eps 0.5)" in l2.stdout, l2.stdout
+    assert "sanity checks: all passed" in l2.stdout
+    linf = invoke("run", "--teacher", "at", "--perturb", "nonmax-shuffle", *TINY)
+    assert "95% Wilson interval; L-inf eps 0.1)" in linf.stdout and "(reused from cache)" not in linf.stdout
+    assert outcome_checkpoint(l2.stdout, "teacher") != outcome_checkpoint(linf.stdout, "teacher")
+    parents = {r.data.tags["threat_model"]: r for r in runs(workdir) if r.data.tags.get("stage") == "run"}
+    assert set(parents) == {"l2", "linf"}
+    assert parents["l2"].info.run_name == "at · nonmax-shuffle · s0 · l2"
+    assert parents["linf"].info.run_name == "at · nonmax-shuffle · s0"
+    assert parents["l2"].data.params["eps"] == "0.5" and parents["l2"].data.params["suite.threat_model"] == "l2"
+    evaluations = [r for r in runs(workdir) if r.data.tags.get("threat_model") == "l2" and "acc/pgd" in r.data.metrics]
+    assert len(evaluations) == 2  # teacher and student
+    client = mlflow.MlflowClient()
+    path = client.download_artifacts(evaluations[0].info.run_id, "results.json", str(workdir))
+    payload = json.loads(Path(path).read_text())
+    assert payload["norm"] == "l2" and {a["norm"] for a in payload["attacks"].values()} == {"l2"}

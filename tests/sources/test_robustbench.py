@@ -139,3 +139,31 @@ def test_missing_extra_is_one_line(monkeypatch: pytest.MonkeyPatch, workdir: Pat
 def test_model_info_ships_clean_accuracies() -> None:
     assert robustbench.expected_clean("cifar10", "Linf", NAME) == pytest.approx(0.8334)
     assert robustbench.expected_clean("cifar10", "Linf", "no-such-model") is None
+
+
+L2_NAME = "Rice2020Overfitting"  # a PreActResNet-18 of RobustBench's CIFAR-10 L2 leaderboard
+
+
+@pytest.mark.slow
+def test_an_l2_robustbench_teacher_is_read_from_the_l2_folder_and_attacked_in_l2(
+        workdir: Path, cifar10_root: Path, tmp_path: Path) -> None:
+    """`--threat-model l2` reads ``<model-dir>/cifar10/L2/<Name>.pt`` and runs every stage under L2 at
+    CIFAR-10's L2 radius 0.5 (RobustBench's); the provenance says which leaderboard."""
+    zoo = robustbench.model_zoo()
+    torch.manual_seed(0)
+    model = zoo.model_dicts[zoo.BenchmarkDataset("cifar10")][zoo.ThreatModel("L2")][L2_NAME]["model"]()
+    path = robustbench.checkpoint_path(tmp_path / "models", "cifar10", "L2", L2_NAME)
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items() if k not in ("mu", "sigma")}},
+               path)
+    base = common(cifar10_root, tmp_path / "models")
+    result = invoke("run", "--teacher", f"robustbench:{L2_NAME}", *base, "--threat-model", "l2", "--expect-clean",
+                    "off", "--set", "student.model=small-cnn", *TINY_STUDENT, *TINY_EVAL)
+    assert_ok(result)
+    assert "95% Wilson interval; L2 eps 0.5)" in result.stdout
+    (parent,) = runs(workdir, "run")
+    assert parent.data.params["teacher.threat_model"] == "L2" and parent.data.params["teacher.path"] == str(path.resolve())
+    assert parent.data.tags["threat_model"] == "l2" and parent.data.params["eps"] == "0.5"
+    # the same name under the default threat model is looked for on the L-inf leaderboard
+    assert_one_line_error(invoke("run", "--teacher", f"robustbench:{L2_NAME}", *base, "--expect-clean", "off",
+                                 *TINY_EVAL), "no checkpoint at", str(tmp_path / "models" / "cifar10" / "Linf"))
