@@ -66,6 +66,9 @@ def study(tmp_path_factory: pytest.TempPathFactory):
         eps = invoke(["evaluate", str(student), str(teacher), "--eps-sweep", "0,0.1", "--suite", "smoke",
                       "--n-eval", "24", "--quiet"])
         assert eps.exit_code == 0, (eps.output, eps.exception)
+        eps_l2 = invoke(["evaluate", str(student), "--eps-sweep", "0,0.5", "--threat-model", "l2", "--suite", "smoke",
+                         "--n-eval", "24", "--quiet"])
+        assert eps_l2.exit_code == 0, (eps_l2.output, eps_l2.exception)
         printed = invoke(["sweep-report", name])
         assert printed.exit_code == 0, (printed.output, printed.exception)
         reported = invoke(["report", name, "--out", "r.html", "--out", "r.md"])
@@ -93,7 +96,7 @@ def test_html_is_self_contained_and_every_image_is_an_embedded_png(study) -> Non
         assert ref.startswith(("#", "data:")), ref  # nothing from a network or another file
     assert not re.search(r"<script|<link[^>]+stylesheet|@import|url\(", page, re.I)
     images = re.findall(r"<img\b[^>]*>", page)
-    assert len(images) == 7  # eps curves, logit statistics, a confidence grid, 4 confidence scatters
+    assert len(images) == 8  # eps curves (L-inf and L2), logit statistics, a confidence grid, 4 confidence scatters
     for tag in images:
         src = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', tag)
         assert src, tag[:120]
@@ -121,6 +124,9 @@ def test_html_holds_the_tables_sweep_report_prints_and_the_claims(study) -> None
     # eps curves: the student and the teacher swept by `evaluate --eps-sweep`, matched to their cells
     eps = page.split('<section id="eps">')[1].split("</section>")[0]
     assert "<img" in eps and "<td>at / keep / seed 0</td>" in eps and "<td>standard / (teacher) / seed 1</td>" in eps
+    # a model swept under L2 too: a curve and a figure per threat model
+    assert "Accuracy versus eps (L-inf)" in eps and "Accuracy versus eps (L2)" in eps
+    assert "<td>at / keep / seed 0 (L2)</td><td>l2</td><td>0.5</td>" in eps
     consistency = page.split('<section id="consistency">')[1].split("</section>")[0]
     assert consistency.count("<td>consistent</td>") == 6  # teacher and perturbation rows, seeds averaged
 
@@ -295,6 +301,6 @@ def test_report_renders_in_headless_chromium(study, tmp_path: Path) -> None:
     found = re.search(r'<pre id="browser-check">(.*?)</pre>', proc.stdout)
     assert found, (proc.returncode, proc.stderr[-2000:])
     result = json.loads(html.unescape(found.group(1)))
-    assert result["images"] == 7 and result["loaded"] == result["images"], result
+    assert result["images"] == 8 and result["loaded"] == result["images"], result
     assert result["tables"] >= 8 and result["shown"] == result["tables"], result
     assert result["errors"] == [], result
