@@ -4,9 +4,11 @@
   (the recipe's objective, its training attack, precision and the epoch's validation), twice (the
   first warms up); a step's cost times the steps per epoch, plus the validation, times the epochs.
 - **Attacks**: each attack's own code timed on a batch that survives it (its eps = 0 probe with a
-  few iterations, on images labelled with the model's predictions), scaled by the ratio of the
-  attack's budget (:meth:`robdistill.attacks.base.Attack.budget`: its passes on a sample that
-  survives to the end) to the probe's, times the images. The most it can take: attacks stop on
+  few iterations, on at most ``PROBE_IMAGES`` images labelled with the model's predictions), scaled
+  by the ratio of the attack's budget (:meth:`robdistill.attacks.base.Attack.budget`: its passes on
+  a sample that survives to the end) to the probe's, and by the ratio of a pass's per-image cost at
+  the attack's batch size to its cost at the probe's (a GPU's small batches cost more per image),
+  times the images. The most it can take: attacks stop on
   the samples they break, so a weak model costs a fraction of it (the least counts one pass per
   attack and image).
 
@@ -29,6 +31,7 @@ from robdistill.core.progress import duration
 from robdistill.data.datasets import DatasetInfo, Splits
 
 TIMED_BATCHES = 2  # training steps timed per stage, after an untimed epoch of as many
+PROBE_IMAGES = 64  # each attack's probe runs on at most this many images (AutoAttack's time is linear in them)
 
 
 @dataclass(frozen=True)
@@ -182,17 +185,21 @@ def attacks_estimate(role: str, model: nn.Module, suite: SuiteRecipe, eps: float
     counts = suite.attack_samples(n)  # an attack with its own n_eval runs on fewer images
     size = max(1, min(suite.batch_size, n))  # the batch the attacks will run at (per-image costs depend on it)
     gradient, forward = timed_passes(model, info, size, suite.precision, device)
-    x = _random_images(size, info, device)
+    probe_n = min(size, PROBE_IMAGES)
+    small_gradient, small_forward = (timed_passes(model, info, probe_n, suite.precision, device)
+                                     if probe_n < size else (gradient, forward))
+    batch_ratio = (gradient + forward) / max(small_gradient + small_forward, 1e-12)  # per image, full vs probe batch
+    x = _random_images(probe_n, info, device)
     with eval_mode(model), torch.no_grad():
         y = model(x).argmax(1)  # nothing can be fooled at eps 0: every sample spends the probe's whole budget
     low = high = 0.0
     for key, attack in attacks.items():
         probe = attack.zero_eps_probe()
-        seconds = _wall(lambda: probe.run(model, x, y, batch_size=size, progress=False), device)
+        seconds = _wall(lambda: probe.run(model, x, y, batch_size=probe_n, progress=False), device)
         full, probed = attack.budget(info.num_classes), probe.budget(info.num_classes)
         scale = ((full.gradient * gradient + full.forward * forward)
                  / max(probed.gradient * gradient + probed.forward * forward, 1e-12))
-        high += counts[key] * seconds / size * max(scale, 1.0)
+        high += counts[key] * seconds / probe_n * batch_ratio * max(scale, 1.0)
         low += counts[key] * (min(full.gradient, 1) * gradient + forward)
     # AALP's consistency analysis of every evaluated model: a plain PGD-k on every image, its last
     # iterate (no early stop), and the feature contributions (one more gradient)
