@@ -257,7 +257,10 @@ def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: s
     tags = schema.run_tags(settings.dataset, teacher_name, perturb, plan.student.name, settings.seed,
                            plan.suite.name, {**(extra_tags or {}), **plan.teacher_tags(),
                                              schema.TAG_THREAT_MODEL: plan.suite.threat_model})
-    name = schema.pipeline_run_name(teacher_name, perturb, settings.seed, plan.student.name, plan.suite.threat_model)
+    variant = ([f"suite {plan.suite.name}"] if suite is not None and suite != default_suite(settings.dataset) else []) \
+        + ([f"n {n_eval}"] if n_eval is not None else []) + list(overrides)
+    name = schema.pipeline_run_name(teacher_name, perturb, settings.seed, plan.student.name, plan.suite.threat_model,
+                                    variant)
     with tracking.tracked_run(name, nested=nested, tags=schema.stage_tags(schema.STAGE_RUN, tags)) as parent:
         tracking.log_params("", {"dataset": settings.dataset, "seed": settings.seed, "perturb": perturb,
                                  "threat_model": plan.suite.threat_model, "eps": plan.eps, "n_eval": len(plan.test())})

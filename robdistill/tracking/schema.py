@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 from robdistill.core import metrics as _metrics
 
@@ -259,9 +259,13 @@ def cell_name(teacher: str, perturb: str, seed: int, student: str = DEFAULT_STUD
 
 
 def pipeline_run_name(teacher: str, perturb: str, seed: int, student: str = DEFAULT_STUDENT,
-                      threat_model: str = "linf") -> str:
-    """A `run`: ``alp · nonmax-shuffle · s0`` (`` · l2`` after it under a threat model other than linf)."""
-    return cell_name(teacher, perturb, seed, student) + ("" if threat_model == "linf" else RUN_NAME_SEPARATOR + threat_model)
+                      threat_model: str = "linf", variant: Sequence[str] = ()) -> str:
+    """A `run`: ``alp · nonmax-shuffle · s0``; after it `` · l2`` under a threat model other than
+    linf, and what sets the run apart from the default one (``variant``: a suite other than the
+    dataset's, ``--n-eval``, ``--set`` overrides) as `` · suite smoke, n 24, teacher.epochs=2``, so a
+    smoke test and a full run of the same cell are told apart in the runs view."""
+    name = cell_name(teacher, perturb, seed, student) + ("" if threat_model == "linf" else RUN_NAME_SEPARATOR + threat_model)
+    return name + (RUN_NAME_SEPARATOR + ", ".join(variant) if variant else "")
 
 
 def teacher_run_name(teacher: str, seed: int) -> str:

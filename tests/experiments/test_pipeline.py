@@ -77,7 +77,9 @@ def test_run_layout_in_mlflow(workdir: Path) -> None:
     children = [r for r in all_runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.data.tags["stage"] for r in children) == ["evaluation", "evaluation", "student", "teacher"]
     # names lead with teacher, perturbation and seed (they are read, never parsed)
-    assert parent.info.run_name == "alp · nonmax-shuffle · s0"
+    # after the cell, what sets this run apart from a default one: a smoke test reads as one
+    assert parent.info.run_name == ("alp · nonmax-shuffle · s0 · suite smoke, n 24, teacher.epochs=1, "
+                                    "student.epochs=1")
     assert sorted(r.info.run_name for r in children) == [
         "eval student alp · nonmax-shuffle · s0", "eval teacher alp · s0", "student alp · nonmax-shuffle · s0",
         "teacher alp · s0"]
@@ -205,8 +207,8 @@ def test_run_under_the_l2_threat_model(workdir: Path) -> None:
     assert outcome_checkpoint(l2.stdout, "teacher") != outcome_checkpoint(linf.stdout, "teacher")
     parents = {r.data.tags["threat_model"]: r for r in runs(workdir) if r.data.tags.get("stage") == "run"}
     assert set(parents) == {"l2", "linf"}
-    assert parents["l2"].info.run_name == "at · nonmax-shuffle · s0 · l2"
-    assert parents["linf"].info.run_name == "at · nonmax-shuffle · s0"
+    assert parents["l2"].info.run_name.startswith("at · nonmax-shuffle · s0 · l2 · suite smoke")
+    assert parents["linf"].info.run_name.startswith("at · nonmax-shuffle · s0 · suite smoke")
     assert parents["l2"].data.params["eps"] == "0.5" and parents["l2"].data.params["suite.threat_model"] == "l2"
     evaluations = [r for r in runs(workdir) if r.data.tags.get("threat_model") == "l2" and "acc/pgd" in r.data.metrics]
     assert len(evaluations) == 2  # teacher and student

@@ -100,7 +100,7 @@ def test_the_runs_view_run_prints_shows_the_run_with_its_accuracies_and_models(w
     # only the `run` row: its children (teacher, student, evaluations) are filtered out by the view
     assert list(grid.cells) == [parent.info.run_id], grid.cells
     row = grid.cells[parent.info.run_id]
-    assert row["attributes.`Run Name`"].endswith("at · keep · s0")  # after the run colour's swatch
+    assert "at · keep · s0 · suite smoke" in row["attributes.`Run Name`"]  # after the run colour's swatch
     assert (row["tags.`teacher`"], row["tags.`perturb`"], row["tags.`seed`"]) == ("at", "keep", "0")
     for metric in ("student/acc/worst", "student/acc/clean", "teacher/acc/worst"):
         assert float(row[f"metrics.`{metric}`"]) == pytest.approx(parent.data.metrics[metric]), metric

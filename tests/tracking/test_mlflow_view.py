@@ -25,6 +25,8 @@ def result(clean: list[int], pgd: list[int]) -> EvaluationResult:
 def test_run_names_lead_with_teacher_perturbation_and_seed() -> None:
     assert schema.pipeline_run_name("alp", "nonmax-shuffle", 0, "default") == "alp · nonmax-shuffle · s0"
     assert schema.pipeline_run_name("alp", "keep", 2, "wide") == "alp · keep · s2 · wide"
+    assert schema.pipeline_run_name("at", "keep", 0, "default", "l2", ["suite smoke", "teacher.epochs=2"]) == \
+        "at · keep · s0 · l2 · suite smoke, teacher.epochs=2"
     assert schema.teacher_run_name("alp", 0) == "teacher alp · s0"
     assert schema.student_run_name("alp", "nonmax-shuffle", 0) == "student alp · nonmax-shuffle · s0"
     assert schema.role_evaluation_run_name("teacher", "alp", "keep", 1) == "eval teacher alp · s1"
