@@ -98,13 +98,15 @@ class L2Norm(Norm):
         return (x + delta * factor).clamp_(0.0, 1.0)
 
     def random_start(self, x, eps, generator):
-        """Uniform in the ball: a Gaussian direction, scaled to radius eps * U^(1/d)."""
+        """A Gaussian direction scaled to a radius drawn uniformly from [0, eps] (as torchattacks'
+        PGDL2). Uniform in the ball would put nearly every start on its surface (the radius is
+        eps U^(1/d), d = 64 on digits), and that start measured weaker: 6 more of 359 digits test
+        images robust than torchattacks' PGDL2 (McNemar p 0.03;
+        benchmarks/results/pgd_reference_l2_surface_start.md)."""
         direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         direction = direction / self.distance(direction).clamp_min(_TINY).view(-1, *([1] * (x.dim() - 1)))
-        dims = x[0].numel() if len(x) else 1
         u = torch.rand(len(x), generator=generator, device=x.device, dtype=x.dtype)
-        radius = (eps * u.pow(1.0 / dims)).view(-1, *([1] * (x.dim() - 1)))
-        return self.project(x + direction * radius, x, eps)
+        return self.project(x + direction * (eps * u).view(-1, *([1] * (x.dim() - 1))), x, eps)
 
     def ascent(self, grad):
         return grad / self.distance(grad).clamp_min(_TINY).view(-1, *([1] * (grad.dim() - 1)))

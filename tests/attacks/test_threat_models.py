@@ -74,13 +74,13 @@ def test_l2_projection_keeps_inside_ball_and_box_and_leaves_inner_points() -> No
     assert torch.allclose(norm_of("l2").project(inner, x, 0.7), inner)
 
 
-def test_l2_random_start_is_inside_the_ball_and_spread_over_it() -> None:
+def test_l2_random_start_is_inside_the_ball_at_a_uniform_radius() -> None:
     x = torch.full((2000, 1, 8, 8), 0.5)
     start = norm_of("l2").random_start(x, 0.4, torch.Generator().manual_seed(1))
     radii = l2(start, x)
     assert float(radii.max()) <= 0.4 + 1e-6
-    # uniform in a 64-dimensional ball: the radius is eps U^(1/64), almost always above 0.9 eps
-    assert 0.93 * 0.4 < float(radii.median()) < 0.4
+    # the radius is uniform in [0, eps] (not on the ball's surface, where uniform-in-ball would put it)
+    assert abs(float(radii.median()) - 0.2) < 0.02 and float((radii < 0.1).float().mean()) > 0.2
 
 
 def test_l2_ascent_is_a_unit_vector_and_zero_stays_zero() -> None:
