@@ -73,8 +73,9 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return loss
 
 
-def _agreement(logits: torch.Tensor, teacher_logits: torch.Tensor) -> float:
-    return (logits.argmax(1) == teacher_logits.argmax(1)).float().mean().item()
+def _agreement(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """The share of samples whose argmax agrees with the teacher's, on the device (read per epoch)."""
+    return (logits.argmax(1) == teacher_logits.argmax(1)).float().mean()
 
 
 @STUDENT_METHODS.register("clean", adversarial_inputs=False)

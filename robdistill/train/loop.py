@@ -176,6 +176,50 @@ def _check_same_resume_point(saved: dict[str, Any] | None, ctx: "distributed.Dis
                         f"{ctx.world_size}; resume with the same number of processes or start without --resume")
 
 
+class EpochSums:
+    """An epoch's metric sums kept on the training device (float64, so each equals the sum of the
+    per-step values as Python floats), the correct-prediction count, and the first batch whose loss
+    was not finite: nothing is read back to the host until :meth:`read`, once per epoch."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.sums: dict[str, torch.Tensor] = {}
+        self.correct = torch.zeros((), dtype=torch.long, device=device)
+        self.bad_batch = torch.full((), -1, dtype=torch.long, device=device)
+        self.bad_value = torch.zeros((), dtype=torch.float64, device=device)
+
+    def add(self, key: str, value: torch.Tensor | float, n: int) -> None:
+        """``value`` (a per-sample mean) times the ``n`` samples it is over."""
+        term = torch.as_tensor(value, device=self.device).detach().to(torch.float64) * n
+        self.sums[key] = self.sums[key] + term if key in self.sums else term
+
+    def add_correct(self, hits: torch.Tensor) -> None:
+        self.correct = self.correct + hits.sum()
+
+    def watch(self, loss: torch.Tensor, batch: int) -> None:
+        """Remember the first batch whose loss is NaN or infinite, and that loss."""
+        first = ~torch.isfinite(loss) & (self.bad_batch < 0)
+        self.bad_batch = torch.where(first, torch.full_like(self.bad_batch, batch), self.bad_batch)
+        self.bad_value = torch.where(first, loss.detach().to(torch.float64), self.bad_value)
+
+    def read(self) -> tuple[dict[str, float], int]:
+        """The sums and the correct count, read back in one transfer."""
+        keys = list(self.sums)
+        values = torch.stack([*(self.sums[k] for k in keys), self.correct.to(torch.float64)]).tolist()
+        return dict(zip(keys, values[:-1])), int(values[-1])
+
+
+def _check_finite_epoch(sums: EpochSums, desc: str, epoch: int) -> None:
+    """At the end of an epoch, one line naming the first batch whose training loss was not finite
+    (the weights are NaN from there on: the epoch is not saved, and training stops)."""
+    batch = int(sums.bad_batch)
+    if batch >= 0:
+        from robdistill.core.errors import UserError
+
+        raise UserError(f"{desc}: the training loss is {float(sums.bad_value)} at epoch {epoch}, batch {batch + 1}; "
+                        f"lower the learning rate, or check the data and the model for NaN")
+
+
 def _check_finite_loss(value: float, desc: str, epoch: int, batch: int,
                        ctx: "distributed.DistContext") -> None:
     """Stop at the first NaN or infinite training loss ``value`` with one line naming model, epoch
@@ -249,19 +293,21 @@ def train_epochs(model: nn.Module, train: Split, recipe: TrainingRecipe, step_fn
             on_epoch_start(epoch)
         model.train()
         started = time.perf_counter()
-        totals: dict[str, float] = {}
-        seen = correct = 0
+        sums = EpochSums(train.x.device)
+        seen = 0
         for batch, (idx, x, y) in enumerate(iterate_batches(train, recipe.batch_size, order)):
             if ddp is None:
+                # no host synchronisation in the step: the loss, its finiteness and the logs stay on
+                # the device, read once at the end of the epoch (METHODS section 2)
                 out, n = step_fn(model, idx, x, y), len(y)
-                loss = out.loss.item()  # one host sync per step, shared with the finiteness check
-                _check_finite_loss(loss, desc, epoch, batch, ctx)
+                loss = out.loss.detach()
+                sums.watch(loss, batch)
                 optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
             else:
                 idx, x, y, weight, n = _shard(idx, x, y, ctx)
                 scaled, logits, logs = ddp(idx, x, y, weight)
-                scaled_value = scaled.item()
+                scaled_value = scaled.item()  # the ranks agree on a non-finite loss every step
                 _check_finite_loss(scaled_value, desc, epoch, batch, ctx)
                 optimizer.zero_grad(set_to_none=True)
                 scaled.backward()
@@ -270,10 +316,14 @@ def train_epochs(model: nn.Module, train: Split, recipe: TrainingRecipe, step_fn
             optimizer.step()
             scheduler.step()
             seen += n
-            correct += (out.logits.argmax(1) == y).sum().item() if n else 0
-            totals["loss"] = totals.get("loss", 0.0) + loss * n
+            if n:
+                sums.add_correct(out.logits.argmax(1) == y)
+            sums.add("loss", loss, n)
             for key, value in out.logs.items():
-                totals[key] = totals.get(key, 0.0) + value * n
+                sums.add(key, value, n)
+        if ddp is None:
+            _check_finite_epoch(sums, desc, epoch)
+        totals, correct = sums.read()  # the epoch's one host synchronisation
         if ctx.active:  # sums over ranks: every rank ends the epoch with the global metrics
             summed = distributed.all_reduce_sum({**totals, "_seen": seen, "_correct": correct})
             seen, correct = int(summed.pop("_seen")), int(summed.pop("_correct"))

@@ -53,7 +53,7 @@ class TrainContext:
 class LossOutput:
     loss: torch.Tensor
     logits: torch.Tensor            # clean logits, for training accuracy
-    logs: dict[str, float]
+    logs: dict[str, torch.Tensor | float]  # per-sample means, on the device: read once per epoch
 
 
 Objective = Callable[[Classifier, torch.Tensor, torch.Tensor, TrainContext], LossOutput]
@@ -70,7 +70,7 @@ def standard(model, x, y, ctx) -> LossOutput:
     """Standard training: CE(f(x), y)."""
     logits = model(x)
     loss = F.cross_entropy(logits, y)
-    return LossOutput(loss, logits.detach(), {"ce_clean": loss.item()})
+    return LossOutput(loss, logits.detach(), {"ce_clean": loss.detach()})
 
 
 @OBJECTIVES.register("at")
@@ -78,7 +78,7 @@ def adversarial_training(model, x, y, ctx) -> LossOutput:
     """PGD adversarial training (Madry et al. 2018): CE(f(x~), y)."""
     x_adv = ctx.adversarial(model, x, y)
     loss = F.cross_entropy(model(x_adv), y)
-    return LossOutput(loss, clean_logits(model, x), {"ce_adv": loss.item()})
+    return LossOutput(loss, clean_logits(model, x), {"ce_adv": loss.detach()})
 
 
 def clean_logits(model: Classifier, x: torch.Tensor) -> torch.Tensor:
@@ -89,7 +89,7 @@ def clean_logits(model: Classifier, x: torch.Tensor) -> torch.Tensor:
 
 
 def _logit_pairing_loss(logits: torch.Tensor, y: torch.Tensor, pairing: str,
-                        ctx: TrainContext) -> tuple[torch.Tensor, dict[str, float]]:
+                        ctx: TrainContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Mixed-minibatch CE (Kannan et al. 2018) plus an optional logit-pairing term.
 
     ``none`` (mpgd): 0.5 CE(f(x)) + 0.5 CE(f(x~)).
@@ -107,7 +107,7 @@ def _logit_pairing_loss(logits: torch.Tensor, y: torch.Tensor, pairing: str,
     else:
         pair_term = torch.zeros((), device=logits.device)
     loss = 0.5 * ce_clean + 0.5 * ce_adv + pair_term
-    return loss, {"ce_clean": ce_clean.item(), "ce_adv": ce_adv.item(), "pairing": distance.mean().item()}
+    return loss, {"ce_clean": ce_clean.detach(), "ce_adv": ce_adv.detach(), "pairing": distance.mean().detach()}
 
 
 def guided_dropout_mask(features: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
@@ -134,7 +134,7 @@ def _mixed_batch_objective(pairing: str, guided_dropout: bool) -> Objective:
             mask = guided_dropout_mask(features, loss)
             logits = model.head(features * mask)
             loss, logs = _logit_pairing_loss(logits, y, pairing, ctx)
-            logs["gd_kept_fraction"] = mask.mean().item()
+            logs["gd_kept_fraction"] = mask.mean().detach()
         return LossOutput(loss, logits.chunk(2)[0].detach(), logs)
 
     return objective
@@ -161,7 +161,7 @@ def clean_logit_pairing(model, x, y, ctx) -> LossOutput:
     distance = pairing_distance(logits[:half], logits[half:2 * half])
     pair = distance.mean() if half else torch.zeros((), device=logits.device)
     return LossOutput(ce + ctx.pairing_weight * pair, logits.detach(),
-                      {"ce_clean": ce.item(), "pairing": pair.item()})
+                      {"ce_clean": ce.detach(), "pairing": pair.detach()})
 
 
 @OBJECTIVES.register("lsq")
@@ -171,7 +171,7 @@ def logit_squeezing(model, x, y, ctx) -> LossOutput:
     logits = model(x)
     ce = F.cross_entropy(logits, y)
     norm = logits.norm(dim=1).mean()
-    return LossOutput(ce + ctx.pairing_weight * norm, logits.detach(), {"ce_clean": ce.item(), "logit_norm": norm.item()})
+    return LossOutput(ce + ctx.pairing_weight * norm, logits.detach(), {"ce_clean": ce.detach(), "logit_norm": norm.detach()})
 
 
 def trades_kl(adv_logits: torch.Tensor, clean_probs: torch.Tensor) -> torch.Tensor:
@@ -194,4 +194,4 @@ def trades(model, x, y, ctx) -> LossOutput:
     adv = model(x_adv)
     ce = F.cross_entropy(clean, y)
     kl = trades_kl(adv, clean.softmax(1)).mean()
-    return LossOutput(ce + ctx.beta * kl, clean.detach(), {"ce_clean": ce.item(), "kl": kl.item()})
+    return LossOutput(ce + ctx.beta * kl, clean.detach(), {"ce_clean": ce.detach(), "kl": kl.detach()})

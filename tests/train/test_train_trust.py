@@ -108,3 +108,70 @@ def test_non_finite_training_loss_stops_training_naming_epoch_and_batch(digits) 
         fit(model, digits.train, recipe, step, seed=0, desc="teacher broken", progress=False)
     message = str(info.value)
     assert "\n" not in message and "teacher broken" in message and "epoch 1, batch 3" in message
+
+
+# ------------------------------------------------------------------ host synchronisation (issue 33)
+
+SYNCING = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy")
+
+
+def count_robdistill_syncs(monkeypatch) -> dict[str, int]:
+    """Every call, made from robdistill's own code, of a tensor method that reads a value back to the
+    host (a device synchronisation on a GPU): counted by wrapping them on torch.Tensor. Calls from
+    torch itself (an optimizer reading its CPU step count) are not ours and not counted."""
+    import sys
+
+    calls: dict[str, int] = {}
+    for name in SYNCING:
+        original = getattr(torch.Tensor, name)
+
+        def wrapped(self, *args, __original=original, __name=name, **kwargs):
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            if caller.startswith("robdistill"):
+                calls[f"{caller}.{__name}"] = calls.get(f"{caller}.{__name}", 0) + 1
+            return __original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, wrapped)
+    return calls
+
+
+@pytest.mark.parametrize("objective", ["standard", "at", "alp", "aalp", "trades"])
+def test_no_host_synchronisation_inside_the_training_steps(objective, digits, monkeypatch) -> None:
+    """A training epoch reads its metrics back once: the syncs of an epoch of 2 steps and of 6 steps
+    are the same calls, so none happens per step (the objectives' training PGD included)."""
+    from robdistill.train.teacher import train_teacher_model
+
+    def syncs(steps: int) -> dict[str, int]:
+        recipe = load_recipe("teacher", objective, ["epochs=1", "batch_size=32", f"train_subset={32 * steps}",
+                                                     "attack_steps=4"])
+        with monkeypatch.context() as patch:
+            calls = count_robdistill_syncs(patch)
+            from robdistill.train import loop
+
+            patch.setattr(loop, "VAL_ROBUST_SAMPLES", 0)
+            train_teacher_model(recipe, digits, seed=0, device="cpu", progress=False)
+        return calls
+
+    two, six = syncs(2), syncs(6)
+    assert two == six, (two, six)  # the validation's and the epoch's reads only
+    assert any(k.startswith("robdistill.train.loop") for k in two)  # the instrument sees robdistill's calls
+
+
+@pytest.mark.parametrize("method", ["clean", "ard", "rslad"])
+def test_no_host_synchronisation_inside_the_distillation_steps(method, digits, quick_cnn, monkeypatch) -> None:
+    from robdistill.train.distillation import distill_model
+
+    teacher = quick_cnn(0)
+
+    def syncs(steps: int) -> dict[str, int]:
+        recipe = load_recipe("student", "default", [f"method={method}", "epochs=1", "batch_size=32",
+                                                    f"train_subset={32 * steps}", "attack_steps=4"])
+        with monkeypatch.context() as patch:
+            calls = count_robdistill_syncs(patch)
+            from robdistill.train import loop
+
+            patch.setattr(loop, "VAL_ROBUST_SAMPLES", 0)
+            distill_model(teacher, recipe, "nonmax-shuffle", digits, seed=0, device="cpu", progress=False)
+        return calls
+
+    assert syncs(2) == syncs(6)
