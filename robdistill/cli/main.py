@@ -556,9 +556,10 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
         validate_grid(arguments["teachers"], arguments["perturbs"], student, suite or default_suite(settings.dataset),
                       split_overrides(arguments["overrides"]), source)
         configure(settings.tracking_uri, settings.experiment)
+    estimate = None
     if estimate_only or announces_estimate(settings):
-        click.echo(sweep_estimate(settings, on_start=lambda: click.echo(ESTIMATING, err=True), **arguments).text(),
-                   err=not estimate_only)
+        estimate = sweep_estimate(settings, on_start=lambda: click.echo(ESTIMATING, err=True), **arguments)
+        click.echo(estimate.text(), err=not estimate_only)
         if pool is not None:
             click.echo(pool.describe(), err=not estimate_only)
         if estimate_only:
@@ -569,7 +570,8 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
     if slurm is not None:
         run_slurm_sweep(settings, slurm, arguments, outputs, wait=not no_wait)
         return
-    outcome = run_sweep(settings, on_cell=lambda i, n, text: click.echo(f"[{i}/{n}] {text}", err=True), **arguments)
+    outcome = run_sweep(settings, on_cell=lambda i, n, text: click.echo(f"[{i}/{n}] {text}", err=True),
+                        estimate=estimate, **arguments)
     print_sweep_tables(outcome.cells, outcome.claims, outputs)
     if shard_spec:
         click.echo(f"\nthis was shard {shard}; once every shard has finished, merge them with:\n"

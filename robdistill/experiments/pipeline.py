@@ -240,6 +240,12 @@ def run_plan(settings: Settings, teacher: str, perturb: str, student: str, suite
     return plan
 
 
+def _kept(found: list, value):
+    """``value``, also appended to ``found`` (what a callback computed, for its caller to log)."""
+    found.append(value)
+    return value
+
+
 def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: str, suite: str | None,
                    eps: float | None = None, n_eval: int | None = None, overrides: Iterable[str] = (),
                    evaluate_teacher: bool = True, nested: bool = False,
@@ -251,8 +257,9 @@ def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: s
     a function that times batches and returns the estimated duration, before anything starts."""
     plan = run_plan(settings, teacher, perturb, student, suite, eps, n_eval, overrides, source)
     uri = tracking.configure(settings.tracking_uri, settings.experiment)  # an unreachable store: refused first
+    estimated: list[Estimate] = []  # what the announced estimate said, logged on the run
     if announce is not None:
-        announce(lambda: experiment_estimate(plan, settings, perturb, evaluate_teacher))
+        announce(lambda: _kept(estimated, experiment_estimate(plan, settings, perturb, evaluate_teacher)))
     teacher_name = plan.teacher_name
     tags = schema.run_tags(settings.dataset, teacher_name, perturb, plan.student.name, settings.seed,
                            plan.suite.name, {**(extra_tags or {}), **plan.teacher_tags(),
@@ -264,6 +271,8 @@ def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: s
     with tracking.tracked_run(name, nested=nested, tags=schema.stage_tags(schema.STAGE_RUN, tags)) as parent:
         tracking.log_params("", {"dataset": settings.dataset, "seed": settings.seed, "perturb": perturb,
                                  "threat_model": plan.suite.threat_model, "eps": plan.eps, "n_eval": len(plan.test())})
+        if estimated:
+            tracking.log_metrics(schema.estimate_metrics(estimated[0].low, estimated[0].high))
         log_dataset_input(plan.splits, "training")
         log_dataset_input(plan.splits, "test", plan.test())
         tracking.log_params("student", to_dict(plan.student))

@@ -218,11 +218,13 @@ def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence
               n_eval: int | None = None, overrides: Sequence[str] = (), evaluate_teachers: bool = True,
               on_cell: Callable[[int, int, str], None] | None = None,
               reference: str = "standard", shard: tuple[int, int] | None = None,
-              source: SourceOptions | None = None) -> SweepOutcome:
+              source: SourceOptions | None = None, estimate: "Estimate | None" = None) -> SweepOutcome:
     """Run the grid (or one shard of it); cell (teacher, perturb, seed) is a nested `run`. The
     teacher is attacked once per (teacher, seed), in the run of the first perturbation. Every run is
     tagged with the grid's ``sweep_name``, so shards run on several machines sharing one tracking
-    server can be merged by :func:`load_sweeps` (``robdistill sweep-report``)."""
+    server can be merged by :func:`load_sweeps` (``robdistill sweep-report``). ``estimate``: what
+    :func:`sweep_estimate` said of this grid, logged on the sweep's run (the report sets it beside
+    the measured time)."""
     suite = suite or default_suite(settings.dataset)
     source = source or SourceOptions()
     validate_grid(teachers, perturbs, student, suite, split_overrides(overrides), source)
@@ -247,6 +249,8 @@ def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence
         sweep_id = parent.info.run_id
         tracking.log_params("", {**grid, "dataset": settings.dataset, "eps": eps, "n_eval": n_eval,
                                  "overrides": list(overrides), "protocol": protocol()})
+        if estimate is not None:
+            tracking.log_metrics(schema.estimate_metrics(estimate.low, estimate.high))
         log_dataset_input(plan.splits, "training")
         log_dataset_input(plan.splits, "test", plan.test())
         outcome = SweepOutcome(sweep_id, uri, name)

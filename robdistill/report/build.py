@@ -20,6 +20,7 @@ from typing import Any, Sequence
 from robdistill.core.errors import UserError
 from robdistill.report.content import (Check, Checks, Code, EvaluationChecks,
                                        Figure, Paragraph, Report, Section, Table)
+from robdistill.core.progress import duration
 from robdistill.core.threat import norm_of
 from robdistill.tracking import schema
 
@@ -714,11 +715,27 @@ def _costs(ctx: _Context) -> Section:
     evaluations = list({run.info.run_id: run for run in ctx.evaluations.values()}.values())
     costs = stage_costs(nested(schema.STAGE_TEACHER), nested(schema.STAGE_STUDENT), evaluations)
     rows = [c.row() for c in costs] + [total_row(costs)]
-    return Section("costs", "What it cost", [Table("Cost per stage", COST_HEADER, rows, caption=(
+    blocks: list = [Table("Cost per stage", COST_HEADER, rows, caption=(
         "Wall time of every finished stage run (teachers trained by these sweeps, reused ones cost nothing here; "
         "students; evaluations, and within them each attack's own seconds), summed; core-hours are wall time "
         "times the threads each run recorded ('-' or '>=' where runs from before robdistill recorded them). "
-        "Runs of processes that shared the machine ran side by side: wall hours add up over processes."))])
+        "Runs of processes that shared the machine ran side by side: wall hours add up over processes."))]
+    estimated = []
+    for name in ctx.names:
+        for run in ctx.parents[name]:
+            m = run.data.metrics
+            if schema.ESTIMATE_LOW in m and schema.ESTIMATE_HIGH in m:
+                took = (run.info.end_time - run.info.start_time) / 1000 if run.info.end_time else None
+                estimated.append([name, run.info.run_id, f"{duration(m[schema.ESTIMATE_LOW])} to "
+                                  f"{duration(m[schema.ESTIMATE_HIGH])}", duration(took) if took else "-"])
+    if estimated:
+        blocks.append(Table("Estimated before it started, and measured", ["sweep", "MLflow run", "estimate", "measured"],
+                            estimated, caption=(
+                                "The range the sweep printed before it started (`robdistill sweep` times a few batches "
+                                "of every stage on the machine as it is), and the wall time its run took. Attacks are "
+                                "estimated as a range: they stop on the samples they break. A sweep run by several "
+                                "processes (--executor local or slurm) logs no estimate.")))
+    return Section("costs", "What it cost", blocks)
 
 
 def _provenance(ctx: _Context, outputs: Sequence[str | Path]) -> Section:

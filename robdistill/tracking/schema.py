@@ -329,6 +329,16 @@ def sweep_run_name(teachers: Iterable[str], perturbs: Iterable[str], seeds: Iter
 
 # -- metric names beyond the accuracies (core.metrics) -------------------------------------------
 
+ESTIMATE_LOW = "estimate/low_seconds"    # what the estimate printed before the job started: its range
+ESTIMATE_HIGH = "estimate/high_seconds"
+
+
+def estimate_metrics(low: float, high: float) -> dict[str, float]:
+    """The estimate a `run` or `sweep` printed before it started, logged on its run so the report can
+    put it next to the measured time (robdistill.experiments.estimate)."""
+    return {ESTIMATE_LOW: low, ESTIMATE_HIGH: high}
+
+
 def seconds_metrics(seconds: Mapping[str, float]) -> dict[str, float]:
     """An evaluation's time per attack: ``seconds/<key>``."""
     return {f"{SECONDS_PREFIX}{key}": value for key, value in seconds.items()}

@@ -216,3 +216,23 @@ def test_run_under_the_l2_threat_model(workdir: Path) -> None:
     path = client.download_artifacts(evaluations[0].info.run_id, "results.json", str(workdir))
     payload = json.loads(Path(path).read_text())
     assert payload["norm"] == "l2" and {a["norm"] for a in payload["attacks"].values()} == {"l2"}
+
+
+def test_the_estimate_is_logged_beside_the_measured_time(workdir: Path) -> None:
+    """`run` and `sweep` log the estimate they printed before starting; the report puts a sweep's
+    beside the wall time its run took (issue 33)."""
+    loud = [a for a in TINY if a != "--quiet"]
+    ran = invoke("run", "--teacher", "standard", "--perturb", "keep", *loud)
+    assert ran.exit_code == 0, (ran.output, ran.exception)
+    swept = invoke("sweep", "--teachers", "standard", "--perturbs", "keep", "--seeds", "0", *loud)
+    assert swept.exit_code == 0, (swept.output, swept.exception)
+    parents = {r.data.tags["stage"]: r for r in runs(workdir) if r.data.tags.get("stage") in ("run", "sweep")
+               and "mlflow.parentRunId" not in r.data.tags}
+    for stage in ("run", "sweep"):
+        metrics = parents[stage].data.metrics
+        assert 0 < metrics["estimate/low_seconds"] <= metrics["estimate/high_seconds"], (stage, metrics)
+    name = parents["sweep"].data.tags["sweep_name"]
+    reported = invoke("report", name, "--out", str(workdir / "r.md"))
+    assert reported.exit_code == 0, (reported.output, reported.exception)
+    costs = (workdir / "r.md").read_text().split("<a id=\"costs\"></a>")[1]
+    assert "Estimated before it started, and measured" in costs and parents["sweep"].info.run_id in costs
