@@ -93,7 +93,10 @@ def shared_store(tracking_uri: str | None, log_dir: Path) -> Iterator[str]:
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{database}",
                "--default-artifact-root", str(Path.cwd() / "mlruns"), "--no-serve-artifacts",
                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    from robdistill.tracking.search import lean_server_env
+
+    child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                             env=lean_server_env())
     try:
         deadline = time.monotonic() + SERVER_START_SECONDS
         while not _healthy(served):

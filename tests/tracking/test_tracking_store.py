@@ -37,8 +37,8 @@ def test_filter_string() -> None:
 def test_ui_command() -> None:
     assert ui_command("http://127.0.0.1:5000", 5000) is None
     command = ui_command("sqlite:///mlflow.db", 5055)
-    assert command[-7:] == ["ui", "--backend-store-uri", "sqlite:///mlflow.db", "--host", "127.0.0.1",
-                            "--port", "5055"]
+    assert command[-9:] == ["ui", "--backend-store-uri", "sqlite:///mlflow.db", "--host", "127.0.0.1",
+                            "--port", "5055", "--workers", "1"]
 
 
 def test_compare_errors(workdir: Path) -> None:
@@ -87,6 +87,10 @@ def test_ui_serves_the_local_store(workdir: Path) -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/search?max_results=10",
                                     timeout=10) as response:
             assert b"robdistill" in response.read()
+        # as few processes as serve one user: MLflow's CLI and one uvicorn worker, no job runners
+        # (MLflow 3's defaults start about 15)
+        if Path("/proc").is_dir():
+            assert len(_descendants(process.pid)) <= 3, _descendants(process.pid)
     finally:
         stop(process)
 
