@@ -330,16 +330,19 @@ def _join_torchrun(device: str) -> str:
     return device
 
 
-def ui_hint(tracking_uri: str, experiment_id: str) -> str:
+def ui_hint(tracking_uri: str, experiment_id: str, run_id: str | None = None) -> str:
     """How to look at the runs (robdistill.tracking.views: the runs table with the accuracies that
-    matter): a server is its own UI; a local store needs `robdistill ui`."""
+    matter): a server is its own UI; a local store needs `robdistill ui`. With ``run_id`` (a run the
+    runs view filters out: `distill`, `evaluate`, `train-teacher`), that run's own page."""
     from robdistill.tracking.store import DEFAULT_TRACKING_URI
-    from robdistill.tracking.views import view_url
+    from robdistill.tracking.views import run_url, view_url
 
+    what, address = ("open the run", lambda ui: run_url(ui, experiment_id, run_id)) if run_id else \
+        ("open the runs view", lambda ui: view_url(ui, experiment_id))
     if tracking_uri.startswith(("http://", "https://")):
-        return f"open the runs view:  {view_url(tracking_uri, experiment_id)}"
+        return f"{what}:  {address(tracking_uri)}"
     store = "" if tracking_uri == DEFAULT_TRACKING_URI else f" --tracking-uri {tracking_uri}"
-    return f"open the runs view:  robdistill ui{store}   -> {view_url('http://127.0.0.1:5000', experiment_id)}"
+    return f"{what}:  robdistill ui{store}   -> {address('http://127.0.0.1:5000')}"
 
 
 def merge_hint(command: str, name: str, tracking_uri: str, experiment: str) -> str:
@@ -375,7 +378,8 @@ def print_outcome(outcome, heading: str) -> None:
             reused = f" ({provenance.id}, sha256 {provenance.sha256})"
         click.echo(f"{role} checkpoint: {path}{reused}")
     click.echo(f"MLflow run: {outcome.run_id}  (store: {outcome.tracking_uri})")
-    click.echo(ui_hint(outcome.tracking_uri, outcome.experiment_id))
+    # the runs view shows `run` rows; any other command's run is linked to its own page
+    click.echo(ui_hint(outcome.tracking_uri, outcome.experiment_id, None if heading == "results" else outcome.run_id))
 
 
 @click.group(cls=FriendlyGroup, epilog=EPILOG)

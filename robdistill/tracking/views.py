@@ -74,3 +74,10 @@ def view_url(ui_address: str, experiment_id: str, *, charts: bool = False) -> st
     chart view (a bar chart per metric) instead of the table."""
     mode = "&compareRunsMode=CHART" if charts else ""
     return f"{ui_address.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}{mode}"
+
+
+def run_url(ui_address: str, experiment_id: str, run_id: str) -> str:
+    """A run's own page on the UI at ``ui_address``: where a run the runs view filters out (a
+    `distill`, `evaluate` or `train-teacher` run; the view shows `run` rows only) is seen."""
+    return f"{ui_address.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+

@@ -231,6 +231,10 @@ def test_hints_name_the_store_and_experiment_to_read() -> None:
     assert ui_hint("sqlite:///x.db", "7") == (f"open the runs view:  robdistill ui --tracking-uri sqlite:///x.db"
                                               f"   -> http://127.0.0.1:5000{view}")
     assert ui_hint("sqlite:///mlflow.db", "7").startswith("open the runs view:  robdistill ui   -> ")
+    # a run the view filters out (distill, evaluate, train-teacher) is linked to its own page
+    assert ui_hint("sqlite:///x.db", "7", "abc") == ("open the run:  robdistill ui --tracking-uri sqlite:///x.db"
+                                                    "   -> http://127.0.0.1:5000/#/experiments/7/runs/abc")
+    assert ui_hint("http://h:5000", "7", "abc") == "open the run:  http://h:5000/#/experiments/7/runs/abc"
     assert merge_hint("sweep-report", "sweep-1", "http://h:5000", "study").split() == [
         "robdistill", "sweep-report", "sweep-1", "--tracking-uri", "http://h:5000", "--experiment", "study"]
     assert "--experiment" not in merge_hint("evaluate-report", "eval-1", "sqlite:///x.db", "robdistill")

@@ -174,6 +174,8 @@ def test_train_distill_evaluate_commands(workdir: Path) -> None:
     assert "teacher:" in result.stdout and "student:" in result.stdout
     assert all(r.info.status == "FINISHED" for r in runs(workdir))
     by_stage = {r.data.tags.get("stage"): r for r in runs(workdir)}
+    # the address printed shows the run it names (the runs view would filter an `evaluate` run out)
+    assert f"/runs/{by_stage['evaluate'].info.run_id}" in result.stdout.splitlines()[-1]
     assert by_stage["distill"].info.run_name == "distill at · nonmax-flatten · s0"
     note = by_stage["evaluate"].data.tags["mlflow.note.content"]
     assert "| model | n | clean |" in note and f"| teacher:{teacher.stem} | 16 |" in note
