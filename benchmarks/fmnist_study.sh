@@ -25,7 +25,8 @@ mkdir -p "$STUDY/logs"
 cd "$STUDY"
 export MLFLOW_TRACKING_URI=http://127.0.0.1:$PORT
 if ! curl -sf "$MLFLOW_TRACKING_URI/health" >/dev/null 2>&1; then
-  nohup "$MLFLOW" server --backend-store-uri "sqlite:///$STUDY/mlflow.db" --artifacts-destination "$STUDY/artifacts" \
+  # one user: MLflow 3's job runners (seven more processes) off, as `robdistill ui` runs it
+  MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false nohup "$MLFLOW" server --backend-store-uri "sqlite:///$STUDY/mlflow.db" --artifacts-destination "$STUDY/artifacts" \
       --host 127.0.0.1 --port "$PORT" --workers 1 >> logs/mlflow-server.log 2>&1 &
   for _ in $(seq 60); do curl -sf "$MLFLOW_TRACKING_URI/health" >/dev/null 2>&1 && break; sleep 1; done
 fi
