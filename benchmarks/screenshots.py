@@ -1,6 +1,8 @@
 """The README's screenshots, produced by the commands the README gives: a small digits sweep logged
 to a real `mlflow server` on loopback, its MLflow runs view (table and chart view: the address
-`robdistill sweep` prints) and its `robdistill report` page, each rendered by headless Chromium.
+`robdistill sweep` prints) and its `robdistill report` page, each rendered by headless Chromium;
+and, at 1600 x 1000 as a newcomer's window shows them, the runs view uncropped, one `run`'s page
+with its logged models, and the experiment's landing page.
 
     python benchmarks/screenshots.py --out docs/images [--cache-dir .robdistill] [--workdir DIR]
 
@@ -64,6 +66,16 @@ def screenshot(url: str, path: Path, size: tuple[int, int], profile: Path, crop_
             image.crop((0, 0, round(image.width * (1 - crop_right)), image.height)).save(path)
 
 
+def first_run(address: str) -> tuple[str, str]:
+    """The experiment id and the first `run` row (a sweep cell) of the store behind ``address``."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=address)
+    experiment = client.get_experiment_by_name("robdistill")
+    (run,) = client.search_runs([experiment.experiment_id], "tags.stage = 'run'", max_results=1)
+    return experiment.experiment_id, run.info.run_id
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/images"))
@@ -81,7 +93,8 @@ def main() -> None:
         server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
                                    f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts"),
                                    "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                  env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
         try:
             wait_for(f"{address}/health")
             sweep = [*robdistill, "sweep", *SWEEP, "--tracking-uri", address, "--cache-dir", str(args.cache_dir)]
@@ -97,6 +110,14 @@ def main() -> None:
             screenshot(view + "&compareRunsMode=CHART", args.out / "mlflow_chart_view.png", (2100, 1150), root / "p2",
                        ASSISTANT_PANEL)
             screenshot(report.resolve().as_uri(), args.out / "report.png", (1300, 1600), root / "p3")
+            # what a newcomer's 1600 x 1000 window shows: the same view uncropped (the assistant panel
+            # included), one `run`'s page with its logged models, and the experiment's landing page
+            experiment, run_id = first_run(address)
+            screenshot(view, args.out / "mlflow_runs_view_1600.png", (1600, 1000), root / "p4")
+            screenshot(f"{address}/#/experiments/{experiment}/runs/{run_id}", args.out / "mlflow_run_page_1600.png",
+                       (1600, 1000), root / "p5")
+            screenshot(f"{address}/#/experiments/{experiment}", args.out / "mlflow_landing_1600.png", (1600, 1000),
+                       root / "p6")
             report.unlink()  # the page itself is not kept: `robdistill report` makes it
         finally:
             os.killpg(server.pid, signal.SIGTERM)  # the server and its workers
