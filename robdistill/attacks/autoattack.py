@@ -81,7 +81,7 @@ class AutoAttack(Attack):
 
     def _probe(self, steps: int) -> "Attack":
         probe = AutoAttack(0.0, seed=self.seed, version=self.params["version"], attacks=self.params["attacks"],
-                               square_queries=steps, norm=self.norm)
+                           square_queries=steps, norm=self.norm)
         probe._iterations = steps
         return probe
 
@@ -92,7 +92,7 @@ class AutoAttack(Attack):
 
         kwargs = {"attacks": self.params["attacks"]} if self.params["version"] == "custom" else {}
         adversary = Library(model, eps=self.eps, norm=self.threat.ops.autoattack, version=self.params["version"],
-                               seed=self.seed, device=device, **kwargs)
+                            seed=self.seed, device=device, **kwargs)
         for component in adversary.attacks_to_run:
             needed = self.MIN_CLASSES.get(component, 2)
             if num_classes < needed:
@@ -186,8 +186,8 @@ class AutoAttack(Attack):
         warnings = list(out.warnings)
         if disputed.numel():
             again = AutoAttack(self.eps, seed=self.seed, version=self.params["version"],
-                                   attacks=self.params["attacks"], square_queries=self.params.get("square_queries"),
-                                   norm=self.norm)
+                               attacks=self.params["attacks"], square_queries=self.params.get("square_queries"),
+                               norm=self.norm)
             again._iterations = self._iterations
             if progress:
                 tqdm.write(f"  autoattack: {disputed.numel()} samples judged differently in fp32, attacked again in fp32")

@@ -126,18 +126,13 @@ class PGD(Attack):
         return AttackOutput(x_adv, robust)
 
     def _bounds(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """What a step is projected with, once per restart: under L-inf the ball intersected with the
-        box (clamping to it equals project_linf), under L2 the clean images."""
-        if self.norm == "linf":
-            return (x - self.eps).clamp(0.0, 1.0), (x + self.eps).clamp(0.0, 1.0)
-        return (x,)
+        """What every step of a restart is projected with (the norm's :meth:`step_bounds`)."""
+        return self.threat.ops.step_bounds(x, self.eps)
 
     def _step(self, current: torch.Tensor, grad: torch.Tensor, bounds: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """One ascent step of ``step_size`` along the norm's steepest direction, projected."""
-        step = self.params["step_size"] * self.threat.ops.ascent(grad)
-        if self.norm == "linf":
-            return torch.clamp(current + step, *bounds)
-        return self.threat.project(current + step, bounds[0])
+        ops = self.threat.ops
+        return ops.bounded_step(current, self.params["step_size"] * ops.ascent(grad), bounds, self.eps)
 
 
 @ATTACKS.register("cw")

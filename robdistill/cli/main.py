@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 import click
 
 from robdistill.core.errors import UserError
-from robdistill.core.threat import norm_of
+from robdistill.core.threat import NORM_NAMES, NORMS, norm_of
 from robdistill.tracking import schema
 
 EPILOG = "Runs are logged to MLflow (default sqlite:///mlflow.db); see README.md."
@@ -178,8 +178,8 @@ def teacher_source_options(func: Callable) -> Callable:
     return model_source_options(func, role="teacher")
 
 
-THREAT_MODEL_CHOICES = ("linf", "l2", "corruptions")  # the norms of robdistill.core.threat, and RobustBench's corruptions
-ROBUSTBENCH_FOLDERS = {"linf": "Linf", "l2": "L2", "corruptions": "corruptions"}
+CORRUPTIONS = "corruptions"  # RobustBench's leaderboard that is no norm: its models are attacked under linf
+THREAT_MODEL_CHOICES = (*NORM_NAMES, CORRUPTIONS)
 
 
 def threat_model_option(func: Callable) -> Callable:
@@ -203,7 +203,7 @@ def suite_norm(suite: str) -> str:
 def attack_norm(threat_model: str | None) -> str | None:
     """The norm ``--threat-model`` sets on the recipes: linf or l2; None for none or corruptions."""
     value = (threat_model or "").lower()
-    return value if value in ("linf", "l2") else None
+    return value if value in NORMS else None
 
 
 def source_options(arch: str | None, model_dir: Path | None, threat_model: str | None, sha256: str | None,
@@ -212,7 +212,8 @@ def source_options(arch: str | None, model_dir: Path | None, threat_model: str |
     from robdistill.sources.registry import SourceOptions, parse_expect_clean
 
     value, check = parse_expect_clean(expect_clean)
-    folder = ROBUSTBENCH_FOLDERS[(threat_model or "linf").lower()]
+    norm = attack_norm(threat_model)
+    folder = CORRUPTIONS if threat_model and norm is None else norm_of(norm or "linf").autoattack  # RobustBench folder
     return SourceOptions(model_dir=model_dir, threat_model=folder, arch=arch, sha256=sha256,
                          expect_clean=value, check_clean=check)
 

@@ -54,6 +54,16 @@ class Norm:
         """A one-line :class:`UserError` unless ``eps`` is a valid radius of this norm."""
         raise NotImplementedError
 
+    def step_bounds(self, x: torch.Tensor, eps: float) -> tuple[torch.Tensor, ...]:
+        """What :meth:`bounded_step` projects with, computed once per PGD restart (rows index samples,
+        so a PGD that drops samples keeps ``tuple(b[keep] for b in bounds)``)."""
+        return (x,)
+
+    def bounded_step(self, current: torch.Tensor, step: torch.Tensor, bounds: tuple[torch.Tensor, ...],
+                     eps: float) -> torch.Tensor:
+        """``current + step`` projected into the ball and the box that ``bounds`` describe."""
+        return self.project(current + step, bounds[0], eps)
+
 
 def _per_sample(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(len(t), -1)
@@ -76,6 +86,13 @@ class LinfNorm(Norm):
 
     def ascent(self, grad):
         return grad.sign()
+
+    def step_bounds(self, x, eps):
+        """The ball intersected with the box: clamping to it equals :meth:`project`."""
+        return (x - eps).clamp(0.0, 1.0), (x + eps).clamp(0.0, 1.0)
+
+    def bounded_step(self, current, step, bounds, eps):
+        return torch.clamp(current + step, *bounds)
 
     def check_radius(self, eps, what="eps"):
         if not 0.0 <= eps <= 1.0:
