@@ -6,7 +6,7 @@ the task keeps some of the teacher's robust images anyway; the difference is wha
 
 Everything here is computed from the per-sample flags an evaluation stores (``results.json``), so a
 stored sweep can be re-read without attacking anything again. The cells are
-:class:`robdistill.experiments.sweep.Cell`-like: ``teacher``, ``perturb``, ``seed`` and ``result``
+:class:`robdistill.analysis.study.Cell`-like: ``teacher``, ``perturb``, ``seed`` and ``result``
 (an :class:`~robdistill.eval.results.EvaluationResult`); a teacher's own evaluation has ``perturb``
 equal to ``teacher_row``.
 """
@@ -17,9 +17,9 @@ from typing import Any, Sequence
 
 import torch
 
+from robdistill.analysis.study import TEACHER_ROW
 from robdistill.core.stats import seed_summary
 
-TEACHER_ROW = "(teacher)"  # robdistill.experiments.sweep.TEACHER_ROW (not imported: analysis sits below experiments)
 
 
 def metric_flags(result: Any, metric: str) -> torch.Tensor:

@@ -5,16 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from robdistill.core.modes import eval_mode
+from robdistill.models.inference import logits_of  # noqa: F401  (re-exported: the analyses' input)
 
 STATISTICS = ("max_logit", "logit_gap", "max_prob", "entropy")
-
-
-def logits_of(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    with eval_mode(model), torch.no_grad():
-        return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
 def logit_statistics(logits: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -11,7 +11,7 @@ seeds (METHODS section 5):
 
 Readings are Holm-corrected within each claim's family (:mod:`robdistill.analysis.verdicts`).
 
-Claim (3), the student under keep / nonmax-shuffle / nonmax-flatten, is `robdistill.experiments.sweep.paired_rows`.
+Claim (3), the student under keep / nonmax-shuffle / nonmax-flatten, is `robdistill.analysis.study.paired_rows`.
 """
 from __future__ import annotations
 

@@ -254,3 +254,26 @@ def build_attack(name: str, eps: float, seed: int = 0, **params: Any) -> Attack:
         return cls(eps=eps, seed=seed, **params)
     except TypeError as exc:
         raise UserError(f"bad parameters for attack '{name}' ({exc}); see `robdistill list attacks`") from None
+
+
+REACH_TOLERANCE = 1e-6  # a PGD that reaches eps to within this crosses its ball
+
+
+def reach(steps: int, step_size: float) -> float:
+    """How far a PGD of ``steps`` steps of ``step_size`` can move from its start, in its own norm
+    (each L-inf step is a signed step of that size, each L2 step a unit direction times it)."""
+    return steps * step_size
+
+
+def reach_warning(what: str, steps: int, step_size: float, eps: float) -> str | None:
+    """A warning (printed once to stderr, and returned) when a PGD cannot cross its eps ball:
+    ``steps * step_size < eps`` -- e.g. MNIST's paper step 0.01 with 10 steps at eps 0.3. Such an
+    attack is weaker than intended: robust accuracy measured or trained with it is overstated."""
+    if reach(steps, step_size) >= eps - REACH_TOLERANCE:
+        return None
+    import warnings
+
+    message = (f"{what}: {steps} steps of {step_size:g} reach only {reach(steps, step_size):g} of the eps {eps:g} "
+               f"ball; raise the steps or set the step size")
+    warnings.warn(message, UserWarning, stacklevel=2)
+    return message

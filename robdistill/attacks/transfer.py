@@ -1,8 +1,9 @@
 """The transfer (black-box) attack (METHODS section 4): PGD-k crafted on a surrogate model and
-evaluated on the target, and the loader of its surrogate."""
+evaluated on the target. The surrogate is a module; a suite's checkpoint path is loaded by the
+evaluation (:func:`robdistill.eval.runner.load_surrogate`), not here."""
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 import torch
 from torch import nn
@@ -11,7 +12,7 @@ from robdistill.attacks.base import (ATTACKS, Attack, AttackOutput, Budget, ce_l
                                      pgd_perturb)
 from robdistill.attacks.gradient import PGD
 from robdistill.core.errors import UserError
-from robdistill.core.modes import eval_mode, preserved_global_rng
+from robdistill.core.modes import eval_mode
 from robdistill.core.precision import Precision
 
 
@@ -20,8 +21,10 @@ class Transfer(Attack):
     """Transfer (black-box) attack (Papernot et al. 2017; Athalye et al. 2018 on its use as a
     masking check): PGD-k crafted on a surrogate model, evaluated on the target (METHODS section 4).
 
-    ``surrogate`` is a robdistill checkpoint path (a suite's ``surrogate = "path.pt"``) or an
-    ``nn.Module``. Every image is perturbed, also those the surrogate already misclassifies, and
+    ``surrogate`` is an ``nn.Module`` (a suite's ``surrogate = "path.pt"`` is loaded by the
+    evaluation); ``surrogate_name`` is what the attack's config records for it (default its class),
+    and ``follow_inputs`` moves it to the inputs' device before each run (for a surrogate no one else
+    holds, such as a loaded checkpoint). Every image is perturbed, also those the surrogate already misclassifies, and
     each restart sends the *final* iterate of a plain PGD-k on the surrogate's cross-entropy (the
     scoring PGD's early stop would send the weakest fooling image, which transfers worst). A sample
     is robust iff the target classifies the clean image and every restart's image correctly. Under
@@ -30,14 +33,16 @@ class Transfer(Attack):
     name = "transfer"
     takes_step_size = True
 
-    def __init__(self, eps: float, seed: int = 0, surrogate: str | Path | nn.Module | None = None,
+    def __init__(self, eps: float, seed: int = 0, surrogate: nn.Module | None = None,
                  steps: int = 20, step_size: float | None = None, restarts: int = 1, random_start: bool = True,
-                 precision: str | Precision = "fp32", norm: str = "linf"):
+                 precision: str | Precision = "fp32", norm: str = "linf", surrogate_name: str | None = None,
+                 follow_inputs: bool = False):
         check_eps(eps, norm)
         self.pgd = PGD(eps, seed=seed, steps=steps, step_size=step_size, restarts=restarts,
                        random_start=random_start, norm=norm)
-        self.surrogate, label = _load_surrogate(surrogate)
-        self._owns_surrogate = not isinstance(surrogate, nn.Module)
+        self.surrogate = _surrogate(surrogate)
+        label = surrogate_name or f"<{type(surrogate).__name__} module>"
+        self._owns_surrogate = follow_inputs
         pgd = {k: v for k, v in self.pgd.config().items() if k not in ("eps", "seed", "precision", "norm")}
         super().__init__(eps, seed, precision, norm, surrogate=label, surrogate_attack=pgd)
 
@@ -71,8 +76,7 @@ class Transfer(Attack):
         p = self.pgd.params
         probe = Transfer(0.0, seed=self.seed, surrogate=self.surrogate, steps=min(p["steps"], steps),
                          step_size=p["step_size"], restarts=min(p["restarts"], 2), random_start=p["random_start"],
-                         norm=self.norm)
-        probe._owns_surrogate = self._owns_surrogate  # a loaded surrogate follows the inputs' device
+                         norm=self.norm, surrogate_name=self.params["surrogate"], follow_inputs=self._owns_surrogate)
         return probe
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
@@ -83,21 +87,14 @@ class Transfer(Attack):
             return super().run(model, x, y, batch_size=batch_size, progress=progress)
 
 
-def _load_surrogate(surrogate: str | Path | nn.Module | None) -> tuple[nn.Module, str]:
-    """The surrogate model and the label logged for it (the checkpoint path or the module's class)."""
+def _surrogate(surrogate: object) -> nn.Module:
+    """The surrogate module, or a one-line error that says where a checkpoint path goes."""
     if isinstance(surrogate, nn.Module):
-        return surrogate, f"<{type(surrogate).__name__} module>"
+        return surrogate
     if surrogate is None or not str(surrogate).strip():
-        raise UserError("transfer needs a surrogate: a checkpoint path (surrogate = \"teacher.pt\") or a module")
-    if not isinstance(surrogate, (str, Path)):
-        raise UserError(f"transfer surrogate must be a checkpoint path or a module; got {type(surrogate).__name__}")
-    from robdistill.models.checkpoints import load_checkpoint
-
-    try:
-        with preserved_global_rng("cpu"):  # building the model draws initial weights
-            model, _ = load_checkpoint(Path(surrogate))
-    except UserError as exc:
-        raise UserError(f"transfer surrogate: {exc}") from None
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model, str(surrogate)
+        raise UserError("transfer needs a surrogate module (surrogate=model); a suite names a checkpoint "
+                        "path instead (surrogate = \"teacher.pt\")")
+    if isinstance(surrogate, (str, os.PathLike)):
+        raise UserError(f"transfer surrogate must be an nn.Module; got the path '{surrogate}': load it first "
+                        f"(rd.load_checkpoint), or name it in a suite's [[attack]] table")
+    raise UserError(f"transfer surrogate must be an nn.Module; got {type(surrogate).__name__}")

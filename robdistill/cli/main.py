@@ -587,7 +587,7 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
 
 def print_sweep_tables(cells, claims, outputs) -> None:
     from robdistill.eval.tables import format_table, write_table
-    from robdistill.experiments.sweep import paired_rows, summary_rows
+    from robdistill.analysis.study import paired_rows, summary_rows
 
     summary, paired = summary_rows(cells), paired_rows(cells)
     click.echo("\nsweep summary (accuracy %; mean ± std over seeds [95% t-interval], or [95% Wilson] for one seed)")
@@ -629,7 +629,7 @@ def _executor_grid(settings, arguments: dict) -> tuple[dict, str, list]:
 def _print_merged(settings, name: str, uri: str, outputs, failed: list, groups: list, what: str) -> None:
     """An executor's ending: the merged tables read back from the store, as `sweep-report` gives
     them; the failed groups as a one-line error."""
-    from robdistill.experiments.sweep import load_sweeps
+    from robdistill.tracking.sweeps import load_sweeps
 
     stored = load_sweeps(uri, settings.experiment, [name])
     print_sweep_tables(stored.cells, stored.claims(), outputs)
@@ -752,7 +752,7 @@ def sweep_report(sweep_names, experiment, tracking_uri, outputs) -> None:
       robdistill sweep-report sweep-1a2b3c4d5e6f sweep-6f5e4d3c2b1a --out study.md
     """
     from robdistill.eval.tables import check_table_path
-    from robdistill.experiments.sweep import load_sweeps
+    from robdistill.tracking.sweeps import load_sweeps
 
     for path in outputs:
         check_table_path(path)
@@ -777,7 +777,7 @@ def sweep_status_command(sweep_name, experiment, tracking_uri) -> None:
       robdistill sweep-status sweep-1a2b3c4d5e6f --experiment fmnist-study
     """
     from robdistill.eval.tables import format_table
-    from robdistill.experiments.sweep import sweep_status
+    from robdistill.tracking.sweeps import sweep_status
 
     status = sweep_status(tracking_uri, experiment, sweep_name)
     counts = status.counts()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from robdistill.attacks import ATTACKS, Attack
-from robdistill.core.errors import UserError
+from robdistill.attacks.base import reach
 from robdistill.core.threat import NORM_NAMES, NORMS
 
 if TYPE_CHECKING:
@@ -136,26 +136,6 @@ def square_gap_checks(result: EvaluationResult, alpha: float = 0.05,
     return checks
 
 
-def reach(steps: int, step_size: float) -> float:
-    """How far a PGD of ``steps`` steps of ``step_size`` can move from its start, in its own norm
-    (each L-inf step is a signed step of that size, each L2 step a unit direction times it)."""
-    return steps * step_size
-
-
-def reach_warning(what: str, steps: int, step_size: float, eps: float) -> str | None:
-    """A warning (printed once to stderr, and returned) when a PGD cannot cross its eps ball:
-    ``steps * step_size < eps`` -- e.g. MNIST's paper step 0.01 with 10 steps at eps 0.3. Such an
-    attack is weaker than intended: robust accuracy measured or trained with it is overstated."""
-    if reach(steps, step_size) >= eps - TOLERANCE:
-        return None
-    import warnings
-
-    message = (f"{what}: {steps} steps of {step_size:g} reach only {reach(steps, step_size):g} of the eps {eps:g} "
-               f"ball; raise the steps or set the step size")
-    warnings.warn(message, UserWarning, stacklevel=2)
-    return message
-
-
 def reach_checks(attacks: dict[str, Attack]) -> list[SanityCheck]:
     """METHODS section 4: every PGD-type attack of the suite can cross its ball (steps x step >= eps)."""
     checks = []
@@ -167,15 +147,6 @@ def reach_checks(attacks: dict[str, Attack]) -> list[SanityCheck]:
         checks.append(SanityCheck(f"{key}: steps x step_size >= eps", distance >= attack.eps - TOLERANCE,
                                   f"{params['steps']} x {params['step_size']:g} = {distance:g} vs eps {attack.eps:g}"))
     return checks
-
-
-def check_finite(values: torch.Tensor, what: str) -> None:
-    """A one-line :class:`UserError` when ``values`` holds NaN or infinity."""
-    bad = ~torch.isfinite(values)
-    if bool(bad.any()):
-        rows = int(bad.reshape(len(values), -1).any(1).sum()) if values.ndim else 1
-        raise UserError(f"{what}: {rows} of {len(values) if values.ndim else 1} non-finite; check the model's "
-                        f"weights, its normalisation and the learning rate")
 
 
 def perturbation_stats(x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, Any]:

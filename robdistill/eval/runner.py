@@ -3,6 +3,7 @@ worst case, 95% Wilson intervals, and sanity checks on every evaluation."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -12,11 +13,11 @@ from robdistill.attacks import ATTACKS, Attack, build_attack
 from robdistill.attacks.base import counted_passes
 from robdistill.config.recipes import SuiteRecipe
 from robdistill.core import distributed
-from robdistill.core.errors import UserError
-from robdistill.core.modes import eval_mode, private_generator
+from robdistill.core.errors import UserError, check_finite
+from robdistill.core.modes import eval_mode, preserved_global_rng, private_generator
 from robdistill.core.progress import StepLog
 from robdistill.data.datasets import DatasetInfo, Split
-from robdistill.eval.checks import (SanityCheck, check_finite, perturbation_checks, perturbation_stats, reach_checks,
+from robdistill.eval.checks import (SanityCheck, perturbation_checks, perturbation_stats, reach_checks,
                                     square_gap_checks, strength_checks)
 from robdistill.eval.results import EvaluationResult
 from robdistill.core.threat import norm_of
@@ -46,11 +47,30 @@ def suite_attacks(suite: SuiteRecipe, eps: float, step_ratio: float | None = Non
             raise UserError(f"attack '{entry.get('key', entry['name'])}' of suite '{suite.name}' crafts on the "
                             f"'{named}', which only `run` and `sweep` know; evaluate with another suite or give "
                             f"the surrogate as a checkpoint path")
+        elif isinstance(named, str):  # a checkpoint path: loaded here, moved with the inputs by the attack
+            params.update(surrogate=load_surrogate(named), surrogate_name=named, follow_inputs=True)
         if step_ratio is not None and ATTACKS.get(entry["name"]).takes_step_size and params.get("step_size") is None:
             params["step_size"] = step_ratio * eps
         attacks[entry.get("key", entry["name"])] = build_attack(entry["name"], eps, suite.seed, precision=suite.precision,
                                                                 norm=suite.threat_model, **params)
     return attacks
+
+
+def load_surrogate(path: str | Path) -> nn.Module:
+    """A transfer attack's surrogate from a robdistill checkpoint path (a suite's ``surrogate =
+    "teacher.pt"``), frozen; building it leaves the global RNG as it was."""
+    from robdistill.models.checkpoints import load_checkpoint
+
+    if not str(path).strip():
+        raise UserError("transfer needs a surrogate: a checkpoint path (surrogate = \"teacher.pt\") or a module")
+    try:
+        with preserved_global_rng("cpu"):  # building the model draws initial weights
+            model, _ = load_checkpoint(Path(path))
+    except UserError as exc:
+        raise UserError(f"transfer surrogate: {exc}") from None
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
 
 
 def clean_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,

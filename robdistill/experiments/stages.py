@@ -22,7 +22,7 @@ from robdistill.eval.results import EvaluationResult
 from robdistill.eval.runner import evaluate
 from robdistill.models.checkpoints import load_checkpoint, save_checkpoint
 from robdistill.models.zoo import Classifier
-from robdistill.sources.files import sha256_of
+from robdistill.models.files import sha256_of
 from robdistill.sources.registry import SOURCE_RECIPE, Provenance
 from robdistill.tracking import logged_models, model_registry, schema
 from robdistill.tracking import store as tracking

@@ -11,36 +11,22 @@ import torch
 
 from robdistill.tracking import schema
 from robdistill.tracking import store as tracking
-from robdistill.analysis.logits import logits_of
+from robdistill.analysis.study import TEACHER_ROW, Cell, groups_of, metrics_of, paired_rows, summary_rows, sweep_markdown
 from robdistill.core.errors import UserError
-from robdistill.eval.results import EvaluationResult
+from robdistill.models.inference import logits_of
+from robdistill.tracking.sweeps import TEACHER_LOGITS_DIR, finished_cells
 from robdistill.train.perturbations import PERTURBATIONS
 from robdistill.experiments.pipeline import Outcome, default_suite, make_plan, run_experiment, split_overrides
 from robdistill.experiments.stages import log_dataset_input
 from robdistill.catalog import load_recipe
 from robdistill.analysis.seguin import ClaimTables, TeacherLogits, confidence_difference_grids, teacher_claims
 from robdistill.config.settings import Settings
-from robdistill.core.stats import SeedSummary, mcnemar_exact, no_spread, seed_summary
+from robdistill.core.stats import seed_summary
 from robdistill.sources.registry import SourceOptions, is_recipe
 
-TEACHER_ROW = "(teacher)"
-TEACHER_LOGITS_DIR = "teacher_logits"
-MERGE_MUST_MATCH = ("dataset", "student", "suite", "eps", "n_eval", "overrides", "protocol")
 
 if TYPE_CHECKING:
-    from robdistill.experiments.estimate import Estimate
-
-
-@dataclass
-class Cell:
-    """One evaluated model of the grid: a student (teacher, perturb, seed) or a teacher (perturb
-    = TEACHER_ROW)."""
-
-    teacher: str
-    perturb: str
-    seed: int
-    result: EvaluationResult
-    run_id: str
+    from robdistill.experiments.estimate import Estimate, StageEstimate
 
 
 @dataclass
@@ -292,110 +278,6 @@ def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence
     return outcome
 
 
-@dataclass
-class StoredCell:
-    """A cell a previous run of the same sweep finished: its `run` and the evaluations under it."""
-
-    run_id: str
-    cells: list[Cell]
-    logits: torch.Tensor | None
-
-
-def finished_cells(tracking_uri: str | None, experiment: str, name: str,
-                   current: str = "") -> dict[tuple[str, str, int], StoredCell]:
-    """The cells (teacher, perturb, seed) of sweep ``name`` whose `run` FINISHED in an earlier
-    sweep run (any shard, this machine or another sharing the store), with their evaluations read
-    back and the teacher logits that sweep logged: re-running a sweep skips them. A cell whose run
-    was killed or failed is not among them and runs again (``--resume`` continues its saved state)."""
-    import tempfile
-
-    from robdistill.tracking.results import load_results
-    from robdistill.tracking.search import find_experiment, find_runs, run_identity
-
-    try:
-        find_experiment(tracking_uri, experiment)
-    except UserError:
-        return {}  # a new store or experiment: nothing ran yet
-    runs = [r for r in find_runs(tracking_uri, experiment, schema.STAGE_RUN, None, {schema.TAG_SWEEP_NAME: name},
-                                 limit=10000) if r.info.status == "FINISHED"]
-    if not runs:
-        return {}
-    evaluations: dict[str, list] = {}
-    for run in find_runs(tracking_uri, experiment, schema.STAGE_EVALUATION, None, {schema.TAG_SWEEP_NAME: name},
-                         limit=10000):
-        if run.info.status == "FINISHED":
-            evaluations.setdefault(run.data.tags.get(schema.TAG_PARENT_RUN_ID, ""), []).append(run)
-    parents = [p for p in _sweep_parents(tracking_uri, experiment, name) if p.info.run_id != current]
-    found: dict[tuple[str, str, int], StoredCell] = {}
-    with tempfile.TemporaryDirectory(prefix="robdistill-sweep-") as tmp:
-        logits = _logged_teacher_logits(parents, f"{tmp}/logits")
-        for run in runs:  # newest first: a cell finished twice counts once, the newest
-            cell = run_identity(run)
-            key = (cell.teacher or "", cell.perturb or "", cell.seed)
-            if key in found or cell.seed is None:
-                continue
-            cells = []
-            for evaluation in evaluations.get(run.info.run_id, []):
-                role = run_identity(evaluation).role
-                perturb = TEACHER_ROW if role == schema.ROLE_TEACHER else key[1]
-                cells.append(Cell(key[0], perturb, key[2], load_results(evaluation, tmp), run.info.run_id))
-            if any(c.perturb != TEACHER_ROW for c in cells):  # its student was evaluated
-                found[key] = StoredCell(run.info.run_id, cells, logits.get((key[0], key[2])))
-    return found
-
-
-CELL_STATES = ("finished", "running", "failed", "killed", "missing")
-
-
-@dataclass
-class SweepStatus:
-    """Every cell (teacher, perturb, seed) of a sweep's grid and its state in the store: finished,
-    running, failed, killed (its newest run's status) or missing (never started)."""
-
-    name: str
-    grid: dict[str, str]
-    cells: dict[tuple[str, str, int], str]
-
-    def counts(self) -> dict[str, int]:
-        return {state: sum(v == state for v in self.cells.values()) for state in CELL_STATES}
-
-    def rows(self) -> tuple[list[str], list[list[str]]]:
-        """One row per (teacher, seed): each perturbation's state."""
-        perturbs = self.grid[schema.TAG_PERTURBS].split(",")
-        header = ["teacher", "seed", *perturbs]
-        rows = []
-        for teacher in self.grid[schema.TAG_TEACHERS].split(","):
-            for seed in (int(s) for s in self.grid[schema.TAG_SEEDS].split(",")):
-                rows.append([teacher, str(seed), *(self.cells[(teacher, p, seed)] for p in perturbs)])
-        return header, rows
-
-
-def sweep_status(tracking_uri: str | None, experiment: str, name: str) -> SweepStatus:
-    """The state of every cell of sweep ``name`` (all its shards, on any machine sharing the store):
-    the grid from its sweep runs' parameters, each cell's newest `run`. A name no sweep run carries
-    is a one-line error that says what a sweep name looks like."""
-    from robdistill.tracking.search import find_runs, run_identity
-
-    parents = _sweep_parents(tracking_uri, experiment, name)
-    if not parents:
-        hint = (" (that looks like a run id; a sweep name is what `sweep` prints: sweep-<12 hex digits>)"
-                if not name.startswith("sweep-") else "")
-        raise UserError(f"no sweep named {name} in experiment '{experiment}'{hint}")
-    grid = {key: parents[0].data.params.get(key, "") for key in
-            (schema.TAG_TEACHERS, schema.TAG_PERTURBS, schema.TAG_SEEDS, schema.TAG_STUDENT, schema.TAG_SUITE)}
-    cells = {(t, p, int(s)): "missing" for t in grid[schema.TAG_TEACHERS].split(",")
-             for p in grid[schema.TAG_PERTURBS].split(",") for s in grid[schema.TAG_SEEDS].split(",")}
-    seen: set[tuple[str, str, int]] = set()
-    for run in find_runs(tracking_uri, experiment, schema.STAGE_RUN, None, {schema.TAG_SWEEP_NAME: name},
-                         limit=10000):  # newest first
-        cell = run_identity(run)
-        key = (cell.teacher or "", cell.perturb or "", cell.seed)
-        if key in cells and key not in seen:
-            seen.add(key)
-            cells[key] = run.info.status.lower() if run.info.status != "SCHEDULED" else "running"
-    return SweepStatus(name, grid, cells)
-
-
 def _log_teacher_logits(teacher: str, seed: int, run: Outcome) -> torch.Tensor:
     """The teacher's logits on the evaluated test images, on the sweep run (``teacher_logits/``), so
     `sweep-report` can recompute claims (1) and (2) over shards and sweeps."""
@@ -421,114 +303,6 @@ def _teacher_claims(test, logits: TeacherLogits, reference: str) -> ClaimTables 
     return claims
 
 
-@dataclass
-class StoredSweeps:
-    """One or more sweeps read back from the tracking store: their cells and teacher logits."""
-
-    cells: list[Cell]
-    logits: TeacherLogits
-
-    def missing_logits(self) -> list[tuple[str, int]]:
-        """(teacher, seed) pairs with cells but no logged logits (an older robdistill, or a shard
-        stopped before its teacher's first cell finished): claims (1) and (2) leave them out."""
-        return sorted({(c.teacher, c.seed) for c in self.cells} - set(self.logits))
-
-    def claims(self, reference: str = "standard") -> ClaimTables | None:
-        """Claims (1) and (2) over every logged teacher (the reference first, as `sweep` prints
-        them), or None without the reference teacher."""
-        if not any(t == reference for t, _ in self.logits):
-            return None
-        order = sorted(self.logits, key=lambda key: (key[0] != reference, key))
-        return teacher_claims({key: self.logits[key] for key in order}, reference)
-
-
-def _sweep_parents(tracking_uri: str | None, experiment: str, name: str) -> list:
-    from robdistill.tracking.search import find_runs
-
-    return find_runs(tracking_uri, experiment, schema.STAGE_SWEEP, None, {schema.TAG_SWEEP_NAME: name})
-
-
-def check_mergeable(parents: dict[str, list]) -> None:
-    """Sweeps merge only when they differ in teachers, perturbations or seeds: the same dataset,
-    student, suite, eps, test images and overrides, so that every cell is measured alike."""
-    settings = {}
-    for name, runs in parents.items():
-        if runs:
-            settings[name] = {key: runs[0].data.params.get(key, "") for key in MERGE_MUST_MATCH}
-    if not settings:
-        return
-    first_name, first = next(iter(settings.items()))
-    for name, values in settings.items():
-        for key in MERGE_MUST_MATCH:
-            if values[key] != first[key]:
-                raise UserError(f"sweeps {first_name} and {name} differ in {key} ({first[key] or '-'} vs "
-                                f"{values[key] or '-'}); only sweeps that differ in teachers, perturbations or "
-                                f"seeds can be merged")
-
-
-def load_sweeps(tracking_uri: str | None, experiment: str, names: Sequence[str]) -> StoredSweeps:
-    """Every evaluated cell of the named sweeps (all their shards) from the tracking store, rebuilt
-    with their per-sample flags from each evaluation run's ``results.json``, and the teacher logits
-    their sweep runs logged. Within a sweep a cell run twice (a shard re-run) counts once, the
-    newest; a student cell present in two different sweeps is an error, a teacher attacked by two
-    sweeps (the same cached teacher) counts once."""
-    import tempfile
-
-    from robdistill.tracking.results import load_results
-    from robdistill.tracking.search import find_runs, run_identity
-
-    names = list(dict.fromkeys(names))
-    parents = {name: _sweep_parents(tracking_uri, experiment, name) for name in names}
-    check_mergeable(parents)
-    cells: list[Cell] = []
-    owner: dict[tuple[str, str, int | None, str], str] = {}
-    logits: TeacherLogits = {}
-    with tempfile.TemporaryDirectory(prefix="robdistill-sweep-") as tmp:
-        for name in names:
-            runs = [run for run in find_runs(tracking_uri, experiment, schema.STAGE_EVALUATION, None,
-                                             {schema.TAG_SWEEP_NAME: name})
-                    if run.info.status == "FINISHED"]
-            if not runs:
-                hint = ("; that looks like a run id, and a sweep name is what `sweep` prints: sweep-<12 hex digits> "
-                        "(`robdistill compare --sweep <run id>` lists one sweep run's cells)"
-                        if not name.startswith("sweep-") else "")
-                raise UserError(f"no finished evaluations tagged {schema.TAG_SWEEP_NAME}={name} in experiment "
-                                f"'{experiment}'{hint}")
-            for run in runs:  # newest first
-                cell = run_identity(run)
-                is_teacher = cell.role == schema.ROLE_TEACHER  # evaluated in the run of any perturbation
-                cell_key = (cell.teacher or "", TEACHER_ROW if is_teacher else cell.perturb or "", cell.seed,
-                            cell.role or "")
-                if owner.get(cell_key) == name or (is_teacher and cell_key in owner):
-                    continue  # a re-run, or the same cached teacher attacked by another sweep: once
-                if cell_key in owner:
-                    raise UserError(f"cell teacher={cell_key[0]} perturb={cell_key[1]} seed={cell_key[2]} is in both "
-                                    f"sweeps {owner[cell_key]} and {name}; merge sweeps that share no cell")
-                owner[cell_key] = name
-                cells.append(Cell(cell.teacher, cell_key[1], cell.seed, load_results(run, tmp),
-                                  run.data.tags.get(schema.TAG_PARENT_RUN_ID, "")))
-            for key, z in _logged_teacher_logits(parents[name], f"{tmp}/logits-{name}").items():
-                logits.setdefault(key, z)
-    rank = {TEACHER_ROW: -2, "keep": -1, **{p: i for i, p in enumerate(PERTURBATIONS.names()) if p != "keep"}}
-    cells.sort(key=lambda c: (c.teacher, rank.get(c.perturb, len(rank)), c.perturb, c.seed))  # the store's order is by time
-    return StoredSweeps(cells, logits)
-
-
-def _logged_teacher_logits(parents: Sequence, dst: str) -> TeacherLogits:
-    """The ``teacher_logits/*.json`` artifacts of a sweep's parent runs (one per shard), newest first."""
-    import mlflow
-
-    from robdistill.tracking.results import load_json_artifact
-
-    logits: TeacherLogits = {}
-    for run in parents:
-        listed = mlflow.MlflowClient().list_artifacts(run.info.run_id, TEACHER_LOGITS_DIR)
-        for item in listed:
-            payload = load_json_artifact(run, item.path, dst)
-            logits.setdefault((payload["teacher"], int(payload["seed"])), torch.tensor(payload["logits"]))
-    return logits
-
-
 def _log_summaries(cells: Sequence[Cell]) -> None:
     """The two tables as MLflow tables (viewable in the UI), and in Markdown as the run's
     description, and the mean accuracies as metrics."""
@@ -539,160 +313,15 @@ def _log_summaries(cells: Sequence[Cell]) -> None:
     tracking.set_description(sweep_markdown(cells))
 
 
-def sweep_markdown(cells: Sequence[Cell]) -> str:
-    """A sweep parent's description: the summary and paired tables (as ``--out x.md`` writes them)."""
-    from robdistill.eval.tables import markdown_table
-
-    paired = paired_rows(cells)
-    return ("Sweep summary (accuracy %; mean ± std over seeds [95% t-interval], or [95% Wilson] for one seed)"
-            "\n\n" + markdown_table(*summary_rows(cells))
-            + "\n\nEach perturbation against keep, same teacher and seed (Seguin et al. claim 3)\n\n"
-            + (markdown_table(*paired) if paired[1] else "(no keep cells to compare against)"))
-
-
-def _metrics_of(cells: Sequence[Cell]) -> list[str]:
-    """Clean, every attack of the suite in the suite's order (FGSM and a transfer attack included),
-    the worst case last."""
-    attacks = list(dict.fromkeys(key for cell in cells for key in cell.result.robust))
-    present = {key for cell in cells for key in cell.result.accuracies()}
-    return [m for m in ("clean", *attacks, "worst") if m in present]
-
-
-def cell_text(cells: Sequence[Cell], metric: str) -> str:
-    """Accuracy % of one metric over seeds: 'mean ± std [t-interval clipped to 0-100]' for several
-    seeds, 'acc [Wilson]' for one."""
-    if len(cells) == 1:
-        p = cells[0].result.accuracies()[metric]
-        return f"{100 * p.value:.1f} [{100 * p.low:.1f}, {100 * p.high:.1f}]"
-    s = seed_summary([c.result.accuracies()[metric].value for c in cells])
-    low, high = max(s.low, 0.0), min(s.high, 1.0)  # an accuracy interval lies in [0, 1]
-    return f"{100 * s.mean:.1f} ± {100 * s.std:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
-
-
-def _groups(cells: Sequence[Cell]) -> dict[tuple[str, str], list[Cell]]:
-    groups: dict[tuple[str, str], list[Cell]] = {}
-    for cell in cells:
-        groups.setdefault((cell.teacher, cell.perturb), []).append(cell)
-    return groups
-
-
-def summary_rows(cells: Sequence[Cell]) -> tuple[list[str], list[list[str]]]:
-    """Per teacher and perturbation (the teacher itself first), each metric over seeds."""
-    metrics = _metrics_of(cells)
-    header = ["teacher", "perturb", "seeds", "n"] + metrics
-    rows = []
-    for (teacher, perturb), group in _groups(cells).items():
-        ordered = sorted(group, key=lambda c: c.seed)
-        rows.append([teacher, perturb, ",".join(str(c.seed) for c in ordered), str(ordered[0].result.n)]
-                    + [cell_text(ordered, m) if all(m in c.result.accuracies() for c in ordered) else "-"
-                       for m in metrics])
-    rows.sort(key=lambda r: (r[0], r[1] != TEACHER_ROW))
-    return header, rows
-
-
 def summary_metrics(cells: Sequence[Cell]) -> dict[str, float]:
     """Parent-run metrics: mean accuracy over seeds per teacher / perturb / metric."""
     out = {}
-    for (teacher, perturb), group in _groups(cells).items():
+    for (teacher, perturb), group in groups_of(cells).items():
         role = schema.ROLE_TEACHER if perturb == TEACHER_ROW else perturb
-        for metric in _metrics_of(group):
+        for metric in metrics_of(group):
             out[schema.accuracy_metric(metric, teacher, role)] = seed_summary(
                 [c.result.accuracies()[metric].value for c in group]).mean
     return out
 
 
-from robdistill.analysis.verdicts import Reading  # noqa: E402  (the statistics below; seguin imports it already)
-
-PAIRED_HEADER = ["teacher", "comparison", "metric", "family", "seeds", "difference (points)", "paired t p", "p",
-                 "Holm p", "TOST p (Holm)", "McNemar p per seed", "reading", "seeds needed"]
-
-
-@dataclass(frozen=True)
-class PairedComparison:
-    """One perturbation minus the reference for one teacher and metric: the per-seed differences, the
-    McNemar p per seed, and the reading within its metric's family."""
-
-    teacher: str
-    perturb: str
-    metric: str
-    primary: bool
-    seeds: list[int]
-    diff: SeedSummary
-    mcnemar: list[float]
-    reading: Reading
-
-
-def paired_comparisons(cells: Sequence[Cell], reference: str = "keep") -> list[PairedComparison]:
-    """Each perturbation minus ``reference`` for the same teacher and seed, per metric but clean (clean
-    when it is the only one). Each metric's comparisons are one family (Holm within it); the primary
-    metric's (AutoAttack, else the worst case) is claim 3's family, the others are secondary."""
-    from robdistill.analysis.verdicts import DELTA_ACCURACY, primary_metric, read_family
-
-    groups = _groups(cells)
-    metrics = [m for m in _metrics_of(cells) if m != "clean"] or ["clean"]
-    primary = primary_metric(metrics)
-    found: list[tuple[str, str, str, list[int], SeedSummary, list[float]]] = []
-    teachers = list(dict.fromkeys(c.teacher for c in cells))
-    perturbs = list(dict.fromkeys(c.perturb for c in cells if c.perturb != TEACHER_ROW))
-    for teacher in teachers:
-        base = {c.seed: c for c in groups.get((teacher, reference), [])}
-        for perturb in perturbs:
-            if perturb == reference or not base:
-                continue
-            other = {c.seed: c for c in groups.get((teacher, perturb), [])}
-            seeds = sorted(set(base) & set(other))
-            if not seeds:
-                continue
-            for metric in metrics:
-                if not all(metric in c.result.accuracies() for c in (*other.values(), *base.values())):
-                    continue  # an attack the suite runs on some perturbations only (its table's ``only``)
-                a = [other[s].result.accuracies()[metric].value for s in seeds]
-                b = [base[s].result.accuracies()[metric].value for s in seeds]
-                per_seed = [mcnemar_exact(_flags(other[s].result, metric), _flags(base[s].result, metric))
-                            for s in seeds]
-                found.append((teacher, perturb, metric, seeds, seed_summary([x - y for x, y in zip(a, b)]), per_seed))
-    readings: dict[int, Reading] = {}
-    for metric in metrics:  # one family per metric
-        family = [i for i, f in enumerate(found) if f[2] == metric]
-        readings.update(zip(family, read_family([found[i][4] for i in family], DELTA_ACCURACY)))
-    return [PairedComparison(teacher, perturb, metric, metric == primary, seeds, diff, per_seed, readings[i])
-            for i, (teacher, perturb, metric, seeds, diff, per_seed) in enumerate(found)]
-
-
-def paired_rows(cells: Sequence[Cell], reference: str = "keep") -> tuple[list[str], list[list[str]]]:
-    """Each perturbation minus ``reference`` for the same teacher and seed (Seguin et al. claim 3),
-    from :func:`paired_comparisons`. The seed is the experimental unit: the difference in points has a
-    95% t-interval over seeds and a paired t-test (>= 2 seeds). When the per-seed differences have no
-    spread (see ``no_spread``) the t-test is undefined: "paired t p" is then "-" and an exact sign test
-    over seeds gives "p". "Holm p" is "p" Holm-adjusted within the metric's family, "TOST p" the
-    Holm-adjusted two one-sided tests against +-``DELTA_ACCURACY``; the reading and the seeds an
-    inconclusive reading needs come from :func:`robdistill.analysis.verdicts.read_family`. McNemar's
-    exact test per seed is shown too; it is conditional on those trained models (test-image noise only)."""
-    from robdistill.analysis.verdicts import fmt_p
-
-    rows = []
-    for c in paired_comparisons(cells, reference):
-        spread = c.diff.n > 1 and not no_spread(c.diff)
-        interval = f" [{100 * c.diff.low:+.1f}, {100 * c.diff.high:+.1f}]" if spread else ""
-        r = c.reading
-        rows.append([c.teacher, f"{c.perturb} - {reference}", c.metric, "primary" if c.primary else "secondary",
-                     str(len(c.seeds)), f"{100 * c.diff.mean:+.1f}{interval}", fmt_p(r.p) if spread else "-",
-                     fmt_p(r.p), fmt_p(r.p_adjusted), fmt_p(r.tost_adjusted),
-                     ", ".join(f"{p:.2g}" for p in c.mcnemar), r.text, r.seeds_text])
-    return list(PAIRED_HEADER), rows
-
-
-def paired_reading(diff: SeedSummary) -> str:
-    """The reading of one paired difference over seeds as a family of one
-    (:func:`robdistill.analysis.verdicts.read_family`, equivalence margin ``DELTA_ACCURACY``)."""
-    from robdistill.analysis.verdicts import DELTA_ACCURACY, read_family
-
-    return read_family([diff], DELTA_ACCURACY)[0].text
-
-
-def _flags(result: EvaluationResult, metric: str) -> list[bool]:
-    flags = {"clean": result.clean, "worst": result.worst, **result.robust}[metric]
-    return flags.tolist()
-
-
-__all__ = ["sweep_status", "SweepStatus", "finished_cells", "run_sweep", "summary_rows", "paired_rows", "paired_comparisons", "load_sweeps", "Cell"]
+__all__ = ["run_sweep", "sweep_estimate", "SweepOutcome", "grid_name", "parse_seeds", "parse_shard", "shard_groups"]

@@ -11,6 +11,7 @@ import torch
 
 from robdistill.data.datasets import DATASETS
 from robdistill.core.errors import UserError
+from robdistill.models.files import read_weights, require_file
 from robdistill.models.zoo import Classifier, build_model
 
 FORMAT = "robdistill-checkpoint-v1"
@@ -37,10 +38,6 @@ def save_checkpoint(path: Path, model: Classifier, *, kind: str, model_name: str
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint's payload, read with ``weights_only``; a missing, HTML, truncated or foreign
     file (or a plain state dict) is a one-line error."""
-    from robdistill.sources.files import read_weights
-
-    from robdistill.sources.files import require_file
-
     path = require_file(Path(path), "checkpoint")
     payload = read_weights(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

@@ -1,5 +1,5 @@
 """A study report's content (:class:`~robdistill.report.content.Report`) from the tracking store:
-the named sweeps read back with :func:`robdistill.experiments.sweep.load_sweeps` (every shard, every
+the named sweeps read back with :func:`robdistill.tracking.sweeps.load_sweeps` (every shard, every
 finished evaluation, the teacher logits), plus what their runs logged besides (AALP consistency
 tables, eps sweeps of the same models, confidence scatters, commands and versions).
 
@@ -78,7 +78,7 @@ def build_report(sweep_names: Sequence[str], *, tracking_uri: str | None = None,
     tracking store at ``tracking_uri`` (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).
     ``outputs`` only goes into the command the report says made it. An unknown sweep name is a
     :class:`UserError` listing the sweeps that exist."""
-    from robdistill.experiments.sweep import load_sweeps
+    from robdistill.tracking.sweeps import load_sweeps
     from robdistill.tracking.store import resolve_tracking_uri
 
     names = list(dict.fromkeys(sweep_names))
@@ -145,7 +145,7 @@ def _known_sweeps_text(store: _Store, every: list | None = None) -> str:
 def _evaluation_runs(store: _Store, names: list[str]) -> tuple[dict[tuple[str, str, int | None], Any], set[str]]:
     """(teacher, perturb or TEACHER_ROW, seed) -> the evaluation run ``load_sweeps`` read that cell from
     (the newest finished one, the first sweep named first); and the sweeps that attacked teachers."""
-    from robdistill.experiments.sweep import TEACHER_ROW
+    from robdistill.analysis.study import TEACHER_ROW
     from robdistill.tracking.search import run_identity
 
     found: dict[tuple[str, str, int | None], Any] = {}
@@ -167,7 +167,7 @@ class _Context:
     store: _Store
     names: list[str]
     parents: dict[str, list]
-    stored: Any  # robdistill.experiments.sweep.StoredSweeps
+    stored: Any  # robdistill.tracking.sweeps.StoredSweeps
     evaluations: dict[tuple[str, str, int | None], Any]
     teacher_sweeps: set[str]
     reference: str
@@ -216,7 +216,7 @@ def _fmt(value: float, digits: int = 3) -> str:
 # -- sections ----------------------------------------------------------------------------------
 
 def _overview(ctx: _Context) -> Section:
-    from robdistill.experiments.sweep import TEACHER_ROW
+    from robdistill.analysis.study import TEACHER_ROW
 
     first = ctx.cells[0].result
     blocks: list = [Paragraph(
@@ -244,7 +244,7 @@ def _overview(ctx: _Context) -> Section:
 
 
 def _summary(ctx: _Context) -> Section:
-    from robdistill.experiments.sweep import paired_rows, summary_rows
+    from robdistill.analysis.study import paired_rows, summary_rows
 
     summary, paired = summary_rows(ctx.cells), paired_rows(ctx.cells)
     blocks: list = [Table(SUMMARY_TITLE, *summary, caption="Accuracy % per teacher and perturbation, the teacher "
@@ -294,7 +294,7 @@ VERDICT_HEADER = ["claim", "teacher", "comparison", "evidence (95% interval)", "
 def _claims(ctx: _Context) -> Section:
     from robdistill.analysis.verdicts import (ALPHA, DELTA_ACCURACY, EQUIVALENT, FAMILIES, INCONCLUSIVE, LOWER,
                                               NOT_REPRODUCED, POWER, PRIMARY_METRIC, REPRODUCED)
-    from robdistill.experiments.sweep import paired_comparisons
+    from robdistill.analysis.study import paired_comparisons
 
     claims = ctx.stored.claims(ctx.reference)
     rows: list[list[str]] = []
@@ -487,7 +487,7 @@ def _stored_eps_curves(ctx: _Context) -> tuple[dict[str, dict[float, _AtEps]], l
 def _model_names(ctx: _Context) -> dict[str, str]:
     """A key an `evaluate` evaluation carries (its ``model`` tag, or a teacher's ``model_sha256``) ->
     the report's label of that sweep model."""
-    from robdistill.experiments.sweep import TEACHER_ROW
+    from robdistill.analysis.study import TEACHER_ROW
 
     cells = {c.run_id: c for c in ctx.cells if c.perturb != TEACHER_ROW}
     teachers = {(c.teacher, c.seed): c for c in ctx.cells if c.perturb == TEACHER_ROW}
@@ -527,7 +527,7 @@ def _table_records(payload: Any) -> list[dict[str, Any]]:
 def _figures(ctx: _Context) -> Section:
     from robdistill.analysis.logits import plot_logit_statistics
     from robdistill.analysis.seguin import plot_confidence_difference_grid
-    from robdistill.experiments.sweep import TEACHER_ROW
+    from robdistill.analysis.study import TEACHER_ROW
 
     import torch
 

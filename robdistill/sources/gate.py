@@ -65,7 +65,7 @@ def check_outputs(model: torch.nn.Module, name: str, x: torch.Tensor, num_classe
 
 def check_clean(model: torch.nn.Module, name: str, test: Split, expected: Expectation) -> dict[str, float]:
     """The clean accuracy on ``test``: an error when ``expected`` lies outside its 95% Wilson interval."""
-    from robdistill.analysis.logits import logits_of
+    from robdistill.models.inference import logits_of
 
     correct = int((logits_of(model, test.x).argmax(1) == test.y).sum())
     measured = wilson(correct, len(test))

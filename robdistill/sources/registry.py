@@ -9,7 +9,7 @@
     state-dict    a state-dict file whose architecture is named (``--teacher-model``)
 
 Every source but ``recipe`` loads an external file: its SHA-256 is taken (and checked against a
-pinned value first), it is read with ``weights_only`` (robdistill.sources.files), and the model
+pinned value first), it is read with ``weights_only`` (robdistill.models.files), and the model
 passes the integrity gate (robdistill.sources.gate) before anything is trained or logged."""
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from robdistill.core.errors import UserError
 from robdistill.core.registry import Registry
 from robdistill.data.datasets import DatasetInfo
 from robdistill.models.checkpoints import FORMAT as CHECKPOINT_FORMAT
-from robdistill.sources import files
+from robdistill.models import files
 
 SOURCE_RECIPE = "recipe"
 SOURCE_CHECKPOINT = "checkpoint"
@@ -318,14 +318,3 @@ def load_state_dict_file(spec: str, info: DatasetInfo, options: SourceOptions, d
         layout = "robdistill-classifier"
     details = {"arch": arch, "layout": layout}
     return LoadedModel(model.to(device), Provenance(SOURCE_STATE_DICT, str(spec), sha, str(path.resolve()), details))
-
-
-def _register_robustbench() -> None:
-    from robdistill.sources import robustbench
-
-    register_source(SOURCE_ROBUSTBENCH, lambda spec, options: spec.startswith(ROBUSTBENCH_PREFIX),
-                    help="robustbench:<Name>: RobustBench's architecture and checkpoint from "
-                         "<model-dir>/<dataset>/<threat model>/<Name>.pt (extra: robustbench)")(robustbench.load)
-
-
-_register_robustbench()

@@ -32,9 +32,9 @@ from torch import nn
 
 from robdistill.core.errors import UserError
 from robdistill.data.datasets import DatasetInfo
-from robdistill.sources import files
+from robdistill.models import files
 from robdistill.sources.registry import (ROBUSTBENCH_PREFIX, SOURCE_ROBUSTBENCH, LoadedModel, Provenance,
-                                         SourceOptions)
+                                         SourceOptions, register_source)
 
 PACKAGE = "robustbench"
 INSTALL_HINT = ("pip install -e '.[robustbench]' && pip install --no-deps robustbench==1.1.1 (with -c constraints.txt; "
@@ -131,6 +131,9 @@ def _entry(name: str, dataset: str, threat_model: str) -> dict[str, Any]:
     return models[name]
 
 
+@register_source(SOURCE_ROBUSTBENCH, lambda spec, options: spec.startswith(ROBUSTBENCH_PREFIX),
+                 help="robustbench:<Name>: RobustBench's architecture and checkpoint from "
+                      "<model-dir>/<dataset>/<threat model>/<Name>.pt (extra: robustbench)")
 def load(spec: str, info: DatasetInfo, options: SourceOptions, device: torch.device) -> LoadedModel:
     """Load ``robustbench:<Name>`` for ``info``'s dataset from the local model folder."""
     name = spec[len(ROBUSTBENCH_PREFIX):]

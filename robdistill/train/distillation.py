@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robdistill.analysis.logits import logits_of
 from robdistill.attacks.base import pgd_perturb
 from robdistill.config.recipes import StudentRecipe, to_dict
 from robdistill.core import distributed
@@ -27,7 +26,9 @@ from robdistill.core.registry import Registry
 from robdistill.core.streams import rank_stream, stream_seed
 from robdistill.core.tracker import Tracker, tracker_or_null
 from robdistill.data.datasets import DatasetInfo, Split, Splits
-from robdistill.eval.checks import check_finite, reach_warning
+from robdistill.attacks.base import reach_warning
+from robdistill.core.errors import check_finite
+from robdistill.models.inference import logits_of
 from robdistill.train.augment import AUGMENTATIONS
 from robdistill.train.loop import TrainingState, fit, initial_model, pgd_validator
 from robdistill.train.objectives import LossOutput

@@ -13,7 +13,7 @@ from robdistill.core.precision import resolve_precision
 from robdistill.core.streams import rank_stream, stream_seed
 from robdistill.core.tracker import Tracker, tracker_or_null
 from robdistill.data.datasets import DatasetInfo, Splits
-from robdistill.eval.checks import reach_warning
+from robdistill.attacks.base import reach_warning
 from robdistill.models.zoo import Classifier
 from robdistill.train.augment import AUGMENTATIONS
 from robdistill.train.loop import TrainingState, fit, initial_model, pgd_validator

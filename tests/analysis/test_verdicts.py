@@ -14,7 +14,7 @@ from robdistill.analysis.verdicts import (DELTA_ACCURACY, EQUIVALENT, HIGHER, IN
                                           interval, primary_metric, read_family, seeds_needed, tost_p)
 from robdistill.core.stats import seed_summary
 from robdistill.eval.results import EvaluationResult
-from robdistill.experiments.sweep import Cell, paired_comparisons, paired_rows
+from robdistill.analysis.study import Cell, paired_comparisons, paired_rows
 
 
 def test_holm_gives_the_textbook_adjusted_values() -> None:

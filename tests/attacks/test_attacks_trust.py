@@ -121,8 +121,13 @@ def test_zero_eps_probe_of_a_loaded_surrogate_moves_it_like_the_attack(quick_cnn
 
     path = save_checkpoint(tmp_path / "s.pt", quick_cnn(1), kind="teacher", model_name="small-cnn",
                            dataset="digits", recipe={}, seed=1)
-    attack = build_attack("transfer", EPS, surrogate=str(path), steps=3)
+    from robdistill.config.recipes import SuiteRecipe
+    from robdistill.eval.runner import suite_attacks
+
+    suite = SuiteRecipe(name="t", attack=({"name": "transfer", "surrogate": str(path), "steps": 3},))
+    attack = suite_attacks(suite, EPS)["transfer"]
     assert attack.zero_eps_probe(2)._owns_surrogate
+    assert attack.zero_eps_probe(2).params["surrogate"] == str(path)
     assert not build_attack("transfer", EPS, surrogate=quick_cnn(1)).zero_eps_probe(2)._owns_surrogate
 
 

@@ -14,7 +14,7 @@ from robdistill.attacks import ATTACKS, build_attack
 from robdistill.models.checkpoints import save_checkpoint
 from robdistill.data.datasets import Split
 from robdistill.core.errors import UserError
-from robdistill.eval.runner import evaluate
+from robdistill.eval.runner import evaluate, load_surrogate, suite_attacks
 from robdistill.config.recipes import SuiteRecipe
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -53,7 +53,8 @@ def test_transfer_flags_subset_of_clean_and_in_ball(target, surrogate_path, batc
     state = torch.get_rng_state()
     target.train()
     try:
-        out = build_attack("transfer", EPS, steps=5, surrogate=str(surrogate_path)).run(target, x, y, progress=False)
+        out = build_attack("transfer", EPS, steps=5, surrogate=load_surrogate(surrogate_path)).run(
+            target, x, y, progress=False)
         assert target.training, "the target's mode was not restored"
     finally:
         target.eval()
@@ -84,10 +85,19 @@ def test_transfer_config_in_evaluation(target, surrogate_path, batch) -> None:
     assert module_cfg["surrogate"] == f"<{type(target).__name__} module>"
 
 
-@pytest.mark.parametrize("surrogate", [None, "", "missing/teacher.pt", 3])
+@pytest.mark.parametrize("surrogate", [None, "", "missing/teacher.pt", Path("teacher.pt"), 3])
 def test_bad_surrogate_is_one_line_user_error(surrogate, workdir) -> None:
+    """The attack takes a module; anything else (a path included) is a one-line error."""
     with pytest.raises(UserError) as info:
         build_attack("transfer", EPS, surrogate=surrogate)
+    assert "\n" not in str(info.value) and "surrogate" in str(info.value)
+
+
+@pytest.mark.parametrize("path", ["", "missing/teacher.pt"])
+def test_bad_surrogate_path_in_a_suite_is_one_line_user_error(path, workdir) -> None:
+    suite = SuiteRecipe(name="t", attack=({"name": "transfer", "surrogate": path, "steps": 3},))
+    with pytest.raises(UserError) as info:
+        suite_attacks(suite, EPS)
     assert "\n" not in str(info.value) and "surrogate" in str(info.value)
 
 
@@ -95,7 +105,7 @@ def test_non_checkpoint_surrogate_is_user_error(workdir) -> None:
     path = workdir / "junk.pt"
     path.write_text("not a checkpoint")
     with pytest.raises(UserError, match="transfer surrogate"):
-        build_attack("transfer", EPS, surrogate=str(path))
+        load_surrogate(path)
 
 
 def test_transfer_bad_pgd_params_are_user_errors(target) -> None:

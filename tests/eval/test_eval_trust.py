@@ -73,7 +73,7 @@ def test_an_attack_that_cannot_cross_its_ball_fails_a_check(quick_cnn, batch) ->
     assert not checks["pgd: steps x step_size >= eps"].passed
     assert checks["cw: steps x step_size >= eps"].passed
     with pytest.warns(UserWarning, match="reach only 0.1 of the eps 0.3"):
-        from robdistill.eval.checks import reach_warning
+        from robdistill.attacks.base import reach_warning
 
         reach_warning("teacher at: training PGD", 10, 0.01, 0.3)
 

@@ -2,7 +2,6 @@
 numbers as a serial sweep at the same thread count, every cell finished exactly once."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import mlflow

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from robdistill.cli.main import main
 from robdistill.eval.results import EvaluationResult
-from robdistill.experiments.sweep import TEACHER_ROW, Cell, paired_rows, summary_rows
+from robdistill.analysis.study import TEACHER_ROW, Cell, paired_rows, summary_rows
 
 
 def result(clean: list[int], pgd: list[int]) -> EvaluationResult:
@@ -226,7 +226,7 @@ def test_shards_on_one_store_merge_into_the_full_grid(workdir: Path) -> None:
 
 
 def test_claims_of_stored_sweeps_name_teachers_without_logits() -> None:
-    from robdistill.experiments.sweep import StoredSweeps
+    from robdistill.tracking.sweeps import StoredSweeps
 
     z = torch.tensor([[3.0, 0.0], [0.0, 1.0], [2.0, 1.0]])
     cells = [Cell(t, "keep", s, result([1, 1, 1], [1, 0, 0]), "r") for t in ("at", "standard") for s in (0, 1)]
@@ -241,7 +241,7 @@ def test_sweeps_measured_differently_do_not_merge() -> None:
     from types import SimpleNamespace
 
     from robdistill.core.errors import UserError
-    from robdistill.experiments.sweep import check_mergeable
+    from robdistill.tracking.sweeps import check_mergeable
 
     def parent(**params: str):
         base = {"dataset": "digits", "student": "default", "suite": "fast", "eps": "null", "n_eval": "null",

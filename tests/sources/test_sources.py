@@ -15,7 +15,7 @@ from torch import nn
 import robdistill as rd
 from robdistill.core.errors import UserError
 from robdistill.sources import SourceOptions, find_source
-from robdistill.sources.files import sha256_of
+from robdistill.models.files import sha256_of
 
 from sources_helpers import (BAD_FILE_MESSAGES, TINY_EVAL, TINY_STUDENT, assert_nothing_written, assert_ok,  # noqa: I001
                       assert_one_line_error, invoke, runs, sha256, write_bad_files)

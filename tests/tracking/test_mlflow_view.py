@@ -11,7 +11,7 @@ import torch
 
 from robdistill.eval.results import EvaluationResult
 from robdistill.eval.tables import markdown_table, results_markdown
-from robdistill.experiments.sweep import TEACHER_ROW, Cell, sweep_markdown
+from robdistill.analysis.study import TEACHER_ROW, Cell, sweep_markdown
 from robdistill.tracking import schema
 from robdistill.tracking import store as tracking
 
