@@ -16,7 +16,7 @@ architecture; each passes the integrity gate and carries ``model.provenance``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, TypeVar
 
 import torch
 from torch import nn
@@ -38,23 +38,62 @@ from robdistill.train.distillation import distill_model, resolved_student
 from robdistill.train.perturbations import PERTURBATIONS
 from robdistill.train.teacher import resolved_teacher, train_teacher_model
 
+if TYPE_CHECKING:
+    from robdistill.attacks import Attack
+
 R = TypeVar("R", TeacherRecipe, StudentRecipe, SuiteRecipe)
 RecipeLike = str | Path | TeacherRecipe | StudentRecipe | SuiteRecipe
 _KINDS = {TeacherRecipe: "teacher", StudentRecipe: "student", SuiteRecipe: "suite"}
 
 
-def load_dataset(name: str = "digits", *, root: str | Path | None = None, download: bool = False,
+def load_dataset(name: str, *, root: str | Path | None = None, download: bool = False,
                  device: str | torch.device = "cpu") -> Splits:
-    """A registered dataset (``robdistill list datasets``) as deterministic train / validation /
-    test splits in [0, 1], on ``device``. Nothing is downloaded unless ``download``."""
+    """A registered dataset as deterministic train / validation / test splits of [0, 1] images.
+
+    Args:
+        name: a dataset of ``robdistill list datasets``: ``digits`` (embedded), ``mnist``,
+            ``fashion-mnist``, ``cifar10``, ``svhn``.
+        root: the folder holding the dataset's files (default ``$ROBDISTILL_DATA`` or ``./data``).
+        download: fetch missing files with torchvision; nothing is downloaded otherwise.
+        device: where the tensors live (training reads batches without host copies).
+
+    Returns:
+        :class:`Splits`: ``info`` (shape, classes, the threat models' radii) and the ``train``,
+        ``val`` and ``test`` :class:`Split` s.
+
+    Example:
+        >>> import robdistill as rd
+        >>> data = rd.load_dataset("digits")
+        >>> tuple(data.test.x.shape), data.info.num_classes, data.info.eps
+        ((359, 1, 8, 8), 10, 0.1)
+    """
     return datasets.load_dataset(name, Path(root) if root else None, download).to(device)
 
 
 def load_recipe(kind: str, recipe: RecipeLike, dataset: str | None = None, **overrides: Any) -> Any:
-    """A teacher, student or suite recipe from a name, a ``.toml`` path or a recipe object, with
-    keyword overrides; unknown fields, bad types, ranges and names are a one-line UserError.
-    ``dataset`` resolves a named or ``.toml`` recipe for that dataset (its ``[dataset.<name>]``
-    table, if any, before the overrides); a recipe object is taken as it is."""
+    """A teacher, student or suite recipe, validated, with keyword overrides.
+
+    Args:
+        kind: ``"teacher"``, ``"student"`` or ``"suite"``.
+        recipe: a name (``robdistill list teachers``), a ``.toml`` path or a recipe object (taken
+            as it is).
+        dataset: resolve a named or ``.toml`` recipe for this dataset (its ``[dataset.<name>]``
+            table, if any, applies before the overrides).
+        **overrides: recipe fields to change (``epochs=2``); unknown fields, bad types, ranges and
+            names are a one-line :class:`UserError`.
+
+    Returns:
+        A frozen :class:`TeacherRecipe`, :class:`StudentRecipe` or :class:`SuiteRecipe`.
+
+    Example:
+        >>> import robdistill as rd
+        >>> teacher = rd.load_recipe("teacher", "alp", epochs=2)
+        >>> teacher.objective, teacher.epochs
+        ('alp', 2)
+        >>> rd.load_recipe("teacher", "alp", epohcs=2)
+        Traceback (most recent call last):
+        robdistill.core.errors.UserError: unknown field 'epohcs' in recipe 'alp' with overrides; valid fields: ...
+    """
     if kind not in ("teacher", "student", "suite"):
         raise UserError(f"unknown recipe kind '{kind}'; choose one of: teacher, student, suite")
     if isinstance(recipe, (str, Path)):
@@ -90,24 +129,45 @@ def _data(data: Splits | str, device: str | torch.device | None) -> tuple[Splits
     return (splits if splits.train.x.device == target else splits.to(target)), target
 
 
-def load_teacher(spec: str | Path, data: Splits | str = "digits", *, model_dir: str | Path | None = None,
+def load_teacher(spec: str | Path, data: Splits | str, *, model_dir: str | Path | None = None,
                  arch: str | None = None, threat_model: str = "Linf", sha256: str | None = None,
                  expect_clean: float | str | None = None, n_check: int | None = None, seed: int = 0,
                  device: str | torch.device | None = None, progress: bool = True, **overrides: Any) -> nn.Module:
-    """A teacher from any source (robdistill.sources), as an ``nn.Module`` mapping [0, 1] images to
-    logits with ``model.provenance`` (source, id, sha256, path, what the gate measured):
+    """A teacher from any source (:mod:`robdistill.sources`), checked before it is used.
 
-    - ``robustbench:<Name>``: RobustBench's architecture (extra ``robustbench``) and the checkpoint
-      ``<model_dir>/<dataset>/<threat_model>/<Name>.pt`` (default ``$ROBDISTILL_MODEL_DIR`` or
-      ``./models``), never downloaded;
-    - a robdistill checkpoint, a TorchScript file, or a state dict with ``arch`` (a
-      ``robdistill list models`` name, or ``timm:<name>`` for a bare timm state dict);
-    - a recipe name or ``.toml`` path: trained (:func:`train_teacher`, with ``seed`` and ``overrides``).
+    External teachers pass the integrity gate on ``data``'s first ``n_check`` test images: the
+    ``sha256`` when given, logits of the right shape, deterministic in eval mode, and a clean
+    accuracy whose 95% Wilson interval holds ``expect_clean``.
 
-    An external teacher passes the integrity gate on ``data``'s first ``n_check`` test images
-    (default 1,000): ``sha256`` enforced when given, logits of the right shape, deterministic in
-    eval mode, and a clean accuracy whose 95% Wilson interval holds ``expect_clean`` (default
-    RobustBench's value where known; ``"off"`` skips it)."""
+    Args:
+        spec: ``robustbench:<Name>`` (RobustBench's architecture, extra ``robustbench``, and the
+            checkpoint ``<model_dir>/<dataset>/<threat_model>/<Name>.pt``, never downloaded); a
+            robdistill checkpoint, a TorchScript file, or a state dict with ``arch``; or a recipe
+            name or ``.toml`` path, trained by :func:`train_teacher` with ``seed`` and ``overrides``.
+        data: the dataset (a name or :func:`load_dataset`'s splits) the teacher is for.
+        model_dir: RobustBench's model folder (default ``$ROBDISTILL_MODEL_DIR`` or ``./models``).
+        arch: a state dict's architecture (``robdistill list models``, or ``timm:<name>``).
+        threat_model: RobustBench's folder: ``Linf``, ``L2`` or ``corruptions``.
+        sha256: the file's pinned SHA-256, checked before anything is parsed.
+        expect_clean: the clean accuracy to expect (default RobustBench's where known; ``"off"``
+            skips the check).
+        n_check: test images the gate uses (default 1,000).
+        seed, progress, overrides: for a recipe teacher, as in :func:`train_teacher`.
+        device: where the model goes (default the data's device).
+
+    Returns:
+        The teacher, an ``nn.Module`` in eval mode mapping [0, 1] images to logits, with
+        ``model.provenance`` (source, id, sha256, path, what the gate measured).
+
+    Example:
+        >>> import torch, robdistill as rd
+        >>> data = rd.load_dataset("digits")
+        >>> net = rd.build_model("small-cnn", data.info.shape, 10, data.info.mean, data.info.std)
+        >>> torch.save(net.state_dict(), "net.pt")          # someone else's weights, say
+        >>> teacher = rd.load_teacher("net.pt", data, arch="small-cnn", expect_clean="off", n_check=64)
+        >>> teacher.provenance.source, teacher.provenance.details["arch"]
+        ('state-dict', 'small-cnn')
+    """
     from robdistill.sources import gate
     from robdistill.sources.registry import (SOURCE_RECIPE, Provenance, SourceOptions, find_source, load_model,
                                              parse_expect_clean)
@@ -142,16 +202,39 @@ def _log_provenance(tracker: Tracker | None, role: str, model: nn.Module) -> Non
         tracker.set_tag(f"{role}_{key}", value)
 
 
-def train_teacher(recipe: RecipeLike = "at", data: Splits | str = "digits", *, seed: int = 0,
+def train_teacher(recipe: RecipeLike, data: Splits | str, *, seed: int = 0,
                   device: str | torch.device | None = None, precision: str | None = None,
                   threat_model: str | None = None, progress: bool = True,
                   tracker: Tracker | None = None, **overrides: Any) -> nn.Module:
-    """Train a teacher (METHODS section 2) from a recipe (``robdistill list teachers``) on ``data``'s
-    training split; same recipe, data and seed give the same weights as ``robdistill
-    train-teacher``. ``precision`` ("fp32", "bf16"; default the recipe's) is what the training
-    passes run in; ``threat_model`` ("linf", "l2"; default the recipe's) the ball of its training
-    attack, at the dataset's radius unless ``eps`` is given. The per-epoch metrics are in
-    ``model.history`` (and the tracker, if given)."""
+    """Train a teacher (METHODS section 2) on ``data``'s training split.
+
+    The same recipe, data and seed give the same weights as ``robdistill train-teacher``.
+
+    Args:
+        recipe: a teacher recipe (``robdistill list teachers``: ``standard``, ``at``, ``alp``,
+            ``aalp``, ``trades``, ...), a ``.toml`` path or a :class:`TeacherRecipe`.
+        data: a dataset name or :func:`load_dataset`'s splits.
+        seed: the seed of the teacher's random streams (init, batches, attacks).
+        device: where it trains (default the data's device).
+        precision: what the training passes run in (``"fp32"``, ``"bf16"``; default the recipe's).
+        threat_model: the ball of its training attack (``"linf"``, ``"l2"``; default the
+            recipe's), at the dataset's radius unless ``eps`` is given.
+        progress: a line (or bar) per epoch; False is silent.
+        tracker: where parameters and per-epoch metrics go (nothing is written without one).
+        **overrides: recipe fields (``epochs=2``, ``train_subset=500``, ``eps=0.2``).
+
+    Returns:
+        The trained ``nn.Module`` in eval mode; its per-epoch metrics are in ``model.history``.
+
+    Example:
+        >>> import robdistill as rd
+        >>> data = rd.load_dataset("digits")
+        >>> teacher = rd.train_teacher("at", data, seed=0, epochs=1, train_subset=200, progress=False)
+        >>> teacher(data.test.x[:4]).shape
+        torch.Size([4, 10])
+        >>> len(teacher.history), "train/acc" in teacher.history[-1]
+        (1, True)
+    """
     teacher = load_recipe("teacher", recipe, dataset=_dataset_name(data),
                           **_with_precision(overrides, precision, threat_model))
     splits, target = _data(data, device)
@@ -159,17 +242,41 @@ def train_teacher(recipe: RecipeLike = "at", data: Splits | str = "digits", *, s
     return train_teacher_model(teacher, splits, seed, target, progress=progress, tracker=tracker)
 
 
-def distill(teacher: nn.Module, data: Splits | str = "digits", *, perturb: str = "keep",
+def distill(teacher: nn.Module, data: Splits | str, *, perturb: str = "keep",
             recipe: RecipeLike = "default", student: nn.Module | None = None, seed: int = 0,
             device: str | torch.device | None = None, precision: str | None = None,
             threat_model: str | None = None, progress: bool = True,
             tracker: Tracker | None = None, **overrides: Any) -> nn.Module:
-    """Distill a student from ``teacher`` (any module mapping [0, 1] images to logits) on clean
-    training inputs only, the teacher's logits perturbed by ``perturb`` (``keep``,
-    ``nonmax-shuffle``, ``nonmax-flatten``, ... METHODS section 3). ``student`` is any module to train
-    (default: the recipe's model, from the student's own init stream). ``precision`` is what the
-    student's training passes run in (the teacher's logits are always computed in fp32);
-    ``threat_model`` the ball of its validation PGD (and of ARD / RSLAD's attack)."""
+    """Distill a student from ``teacher`` on clean training inputs only (METHODS section 3).
+
+    Args:
+        teacher: any module mapping [0, 1] images to logits; its logits are computed in fp32.
+        data: a dataset name or :func:`load_dataset`'s splits.
+        perturb: what happens to the teacher's logits first (``robdistill list perturbations``:
+            ``keep``, ``nonmax-shuffle``, ``nonmax-flatten``, ``nonmax-flatten-mean``, ``onehot``,
+            ``confidence-swap``).
+        recipe: a student recipe name, ``.toml`` path or :class:`StudentRecipe`.
+        student: any module to train (default the recipe's model, from its own init stream).
+        seed: the seed of the student's random streams.
+        device: where it trains (default the data's device).
+        precision: what the student's training passes run in (default the recipe's).
+        threat_model: the ball of its validation PGD (and of ARD / RSLAD's attack).
+        progress: a line (or bar) per epoch; False is silent.
+        tracker: where parameters and per-epoch metrics go (nothing is written without one).
+        **overrides: recipe fields (``epochs=5``, ``temperature=4``).
+
+    Returns:
+        The trained student, an ``nn.Module`` in eval mode, with ``model.history``.
+
+    Example:
+        >>> import robdistill as rd
+        >>> data = rd.load_dataset("digits")
+        >>> teacher = rd.train_teacher("standard", data, epochs=1, train_subset=200, progress=False)
+        >>> student = rd.distill(teacher, data, perturb="nonmax-shuffle", epochs=1, train_subset=200,
+        ...                      progress=False)
+        >>> student(data.test.x[:4]).argmax(1).shape
+        torch.Size([4])
+    """
     student_recipe = load_recipe("student", recipe, dataset=_dataset_name(data),
                                  **_with_precision(overrides, precision, threat_model))
     PERTURBATIONS.get(perturb)  # a bad name fails before any data is loaded
@@ -180,33 +287,126 @@ def distill(teacher: nn.Module, data: Splits | str = "digits", *, perturb: str =
                          progress=progress, tracker=tracker)
 
 
-def evaluate(model: nn.Module, data: Splits | str = "digits", *, suite: RecipeLike | None = None,
+def evaluate(model: nn.Module, data: Splits | str, *, suite: RecipeLike | None = None,
+             attacks: "Attack | Sequence[Attack] | Mapping[str, Attack] | None" = None,
              eps: float | None = None, n_eval: int | None = None, name: str = "model",
              device: str | torch.device | None = None, precision: str | None = None,
              threat_model: str | None = None, progress: bool = True,
              tracker: Tracker | None = None, **overrides: Any) -> EvaluationResult:
-    """Attack ``model`` with a suite (``robdistill list suites``; default ``fast`` on digits,
-    ``paper`` elsewhere) on the first ``n_eval`` test images (default the suite's; 0 = all) in the
-    ball of ``threat_model`` ("linf", "l2"; default the suite's) of radius ``eps`` (default the
-    suite's, else the dataset's for that norm). The result holds the per-sample flags, accuracies
-    with 95% intervals (``result.table``) and the sanity checks (``result.checks``). ``precision`` is
-    what the attacks craft in (default the suite's); every flag is judged in fp32."""
+    """Attack ``model`` on ``data``'s test images and check the evaluation (METHODS section 4).
+
+    Either a suite (named attacks at one radius) or attack objects you built. Every robust flag
+    is judged by an fp32 forward, whatever precision the attacks craft in.
+
+    Args:
+        model: any module mapping [0, 1] images to logits.
+        data: a dataset name or :func:`load_dataset`'s splits.
+        suite: a suite name (``robdistill list suites``; default ``fast`` on digits, ``paper``
+            elsewhere), a ``.toml`` path or a :class:`SuiteRecipe`.
+        attacks: instead of a suite, attack objects (``rd.attacks.PGD(eps=0.1, steps=20)``): one,
+            a list (keyed by each attack's name) or a dict ``{key: attack}``. They share one norm
+            and radius; ``suite``, ``eps``, ``threat_model`` and ``precision`` are the objects' own.
+        eps: the radius (default the suite's, else the dataset's for the suite's norm).
+        n_eval: the first that many test images (default the suite's; 0 = all).
+        name: the model's name in tables and messages.
+        device: where the evaluation runs (default the data's device).
+        precision: what the suite's attacks craft in (default the suite's).
+        threat_model: the ball (``"linf"``, ``"l2"``; default the suite's).
+        progress: a line (or bar) per attack; False is silent.
+        tracker: where parameters, accuracies and ``results.json`` go.
+        **overrides: suite fields (``batch_size=128``, ``seed=1``).
+
+    Returns:
+        :class:`EvaluationResult`: per-sample flags (``result.clean``, ``result.robust[key]``,
+        ``result.worst``), accuracies with 95% Wilson intervals (``result.accuracies()``,
+        ``result.table``) and the sanity checks (``result.checks``, ``result.passed``).
+
+    Example:
+        >>> import torch, robdistill as rd
+        >>> data = rd.load_dataset("digits")
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+        >>> result = rd.evaluate(model, data, attacks=[rd.attacks.FGSM(eps=0.1), rd.attacks.PGD(eps=0.1, steps=5)],
+        ...                      n_eval=64, progress=False)
+        >>> list(result.robust), result.n, result.passed
+        (['fgsm', 'pgd'], 64, True)
+        >>> result.accuracies()["pgd"].value <= result.accuracies()["fgsm"].value
+        True
+    """
     splits, _ = _data(data, device)
-    suite_recipe = load_recipe("suite", suite or default_suite(splits.info.name),
-                               **_with_precision(overrides, precision, threat_model))
-    if eps is not None:
-        norm_of(suite_recipe.threat_model).check_radius(eps)
     if n_eval is not None and n_eval < 0:
         raise UserError(f"n_eval must be >= 0 (0 = the whole test set); got {n_eval}")
-    radius = suite_eps(suite_recipe, splits.info, eps)
-    ratio = dataset_step_ratio(splits.info.name, suite_recipe.threat_model)
-    suite_attacks(suite_recipe, radius, ratio)  # every attack is built first: bad parameters fail early
+    if attacks is not None:
+        given = [k for k, v in (("suite", suite), ("eps", eps), ("threat_model", threat_model),
+                                ("precision", precision)) if v is not None]
+        if given:
+            raise UserError(f"attacks= carries its own radius, norm and precision; leave out {', '.join(given)} "
+                            f"(or pass a suite instead of attacks)")
+        built = _named_attacks(attacks)
+        suite_recipe = _suite_of(built, overrides)
+        radius, ratio = suite_recipe.eps, None
+    else:
+        suite_recipe = load_recipe("suite", suite or default_suite(splits.info.name),
+                                   **_with_precision(overrides, precision, threat_model))
+        if eps is not None:
+            norm_of(suite_recipe.threat_model).check_radius(eps)
+        radius = suite_eps(suite_recipe, splits.info, eps)
+        ratio = dataset_step_ratio(splits.info.name, suite_recipe.threat_model)
+        built = suite_attacks(suite_recipe, radius, ratio)  # built once, before any work: bad parameters fail early
     test = splits.test.head((suite_recipe.n_eval if n_eval is None else n_eval) or None)
-    result = run_suite(model, test, suite_recipe, radius, name=name, progress=progress, step_ratio=ratio)
+    result = run_suite(model, test, suite_recipe, radius, name=name, progress=progress, step_ratio=ratio,
+                       attacks=built)
     if tracker is not None:
-        tracker.log_params("suite", {**to_dict(suite_recipe), "eps": radius, "n": len(test),
-                                     "default_step_size": ratio * radius})
+        step = {} if ratio is None else {"default_step_size": ratio * radius}  # attack objects carry their own
+        tracker.log_params("suite", {**to_dict(suite_recipe), "eps": radius, "n": len(test), **step})
         tracker.log_metrics({**result.metrics(), **cost_metrics(result.costs)})
         tracker.log_json(result.to_json(), RESULTS_ARTIFACT)
         _log_provenance(tracker, "model", model)
     return result
+
+
+def _named_attacks(attacks: Any) -> dict[str, "Attack"]:
+    """Attack objects keyed for the result: a dict as given, a list (or one attack) by each
+    attack's name; anything else, a name twice or mixed radii are one-line errors."""
+    from robdistill.attacks import Attack
+
+    if isinstance(attacks, Attack):
+        attacks = [attacks]
+    if isinstance(attacks, Mapping):
+        items = [(str(k), v) for k, v in attacks.items()]
+    elif isinstance(attacks, (list, tuple)):
+        items = [(getattr(a, "name", ""), a) for a in attacks]
+    else:
+        raise UserError(f"attacks must be attack objects (rd.attacks.PGD(eps=0.1, steps=20)), a list or a dict of "
+                        f"them; got {type(attacks).__name__}")
+    if not items:
+        raise UserError("attacks is empty; give at least one attack object")
+    for key, attack in items:
+        if not isinstance(attack, Attack):
+            raise UserError(f"attacks must be robdistill attack objects (rd.attacks.PGD(eps=0.1, steps=20), ...); "
+                            f"got {type(attack).__name__}")
+    keys = [k for k, _ in items]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise UserError(f"two attacks named {twice[0]}; pass a dict to key them apart: "
+                        f"attacks={{'{twice[0]}': ..., '{twice[0]}-2': ...}}")
+    balls = sorted({(a.norm, a.eps) for _, a in items})
+    if len(balls) > 1:
+        raise UserError("the attacks of one evaluation share one ball; got "
+                        + " and ".join(f"{n} eps {e:g}" for n, e in balls) + ": evaluate them separately")
+    return dict(items)
+
+
+def _suite_of(attacks: dict[str, "Attack"], overrides: dict[str, Any]) -> SuiteRecipe:
+    """The suite record of an evaluation by attack objects: their ball, one table per attack (name
+    and key: the objects carry their parameters), and the suite fields given as ``overrides``."""
+    from robdistill.config.recipes import override_recipe
+
+    first = next(iter(attacks.values()))
+    suite = SuiteRecipe(name="attacks", description="attack objects given to rd.evaluate",
+                        threat_model=first.norm, eps=first.eps,
+                        attack=tuple({"name": a.name, "key": k} for k, a in attacks.items()))
+    fixed = sorted(set(overrides) & {"attack", "eps", "threat_model", "precision", "name"})
+    if fixed:
+        raise UserError(f"with attacks=, the suite field {fixed[0]} comes from the attack objects; leave it out")
+    return override_recipe(suite, overrides) if overrides else suite

@@ -46,7 +46,29 @@ class AutoAttack(Attack):
     Under bf16 the library attacks the model's forward under autocast, and its result is re-judged
     in fp32: a sample is robust only if fp32 forwards classify it correctly, and the samples the
     bf16 run called fooled (or misclassified clean) that fp32 classifies correctly are attacked
-    again, in fp32."""
+    again, in fp32.
+
+    Args:
+        eps: the radius.
+        seed: AutoAttack's seed.
+        version: ``standard``, ``plus``, ``rand`` or ``custom``.
+        attacks: with ``custom``, its components (``apgd-ce``, ``apgd-dlr``, ``apgd-t``, ``fab-t``,
+            ``square``).
+        square_queries: Square's query budget (default 5000).
+        precision: what the components craft in; flags are judged in fp32.
+        norm: ``linf`` or ``l2``.
+
+    Example:
+        >>> import torch, robdistill as rd
+        >>> data = rd.load_dataset("digits")
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+        >>> x, y = data.test.x[:8], data.test.y[:8]
+        >>> attack = rd.attacks.AutoAttack(eps=0.1, version="custom", attacks=["apgd-ce"])
+        >>> out = attack.run(model, x, y, progress=False)
+        >>> bool((out.robust <= (model(x).argmax(1) == y)).all())
+        True
+    """
 
     name = "autoattack"
     chunked = True

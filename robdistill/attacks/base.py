@@ -124,6 +124,13 @@ class Attack(ABC):
     #: one of them is a sign of gradient masking or a bug; Athalye et al. 2018)
     stronger_than: ClassVar[tuple[str, ...]] = ()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every attack class's constructor refuses a misspelt or missing parameter with a one-line
+        :class:`AttackParameterError` that names the closest parameter (``stpes`` -> ``steps``)."""
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _checked_parameters(cls.__dict__["__init__"], cls.__name__)  # type: ignore[method-assign]
+
     def __init__(self, eps: float, seed: int = 0, precision: str | Precision = "fp32", norm: str = "linf",
                  **params: Any):
         #: the threat model (robdistill.core.threat): the norm and radius of the ball attacked in
@@ -190,6 +197,37 @@ class Attack(ABC):
                             [w for o in outputs for w in o.warnings])
 
 
+class AttackParameterError(UserError):
+    """An attack built with a parameter it does not take, or without one it needs."""
+
+
+def _checked_parameters(init: Callable[..., None], owner: str) -> Callable[..., None]:
+    """``init`` that first binds its arguments to its signature, so that an unknown keyword is a
+    one-line error suggesting the closest name instead of Python's TypeError."""
+    import difflib
+    import functools
+    import inspect
+
+    signature = inspect.signature(init)
+    names = [n for n, p in signature.parameters.items() if n != "self" and p.kind is not p.VAR_KEYWORD]
+
+    @functools.wraps(init)
+    def checked(self: Attack, *args: Any, **kwargs: Any) -> None:
+        try:
+            signature.bind(self, *args, **kwargs)
+        except TypeError as exc:
+            unknown = [k for k in kwargs if k not in names]
+            if unknown:
+                close = difflib.get_close_matches(unknown[0], names, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise AttackParameterError(f"{owner} takes no parameter '{unknown[0]}'{hint} (its parameters: "
+                                           f"{', '.join(names)})") from None
+            raise AttackParameterError(f"{owner}: {exc} (its parameters: {', '.join(names)})") from None
+        init(self, *args, **kwargs)
+
+    return checked
+
+
 ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 
@@ -248,12 +286,30 @@ def check_steps(steps: int, name: str) -> int:
 
 def build_attack(name: str, eps: float, seed: int = 0, **params: Any) -> Attack:
     """Instantiate a registered attack; unknown parameters are a one-line error. (The attacks
-    register themselves when the package ``robdistill.attacks`` is imported.)"""
+    register themselves when the package ``robdistill.attacks`` is imported.)
+
+    Args:
+        name: ``robdistill list attacks`` (``fgsm``, ``pgd``, ``cw``, ``autoattack``, ``transfer``).
+        eps: the radius.
+        seed: the attack's seed.
+        **params: the attack's parameters (``steps=20``, ``norm="l2"``, ...).
+
+    Returns:
+        The attack object.
+
+    Example:
+        >>> import robdistill as rd
+        >>> rd.attacks.build_attack("pgd", 0.1, steps=10).params["steps"]
+        10
+        >>> rd.attacks.build_attack("pgd", 0.1, stpes=10)
+        Traceback (most recent call last):
+        robdistill.core.errors.UserError: bad parameters for attack 'pgd': PGD takes no parameter 'stpes'; ...
+    """
     cls = ATTACKS.get(name)
     try:
         return cls(eps=eps, seed=seed, **params)
-    except TypeError as exc:
-        raise UserError(f"bad parameters for attack '{name}' ({exc}); see `robdistill list attacks`") from None
+    except AttackParameterError as exc:
+        raise UserError(f"bad parameters for attack '{name}': {exc}; see `robdistill list attacks`") from None
 
 
 REACH_TOLERANCE = 1e-6  # a PGD that reaches eps to within this crosses its ball

@@ -14,7 +14,24 @@ from robdistill.core.precision import Precision
 @ATTACKS.register("fgsm")
 class FGSM(Attack):
     """Fast Gradient Sign Method (Goodfellow et al. 2015): one signed step of size eps; under L2 the
-    fast gradient method, one step of L2 length eps along the normalised gradient (Miyato et al. 2016)."""
+    fast gradient method, one step of L2 length eps along the normalised gradient (Miyato et al. 2016).
+
+    Args:
+        eps: the radius, in [0, 1] pixel space.
+        seed: unused (FGSM draws nothing); kept for one interface.
+        precision: what the step is crafted in (``fp32``, ``bf16``); flags are judged in fp32.
+        norm: ``linf`` or ``l2``.
+
+    Example:
+        >>> import torch, robdistill as rd
+        >>> data = rd.load_dataset("digits")
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+        >>> x, y = data.test.x[:8], data.test.y[:8]
+        >>> x_adv = rd.attacks.FGSM(eps=0.1)(model, x, y)
+        >>> float((x_adv - x).abs().max()) <= 0.1 + 1e-6
+        True
+    """
 
     name = "fgsm"
     white_box = True
@@ -47,7 +64,28 @@ class PGD(Attack):
 
     Under a reduced precision (bf16) the iterates are crafted from bf16 forwards, and every verdict
     is an fp32 one: the clean flags, each sample a bf16 forward calls fooled (confirmed by an fp32
-    forward before it is dropped; an unconfirmed one is attacked on), and the final iterate."""
+    forward before it is dropped; an unconfirmed one is attacked on), and the final iterate.
+
+    Args:
+        eps: the radius, in [0, 1] pixel space.
+        seed: the random start's seed.
+        steps: iterations per restart.
+        step_size: the step (default Madry's 2.5 eps / steps).
+        restarts: random restarts; a sample must survive them all.
+        random_start: start from a uniform point of the ball (L2: a random direction and radius).
+        precision: what the iterations are crafted in; flags are judged in fp32.
+        norm: ``linf`` or ``l2``.
+
+    Example:
+        >>> import torch, robdistill as rd
+        >>> data = rd.load_dataset("digits")
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+        >>> x, y = data.test.x[:8], data.test.y[:8]
+        >>> out = rd.attacks.PGD(eps=0.5, steps=5, norm="l2").run(model, x, y, progress=False)
+        >>> out.robust.dtype, bool(((out.x_adv - x).flatten(1).norm(dim=1) <= 0.5 + 1e-5).all())
+        (torch.bool, True)
+    """
 
     name = "pgd"
     white_box = True
@@ -139,7 +177,20 @@ class PGD(Attack):
 class CW(PGD):
     """PGD under the same ball on the CW margin loss max_{j!=y} z_j - z_y ("CW-k"); under L2 this is
     the CW loss under PGD-L2 (Madry et al. 2018's CW variant), not Carlini and Wagner's original
-    L2 optimisation with its binary search over the constant."""
+    L2 optimisation with its binary search over the constant.
+
+    Args:
+        eps, seed, steps, step_size, restarts, random_start, precision, norm: as for :class:`PGD`.
+
+    Example:
+        >>> import torch, robdistill as rd
+        >>> data = rd.load_dataset("digits")
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+        >>> x, y = data.test.x[:8], data.test.y[:8]
+        >>> rd.attacks.CW(eps=0.1, steps=5).run(model, x, y, progress=False).robust.shape
+        torch.Size([8])
+    """
 
     name = "cw"
     white_box = True

@@ -28,7 +28,29 @@ class Transfer(Attack):
     each restart sends the *final* iterate of a plain PGD-k on the surrogate's cross-entropy (the
     scoring PGD's early stop would send the weakest fooling image, which transfers worst). A sample
     is robust iff the target classifies the clean image and every restart's image correctly. Under
-    bf16 the surrogate's PGD runs under autocast; the target's verdicts are fp32 forwards."""
+    bf16 the surrogate's PGD runs under autocast; the target's verdicts are fp32 forwards.
+
+    Args:
+        eps: the radius.
+        seed: the surrogate PGD's seed.
+        surrogate: the module the examples are crafted on.
+        steps, step_size, restarts, random_start: the surrogate's PGD.
+        precision: what the surrogate's PGD runs in; the target's verdicts are fp32.
+        norm: ``linf`` or ``l2``.
+        surrogate_name: what the config records for the surrogate.
+        follow_inputs: move the surrogate to the inputs' device before each run.
+
+    Example:
+        >>> import torch, robdistill as rd
+        >>> data = rd.load_dataset("digits")
+        >>> _ = torch.manual_seed(0)
+        >>> target = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+        >>> surrogate = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+        >>> x, y = data.test.x[:8], data.test.y[:8]
+        >>> attack = rd.attacks.Transfer(eps=0.1, surrogate=surrogate, steps=5)
+        >>> attack.run(target, x, y, progress=False).robust.shape, attack.config()["surrogate"]
+        (torch.Size([8]), '<Sequential module>')
+    """
 
     name = "transfer"
     takes_step_size = True

@@ -75,7 +75,22 @@ class TeacherRecipe(TrainingRecipe):
     L2 summed over classes, mean over the batch (AALP Eq. 1); Kannan's code averages over B*C
     (lambda / C). ``alpha`` weighs AALP's sample-weighted pairing term, ``beta`` TRADES' KL term.
     ``augment`` transforms each clean batch before the objective sees it (``crop-flip``: Madry et al.
-    2018 and Zhang et al. 2019 train CIFAR-10 on random crops and flips); ``none`` draws nothing."""
+    2018 and Zhang et al. 2019 train CIFAR-10 on random crops and flips); ``none`` draws nothing.
+
+    Attributes:
+        objective: ``standard``, ``at``, ``alp``, ``aalp``, ``trades``, ``clp``, ``lsq``, ... (METHODS section 2).
+        model, epochs, batch_size, optimizer, lr, weight_decay, lr_schedule, train_subset, augment:
+            what is trained, and how.
+        threat_model, eps, attack_steps, attack_step_size: the training attack's ball and PGD.
+        pairing_weight, alpha, beta: the objectives' weights.
+        precision: what the training passes run in (``fp32``, ``bf16``).
+
+    Example:
+        >>> import robdistill as rd
+        >>> mine = rd.TeacherRecipe(name="my-trades", objective="trades", beta=6.0, epochs=2)
+        >>> rd.load_recipe("teacher", mine).beta          # checked like a recipe file
+        6.0
+    """
 
     objective: str = "standard"
     threat_model: str = "linf"  # robdistill.core.threat: the ball of the training attack (linf, l2)
@@ -107,7 +122,21 @@ class StudentRecipe(TrainingRecipe):
 
     ``method`` ``ard`` / ``rslad`` are the robust-distillation baselines instead (they train on the
     student's adversarial examples: PGD with ``eps`` -- default the dataset's --, ``attack_steps``,
-    ``attack_step_size`` -- default the dataset's step, scaled to eps --; ``adv_weight`` is their alpha)."""
+    ``attack_step_size`` -- default the dataset's step, scaled to eps --; ``adv_weight`` is their alpha).
+
+    Attributes:
+        model, epochs, batch_size, optimizer, lr, weight_decay, lr_schedule, train_subset, augment:
+            what is trained, and how.
+        temperature, alpha: the distillation temperature T and the weight of the KL term.
+        method: ``distill`` (clean inputs only), or ``ard`` / ``rslad``.
+        precision: what the student's training passes run in.
+
+    Example:
+        >>> import robdistill as rd
+        >>> student = rd.load_recipe("student", "default", epochs=5)
+        >>> student.model, student.temperature, student.epochs
+        ('small-cnn', 4.0, 5)
+    """
 
     temperature: float = 4.0
     hard_label_weight: float = 0.0
@@ -139,7 +168,22 @@ class SuiteRecipe:
     optionally ``key`` for the metric name, ``n_eval`` to run that attack on the first ``n_eval``
     evaluated images only, and ``only`` to run it only on some models of a grid: see
     :meth:`for_subject`). ``eps`` left out means the dataset's eps;
-    ``n_eval = 0`` evaluates the whole test set; ``precision`` is what every attack crafts in."""
+    ``n_eval = 0`` evaluates the whole test set; ``precision`` is what every attack crafts in.
+
+    Attributes:
+        attack: the ``[[attack]]`` tables, in the order they run.
+        threat_model, eps: the ball every attack runs in (``eps`` None: the dataset's).
+        n_eval: the first that many test images (0: all).
+        batch_size, seed: the attacks' batch and seed.
+        precision: what the attacks craft in (verdicts stay fp32).
+        autoattack_chunk: AutoAttack is saved every this many samples.
+
+    Example:
+        >>> import robdistill as rd
+        >>> smoke = rd.load_recipe("suite", "smoke")
+        >>> [entry["name"] for entry in smoke.attack], smoke.n_eval
+        (['fgsm', 'pgd', 'cw'], 64)
+    """
 
     name: str = ""
     description: str = ""

@@ -16,7 +16,25 @@ def default_suite(dataset: str) -> str:
 
 @dataclass(frozen=True)
 class Settings:
-    """The command line's shared options, as one value the experiments take."""
+    """The command line's shared options, as one value the experiments take.
+
+    Attributes:
+        dataset, data_root, download: which data, from where.
+        seed: the seed of every stage's random streams.
+        device: ``cpu``, ``cuda``, ...
+        tracking_uri, experiment: the MLflow store and experiment.
+        cache_dir: where trained teachers and state files are kept.
+        progress: lines or bars while working.
+        use_registry: find teachers in, and add them to, the store's model registry.
+        resume: continue interrupted training from its state file.
+        threat_model: ``linf`` or ``l2`` for every stage (None: each recipe's own).
+
+    Example:
+        >>> import robdistill as rd
+        >>> settings = rd.Settings(dataset="fashion-mnist", seed=1)
+        >>> settings.dataset, settings.seed, settings.experiment
+        ('fashion-mnist', 1, 'robdistill')
+    """
 
     dataset: str = "digits"
     data_root: Path | None = None

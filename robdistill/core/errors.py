@@ -8,7 +8,18 @@ if TYPE_CHECKING:
 
 
 class UserError(Exception):
-    """Bad input (a name, a value, a file) with a message that says how to fix it."""
+    """Bad input (a name, a value, a file) with a message that says how to fix it.
+
+    The command line prints it as one line and exits with status 2; the API raises it as it is.
+
+    Example:
+        >>> import robdistill as rd
+        >>> try:
+        ...     rd.load_dataset("mnits")
+        ... except rd.UserError as error:
+        ...     print(error)
+        unknown dataset 'mnits'; choose one of: cifar10, digits, fashion-mnist, mnist, svhn
+    """
 
 
 def check_finite(values: torch.Tensor, what: str) -> None:

@@ -10,7 +10,9 @@ from typing import Any, Callable, Iterable
 def lazy_exports(package: str, names: dict[str, str],
                  submodules: Iterable[str] = ()) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``__getattr__`` and ``__dir__`` for ``package``: each of ``names`` (name -> defining module)
-    and each of ``submodules`` (``package.<name>``) is imported when first read, then cached."""
+    and each of ``submodules`` (``package.<name>``) is imported when first read, then cached.
+    ``dir(package)`` lists the public names only: the package's ``__all__`` if it has one, else
+    ``names`` and ``submodules`` (not its helpers, nor the sub-modules imported along the way)."""
     namespace = sys.modules[package].__dict__
     submodules = tuple(submodules)
 
@@ -25,6 +27,6 @@ def lazy_exports(package: str, names: dict[str, str],
         return value
 
     def __dir__() -> list[str]:
-        return sorted({*namespace, *names, *submodules})
+        return sorted(namespace.get("__all__") or {*names, *submodules})
 
     return __getattr__, __dir__

@@ -9,7 +9,25 @@ from typing import Any, Protocol, runtime_checkable
 
 @runtime_checkable
 class Tracker(Protocol):
-    """Where a stage logs its parameters, per-epoch metrics, tags, tables and files."""
+    """Where a stage logs its parameters, per-epoch metrics, tags, tables and files.
+
+    Any object with these six methods is a tracker (a structural protocol: no base class needed);
+    :class:`robdistill.MlflowTracker` logs to the active MLflow run, and without a tracker nothing
+    is written.
+
+    Example:
+        >>> import robdistill as rd
+        >>> class Printing:
+        ...     def log_params(self, prefix, values): print(prefix, values["objective"])
+        ...     def log_metrics(self, values, step=None): pass
+        ...     def set_tag(self, key, value): pass
+        ...     def log_json(self, payload, artifact_file): pass
+        ...     def log_table(self, columns, artifact_file): pass
+        ...     def log_file(self, path, artifact_path=None): pass
+        >>> teacher = rd.train_teacher("standard", rd.load_dataset("digits"), epochs=1, train_subset=100,
+        ...                            progress=False, tracker=Printing())
+        teacher standard
+    """
 
     def log_params(self, prefix: str, values: dict[str, Any]) -> None: ...
 

@@ -30,7 +30,19 @@ def default_data_root() -> Path:
 
 @dataclass(frozen=True)
 class Split:
-    """Images in [0, 1] (N, C, H, W) float32 and int64 labels."""
+    """Images in [0, 1] (N, C, H, W) float32 and int64 labels.
+
+    Attributes:
+        x: the images, float32 (N, C, H, W) in [0, 1].
+        y: the labels, int64 (N,).
+
+    Example:
+        >>> import robdistill as rd
+        >>> test = rd.load_dataset("digits").test
+        >>> first = test.head(16)
+        >>> len(first), float(first.x.min()) >= 0.0, float(first.x.max()) <= 1.0
+        (16, True, True)
+    """
 
     x: torch.Tensor
     y: torch.Tensor
@@ -50,7 +62,22 @@ class DatasetInfo:
     """Static facts about a dataset: shape, classes, normalisation, paper threat models.
 
     ``eps`` / ``step_size`` are the L-inf radius and PGD step; ``l2_eps`` / ``l2_step_size`` the L2
-    ones (METHODS section 1 gives each value's source)."""
+    ones (METHODS section 1 gives each value's source).
+
+    Attributes:
+        name: the registered name (``robdistill list datasets``).
+        shape: one image's (C, H, W).
+        num_classes: the number of classes.
+        mean, std: the normalisation a :class:`Classifier` applies inside its forward.
+        eps, step_size: the L-inf radius and PGD step in [0, 1] pixel space.
+        l2_eps, l2_step_size: the L2 radius and PGD step.
+
+    Example:
+        >>> import robdistill as rd
+        >>> info = rd.load_dataset("digits").info
+        >>> info.shape, info.radius("linf"), info.radius("l2")
+        ((1, 8, 8), (0.1, 0.025), (0.5, 0.125))
+    """
 
     name: str
     shape: tuple[int, int, int]
@@ -83,6 +110,21 @@ class DatasetInfo:
 
 @dataclass(frozen=True)
 class Splits:
+    """A dataset as deterministic train / validation / test splits, with its facts.
+
+    Attributes:
+        info: the dataset's :class:`DatasetInfo`.
+        train: the training split (students see only these clean images).
+        val: the validation split (epochs and radii are chosen on it, never on the test split).
+        test: the test split every evaluation attacks.
+
+    Example:
+        >>> import robdistill as rd
+        >>> data = rd.load_dataset("digits")
+        >>> len(data.train), len(data.val), len(data.test)
+        (1294, 144, 359)
+    """
+
     info: DatasetInfo
     train: Split
     val: Split

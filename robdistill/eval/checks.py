@@ -23,7 +23,22 @@ TOLERANCE = 1e-6
 
 @dataclass
 class SanityCheck:
-    """One named check of an evaluation, whether it passed, and what it found."""
+    """One named check of an evaluation, whether it passed, and what it found.
+
+    Attributes:
+        name: what is checked (``"eps = 0 gives clean accuracy"``).
+        passed: whether it held.
+        detail: what it found, in words and numbers.
+
+    Example:
+        >>> import torch, robdistill as rd
+        >>> data = rd.load_dataset("digits")
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+        >>> result = rd.evaluate(model, data, attacks=rd.attacks.PGD(eps=0.1, steps=3), n_eval=32, progress=False)
+        >>> [check.name for check in result.checks if not check.passed]
+        []
+    """
 
     name: str
     passed: bool

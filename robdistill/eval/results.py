@@ -17,7 +17,29 @@ __all__ = ["EvaluationResult", "SanityCheck", "merge_shards", "result_from_json"
 
 @dataclass
 class EvaluationResult:
-    """Per-sample flags (``clean`` and one per attack key) plus everything derived from them."""
+    """Per-sample flags (``clean`` and one per attack key) plus everything derived from them.
+
+    Attributes:
+        model: the evaluated model's name.
+        eps, norm: the ball attacked.
+        labels, clean: the labels and the per-sample clean flags.
+        robust: per attack key, the per-sample robust flags (True: every image the attack tried was
+            classified correctly by an fp32 forward).
+        attack_configs, seconds, costs, warnings: each attack's configuration, time, passes and
+            warnings.
+        checks: the sanity checks (:class:`SanityCheck`).
+
+    Example:
+        >>> import torch, robdistill as rd
+        >>> data = rd.load_dataset("digits")
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+        >>> result = rd.evaluate(model, data, attacks=rd.attacks.PGD(eps=0.1, steps=3), n_eval=32, progress=False)
+        >>> bool((result.robust["pgd"] <= result.clean).all())    # robust only where clean is right
+        True
+        >>> sorted(result.accuracies())
+        ['clean', 'pgd', 'worst']
+    """
 
     model: str
     eps: float

@@ -209,7 +209,8 @@ def _agreed(compute: Callable[[], Any]) -> Any:
 
 def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, name: str = "model",
              progress: bool = True, state: TrainingState | None = None, resume: bool = False,
-             step_ratio: float | None = None, surrogates: dict[str, nn.Module] | None = None) -> EvaluationResult:
+             step_ratio: float | None = None, surrogates: dict[str, nn.Module] | None = None,
+             attacks: dict[str, Attack] | None = None) -> EvaluationResult:
     """Run a suite on ``data`` (already cut to n_eval) and check the evaluation's sanity.
 
     Under torchrun each rank attacks its rows (``rank::world_size``) and the per-sample flags are
@@ -219,7 +220,8 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
     ``state`` the evaluation is saved after every attack (and every ``suite.autoattack_chunk``
     samples of AutoAttack); ``resume`` continues from that file. An attack whose suite table sets
     ``n_eval`` runs on the first that many images only (its flags are that long); ``surrogates``:
-    see :func:`suite_attacks`."""
+    see :func:`suite_attacks`. ``attacks`` are the suite's attacks already built (by key, in the
+    suite's order), else they are built here."""
     rows = distributed.local_rows(len(data))
     x, y = data.x[rows], data.y[rows]
     saved: dict[str, Any] = (state.load() if state is not None and resume else None) or {}
@@ -234,7 +236,8 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
     result = EvaluationResult(name, eps, data.y.clone(), clean, {}, {}, {"clean": saved["clean_seconds"]},
                               not_in_worst=tuple(e.get("key", e["name"]) for e in suite.attack if "only" in e),
                               norm=suite.threat_model)
-    attacks = suite_attacks(suite, eps, step_ratio, surrogates)
+    if attacks is None:
+        attacks = suite_attacks(suite, eps, step_ratio, surrogates)
     counts = suite.attack_samples(len(data))
     lines = StepLog(f"eval {name}", len(attacks), "attack", enabled=progress and distributed.is_main(),
                     done=len(saved["done"]), weights=relative_costs(attacks, num_classes_of(data)))

@@ -19,6 +19,29 @@ FORMAT = "robdistill-checkpoint-v1"
 
 def save_checkpoint(path: Path, model: Classifier, *, kind: str, model_name: str, dataset: str,
                     recipe: dict[str, Any], seed: int, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` with what rebuilds it, atomically (a crash leaves no half-written file).
+
+    Args:
+        path: the file to write (its folder is created).
+        model: a :class:`Classifier` built by :func:`build_model` as ``model_name``.
+        kind: ``"teacher"`` or ``"student"``.
+        model_name: the architecture's registered name (``small-cnn``, ...).
+        dataset: the dataset it is for (its shape, classes and normalisation rebuild the model).
+        recipe: the recipe it was trained with, as a dict.
+        seed: the seed it was trained with.
+        extra: anything else to keep in the payload.
+
+    Returns:
+        ``path``, as a :class:`~pathlib.Path`.
+
+    Example:
+        >>> import robdistill as rd
+        >>> info = rd.load_dataset("digits").info
+        >>> model = rd.build_model("small-cnn", info.shape, 10, info.mean, info.std)
+        >>> rd.save_checkpoint("student.pt", model, kind="student", model_name="small-cnn",
+        ...                    dataset="digits", recipe={"epochs": 1}, seed=3).name
+        'student.pt'
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "kind": kind, "model_name": model_name, "dataset": dataset,
@@ -56,6 +79,25 @@ def build_checkpoint_model(payload: dict[str, Any], device: str | torch.device =
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[Classifier, dict[str, Any]]:
-    """Rebuild the model of a checkpoint; a corrupt or foreign file is a one-line error."""
+    """Rebuild the model of a checkpoint; a corrupt or foreign file is a one-line error.
+
+    Args:
+        path: a file written by :func:`save_checkpoint` (or by ``robdistill train-teacher``).
+        device: where the model goes.
+
+    Returns:
+        ``(model, payload)``: the :class:`Classifier` in eval mode, and the checkpoint's payload
+        (``kind``, ``model_name``, ``dataset``, ``recipe``, ``seed``, ...).
+
+    Example:
+        >>> import robdistill as rd
+        >>> info = rd.load_dataset("digits").info
+        >>> model = rd.build_model("small-cnn", info.shape, 10, info.mean, info.std)
+        >>> path = rd.save_checkpoint("teacher.pt", model, kind="teacher", model_name="small-cnn",
+        ...                           dataset="digits", recipe={}, seed=0)
+        >>> loaded, payload = rd.load_checkpoint(path)
+        >>> payload["kind"], payload["model_name"], type(loaded).__name__
+        ('teacher', 'small-cnn', 'Classifier')
+    """
     payload = read_checkpoint(path)
     return build_checkpoint_model(payload, device), payload

@@ -19,7 +19,22 @@ from robdistill.core.registry import Registry
 
 class Classifier(nn.Module):
     """Wraps a backbone (image -> penultimate features) and a linear head, with the input
-    normalisation inside so that attacks work in [0, 1] pixel space (METHODS section 1)."""
+    normalisation inside so that attacks work in [0, 1] pixel space (METHODS section 1).
+
+    Args:
+        backbone: images (normalised) to penultimate features.
+        feature_dim: the features' width.
+        num_classes: the logits' width.
+        mean, std: per-channel normalisation, applied first.
+
+    Example:
+        >>> import torch, robdistill as rd
+        >>> backbone = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU())
+        >>> model = rd.Classifier(backbone, 32, 10, mean=(0.5,), std=(0.5,))
+        >>> x = torch.rand(3, 1, 8, 8)
+        >>> model.features(x).shape, model(x).shape
+        (torch.Size([3, 32]), torch.Size([3, 10]))
+    """
 
     def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int,
                  mean: tuple[float, ...], std: tuple[float, ...]):
@@ -219,7 +234,25 @@ def model_names() -> list[str]:
 
 def build_model(name: str, shape: tuple[int, int, int], num_classes: int,
                 mean: tuple[float, ...], std: tuple[float, ...]) -> Classifier:
-    """Build a registered architecture (or ``timm:<arch>``) as a normalising :class:`Classifier`."""
+    """Build a registered architecture (or ``timm:<arch>``) as a normalising :class:`Classifier`.
+
+    Args:
+        name: ``robdistill list models`` (``small-cnn``, ``compact-cnn``, ``lenet``, ``resnet18``,
+            ``wrn-34-10``) or ``timm:<arch>``.
+        shape: one image's (C, H, W).
+        num_classes: the number of classes.
+        mean, std: the normalisation applied inside the forward.
+
+    Returns:
+        A :class:`Classifier` with freshly initialised weights (from the global RNG).
+
+    Example:
+        >>> import robdistill as rd
+        >>> info = rd.load_dataset("digits").info
+        >>> model = rd.build_model("small-cnn", info.shape, info.num_classes, info.mean, info.std)
+        >>> model(rd.load_dataset("digits").test.x[:2]).shape
+        torch.Size([2, 10])
+    """
     if name.startswith("timm:"):
         backbone, dim = _timm_backbone(name.split(":", 1)[1], shape)
     else:

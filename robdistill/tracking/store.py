@@ -331,7 +331,18 @@ def scratch_dir() -> Iterator[Path]:
 
 class MlflowTracker:
     """The :class:`robdistill.core.tracker.Tracker` the CLI passes: logs to the active MLflow run
-    (rank 0 only under torchrun)."""
+    (rank 0 only under torchrun).
+
+    Example:
+        >>> import mlflow, robdistill as rd
+        >>> data = rd.load_dataset("digits")
+        >>> _ = mlflow.set_tracking_uri("sqlite:///mlflow.db")
+        >>> with mlflow.start_run() as run:
+        ...     teacher = rd.train_teacher("standard", data, epochs=1, train_subset=100, progress=False,
+        ...                                tracker=rd.MlflowTracker())
+        >>> mlflow.get_run(run.info.run_id).data.params["teacher.objective"]
+        'standard'
+    """
 
     def log_params(self, prefix: str, values: dict[str, Any]) -> None:
         log_params(prefix, values)

@@ -179,3 +179,51 @@ def test_readme_example_is_the_issue_example() -> None:
                  'rd.distill(teacher, data, perturb="nonmax-shuffle", seed=0)',
                  'rd.evaluate(student, data, suite="fast")', "rd.attacks.PGD(eps=0.1, steps=20)(student, x, y)"):
         assert call in code, call
+
+
+def test_evaluate_takes_attack_objects_like_a_suite(data) -> None:
+    """rd.evaluate(model, data, attacks=[...]): the same flags as a suite of the same attacks, keyed by
+    name (or by the dict's keys), with the same sanity checks."""
+    from robdistill.config.recipes import SuiteRecipe
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    suite = SuiteRecipe(name="t", eps=0.1, attack=({"name": "fgsm"}, {"name": "pgd", "steps": 3, "step_size": 0.04}))
+    by_suite = rd.evaluate(model, data, suite=suite, n_eval=48, progress=False)
+    objects = [rd.attacks.FGSM(eps=0.1), rd.attacks.PGD(eps=0.1, steps=3, step_size=0.04)]
+    by_objects = rd.evaluate(model, data, attacks=objects, n_eval=48, progress=False)
+    assert list(by_objects.robust) == ["fgsm", "pgd"] and by_objects.eps == 0.1
+    for key in ("fgsm", "pgd"):
+        assert torch.equal(by_objects.robust[key], by_suite.robust[key]), key
+    assert [c.name for c in by_objects.checks] == [c.name for c in by_suite.checks] and by_objects.passed
+    keyed = rd.evaluate(model, data, attacks={"pgd-3": objects[1]}, n_eval=48, progress=False)
+    assert list(keyed.robust) == ["pgd-3"] and torch.equal(keyed.robust["pgd-3"], by_suite.robust["pgd"])
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, d: rd.evaluate(m, d, suite="smoke", attacks=[rd.attacks.FGSM(eps=0.1)]), "leave out suite"),
+    (lambda m, d: rd.evaluate(m, d, attacks=[rd.attacks.FGSM(eps=0.1), rd.attacks.PGD(eps=0.2)]),
+     "share one ball; got linf eps 0.1 and linf eps 0.2"),
+    (lambda m, d: rd.evaluate(m, d, attacks=[rd.attacks.PGD(eps=0.1), rd.attacks.PGD(eps=0.1, steps=5)]),
+     "two attacks named pgd; pass a dict"),
+    (lambda m, d: rd.evaluate(m, d, attacks=["pgd"]), "must be robdistill attack objects"),
+    (lambda m, d: rd.evaluate(m, d, attacks=[]), "attacks is empty"),
+    (lambda m, d: rd.evaluate(m, d, attacks=rd.attacks.FGSM(eps=0.1), precision="bf16"), "leave out precision"),
+    (lambda m, d: rd.attacks.PGD(eps=0.1, stpes=3), "PGD takes no parameter 'stpes'; did you mean 'steps'?"),
+    (lambda m, d: rd.attacks.AutoAttack(eps=0.1, verison="plus"), "did you mean 'version'?"),
+])
+def test_attack_objects_bad_input_is_one_line(data, call, message) -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    with pytest.raises(UserError) as info:
+        call(model, data)
+    assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+def test_data_is_required() -> None:
+    """No silent default dataset: the functions that train or evaluate say which data they need."""
+    import inspect
+
+    for fn in (rd.load_dataset, rd.train_teacher, rd.distill, rd.evaluate, rd.load_teacher):
+        params = inspect.signature(fn).parameters
+        first = "name" if fn is rd.load_dataset else "data"
+        assert params[first].default is inspect.Parameter.empty, fn.__name__
