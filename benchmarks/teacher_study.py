@@ -96,7 +96,7 @@ def run(dataset, teachers, seeds, suite, n_eval, overrides, out, device, quiet) 
                 t0 = time.perf_counter()
                 handle = obtain_teacher(plan.teacher, plan.splits, settings)
                 t1 = time.perf_counter()
-                result, analysis = evaluate_model(handle.model, teacher, plan.test(), plan.suite, plan.eps,
+                result, analysis = evaluate_model(handle.model, teacher, plan.test(), plan.suite_plan,
                                                   settings, tags)
                 t2 = time.perf_counter()
                 record = result.to_json()

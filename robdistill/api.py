@@ -30,9 +30,9 @@ from robdistill.core.threat import norm_of
 from robdistill.core.tracker import Tracker, tracker_or_null
 from robdistill.tracking.schema import cost_metrics
 from robdistill.data import datasets
-from robdistill.data.datasets import Splits, dataset_step_ratio
+from robdistill.data.datasets import Splits
 from robdistill.eval.results import EvaluationResult
-from robdistill.eval.runner import suite_attacks, suite_eps
+from robdistill.eval.runner import resolve_suite
 from robdistill.eval.runner import evaluate as run_suite
 from robdistill.train.distillation import distill_model, resolved_student
 from robdistill.train.perturbations import PERTURBATIONS
@@ -348,11 +348,9 @@ def evaluate(model: nn.Module, data: Splits | str, *, suite: RecipeLike | None =
     else:
         suite_recipe = load_recipe("suite", suite or default_suite(splits.info.name),
                                    **_with_precision(overrides, precision, threat_model))
-        if eps is not None:
-            norm_of(suite_recipe.threat_model).check_radius(eps)
-        radius = suite_eps(suite_recipe, splits.info, eps)
-        ratio = dataset_step_ratio(splits.info.name, suite_recipe.threat_model)
-        built = suite_attacks(suite_recipe, radius, ratio)  # built once, before any work: bad parameters fail early
+        plan = resolve_suite(suite_recipe, splits.info, eps)
+        radius, ratio = plan.eps, plan.step_ratio
+        built = plan.attacks()  # built once, before any work: bad parameters fail early
     test = splits.test.head((suite_recipe.n_eval if n_eval is None else n_eval) or None)
     result = run_suite(model, test, suite_recipe, radius, name=name, progress=progress, step_ratio=ratio,
                        attacks=built)

@@ -3,6 +3,7 @@ worst case, 95% Wilson intervals, and sanity checks on every evaluation."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -334,6 +335,46 @@ def plot_eps_curves(curves: dict[str, dict[float, EvaluationResult]], path, titl
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+@dataclass(frozen=True)
+class SuitePlan:
+    """A suite resolved for one dataset, the one place an evaluation's ball and steps come from
+    (METHODS sections 1 and 4): the radius (the given one, else the suite's, else the dataset's under
+    the suite's norm) and the default step as a fraction of it (the dataset's step / eps), with
+    which every attack of the suite is built. :func:`resolve_suite` makes one."""
+
+    suite: SuiteRecipe
+    eps: float
+    step_ratio: float | None  # None: each attack's own default step (Madry's 2.5 eps / steps)
+
+    @property
+    def default_step_size(self) -> float | None:
+        """The step of every attack that takes one and whose table sets none."""
+        return None if self.step_ratio is None else self.step_ratio * self.eps
+
+    def attacks(self, surrogates: dict[str, nn.Module] | None = None) -> dict[str, Attack]:
+        """The suite's attacks, built (see :func:`suite_attacks`)."""
+        return suite_attacks(self.suite, self.eps, self.step_ratio, surrogates)
+
+    def for_subject(self, subject: str | None) -> "SuitePlan":
+        """The plan as it runs on one model of a grid (:meth:`SuiteRecipe.for_subject`)."""
+        suite = self.suite.for_subject(subject)
+        return self if suite is self.suite else replace(self, suite=suite)
+
+    def at(self, eps: float) -> "SuitePlan":
+        """The same suite at another radius (an eps sweep): the default step scales with it."""
+        return replace(self, eps=eps)
+
+
+def resolve_suite(suite: SuiteRecipe, info: "DatasetInfo", eps: float | None = None, what: str = "eps") -> SuitePlan:
+    """``suite`` for ``info``'s dataset at ``eps`` (checked as a radius of the suite's norm, ``what``
+    naming it in the error), else at the suite's or the dataset's radius."""
+    from robdistill.data.datasets import dataset_step_ratio
+
+    if eps is not None:
+        norm_of(suite.threat_model).check_radius(eps, what)
+    return SuitePlan(suite, suite_eps(suite, info, eps), dataset_step_ratio(info.name, suite.threat_model))
 
 
 def suite_eps(suite: SuiteRecipe, info: "DatasetInfo", override: float | None = None) -> float:

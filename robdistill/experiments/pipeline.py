@@ -15,10 +15,10 @@ from robdistill.tracking import store as tracking
 from robdistill.analysis.logits import logits_of, plot_logit_statistics
 from robdistill.analysis.consistency import plot_confidence_scatter, plot_feature_contributions
 from robdistill.models.checkpoints import read_checkpoint
-from robdistill.data.datasets import Split, Splits, load_dataset
+from robdistill.data.datasets import DATASETS, Split, Splits, load_dataset
 from robdistill.core.errors import UserError
 from robdistill.eval.results import EvaluationResult
-from robdistill.eval.runner import eps_sweep, plot_eps_curves, suite_attacks
+from robdistill.eval.runner import SuitePlan, eps_sweep, plot_eps_curves, resolve_suite
 from robdistill.train.perturbations import PERTURBATIONS
 from robdistill.catalog import load_recipe, override_recipe
 from robdistill.core.threat import norm_of
@@ -26,8 +26,6 @@ from robdistill.config.recipes import StudentRecipe, SuiteRecipe, TeacherRecipe,
 from robdistill.eval.tables import failed_checks, results_markdown, results_table, results_table_records
 from robdistill.analysis.consistency import Analysis
 from robdistill.config.settings import Settings, default_suite
-from robdistill.data.datasets import dataset_step_ratio
-from robdistill.eval.runner import suite_eps
 from robdistill.experiments.stages import (TeacherHandle, distill_student, evaluate_model, external_teacher,
                                            log_dataset_input, obtain_teacher)
 from robdistill.sources import gate
@@ -77,10 +75,17 @@ class Plan:
     teacher: TeacherRecipe | None = None
     student: StudentRecipe | None = None
     perturb: str | None = None
-    suite: SuiteRecipe | None = None
-    eps: float | None = None
+    suite_plan: SuitePlan | None = None  # the suite resolved for the dataset: radius, default step, attacks
     test_n: int = 0
     external: LoadedModel | None = None  # a teacher loaded from a file, through the integrity gate
+
+    @property
+    def suite(self) -> SuiteRecipe | None:
+        return None if self.suite_plan is None else self.suite_plan.suite
+
+    @property
+    def eps(self) -> float | None:
+        return None if self.suite_plan is None else self.suite_plan.eps
 
     def test(self):
         return self.splits.test.head(self.test_n or None)
@@ -140,15 +145,18 @@ def make_plan(settings: Settings, *, teacher: str | None = None, student: str | 
     suite_recipe = None
     if suite is not None:
         suite_recipe = with_threat_model(load_recipe("suite", suite, overrides.get("suite", [])), threat)
-    check_eps(eps, suite_recipe.threat_model if suite_recipe is not None else threat or "linf")
+    # the suite resolved for the dataset (its radius checked) before the data is read
+    suite_plan = resolve_suite(suite_recipe, DATASETS.get(settings.dataset), eps, "--eps") if suite_recipe else None
+    if suite_plan is None:
+        check_eps(eps, threat or "linf")
     splits = load_dataset(settings.dataset, settings.data_root, settings.download).to(settings.device)
-    plan = Plan(splits, teacher_recipe, student_recipe, perturb, suite_recipe)
-    if suite_recipe is not None:
-        plan.eps = suite_eps(suite_recipe, splits.info, eps)
-        plan.test_n = n_eval if n_eval is not None else suite_recipe.n_eval
+    plan = Plan(splits, teacher_recipe, student_recipe, perturb, suite_plan)
+    if suite_plan is not None:
+        plan.test_n = n_eval if n_eval is not None else suite_plan.suite.n_eval
         # build every attack now: bad parameters fail early (a transfer attack from "teacher" gets its
         # teacher at evaluation; a stand-in here, where a teacher is planned)
-        suite_attacks(suite_recipe, plan.eps, surrogates={"teacher": nn.Identity()} if (teacher if with_teacher is None else with_teacher) else None)
+        knows_teacher = teacher if with_teacher is None else with_teacher
+        plan.suite_plan.attacks(surrogates={"teacher": nn.Identity()} if knows_teacher else None)
     if external:
         assert teacher is not None
         plan.external = load_external(teacher, plan, settings, source)
@@ -284,7 +292,7 @@ def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: s
         models = ({schema.ROLE_TEACHER: handle.model, schema.ROLE_STUDENT: student_model} if evaluate_teacher
                   else {schema.ROLE_STUDENT: student_model})
         model_ids = {schema.ROLE_TEACHER: handle.model_id, schema.ROLE_STUDENT: student_model_id}
-        evaluated = {role: evaluate_model(model, role, plan.test(), plan.suite, plan.eps, settings,
+        evaluated = {role: evaluate_model(model, role, plan.test(), plan.suite_plan, settings,
                                           schema.role_tags(tags, role), model_id=model_ids[role],
                                           run_name=schema.role_evaluation_run_name(
                                               role, teacher_name, perturb, settings.seed, plan.student.name),
@@ -465,13 +473,13 @@ def evaluate_checkpoints(settings: Settings, checkpoints: list[str] | list[Path]
             prov = item.provenance
             tags = {**schema.checkpoint_evaluation_tags(dataset, name, shard_tags),
                     **schema.model_provenance_tags(prov.source, prov.id, prov.sha256)}
-            evaluated[name] = evaluate_model(item.model, name, test, plan.suite, plan.eps, settings, tags, rows, prov)
+            evaluated[name] = evaluate_model(item.model, name, test, plan.suite_plan, settings, tags, rows, prov)
         results = {name: result for name, (result, _) in evaluated.items()}
         analyses = {name: analysis for name, (_, analysis) in evaluated.items()}
         _log_comparison(results, analyses, {n: item.model for n, item in models.items()}, plan)
         curves = {name: eps_sweep(item.model, plan.test(), plan.suite, sorted(eps_values), name=name,
                                   progress=settings.progress,
-                                  step_ratio=dataset_step_ratio(dataset, plan.suite.threat_model))
+                                  step_ratio=plan.suite_plan.step_ratio)
                   for name, item in models.items()} if eps_values else {}
         if curves:
             _log_eps_curves(curves, dataset)

@@ -17,9 +17,9 @@ from robdistill.config.settings import Settings
 from robdistill.core import distributed
 from robdistill.core.errors import UserError
 from robdistill.core.streams import STREAMS_VERSION
-from robdistill.data.datasets import DatasetInfo, Split, Splits, dataset_step_ratio
+from robdistill.data.datasets import DatasetInfo, Split, Splits
 from robdistill.eval.results import EvaluationResult
-from robdistill.eval.runner import evaluate
+from robdistill.eval.runner import SuitePlan, evaluate
 from robdistill.models.checkpoints import load_checkpoint, save_checkpoint
 from robdistill.models.zoo import Classifier
 from robdistill.models.files import sha256_of
@@ -262,14 +262,15 @@ def evaluation_key(model: nn.Module, test: Split, suite: SuiteRecipe, eps: float
                         "rank": ctx.rank, "world_size": ctx.world_size})
 
 
-def evaluate_model(model: nn.Module, name: str, test: Split, suite: SuiteRecipe, eps: float,
+def evaluate_model(model: nn.Module, name: str, test: Split, plan: SuitePlan,
                    settings: Settings, tags: dict[str, str],
                    rows: list[int] | None = None,
                    provenance: Provenance | None = None,
                    run_name: str | None = None, model_id: str | None = None,
                    surrogates: dict[str, nn.Module] | None = None,
                    subject: str | None = None) -> tuple[EvaluationResult, Analysis]:
-    """Attack one model with a suite in a child run; log accuracies, intervals, checks, logits and
+    """Attack one model with a resolved suite (:func:`robdistill.eval.runner.resolve_suite`: its
+    radius and default step) in a child run; log accuracies, intervals, checks, logits and
     the AALP measurements (and, with ``provenance``, where the model came from as ``model.*``
     parameters). The evaluation is saved after every attack (and AutoAttack chunk) in
     ``cache_dir/state``; ``--resume`` continues it in the same MLflow run. ``run_name``: the child
@@ -278,8 +279,8 @@ def evaluate_model(model: nn.Module, name: str, test: Split, suite: SuiteRecipe,
     modules a suite's transfer attack may name (``"teacher"``), as :func:`robdistill.eval.runner.suite_attacks`;
     ``subject``: "teacher" or the student's perturbation, for the suite's attacks that run on some
     models only (:meth:`SuiteRecipe.for_subject`)."""
-    suite = suite.for_subject(subject)
-    ratio = dataset_step_ratio(settings.dataset, suite.threat_model)
+    plan = plan.for_subject(subject)
+    suite, eps, ratio = plan.suite, plan.eps, plan.step_ratio
     key = evaluation_key(model, test, suite, eps, ratio)
     state = TrainingState(settings.cache_dir / "state" / f"eval-{key}.state.pt")
     interrupted = _interrupted_run(state, settings)
@@ -288,15 +289,15 @@ def evaluate_model(model: nn.Module, name: str, test: Split, suite: SuiteRecipe,
                               resume_run_id=interrupted) as run:
         if interrupted is None:
             tracking.log_params("suite", {**to_dict(suite), "eps": eps, "n": len(test),
-                                          "default_step_size": ratio * eps})
+                                          "default_step_size": plan.default_step_size})
             if provenance is not None:
                 tracking.log_params("model", provenance.params())
         state.extra = {"run_id": run.info.run_id}
         result = evaluate(model, test, suite, eps, name=name, progress=settings.progress, state=state,
-                          resume=settings.resume, step_ratio=ratio, surrogates=surrogates)
+                          resume=settings.resume, step_ratio=ratio, attacks=plan.attacks(surrogates))
         result.rows = rows  # one shard of a split evaluation: which test rows these are
         analysis = analyze_model(model, test.head(suite.analysis_n_eval or None), eps, suite.seed,
-                                 step_size=ratio * eps, norm=suite.threat_model)
+                                 step_size=plan.default_step_size, norm=suite.threat_model)
         log_analysis(MlflowTracker(), analysis)
         if model_id is None:
             tracking.log_metrics(result.metrics())

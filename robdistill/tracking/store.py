@@ -336,7 +336,8 @@ class MlflowTracker:
     Example:
         >>> import mlflow, robdistill as rd
         >>> data = rd.load_dataset("digits")
-        >>> _ = mlflow.set_tracking_uri("sqlite:///mlflow.db")
+        >>> mlflow.set_tracking_uri("sqlite:///mlflow.db")
+        >>> _ = mlflow.set_experiment("my-teachers")
         >>> with mlflow.start_run() as run:
         ...     teacher = rd.train_teacher("standard", data, epochs=1, train_subset=100, progress=False,
         ...                                tracker=rd.MlflowTracker())
