@@ -32,7 +32,7 @@ SEGUIN_ARTIFACT_DIR = "seguin"                    # robdistill.experiments.sweep
 NOT_RECORDED = "not recorded"
 LISTED_SWEEPS = 20  # an unknown name's error lists at most this many of the sweeps that exist
 
-# the headings `robdistill sweep` / `sweep-report` print above the same tables (cli.main.print_sweep_tables)
+# the headings `robdistill sweep` / `sweep-report` print above the same tables (cli.output.print_sweep_tables)
 SUMMARY_TITLE = "sweep summary (accuracy %; mean ± std over seeds [95% t-interval], or [95% Wilson] for one seed)"
 PAIRED_TITLE = "each perturbation against keep, same teacher and seed (Seguin et al. claim 3)"
 CLAIM1_TITLE = ("teacher logits on the evaluated test images (Seguin et al. claim 1: AT lowers the mean max logit "

@@ -223,7 +223,7 @@ def test_eps_sweep_bad_values(workdir: Path) -> None:
 
 
 def test_hints_name_the_store_and_experiment_to_read() -> None:
-    from robdistill.cli.main import merge_hint, ui_hint
+    from robdistill.cli.output import merge_hint, ui_hint
 
     view = "/#/experiments/7/runs?viewStateShareKey=robdistill"
     # a server is its own UI; a local store is opened by `robdistill ui` (naming a store other than the default)

@@ -162,7 +162,7 @@ def test_emulated_bf16_warns_once(monkeypatch) -> None:
 
 
 def test_cli_offers_every_registered_precision() -> None:
-    from robdistill.cli.main import PRECISION_NAMES
+    from robdistill.cli.options import PRECISION_NAMES
 
     assert list(PRECISION_NAMES) == PRECISIONS.names()
 
