@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 from robdistill.config.settings import Settings
 from robdistill.core.errors import UserError
 from robdistill.core.registry import Registry
+from robdistill.experiments.specs import SweepSpec
 
 EXECUTORS: Registry[str] = Registry("executor")
 EXECUTORS.register("serial", help="Every cell in this process, one after another (the default).")("serial")
@@ -118,12 +119,12 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _run_group(settings: Settings, arguments: dict[str, Any], shard: tuple[int, int]) -> tuple[int, float]:
+def _run_group(settings: Settings, spec: SweepSpec, shard: tuple[int, int]) -> tuple[int, float]:
     """One (seed, teacher) group as shard ``shard`` of the sweep, in a worker process."""
     from robdistill.experiments.sweep import run_sweep
 
     started = time.perf_counter()
-    outcome = run_sweep(settings, shard=shard, **arguments)
+    outcome = run_sweep(settings, spec, shard=shard)
     return len(outcome.cells), time.perf_counter() - started
 
 
@@ -135,11 +136,11 @@ class PoolResult:
     failed: list[tuple[int, str]]
 
 
-def run_pool(settings: Settings, pool: LocalPool, groups: list[tuple[int, str]], arguments: dict[str, Any],
+def run_pool(settings: Settings, pool: LocalPool, groups: list[tuple[int, str]], spec: SweepSpec,
              on_event: Callable[[str], None] | None = None) -> PoolResult:
     """Run every (seed, teacher) group of a grid in ``pool`` (group j as shard j + 1 of len(groups)),
     each worker a fresh process (spawned, with its own thread count), all logging to one store.
-    ``arguments``: :func:`run_sweep`'s grid keywords (no ``shard``). A failed group is reported and the
+    ``spec``: the sweep's grid (:class:`~robdistill.experiments.specs.SweepSpec`). A failed group is reported and the
     others go on; the caller reads the merged sweep back from the store."""
     import multiprocessing
 
@@ -156,7 +157,7 @@ def run_pool(settings: Settings, pool: LocalPool, groups: list[tuple[int, str]],
                 while queue or running:
                     while queue and len(running) < pool.workers:
                         k, group = queue.pop(0)
-                        future = executor.submit(_run_group, worker_settings, arguments, (k, len(groups)))
+                        future = executor.submit(_run_group, worker_settings, spec, (k, len(groups)))
                         running[future] = (k, group, time.perf_counter())
                         say(f"[group {k}/{len(groups)}] seed {group[0]}, teacher {group[1]}: started")
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -215,12 +216,12 @@ class GroupTask:
     same arguments, and the rerun skips the cells the store holds as finished and continues an
     interrupted training or evaluation from its saved state (``resume``)."""
 
-    def __init__(self, settings: Settings, arguments: dict[str, Any], threads: int) -> None:
-        self.settings, self.arguments, self.threads = replace(settings, resume=True), arguments, threads
+    def __init__(self, settings: Settings, spec: SweepSpec, threads: int) -> None:
+        self.settings, self.spec, self.threads = replace(settings, resume=True), spec, threads
 
     def __call__(self, shard: tuple[int, int]) -> int:
         _init_worker(self.threads)
-        return _run_group(self.settings, self.arguments, shard)[0]
+        return _run_group(self.settings, self.spec, shard)[0]
 
     def checkpoint(self, shard: tuple[int, int]) -> Any:
         import submitit
@@ -237,7 +238,7 @@ class SlurmSubmission:
     folder: Path
 
 
-def submit_slurm(settings: Settings, options: SlurmOptions, groups: list[tuple[int, str]], arguments: dict[str, Any],
+def submit_slurm(settings: Settings, options: SlurmOptions, groups: list[tuple[int, str]], spec: SweepSpec,
                  tracking_uri: str, folder: Path) -> SlurmSubmission:
     """Submit every (seed, teacher) group of a grid as one Slurm job array (submitit), each task
     logging to ``tracking_uri`` (a server the nodes reach)."""
@@ -248,7 +249,7 @@ def submit_slurm(settings: Settings, options: SlurmOptions, groups: list[tuple[i
     logging.getLogger("submitit").setLevel(logging.ERROR)  # no sacct on a cluster without accounting: not ours
     executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
     executor.update_parameters(name="robdistill-sweep", **options.parameters())
-    task = GroupTask(replace(settings, tracking_uri=tracking_uri, progress=False), arguments, options.cpus)
+    task = GroupTask(replace(settings, tracking_uri=tracking_uri, progress=False), spec, options.cpus)
     jobs = executor.map_array(task, [(k, len(groups)) for k in range(1, len(groups) + 1)])
     return SlurmSubmission(str(jobs[0].job_id).split("_")[0], jobs, folder)
 

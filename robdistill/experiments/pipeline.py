@@ -19,6 +19,7 @@ from robdistill.data.datasets import DATASETS, Split, Splits, load_dataset
 from robdistill.core.errors import UserError
 from robdistill.eval.results import EvaluationResult
 from robdistill.eval.runner import SuitePlan, eps_sweep, plot_eps_curves, resolve_suite
+from robdistill.experiments.specs import RunSpec
 from robdistill.train.perturbations import PERTURBATIONS
 from robdistill.catalog import load_recipe, override_recipe
 from robdistill.core.threat import norm_of
@@ -238,12 +239,11 @@ def _log_comparison(results: dict[str, EvaluationResult], analyses: dict[str, An
         tracking.log_file(tmp / "feature_contributions.png")
 
 
-def run_plan(settings: Settings, teacher: str, perturb: str, student: str, suite: str | None, eps: float | None,
-             n_eval: int | None, overrides: Iterable[str], source: SourceOptions | None) -> Plan:
+def run_plan(settings: Settings, spec: RunSpec) -> Plan:
     """The plan of a `run` (the same for running it and for estimating it)."""
-    plan = make_plan(settings, teacher=teacher, student=student, perturb=perturb,
-                     suite=suite or default_suite(settings.dataset), eps=eps, n_eval=n_eval,
-                     overrides=split_overrides(overrides), source=source)
+    plan = make_plan(settings, teacher=spec.teacher, student=spec.student, perturb=spec.perturb,
+                     suite=spec.suite_for(settings.dataset), eps=spec.eps, n_eval=spec.n_eval,
+                     overrides=split_overrides(spec.overrides), source=spec.source)
     assert plan.student and plan.suite and plan.eps is not None
     return plan
 
@@ -254,16 +254,17 @@ def _kept(found: list, value):
     return value
 
 
-def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: str, suite: str | None,
-                   eps: float | None = None, n_eval: int | None = None, overrides: Iterable[str] = (),
-                   evaluate_teacher: bool = True, nested: bool = False,
-                   extra_tags: dict[str, str] | None = None, source: SourceOptions | None = None,
+def run_experiment(settings: Settings, spec: RunSpec, *, nested: bool = False,
+                   extra_tags: dict[str, str] | None = None,
                    announce: Callable[[Callable[[], Estimate]], None] | None = None) -> Outcome:
     """`robdistill run`: teacher (trained or reused, or an external one: robdistill.sources) ->
-    distilled student -> attacks on both. ``nested``: a child of the active MLflow run (one cell of
-    a sweep). ``announce``: called, once every input is checked and the tracking store answers, with
-    a function that times batches and returns the estimated duration, before anything starts."""
-    plan = run_plan(settings, teacher, perturb, student, suite, eps, n_eval, overrides, source)
+    distilled student -> attacks on both, as ``spec`` asks. ``nested``: a child of the active MLflow
+    run (one cell of a sweep). ``announce``: called, once every input is checked and the tracking
+    store answers, with a function that times batches and returns the estimated duration, before
+    anything starts."""
+    plan = run_plan(settings, spec)
+    perturb, suite, n_eval, overrides = spec.perturb, spec.suite, spec.n_eval, spec.overrides
+    evaluate_teacher = spec.evaluate_teacher
     uri = tracking.configure(settings.tracking_uri, settings.experiment)  # an unreachable store: refused first
     estimated: list[Estimate] = []  # what the announced estimate said, logged on the run
     if announce is not None:
@@ -307,17 +308,14 @@ def run_experiment(settings: Settings, *, teacher: str, perturb: str, student: s
                    teacher_source=handle.source, teacher_provenance=handle.provenance)
 
 
-def estimate_run(settings: Settings, *, teacher: str, perturb: str, student: str, suite: str | None,
-                 eps: float | None = None, n_eval: int | None = None, overrides: Iterable[str] = (),
-                 evaluate_teacher: bool = True, source: SourceOptions | None = None,
-                 on_start: Callable[[], None] | None = None) -> Estimate:
-    """How long :func:`run_experiment` with these arguments would take here (nothing is trained,
-    logged or written: robdistill.experiments.estimate). ``on_start``: called once every input is
-    checked, before batches are timed."""
-    plan = run_plan(settings, teacher, perturb, student, suite, eps, n_eval, overrides, source)
+def estimate_run(settings: Settings, spec: RunSpec, *, on_start: Callable[[], None] | None = None) -> Estimate:
+    """How long :func:`run_experiment` of ``spec`` would take here (nothing is trained, logged or
+    written: robdistill.experiments.estimate). ``on_start``: called once every input is checked,
+    before batches are timed."""
+    plan = run_plan(settings, spec)
     if on_start is not None:
         on_start()
-    return experiment_estimate(plan, settings, perturb, evaluate_teacher)
+    return experiment_estimate(plan, settings, spec.perturb, spec.evaluate_teacher)
 
 
 def experiment_estimate(plan: Plan, settings: Settings, perturb: str, evaluate_teacher: bool = True) -> Estimate:

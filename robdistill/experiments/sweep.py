@@ -16,11 +16,12 @@ from robdistill.core.errors import UserError
 from robdistill.models.inference import logits_of
 from robdistill.tracking.sweeps import TEACHER_LOGITS_DIR, finished_cells
 from robdistill.train.perturbations import PERTURBATIONS
-from robdistill.experiments.pipeline import Outcome, default_suite, make_plan, run_experiment, split_overrides
+from robdistill.experiments.pipeline import Outcome, make_plan, run_experiment, split_overrides
 from robdistill.experiments.stages import log_dataset_input
 from robdistill.catalog import load_recipe
 from robdistill.analysis.seguin import ClaimTables, TeacherLogits, confidence_difference_grids, teacher_claims
 from robdistill.config.settings import Settings
+from robdistill.experiments.specs import SweepSpec
 from robdistill.core.stats import seed_summary
 from robdistill.sources.registry import SourceOptions, is_recipe
 
@@ -103,12 +104,10 @@ def sweep_name_of(settings: Settings, grid: dict[str, str], eps: float | None, n
                                    "overrides": list(overrides), "protocol": protocol(), **threat})[:12]
 
 
-def grid_name(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence[str], seeds: Sequence[int],
-              student: str = "default", suite: str | None = None, eps: float | None = None,
-              n_eval: int | None = None, overrides: Sequence[str] = ()) -> str:
-    """The sweep name :func:`run_sweep` gives this grid (every shard, worker and machine computes it)."""
-    grid = schema.sweep_grid(teachers, perturbs, seeds, student, suite or default_suite(settings.dataset))
-    return sweep_name_of(settings, grid, eps, n_eval, overrides)
+def grid_name(settings: Settings, spec: SweepSpec) -> str:
+    """The sweep name :func:`run_sweep` gives ``spec``'s grid (every shard, worker and machine computes it)."""
+    grid = schema.sweep_grid(spec.teachers, spec.perturbs, spec.seeds, spec.student, spec.suite_for(settings.dataset))
+    return sweep_name_of(settings, grid, spec.eps, spec.n_eval, spec.overrides)
 
 
 def protocol() -> str:
@@ -130,25 +129,17 @@ def shard_groups(seeds: Sequence[int], teachers: Sequence[str], shard: tuple[int
     return [g for j, g in enumerate(groups) if j % count == index - 1]
 
 
-def external_overrides(overrides: Sequence[str]) -> list[str]:
-    """The overrides of an external (published or file) teacher's cells: all but ``teacher.*``."""
-    return [o for o in overrides if not o.startswith("teacher.")]
-
-
-def sweep_estimate(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence[str], seeds: Sequence[int],
-                   student: str = "default", suite: str | None = None, eps: float | None = None,
-                   n_eval: int | None = None, overrides: Sequence[str] = (), evaluate_teachers: bool = True,
-                   shard: tuple[int, int] | None = None, source: SourceOptions | None = None,
+def sweep_estimate(settings: Settings, spec: SweepSpec, *, shard: tuple[int, int] | None = None,
                    on_start: Callable[[], None] | None = None) -> "Estimate":
-    """How long :func:`run_sweep` with these arguments would take here: each teacher's stages timed
+    """How long :func:`run_sweep` of ``spec`` would take here: each teacher's stages timed
     once (robdistill.experiments.estimate), counted per seed it must be trained for (not cached
     here), its evaluation once per (teacher, seed), a student and its evaluation per cell."""
     from robdistill.experiments.estimate import Estimate, StageEstimate
     from robdistill.experiments.pipeline import experiment_estimate, teacher_is_cached
 
-    suite = suite or default_suite(settings.dataset)
-    source = source or SourceOptions()
-    validate_grid(teachers, perturbs, student, suite, split_overrides(overrides), source)
+    teachers, perturbs, seeds = spec.teachers, spec.perturbs, spec.seeds
+    suite, source = spec.suite_for(settings.dataset), spec.source
+    validate_grid(teachers, perturbs, spec.student, suite, split_overrides(spec.overrides), source)
     if on_start is not None:
         on_start()
     groups = shard_groups(seeds, teachers, shard)
@@ -157,12 +148,12 @@ def sweep_estimate(settings: Settings, *, teachers: Sequence[str], perturbs: Seq
         group_seeds = [seed for seed, name in groups if name == teacher]
         if not group_seeds:
             continue
-        cell_overrides = overrides if is_recipe(teacher, source) else external_overrides(overrides)
-        plan = make_plan(settings, teacher=teacher, student=student, perturb=perturbs[0], suite=suite, eps=eps,
-                         n_eval=n_eval, overrides=split_overrides(cell_overrides), source=source)
+        cell = spec.cell(teacher, perturbs[0], True)
+        plan = make_plan(settings, teacher=teacher, student=spec.student, perturb=perturbs[0], suite=suite,
+                         eps=spec.eps, n_eval=spec.n_eval, overrides=split_overrides(cell.overrides), source=source)
         untrained = [seed for seed in group_seeds if not teacher_is_cached(plan, replace(settings, seed=seed))]
         timed_settings = replace(settings, seed=untrained[0] if untrained else group_seeds[0])
-        timed = experiment_estimate(plan, timed_settings, perturbs[0], evaluate_teachers)
+        timed = experiment_estimate(plan, timed_settings, perturbs[0], spec.evaluate_teachers)
         cells, label = len(group_seeds) * len(perturbs), plan.teacher_name
         for stage in timed.stages:  # teacher <name>, student [<perturb>], attacks on the teacher / student
             if stage.name.startswith("teacher"):
@@ -199,30 +190,26 @@ def _student_attack_stages(plan, settings: Settings, perturbs: Sequence[str], fi
     return stages
 
 
-def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence[str], seeds: Sequence[int],
-              student: str = "default", suite: str | None = None, eps: float | None = None,
-              n_eval: int | None = None, overrides: Sequence[str] = (), evaluate_teachers: bool = True,
-              on_cell: Callable[[int, int, str], None] | None = None,
-              reference: str = "standard", shard: tuple[int, int] | None = None,
-              source: SourceOptions | None = None, estimate: "Estimate | None" = None) -> SweepOutcome:
-    """Run the grid (or one shard of it); cell (teacher, perturb, seed) is a nested `run`. The
+def run_sweep(settings: Settings, spec: SweepSpec, *, shard: tuple[int, int] | None = None,
+              on_cell: Callable[[int, int, str], None] | None = None, reference: str = "standard",
+              estimate: "Estimate | None" = None) -> SweepOutcome:
+    """Run ``spec``'s grid (or one shard of it); cell (teacher, perturb, seed) is a nested `run`. The
     teacher is attacked once per (teacher, seed), in the run of the first perturbation. Every run is
     tagged with the grid's ``sweep_name``, so shards run on several machines sharing one tracking
     server can be merged by :func:`load_sweeps` (``robdistill sweep-report``). ``estimate``: what
     :func:`sweep_estimate` said of this grid, logged on the sweep's run (the report sets it beside
     the measured time)."""
-    suite = suite or default_suite(settings.dataset)
-    source = source or SourceOptions()
-    validate_grid(teachers, perturbs, student, suite, split_overrides(overrides), source)
+    teachers, perturbs, seeds, overrides = spec.teachers, spec.perturbs, spec.seeds, spec.overrides
+    suite, source, eps, n_eval = spec.suite_for(settings.dataset), spec.source, spec.eps, spec.n_eval
+    validate_grid(teachers, perturbs, spec.student, suite, split_overrides(overrides), source)
     plan = make_plan(settings, suite=suite, eps=eps, n_eval=n_eval,  # eps, n_eval and the data, before any run
                      overrides={"suite": split_overrides(overrides).get("suite", [])}, with_teacher=True)
     for teacher in teachers:  # external teachers loaded and through the integrity gate, before any run
         if not is_recipe(teacher, source):
             make_plan(settings, teacher=teacher, suite=suite, eps=eps, n_eval=n_eval, source=source,
                       overrides={"suite": split_overrides(overrides).get("suite", [])})
-    untrained = external_overrides(overrides)
     uri = tracking.configure(settings.tracking_uri, settings.experiment)
-    grid = schema.sweep_grid(teachers, perturbs, seeds, student, suite)
+    grid = schema.sweep_grid(teachers, perturbs, seeds, spec.student, suite)
     name = sweep_name_of(settings, grid, eps, n_eval, overrides)
     groups = shard_groups(seeds, teachers, shard)
     if not groups:
@@ -258,12 +245,8 @@ def run_sweep(settings: Settings, *, teachers: Sequence[str], perturbs: Sequence
                 if on_cell is not None:
                     on_cell(done, total, f"teacher {teacher}, perturb {perturb}, seed {seed}")
                 recipe = is_recipe(teacher, source)
-                run = run_experiment(replace(settings, seed=seed), teacher=teacher, perturb=perturb,
-                                     student=student, suite=suite, eps=eps, n_eval=n_eval,
-                                     overrides=overrides if recipe else untrained,
-                                     evaluate_teacher=evaluate_teachers and i == 0,
-                                     nested=True, extra_tags=schema.sweep_cell_tags(sweep_id, shard_tags),
-                                     source=source)
+                run = run_experiment(replace(settings, seed=seed), spec.cell(teacher, perturb, i == 0), nested=True,
+                                     extra_tags=schema.sweep_cell_tags(sweep_id, shard_tags))
                 outcome.runs.append(run)
                 # an external teacher is named as its runs are tagged (and sweep-report reads them)
                 name = teacher if recipe or run.teacher_provenance is None else run.teacher_provenance.label

@@ -42,21 +42,21 @@ def run(teacher, perturb, student, suite, eps, n_eval, skip_teacher_eval, overri
       robdistill run --teacher weights.pt --teacher-model timm:resnet18 --dataset cifar10 --expect-clean 0.9
     """
     from robdistill.experiments.pipeline import estimate_run, run_experiment
+    from robdistill.experiments.specs import RunSpec
 
     source = source_options(arch, model_dir, threat_model, sha256, expect_clean)
     stages = recipe_stages(teacher, source, ("teacher", "student", "suite"))
     settings = make_settings(kw, threat_model)
-    arguments = dict(teacher=teacher, perturb=perturb, student=student, suite=suite, eps=eps, n_eval=n_eval,
-                     overrides=with_precision(overrides, precision, stages), evaluate_teacher=not skip_teacher_eval,
-                     source=source)
+    spec = RunSpec(teacher, perturb, student, suite, eps, n_eval, tuple(with_precision(overrides, precision, stages)),
+                   not skip_teacher_eval, source)
     if estimate_only:
         check_estimable()
-        click.echo(estimate_run(settings, on_start=lambda: click.echo(ESTIMATING, err=True), **arguments).text())
+        click.echo(estimate_run(settings, spec, on_start=lambda: click.echo(ESTIMATING, err=True)).text())
         return
     def announce(estimate: Callable[[], Any]) -> None:  # once the inputs are checked: say so, then time batches
         click.echo(ESTIMATING, err=True)
         click.echo(estimate().text(), err=True)
 
     announce = announce if announces_estimate(settings) else None
-    outcome = run_experiment(settings, announce=announce, **arguments)
+    outcome = run_experiment(settings, spec, announce=announce)
     print_outcome(outcome, "results")

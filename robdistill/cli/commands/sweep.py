@@ -75,6 +75,7 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
     from robdistill.eval.tables import check_table_path
     from robdistill.config.settings import default_suite
     from robdistill.experiments.pipeline import split_overrides
+    from robdistill.experiments.specs import SweepSpec
     from robdistill.experiments.sweep import (parse_list, parse_seeds, parse_shard, run_sweep, sweep_estimate,
                                               validate_grid)
 
@@ -102,34 +103,32 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
     grid = parse_list(teachers, "teachers")
     stages = max((recipe_stages(t, source, ("teacher", "student", "suite")) for t in grid), key=len)
     settings = make_settings(kw, threat_model)
-    arguments = dict(teachers=grid, perturbs=parse_list(perturbs, "perturbs"), seeds=parse_seeds(seeds),
-                     student=student, suite=suite, eps=eps, n_eval=n_eval,
-                     overrides=with_precision(overrides, precision, stages), evaluate_teachers=not skip_teacher_eval,
-                     shard=shard_spec, source=source)
+    spec = SweepSpec(tuple(grid), tuple(parse_list(perturbs, "perturbs")), tuple(parse_seeds(seeds)), student, suite,
+                     eps, n_eval, tuple(with_precision(overrides, precision, stages)), not skip_teacher_eval, source)
     if estimate_only:
         check_estimable()
     else:  # an unreachable tracking store is refused before anything is timed or trained
         from robdistill.tracking.store import configure
 
-        validate_grid(arguments["teachers"], arguments["perturbs"], student, suite or default_suite(settings.dataset),
-                      split_overrides(arguments["overrides"]), source)
+        validate_grid(spec.teachers, spec.perturbs, student, spec.suite_for(settings.dataset),
+                      split_overrides(spec.overrides), source)
         configure(settings.tracking_uri, settings.experiment)
     estimate = None
     if estimate_only or announces_estimate(settings):
-        estimate = sweep_estimate(settings, on_start=lambda: click.echo(ESTIMATING, err=True), **arguments)
+        estimate = sweep_estimate(settings, spec, shard=shard_spec, on_start=lambda: click.echo(ESTIMATING, err=True))
         click.echo(estimate.text(), err=not estimate_only)
         if pool is not None:
             click.echo(pool.describe(), err=not estimate_only)
         if estimate_only:
             return
     if pool is not None:
-        run_local_sweep(settings, pool, arguments, outputs)
+        run_local_sweep(settings, pool, spec, outputs)
         return
     if slurm is not None:
-        run_slurm_sweep(settings, slurm, arguments, outputs, wait=not no_wait)
+        run_slurm_sweep(settings, slurm, spec, outputs, wait=not no_wait)
         return
-    outcome = run_sweep(settings, on_cell=lambda i, n, text: click.echo(f"[{i}/{n}] {text}", err=True),
-                        estimate=estimate, **arguments)
+    outcome = run_sweep(settings, spec, shard=shard_spec, estimate=estimate,
+                        on_cell=lambda i, n, text: click.echo(f"[{i}/{n}] {text}", err=True))
     print_sweep_tables(outcome.cells, outcome.claims, outputs)
     if shard_spec:
         click.echo(f"\nthis was shard {shard}; once every shard has finished, merge them with:\n"
@@ -138,25 +137,22 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
     click.echo(ui_hint(outcome.tracking_uri, outcome.experiment_id))
 
 
-def _executor_grid(settings, arguments: dict) -> tuple[dict, str, list]:
-    """The grid's arguments without ``shard``, its sweep name and its (seed, teacher) groups, for an
-    executor that runs every group (`sweep` has checked every input already)."""
+def _executor_grid(settings, spec) -> tuple[str, list]:
+    """The grid's sweep name and its (seed, teacher) groups, for an executor that runs every group
+    (`sweep` has checked every input already)."""
     from robdistill.experiments.sweep import grid_name, shard_groups
 
-    arguments = {k: v for k, v in arguments.items() if k != "shard"}
-    name = grid_name(settings, **{k: arguments[k] for k in ("teachers", "perturbs", "seeds", "student", "suite", "eps",
-                                                             "n_eval", "overrides")})
-    return arguments, name, shard_groups(arguments["seeds"], arguments["teachers"], None)
+    return grid_name(settings, spec), shard_groups(spec.seeds, spec.teachers, None)
 
 
-def run_local_sweep(settings, pool, arguments: dict, outputs) -> None:
+def run_local_sweep(settings, pool, spec, outputs) -> None:
     """`sweep --executor local`: the grid's (seed, teacher) groups in a pool of processes, then the
     merged tables."""
     from robdistill.experiments.executors import run_pool
 
-    arguments, name, groups = _executor_grid(settings, arguments)
+    name, groups = _executor_grid(settings, spec)
     click.echo(f"sweep {name}: {len(groups)} (seed, teacher) groups on a {pool.describe()}", err=True)
-    result = run_pool(settings, pool, groups, arguments, on_event=lambda text: click.echo(text, err=True))
+    result = run_pool(settings, pool, groups, spec, on_event=lambda text: click.echo(text, err=True))
     print_merged(settings, name, result.tracking_uri, outputs, result.failed, groups, "groups")
 
 
@@ -186,7 +182,7 @@ def slurm_options(shard_spec, partition, time_minutes, cpus, gpus, mem, parallel
     return SlurmOptions(partition, time_minutes, cpus, gpus, mem, parallelism, tuple(pairs))
 
 
-def run_slurm_sweep(settings, options, arguments: dict, outputs, wait: bool) -> None:
+def run_slurm_sweep(settings, options, spec, outputs, wait: bool) -> None:
     """`sweep --executor slurm`: one array task per (seed, teacher) group, through submitit; prints
     the job id and how to follow it, then (unless --no-wait) waits and prints the merged tables."""
     from robdistill.experiments.executors import shared_store, submit_slurm, wait_slurm
@@ -196,13 +192,13 @@ def run_slurm_sweep(settings, options, arguments: dict, outputs, wait: bool) -> 
     if not wait and not uri.startswith(("http://", "https://")):
         raise UserError("a Slurm sweep that does not wait needs a tracking server its nodes reach: start `mlflow "
                         "server` and pass --tracking-uri http://HOST:PORT (README: from one machine to several)")
-    arguments, name, groups = _executor_grid(settings, arguments)
+    name, groups = _executor_grid(settings, spec)
     folder = (settings.cache_dir / "slurm").resolve()
     with shared_store(settings.tracking_uri, settings.cache_dir / "logs") as served:
         if served != uri:
             click.echo(f"serving {uri} at {served} for the tasks while this command waits (jobs on other machines "
                        f"cannot reach it: give them --tracking-uri of a server they reach)", err=True)
-        submission = submit_slurm(settings, options, groups, arguments, served, folder)
+        submission = submit_slurm(settings, options, groups, spec, served, folder)
         click.echo(f"submitted sweep {name}: Slurm job array {submission.job_id}, {len(groups)} tasks (one per (seed, "
                    f"teacher) group, {options.cpus} CPU(s) each); follow it with `squeue -j {submission.job_id}` and "
                    f"`robdistill sweep-status {name} --experiment {settings.experiment}`; logs in {folder}", err=True)
