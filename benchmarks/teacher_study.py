@@ -130,32 +130,35 @@ def _cell(values: list[dict]) -> str:
     return f"{100 * s.mean:.1f} ± {100 * s.std:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
 
 
-def ordering_rows(entries: list[dict], metric: str) -> list[str]:
+def ordering_rows(entries: list[dict], metric: str, primary: str) -> list[str]:
     """For each consecutive pair of ORDERING: the difference in points per seed (the seed is the
-    experimental unit: mean with its 95% t-interval, which gives the reading) and McNemar's exact p
-    per seed (conditional on those trained models: test-image noise only)."""
-    from robdistill.core.stats import direction, mcnemar_exact, seed_summary
+    experimental unit: mean with its 95% t-interval) and its reading under the report's rules
+    (:func:`robdistill.analysis.verdicts.read_family`): the metric's pairs are one family, Holm-adjusted
+    within it, the primary metric's (AutoAttack) is the ordering's claim and the others are secondary;
+    "no difference beyond delta" only through the equivalence test at +-``DELTA_ACCURACY``; for an
+    inconclusive reading, the seeds it would need. McNemar's exact p per seed is shown too
+    (conditional on those trained models: test-image noise only)."""
+    from robdistill.analysis.verdicts import DELTA_ACCURACY, fmt_p, read_family
+    from robdistill.core.stats import mcnemar_exact, no_spread, seed_summary
 
     by = {(e["teacher"], e["seed"]): e for e in entries}
-    rows = []
+    found = []
     for lo, hi in zip(ORDERING, ORDERING[1:]):
         seeds = sorted(s for (t, s) in by if t == lo and (hi, s) in by)
         if not seeds or any(metric not in by[(t, s)]["accuracy"] for t in (lo, hi) for s in seeds):
             continue
         diffs = [by[(hi, s)]["accuracy"][metric]["acc"] - by[(lo, s)]["accuracy"][metric]["acc"] for s in seeds]
         per_seed = [mcnemar_exact(_flags(by[(hi, s)], metric), _flags(by[(lo, s)], metric)) for s in seeds]
-        summary = seed_summary(diffs)
-        if len(seeds) > 1:
-            interval = f" [{100 * summary.low:+.1f}, {100 * summary.high:+.1f}]"
-            word = direction(summary)
-            reading = f"{hi} {word}" if not word.startswith("inconclusive") else word
-        else:
-            interval = ""
-            way = "higher" if summary.mean > 0 else "lower" if summary.mean < 0 else "equal"
-            reading = (f"{hi} {way}" + (" (McNemar p < 0.05; one seed, conditional on these models)"
-                                              if per_seed[0] < 0.05 else " (not significant; one seed)"))
-        rows.append(f"| {metric} | {hi} − {lo} | {100 * summary.mean:+.1f}{interval} | {len(seeds)} | "
-                    f"{', '.join(f'{p:.2g}' for p in per_seed)} | {reading} |")
+        found.append((lo, hi, seeds, seed_summary(diffs), per_seed))
+    readings = read_family([f[3] for f in found], DELTA_ACCURACY)
+    rows = []
+    for (lo, hi, seeds, summary, per_seed), r in zip(found, readings):
+        spread = summary.n > 1 and not no_spread(summary)
+        interval = f" [{100 * summary.low:+.1f}, {100 * summary.high:+.1f}]" if spread else ""
+        family = "primary" if metric == primary else "secondary"
+        rows.append(f"| {metric} | {hi} − {lo} | {family} | {100 * summary.mean:+.1f}{interval} | {len(seeds)} | "
+                    f"{fmt_p(r.p)} | {fmt_p(r.p_adjusted)} | {fmt_p(r.tost_adjusted)} | "
+                    f"{', '.join(f'{p:.2g}' for p in per_seed)} | {r.text} | {r.seeds_text} |")
     return rows
 
 
@@ -179,6 +182,7 @@ def _dedupe(entries: list[dict]) -> list[dict]:
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 def report(files) -> None:
     """Markdown tables from results files: one section per (dataset, suite, eps, n)."""
+    from robdistill.analysis.verdicts import DELTA_ACCURACY, primary_metric
     from robdistill.core.stats import seed_summary
 
     entries = _dedupe([e for f in files for e in load_results(f)["entries"].values()])
@@ -207,12 +211,16 @@ def report(files) -> None:
             evaluation = sum(e["eval_seconds"] for e in mine) / len(mine)
             click.echo(f"| {teacher} | {','.join(str(e['seed']) for e in mine)} | " + " | ".join(cells)
                        + f" | {train} | {evaluation:.0f} |")
-        click.echo("\nAALP Table 2 ordering (AT < ALP < AALP): difference in accuracy points, mean over seeds "
-                   "[95% t-interval]; McNemar exact p per seed\n")
-        click.echo("| attack | difference | points | seeds | McNemar p per seed | reading |")
-        click.echo("|---|---|---|---|---|---|")
+        primary = primary_metric([m for m in metrics if m != "clean"])
+        click.echo("\nAALP Table 2 ordering (AT < ALP < AALP): the higher minus the lower teacher of each pair, in "
+                   f"accuracy points, mean over seeds [95% t-interval]. Each attack's two pairs are one family "
+                   f"(Holm within it); {primary} is the primary metric, the others secondary. TOST: two one-sided "
+                   f"tests against ±{100 * DELTA_ACCURACY:g} points (Holm); McNemar exact p per seed\n")
+        click.echo("| attack | difference | family | points | seeds | p | Holm p | TOST p (Holm) | McNemar p per seed "
+                   "| reading | seeds needed |")
+        click.echo("|---" * 11 + "|")
         for metric in metrics:
-            for line in ordering_rows(rows, metric):
+            for line in ordering_rows(rows, metric, primary):
                 click.echo(line)
         if {"pgd", "autoattack"} <= set(metrics):
             click.echo("\nPGD-20 versus AutoAttack (Engstrom et al. 2018: a defence that only looks robust to "
