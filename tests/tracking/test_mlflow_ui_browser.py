@@ -52,14 +52,14 @@ class GridCells(HTMLParser):
             self.cells[row][col] = (self.cells[row].get(col, "") + data).strip()
 
 
-def rendered_dom(url: str, profile: Path) -> str:
+def rendered_dom(url: str, profile: Path, size: str = "3000,900") -> str:
     """The page at ``url`` after its scripts ran (virtual time), as headless Chromium serializes it."""
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.fail("chromium is not installed: apt-get install chromium (Debian), then rerun", pytrace=False)
     proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                           f"--user-data-dir={profile}", "--window-size=3000,900", "--virtual-time-budget=30000",
+                           f"--user-data-dir={profile}", f"--window-size={size}", "--virtual-time-budget=30000",
                            "--dump-dom", url], capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0 and "<html" in proc.stdout, proc.stderr[-2000:]
     return proc.stdout
@@ -108,3 +108,48 @@ def test_the_runs_view_run_prints_shows_the_run_with_its_accuracies_and_models(w
     models = row["attributes.`Models`"]
     assert models.startswith("robdistill-teacher-digits-at") and models.endswith("+1"), models
     assert "digits" in row["attributes.`Dataset`"]
+
+
+def page_text(dom: str) -> str:
+    """The visible text of a rendered page (scripts and styles left out), whitespace collapsed."""
+
+    class Text(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.parts: list[str] = []
+            self.skip = 0
+
+        def handle_starttag(self, tag, attrs):
+            self.skip += tag in ("script", "style")
+
+        def handle_endtag(self, tag):
+            self.skip -= tag in ("script", "style") and self.skip > 0
+
+        def handle_data(self, data):
+            if not self.skip:
+                self.parts.append(data)
+
+    parser = Text()
+    parser.feed(dom)
+    return " ".join(" ".join(parser.parts).split())
+
+
+@pytest.mark.slow
+def test_the_run_page_lists_its_logged_models(workdir: Path) -> None:
+    """A `run`'s own page (what `distill` and `evaluate` print for theirs) shows the teacher and the
+    student it logged as its models, by name, in a 1600x1000 browser."""
+    with running_server(workdir / "server", workers=1) as address:
+        result = CliRunner().invoke(main, ["run", "--teacher", "at", "--perturb", "keep", "--tracking-uri", address,
+                                           *TINY])
+        assert result.exit_code == 0, result.output
+        mlflow.set_tracking_uri(address)
+        parent = mlflow.search_runs(experiment_names=["robdistill"], filter_string="tags.stage = 'run'",
+                                    output_format="list")[0]
+        logged = mlflow.search_logged_models(experiment_ids=[parent.info.experiment_id], output_format="list")
+        names = sorted(m.name for m in logged if m.source_run_id == parent.info.run_id)
+        assert len(names) == 2, names  # the teacher and the student, both outputs of the `run`
+        page = f"{address}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
+        text = page_text(rendered_dom(page, workdir / "profile", size="1600,1000"))
+    for name in names:
+        assert name in text, f"logged model {name} not on the run page: {text[:3000]}"
+    assert "Logged models (2)" in text and "Logged models -" not in text
