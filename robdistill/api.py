@@ -28,7 +28,7 @@ from robdistill.core.errors import UserError
 from robdistill.core.metrics import RESULTS_ARTIFACT
 from robdistill.core.threat import norm_of
 from robdistill.core.tracker import Tracker, tracker_or_null
-from robdistill.tracking.schema import cost_metrics
+from robdistill.tracking.schema import evaluation_cost_metrics
 from robdistill.data import datasets
 from robdistill.data.datasets import Splits
 from robdistill.eval.results import EvaluationResult
@@ -357,7 +357,8 @@ def evaluate(model: nn.Module, data: Splits | str, *, suite: RecipeLike | None =
     if tracker is not None:
         step = {} if ratio is None else {"default_step_size": ratio * radius}  # attack objects carry their own
         tracker.log_params("suite", {**to_dict(suite_recipe), "eps": radius, "n": len(test), **step})
-        tracker.log_metrics({**result.metrics(), **cost_metrics(result.costs)})
+        costs = evaluation_cost_metrics(result, test.x.device, suite_recipe.precision)
+        tracker.log_metrics({**result.metrics(), **costs})
         tracker.log_json(result.to_json(), RESULTS_ARTIFACT)
         _log_provenance(tracker, "model", model)
     return result

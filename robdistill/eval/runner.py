@@ -21,6 +21,7 @@ from robdistill.data.datasets import DatasetInfo, Split
 from robdistill.eval.checks import (SanityCheck, perturbation_checks, perturbation_stats, reach_checks,
                                     square_gap_checks, strength_checks)
 from robdistill.eval.results import EvaluationResult
+from robdistill.models.flops import model_flops
 from robdistill.core.threat import norm_of
 from robdistill.core.state import TrainingState
 
@@ -242,6 +243,7 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
     counts = suite.attack_samples(len(data))
     lines = StepLog(f"eval {name}", len(attacks), "attack", enabled=progress and distributed.is_main(),
                     done=len(saved["done"]), weights=relative_costs(attacks, num_classes_of(data)))
+    flops = model_flops(model, tuple(data.x.shape[1:]), x.device) if len(data) else None
     for number, (key, attack) in enumerate(attacks.items(), 1):
         n_key = counts[key]
         if key not in saved["done"]:
@@ -258,6 +260,10 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
         result.seconds[key] = max(sum(p["seconds"] for p in rank_pieces) for rank_pieces in per_rank)
         result.costs[key] = {f"{kind}_per_sample": sum(p.get(f"{kind}_passes", 0) for p in pieces) / max(n_key, 1)
                              for kind in ("forward", "backward")}
+        if flops is not None:  # the attack's passes at the attacked model's cost (a surrogate's counted alike)
+            result.costs[key]["gflop_per_sample"] = (flops.forward * result.costs[key]["forward_per_sample"]
+                                                     + flops.input_backward * result.costs[key]["backward_per_sample"]
+                                                     ) / 1e9
         result.attack_configs[key] = attack.config()
         warnings = [w for p in pieces for w in p["warnings"]]
         if warnings:

@@ -305,7 +305,7 @@ def evaluate_model(model: nn.Module, name: str, test: Split, plan: SuitePlan,
             logged_models.log_model_metrics(model_id, result.metrics())
         tracking.log_metrics(mean_statistics(logits_of(model, test.x)))
         tracking.log_metrics(schema.seconds_metrics(result.seconds))
-        tracking.log_metrics(schema.cost_metrics(result.costs))
+        tracking.log_metrics(schema.evaluation_cost_metrics(result, test.x.device, suite.precision))
         failed = [c.name for c in result.checks if not c.passed]
         tracking.set_tag(schema.TAG_SANITY_CHECKS, schema.sanity_checks_value(failed))
         tracking.log_json(result.to_json(), schema.RESULTS_ARTIFACT)

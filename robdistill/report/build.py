@@ -719,7 +719,10 @@ def _costs(ctx: _Context) -> Section:
         "Wall time of every finished stage run (teachers trained by these sweeps, reused ones cost nothing here; "
         "students; evaluations, and within them each attack's own seconds), summed; core-hours are wall time "
         "times the threads each run recorded ('-' or '>=' where runs from before robdistill recorded them). "
-        "Runs of processes that shared the machine ran side by side: wall hours add up over processes."))]
+        "Runs of processes that shared the machine ran side by side: wall hours add up over processes. Per attack: "
+        "images per second of its own wall time, its FLOPs per image (the attacked model's forward and input-gradient "
+        "FLOPs, counted once with torch.utils.flop_counter, times the passes it spent per image) and the FLOP rate "
+        "that makes; '-' for runs that did not log them."))]
     estimated = []
     for name in ctx.names:
         for run in ctx.parents[name]:

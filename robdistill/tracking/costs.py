@@ -1,7 +1,9 @@
 """What a study cost, read back from its runs: wall time per stage (teacher training, distillation,
-each attack of the evaluations), the processes' threads, and core-hours (wall time x threads, where
-the run recorded its threads). Every number comes from what the runs logged: a stage run's start
-and end times, an evaluation's ``seconds/<attack>`` metrics and the ``threads`` tag."""
+each attack of the evaluations), the processes' threads, core-hours (wall time x threads, where
+the run recorded its threads) and, per attack, images per second, FLOPs per image and the FLOP rate
+achieved (robdistill.models.flops). Every number comes from what the runs logged: a stage run's start
+and end times, an evaluation's ``seconds/<attack>`` and ``cost/<attack>_*`` metrics and the
+``threads`` tag."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -20,10 +22,19 @@ class StageCost:
     core_seconds: float = 0.0
     unknown_threads: int = 0  # runs that did not record their threads (older robdistill)
     threads: set[int] = field(default_factory=set)
+    images: float = 0.0   # images attacked (attack rows, from runs that logged their rate)
+    flops: float = 0.0    # FLOPs of those images' passes (runs that logged FLOPs per image)
+    flop_images: float = 0.0  # the images ``flops`` covers
 
-    def add(self, seconds: float, threads: int | None) -> None:
+    def add(self, seconds: float, threads: int | None, images: float | None = None,
+            gflop_per_image: float | None = None) -> None:
         self.runs += 1
         self.seconds += seconds
+        if images:
+            self.images += images
+            if gflop_per_image is not None:
+                self.flops += gflop_per_image * 1e9 * images
+                self.flop_images += images
         if threads is None:
             self.unknown_threads += 1
         else:
@@ -35,11 +46,15 @@ class StageCost:
                                                               "?" if self.unknown_threads else "")
         core = (f"{self.core_seconds / 3600:.2f}" if not self.unknown_threads else
                 f">= {self.core_seconds / 3600:.2f}" if self.threads else "-")
+        rate = f"{self.images / self.seconds:.1f}" if self.images and self.seconds else "-"
+        per_image = f"{self.flops / self.flop_images / 1e9:.3g}" if self.flop_images else "-"
+        achieved = f"{self.flops / self.seconds / 1e9:.3g}" if self.flop_images and self.seconds else "-"
         return [self.stage, str(self.runs), f"{self.seconds / 3600:.2f}", f"{self.seconds / max(self.runs, 1) / 60:.1f}",
-                threads or "-", core]
+                threads or "-", core, rate, per_image, achieved]
 
 
-COST_HEADER = ["stage", "runs", "wall hours", "minutes per run", "threads", "core-hours"]
+COST_HEADER = ["stage", "runs", "wall hours", "minutes per run", "threads", "core-hours", "images/s", "GFLOP/image",
+               "GFLOP/s"]
 
 
 def _duration(run: Any) -> float | None:
@@ -71,10 +86,13 @@ def stage_costs(teacher_runs: Iterable[Any], student_runs: Iterable[Any], evalua
         if seconds is None:
             continue
         evaluations.add(seconds, _threads(run))
-        for key, value in run.data.metrics.items():
+        metrics = run.data.metrics
+        for key, value in metrics.items():
             if key.startswith(schema.SECONDS_PREFIX):
                 name = key[len(schema.SECONDS_PREFIX):]
-                attacks.setdefault(name, StageCost(f"  {name}")).add(value, _threads(run))
+                rate = metrics.get(f"cost/{name}_images_per_second")
+                attacks.setdefault(name, StageCost(f"  {name}")).add(
+                    value, _threads(run), rate * value if rate else None, metrics.get(f"cost/{name}_gflop_per_sample"))
     return [teachers, students, evaluations, *attacks.values()]
 
 

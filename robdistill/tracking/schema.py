@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from robdistill.core import metrics as _metrics
 
@@ -344,10 +344,34 @@ def seconds_metrics(seconds: Mapping[str, float]) -> dict[str, float]:
     return {f"{SECONDS_PREFIX}{key}": value for key, value in seconds.items()}
 
 
-def cost_metrics(costs: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-    """An evaluation's passes per sample per attack: ``cost/<key>_forward_per_sample`` and
-    ``cost/<key>_backward_per_sample``."""
-    return {f"cost/{key}_{kind}": value for key, parts in costs.items() for kind, value in parts.items()}
+def evaluation_cost_metrics(result: Any, device: Any, precision: str = "fp32") -> dict[str, float]:
+    """:func:`cost_metrics` of an :class:`~robdistill.eval.results.EvaluationResult` run on ``device``
+    with attacks crafting in ``precision`` (the peak it is measured against)."""
+    from robdistill.core.devices import peak_flops
+
+    samples = {key: result.samples(key) for key in result.costs}
+    return cost_metrics(result.costs, result.seconds, samples, peak_flops(device, precision))
+
+
+def cost_metrics(costs: Mapping[str, Mapping[str, float]], seconds: Mapping[str, float] | None = None,
+                 samples: Mapping[str, int] | None = None, peak_flops: float | None = None) -> dict[str, float]:
+    """An evaluation's cost per attack: passes per sample (``cost/<key>_forward_per_sample``,
+    ``cost/<key>_backward_per_sample``) and FLOPs per sample (``cost/<key>_gflop_per_sample``); with
+    each attack's ``seconds`` and ``samples`` also ``cost/<key>_images_per_second`` and the achieved
+    ``cost/<key>_tflops_per_second``, and with the device's ``peak_flops`` (robdistill.core.devices)
+    ``cost/<key>_peak_fraction``."""
+    out = {f"cost/{key}_{kind}": value for key, parts in costs.items() for kind, value in parts.items()}
+    for key, parts in costs.items():
+        took, n = (seconds or {}).get(key), (samples or {}).get(key)
+        if not took or not n:
+            continue
+        out[f"cost/{key}_images_per_second"] = n / took
+        if "gflop_per_sample" in parts:
+            rate = parts["gflop_per_sample"] * 1e9 * n / took
+            out[f"cost/{key}_tflops_per_second"] = rate / 1e12
+            if peak_flops:
+                out[f"cost/{key}_peak_fraction"] = rate / peak_flops
+    return out
 
 
 # -- checkpoints: the files the teacher and student runs log (``checkpoint/<name>``) -------------
