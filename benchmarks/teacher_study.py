@@ -67,6 +67,7 @@ def main() -> None:
 def run(dataset, teachers, seeds, suite, n_eval, overrides, out, device, quiet) -> None:
     """Train (or reuse) and attack each teacher x seed; results appended to --out."""
     import robdistill as rd
+    from robdistill.config.overrides import Overrides
     from robdistill.experiments.pipeline import make_plan
     from robdistill.experiments.stages import evaluate_model, obtain_teacher
     from robdistill.tracking import schema
@@ -89,7 +90,7 @@ def run(dataset, teachers, seeds, suite, n_eval, overrides, out, device, quiet) 
                     click.echo(f"{key}: already in {out}, skipped")
                     continue
                 plan = make_plan(settings, teacher=teacher, suite=suite, n_eval=n_eval,
-                                 overrides={"teacher": list(overrides)})
+                                 overrides=Overrides.parse(overrides, bare="teacher"))
                 # a teacher's evaluation: what identifies it (schema.identity reads it back), role teacher
                 tags = schema.role_tags({schema.TAG_DATASET: dataset, schema.TAG_TEACHER: teacher,
                                          schema.TAG_SEED: str(seed), schema.TAG_SUITE: suite}, schema.ROLE_TEACHER)

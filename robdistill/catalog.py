@@ -6,7 +6,7 @@ name a registry entry; this module, above every implementation, knows the regist
 from __future__ import annotations
 
 import tomllib
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from robdistill.attacks.base import ATTACKS
 from robdistill.config import recipes
@@ -38,9 +38,10 @@ def check_names(recipe: Any) -> None:
         REGISTRIES[kind].get(name)
 
 
-def load_recipe(kind: str, name_or_path: str, overrides: Iterable[str] = (), dataset: str | None = None) -> Any:
+def load_recipe(kind: str, name_or_path: str, overrides: Mapping[str, Any] | Iterable[str] = (),
+                dataset: str | None = None) -> Any:
     """A named recipe (or a ``.toml`` path) resolved for ``dataset`` (its ``[dataset.<name>]`` table,
-    if any) with ``key=value`` overrides, its fields, ranges, registry names and table dataset names
+    if any) with overrides (typed ``{field: value}`` or ``key=value`` texts), its fields, ranges, registry names and table dataset names
     checked (:func:`robdistill.config.recipes.load_recipe` plus :func:`check_names`)."""
     return recipes.load_recipe(kind, name_or_path, overrides, check=check_names, dataset=dataset,
                                check_dataset=DATASETS.get)

@@ -68,6 +68,16 @@ def precision_option(func: Callable) -> Callable:
                              "[default: the recipes' precision, fp32].")(func)
 
 
+def recipe_overrides(overrides: tuple[str, ...], precision: str | None, stages: tuple[str, ...],
+                     allowed: tuple[str, ...] = ("teacher", "student", "suite"), bare: str | None = None):
+    """``--set`` and ``--precision`` parsed once, here at the command line's edge, into typed values
+    per recipe stage (:class:`robdistill.config.overrides.Overrides`); ``allowed``: the stages the
+    command's overrides reach; ``bare``: the one recipe a command's unprefixed fields belong to."""
+    from robdistill.config.overrides import Overrides
+
+    return Overrides.parse(with_precision(overrides, precision, stages), allowed, bare)
+
+
 def with_precision(overrides: tuple[str, ...], precision: str | None, stages: tuple[str, ...]) -> tuple[str, ...]:
     """``--set`` overrides plus ``<stage>.precision=<precision>`` for each stage (a bare
     ``precision=`` for a command whose overrides name one recipe: ``stages == ("",)``)."""

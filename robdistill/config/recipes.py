@@ -15,7 +15,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, TypeVar, get_type_hints
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Mapping, TypeVar, get_type_hints
 
 from robdistill.core.errors import UserError
 
@@ -388,10 +388,12 @@ def dataset_tables(cls: type, data: dict[str, Any], source: str) -> dict[str, di
     return tables
 
 
-def load_recipe(kind: str, name_or_path: str, overrides: Iterable[str] = (), check: NameCheck | None = None,
-                dataset: str | None = None, check_dataset: Callable[[str], Any] | None = None) -> Any:
+def load_recipe(kind: str, name_or_path: str, overrides: Mapping[str, Any] | Iterable[str] = (),
+                check: NameCheck | None = None, dataset: str | None = None,
+                check_dataset: Callable[[str], Any] | None = None) -> Any:
     """Resolve a named recipe (or a path) for ``dataset`` (its ``[dataset.<name>]`` table, when the
-    file has one, overrides the top-level fields), apply ``key=value`` overrides, validate its
+    file has one, overrides the top-level fields), apply the overrides (typed ``{field: value}``, as
+    :class:`robdistill.config.overrides.Overrides` gives a stage's, or ``key=value`` texts), validate its
     ranges and, with ``check``, the registry names it uses (``robdistill.catalog.load_recipe`` passes
     one); ``check_dataset`` checks every table's dataset name."""
     cls = RECIPE_KINDS[kind][0]
@@ -409,10 +411,9 @@ def load_recipe(kind: str, name_or_path: str, overrides: Iterable[str] = (), che
     if dataset is not None and dataset in tables:
         data.update(tables[dataset])
         source += f" for {dataset}"
-    for text in overrides:
-        key, value = parse_override(text)
-        data[key] = value
-    source += " with --set overrides" if overrides else ""
+    values = dict(overrides) if isinstance(overrides, Mapping) else dict(parse_override(t) for t in overrides)
+    data.update(values)  # typed values (robdistill.config.overrides), or key=value texts parsed here
+    source += " with --set overrides" if values else ""
     return build_recipe(cls, data, source, check)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from torch import nn
 
@@ -23,6 +23,7 @@ from robdistill.experiments.specs import RunSpec
 from robdistill.train.perturbations import PERTURBATIONS
 from robdistill.catalog import load_recipe, override_recipe
 from robdistill.core.threat import norm_of
+from robdistill.config.overrides import Overrides
 from robdistill.config.recipes import StudentRecipe, SuiteRecipe, TeacherRecipe, to_dict
 from robdistill.eval.tables import failed_checks, results_markdown, results_table, results_table_records
 from robdistill.analysis.consistency import Analysis
@@ -37,21 +38,7 @@ from robdistill.train.teacher import resolved_teacher
 if TYPE_CHECKING:
     from robdistill.experiments.estimate import Estimate
 
-STAGES = ("teacher", "student", "suite")
 R = TypeVar("R", TeacherRecipe, StudentRecipe, SuiteRecipe)
-
-
-def split_overrides(overrides: Iterable[str], allowed: Iterable[str] = STAGES) -> dict[str, list[str]]:
-    """``teacher.epochs=2`` -> {"teacher": ["epochs=2"]}; an unprefixed key is an error."""
-    allowed = tuple(allowed)
-    out: dict[str, list[str]] = {stage: [] for stage in allowed}
-    for text in overrides:
-        stage, _, rest = text.partition(".")
-        if stage not in out or not rest or "=" not in rest:
-            raise UserError(f"--set '{text}': prefix the field with one of "
-                            f"{', '.join(s + '.' for s in allowed)} (e.g. teacher.epochs=2)")
-        out[stage].append(rest)
-    return out
 
 
 def check_eps(eps: float | None, norm: str = "linf") -> None:
@@ -122,30 +109,30 @@ def load_external(spec: str, plan: Plan, settings: Settings, options: SourceOpti
 
 def make_plan(settings: Settings, *, teacher: str | None = None, student: str | None = None,
               perturb: str | None = None, suite: str | None = None, eps: float | None = None,
-              n_eval: int | None = None, overrides: dict[str, list[str]] | None = None,
+              n_eval: int | None = None, overrides: Overrides | None = None,
               source: SourceOptions | None = None, with_teacher: bool | None = None) -> Plan:
     """Everything the user named, validated, the data loaded and an external teacher (any
     ``teacher`` that is not a recipe: robdistill.sources) loaded and through the integrity gate.
     ``with_teacher``: whether the suite's attacks will know a teacher (a transfer attack from
     ``"teacher"``); default, whether ``teacher`` is named (a sweep plans its data before its teachers)."""
-    overrides = overrides or {}
+    overrides = overrides or Overrides()
     source = source or SourceOptions()
     if perturb is not None:
         PERTURBATIONS.get(perturb)
     if n_eval is not None and n_eval < 0:
         raise UserError(f"--n-eval must be >= 0 (0 = the whole test set); got {n_eval}")
     external = teacher is not None and not is_recipe(teacher, source)
-    if external and overrides.get("teacher"):
-        raise UserError(f"--set teacher.{overrides['teacher'][0]}: {teacher} is an external teacher, loaded and not "
+    if external and overrides.stage("teacher"):
+        raise UserError(f"--set {overrides.first_text('teacher')}: {teacher} is an external teacher, loaded and not "
                         f"trained here; teacher.* overrides apply to recipe teachers only, drop them")
     threat = settings.threat_model
-    teacher_recipe = with_threat_model(load_recipe("teacher", teacher, overrides.get("teacher", []),
+    teacher_recipe = with_threat_model(load_recipe("teacher", teacher, overrides.stage("teacher"),
                                                    dataset=settings.dataset) if teacher and not external else None, threat)
-    student_recipe = with_threat_model(load_recipe("student", student, overrides.get("student", []),
+    student_recipe = with_threat_model(load_recipe("student", student, overrides.stage("student"),
                                                    dataset=settings.dataset) if student else None, threat)
     suite_recipe = None
     if suite is not None:
-        suite_recipe = with_threat_model(load_recipe("suite", suite, overrides.get("suite", [])), threat)
+        suite_recipe = with_threat_model(load_recipe("suite", suite, overrides.stage("suite")), threat)
     # the suite resolved for the dataset (its radius checked) before the data is read
     suite_plan = resolve_suite(suite_recipe, DATASETS.get(settings.dataset), eps, "--eps") if suite_recipe else None
     if suite_plan is None:
@@ -243,7 +230,7 @@ def run_plan(settings: Settings, spec: RunSpec) -> Plan:
     """The plan of a `run` (the same for running it and for estimating it)."""
     plan = make_plan(settings, teacher=spec.teacher, student=spec.student, perturb=spec.perturb,
                      suite=spec.suite_for(settings.dataset), eps=spec.eps, n_eval=spec.n_eval,
-                     overrides=split_overrides(spec.overrides), source=spec.source)
+                     overrides=spec.overrides, source=spec.source)
     assert plan.student and plan.suite and plan.eps is not None
     return plan
 
@@ -383,11 +370,11 @@ def teacher_is_cached(plan: Plan, settings: Settings) -> bool:
     return plan.teacher is None or teacher_cache_path(plan.teacher, plan.splits.info, settings).is_file()
 
 
-def train_teacher_only(settings: Settings, teacher: str, overrides: Iterable[str]) -> Outcome:
+def train_teacher_only(settings: Settings, teacher: str, overrides: Overrides) -> Outcome:
     if not is_recipe(teacher):
         raise UserError(f"train-teacher trains recipes, and {teacher} is an external model; pass it as --teacher "
                         f"of run or distill")
-    plan = make_plan(settings, teacher=teacher, overrides={"teacher": list(overrides)})
+    plan = make_plan(settings, teacher=teacher, overrides=overrides)
     assert plan.teacher
     uri = tracking.configure(settings.tracking_uri, settings.experiment)
     handle = obtain_teacher(plan.teacher, plan.splits, settings)
@@ -396,9 +383,8 @@ def train_teacher_only(settings: Settings, teacher: str, overrides: Iterable[str
 
 
 def distill_only(settings: Settings, teacher: str, perturb: str, student: str,
-                 overrides: Iterable[str], source: SourceOptions | None = None) -> Outcome:
-    plan = make_plan(settings, teacher=teacher, student=student, perturb=perturb,
-                     overrides=split_overrides(overrides, ("teacher", "student")), source=source)
+                 overrides: Overrides, source: SourceOptions | None = None) -> Outcome:
+    plan = make_plan(settings, teacher=teacher, student=student, perturb=perturb, overrides=overrides, source=source)
     assert plan.student
     uri = tracking.configure(settings.tracking_uri, settings.experiment)
     teacher_name = plan.teacher_name
@@ -431,7 +417,7 @@ def _evaluation_dataset(settings: Settings, specs: list[str], options: list[Sour
 
 
 def evaluate_checkpoints(settings: Settings, checkpoints: list[str] | list[Path], suite: str | None,
-                         eps: float | None, n_eval: int | None, overrides: Iterable[str],
+                         eps: float | None, n_eval: int | None, overrides: Overrides,
                          eps_values: list[float] | None = None, shard: tuple[int, int] | None = None,
                          sources: list[SourceOptions] | None = None) -> Outcome:
     """`robdistill evaluate`: attack models (robdistill checkpoints, ``robustbench:<Name>``,
@@ -448,7 +434,7 @@ def evaluate_checkpoints(settings: Settings, checkpoints: list[str] | list[Path]
     dataset = _evaluation_dataset(settings, specs, options)
     settings = Settings(**{**vars(settings), "dataset": dataset})
     plan = make_plan(settings, suite=suite or default_suite(dataset), eps=eps, n_eval=n_eval,
-                     overrides={"suite": list(overrides)})
+                     overrides=overrides)
     assert plan.suite and plan.eps is not None
     for value in eps_values or []:
         norm_of(plan.suite.threat_model).check_radius(value, "every --eps-sweep radius")

@@ -105,6 +105,7 @@ def measure(baseline: Baseline, settings: Settings, seed: int,
     """Run every case once with ``seed`` in a fresh teacher cache: 'teacher|perturb|role|metric' ->
     (accuracy, n). The teacher of each case is evaluated too (once per teacher)."""
     from robdistill.experiments.pipeline import run_experiment
+    from robdistill.config.overrides import Overrides
     from robdistill.experiments.specs import RunSpec
 
     out: dict[str, tuple[float, int]] = {}
@@ -116,7 +117,7 @@ def measure(baseline: Baseline, settings: Settings, seed: int,
             if on_case is not None:
                 on_case(f"seed {seed}: {teacher} -> {perturb}")
             spec = RunSpec(teacher, perturb, baseline.student, baseline.suite, n_eval=baseline.n_eval,
-                           overrides=tuple(baseline.overrides), evaluate_teacher=teacher not in evaluated_teachers)
+                           overrides=Overrides.parse(baseline.overrides), evaluate_teacher=teacher not in evaluated_teachers)
             outcome = run_experiment(run_settings, spec, extra_tags=schema.regress_tags())
             evaluated_teachers.add(teacher)
             for role, result in outcome.results.items():

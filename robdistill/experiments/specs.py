@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from robdistill.config.overrides import Overrides
 from robdistill.config.settings import default_suite
 from robdistill.sources.registry import SourceOptions, is_recipe
 
@@ -14,7 +15,7 @@ from robdistill.sources.registry import SourceOptions, is_recipe
 class RunSpec:
     """One `run`: a teacher (a recipe, or any model source: robdistill.sources), a perturbation of its
     logits, the student recipe, the attack suite (None: the dataset's default), its radius and test
-    images, ``--set`` overrides (``stage.field=value``), whether the teacher is attacked too, and the
+    images, ``--set`` overrides (parsed: :class:`~robdistill.config.overrides.Overrides`), whether the teacher is attacked too, and the
     options of an external teacher's source."""
 
     teacher: str
@@ -23,7 +24,7 @@ class RunSpec:
     suite: str | None = None
     eps: float | None = None
     n_eval: int | None = None
-    overrides: tuple[str, ...] = ()
+    overrides: Overrides = field(default_factory=Overrides)
     evaluate_teacher: bool = True
     source: SourceOptions = field(default_factory=SourceOptions)
 
@@ -44,7 +45,7 @@ class SweepSpec:
     suite: str | None = None
     eps: float | None = None
     n_eval: int | None = None
-    overrides: tuple[str, ...] = ()
+    overrides: Overrides = field(default_factory=Overrides)
     evaluate_teachers: bool = True
     source: SourceOptions = field(default_factory=SourceOptions)
 
@@ -54,7 +55,6 @@ class SweepSpec:
     def cell(self, teacher: str, perturb: str, evaluate_teacher: bool) -> RunSpec:
         """The `run` of one cell: an external teacher's cells drop the ``teacher.*`` overrides (it is
         loaded, not trained)."""
-        recipe = is_recipe(teacher, self.source)
-        overrides = self.overrides if recipe else tuple(o for o in self.overrides if not o.startswith("teacher."))
+        overrides = self.overrides if is_recipe(teacher, self.source) else self.overrides.without("teacher")
         return RunSpec(teacher, perturb, self.student, self.suite, self.eps, self.n_eval, overrides,
                        self.evaluate_teachers and evaluate_teacher, self.source)

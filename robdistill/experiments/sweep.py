@@ -16,7 +16,8 @@ from robdistill.core.errors import UserError
 from robdistill.models.inference import logits_of
 from robdistill.tracking.sweeps import TEACHER_LOGITS_DIR, finished_cells
 from robdistill.train.perturbations import PERTURBATIONS
-from robdistill.experiments.pipeline import Outcome, make_plan, run_experiment, split_overrides
+from robdistill.config.overrides import Overrides
+from robdistill.experiments.pipeline import Outcome, make_plan, run_experiment
 from robdistill.experiments.stages import log_dataset_input
 from robdistill.catalog import load_recipe
 from robdistill.analysis.seguin import ClaimTables, TeacherLogits, confidence_difference_grids, teacher_claims
@@ -64,20 +65,20 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def validate_grid(teachers: Sequence[str], perturbs: Sequence[str], student: str, suite: str,
-                  overrides: dict[str, list[str]], source: SourceOptions | None = None) -> None:
+                  overrides: Overrides, source: SourceOptions | None = None) -> None:
     """Every name and override checked before anything runs or is logged. ``teacher.*`` overrides
     apply to the grid's recipe teachers (an external teacher is loaded, not trained)."""
     source = source or SourceOptions()
     for name in perturbs:
         PERTURBATIONS.get(name)
     recipes = [name for name in teachers if is_recipe(name, source)]
-    if overrides.get("teacher") and not recipes:
-        raise UserError(f"--set teacher.{overrides['teacher'][0]}: every teacher of the grid is external (loaded, not "
+    if overrides.stage("teacher") and not recipes:
+        raise UserError(f"--set {overrides.first_text('teacher')}: every teacher of the grid is external (loaded, not "
                         f"trained); teacher.* overrides apply to recipe teachers only, drop them")
     for name in recipes:
-        load_recipe("teacher", name, overrides.get("teacher", []))
-    load_recipe("student", student, overrides.get("student", []))
-    load_recipe("suite", suite, overrides.get("suite", []))
+        load_recipe("teacher", name, overrides.stage("teacher"))
+    load_recipe("student", student, overrides.stage("student"))
+    load_recipe("suite", suite, overrides.stage("suite"))
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -139,7 +140,7 @@ def sweep_estimate(settings: Settings, spec: SweepSpec, *, shard: tuple[int, int
 
     teachers, perturbs, seeds = spec.teachers, spec.perturbs, spec.seeds
     suite, source = spec.suite_for(settings.dataset), spec.source
-    validate_grid(teachers, perturbs, spec.student, suite, split_overrides(spec.overrides), source)
+    validate_grid(teachers, perturbs, spec.student, suite, spec.overrides, source)
     if on_start is not None:
         on_start()
     groups = shard_groups(seeds, teachers, shard)
@@ -150,7 +151,7 @@ def sweep_estimate(settings: Settings, spec: SweepSpec, *, shard: tuple[int, int
             continue
         cell = spec.cell(teacher, perturbs[0], True)
         plan = make_plan(settings, teacher=teacher, student=spec.student, perturb=perturbs[0], suite=suite,
-                         eps=spec.eps, n_eval=spec.n_eval, overrides=split_overrides(cell.overrides), source=source)
+                         eps=spec.eps, n_eval=spec.n_eval, overrides=cell.overrides, source=source)
         untrained = [seed for seed in group_seeds if not teacher_is_cached(plan, replace(settings, seed=seed))]
         timed_settings = replace(settings, seed=untrained[0] if untrained else group_seeds[0])
         timed = experiment_estimate(plan, timed_settings, perturbs[0], spec.evaluate_teachers)
@@ -201,13 +202,13 @@ def run_sweep(settings: Settings, spec: SweepSpec, *, shard: tuple[int, int] | N
     the measured time)."""
     teachers, perturbs, seeds, overrides = spec.teachers, spec.perturbs, spec.seeds, spec.overrides
     suite, source, eps, n_eval = spec.suite_for(settings.dataset), spec.source, spec.eps, spec.n_eval
-    validate_grid(teachers, perturbs, spec.student, suite, split_overrides(overrides), source)
+    validate_grid(teachers, perturbs, spec.student, suite, overrides, source)
     plan = make_plan(settings, suite=suite, eps=eps, n_eval=n_eval,  # eps, n_eval and the data, before any run
-                     overrides={"suite": split_overrides(overrides).get("suite", [])}, with_teacher=True)
+                     overrides=overrides.only("suite"), with_teacher=True)
     for teacher in teachers:  # external teachers loaded and through the integrity gate, before any run
         if not is_recipe(teacher, source):
             make_plan(settings, teacher=teacher, suite=suite, eps=eps, n_eval=n_eval, source=source,
-                      overrides={"suite": split_overrides(overrides).get("suite", [])})
+                      overrides=overrides.only("suite"))
     uri = tracking.configure(settings.tracking_uri, settings.experiment)
     grid = schema.sweep_grid(teachers, perturbs, seeds, spec.student, suite)
     name = sweep_name_of(settings, grid, eps, n_eval, overrides)

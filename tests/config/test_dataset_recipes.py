@@ -294,12 +294,13 @@ def test_cifar10_resolved_teacher_trains_end_to_end(tmp_path: Path, single_threa
     """The plan of ``robdistill run --dataset cifar10 --teacher at`` (made smaller: small CNN, two
     epochs, PGD-4) trains with the resolved SGD, step schedule and crop-flip augmentation."""
     from robdistill.config.settings import Settings
+    from robdistill.config.overrides import Overrides
     from robdistill.experiments.pipeline import make_plan
 
     _write_cifar()(tmp_path, per_batch=8, n_test=4)  # 40 training images: 36 train, 4 validation
     settings = Settings(dataset="cifar10", data_root=tmp_path, cache_dir=tmp_path / "cache", progress=False)
-    plan = make_plan(settings, teacher="at", overrides={
-        "teacher": ["model=small-cnn", "epochs=2", "batch_size=16", "attack_steps=4"]})
+    plan = make_plan(settings, teacher="at", overrides=Overrides.parse(
+        ["model=small-cnn", "epochs=2", "batch_size=16", "attack_steps=4"], bare="teacher"))
     recipe = plan.teacher
     assert (recipe.optimizer, recipe.lr_schedule, recipe.augment, recipe.lr) == \
         ("sgd-momentum", "step-75-90", "crop-flip", 0.1)

@@ -131,7 +131,9 @@ def test_evaluation_logs_precision_and_cost() -> None:
     for precision, forwards in (("fp32", 5 + 2), ("bf16", 5 + 2 + 5)):
         suite = SuiteRecipe(name="t", attack=({"name": "pgd", "steps": 5},), precision=precision)
         result = evaluate(model, Split(x, y), suite, 0.1, progress=False)
-        assert result.costs["pgd"] == {"forward_per_sample": forwards, "backward_per_sample": 5}
+        cost = result.costs["pgd"]
+        assert (cost["forward_per_sample"], cost["backward_per_sample"]) == (forwards, 5)
+        assert cost["gflop_per_sample"] > 0  # the passes at the model's FLOPs (robdistill.models.flops)
         assert result.attack_configs["pgd"]["precision"] == precision
         assert result.to_json()["costs"]["pgd"]["backward_per_sample"] == 5
         assert result.passed, [c for c in result.checks if not c.passed]

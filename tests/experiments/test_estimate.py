@@ -117,11 +117,12 @@ def test_an_estimate_leaves_the_global_rng_and_every_modules_mode_alone(workdir:
     from robdistill.config.settings import Settings
     from robdistill.data.datasets import load_dataset
     from robdistill.experiments.estimate import attacks_estimate
+    from robdistill.config.overrides import Overrides
     from robdistill.experiments.pipeline import experiment_estimate, make_plan
 
     settings = Settings(cache_dir=workdir / "cache", progress=False)
     plan = make_plan(settings, teacher="at", student="default", perturb="keep", suite="smoke", n_eval=16,
-                     overrides={"teacher": ["epochs=1"], "student": ["epochs=1"]})
+                     overrides=Overrides.parse(["teacher.epochs=1", "student.epochs=1"]))
     torch.manual_seed(123)
     before = torch.get_rng_state()
     experiment_estimate(plan, settings, "keep")

@@ -236,14 +236,16 @@ def test_precision_flag_spares_an_external_teacher(workdir: Path, digits_model_f
 
     seen = {}
 
-    def stop(settings, **kwargs):
-        seen.update(kwargs)
+    def stop(settings, spec, **kwargs):
+        seen["spec"] = spec
         raise UserError("stopped here")
 
     monkeypatch.setattr(pipeline, "run_experiment", stop)
     assert_one_line_error(invoke("run", "--teacher", str(digits_model_files["torchscript"]), "--precision", "fp32",
                                  *TINY_EVAL), "stopped here")
-    assert not any(o.startswith("teacher.") for o in seen["overrides"]) and "student.precision=fp32" in seen["overrides"]
+    overrides = seen["spec"].overrides
+    assert not overrides.stage("teacher") and overrides.stage("student")["precision"] == "fp32"
+    assert "student.precision=fp32" in overrides.texts
 
 
 # -- Python -------------------------------------------------------------------------------------

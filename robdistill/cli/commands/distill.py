@@ -5,7 +5,7 @@ import click
 
 from robdistill.cli.options import (TEACHER_HELP, common_options, make_settings, overrides_option, precision_option,
                                     recipe_stages, source_options, teacher_source_options, threat_model_option,
-                                    with_precision)
+                                    recipe_overrides)
 from robdistill.cli.output import print_outcome
 
 
@@ -33,4 +33,5 @@ def distill(teacher, perturb, student, overrides, precision, arch, model_dir, th
     source = source_options(arch, model_dir, threat_model, sha256, expect_clean)
     stages = recipe_stages(teacher, source, ("teacher", "student"))
     print_outcome(distill_only(make_settings(kw, threat_model), teacher, perturb, student,
-                               with_precision(overrides, precision, stages), source), "distillation")
+                               recipe_overrides(overrides, precision, stages, ("teacher", "student")), source),
+                  "distillation")

@@ -7,7 +7,7 @@ from robdistill.core.errors import UserError
 from robdistill.core.threat import norm_of
 from robdistill.cli.options import (attack_norm, common_options, eval_options, evaluate_source_options, make_settings,
                                     overrides_option, precision_option, source_options, suite_norm, threat_model_option,
-                                    with_precision)
+                                    recipe_overrides)
 from robdistill.cli.output import merge_hint, print_outcome
 
 
@@ -62,7 +62,8 @@ def evaluate(models, suite, eps, n_eval, eps_sweep, shard, overrides, precision,
                for i in range(len(models))]
     settings = make_settings(kw, threat_model)
     outcome = evaluate_checkpoints(settings, list(models), suite, eps, n_eval,
-                                   with_precision(overrides, precision, ("",)), eps_values, shard_spec, sources)
+                                   recipe_overrides(overrides, precision, ("",), ("suite",), bare="suite"), eps_values,
+                                   shard_spec, sources)
     print_outcome(outcome, "evaluation" if shard_spec is None else f"evaluation, shard {shard} of the test rows")
     if shard_spec is not None:
         name = outcome.eval_name

@@ -8,7 +8,7 @@ import click
 from robdistill.cli.options import (ESTIMATING, TEACHER_HELP, announces_estimate, check_estimable, common_options,
                                     estimate_option, eval_options, make_settings, overrides_option, precision_option,
                                     recipe_stages, source_options, teacher_source_options, threat_model_option,
-                                    with_precision)
+                                    recipe_overrides)
 from robdistill.cli.output import print_outcome
 
 
@@ -47,7 +47,7 @@ def run(teacher, perturb, student, suite, eps, n_eval, skip_teacher_eval, overri
     source = source_options(arch, model_dir, threat_model, sha256, expect_clean)
     stages = recipe_stages(teacher, source, ("teacher", "student", "suite"))
     settings = make_settings(kw, threat_model)
-    spec = RunSpec(teacher, perturb, student, suite, eps, n_eval, tuple(with_precision(overrides, precision, stages)),
+    spec = RunSpec(teacher, perturb, student, suite, eps, n_eval, recipe_overrides(overrides, precision, stages),
                    not skip_teacher_eval, source)
     if estimate_only:
         check_estimable()

@@ -9,7 +9,7 @@ from robdistill.core.errors import UserError
 from robdistill.cli.options import (ESTIMATING, announces_estimate, attack_norm, check_estimable, common_options,
                                     estimate_option, eval_options, make_settings, overrides_option, precision_option,
                                     recipe_stages, source_options, suite_norm, teacher_source_options,
-                                    threat_model_option, with_precision)
+                                    threat_model_option, recipe_overrides)
 from robdistill.cli.output import print_merged, merge_hint, print_sweep_tables, ui_hint
 
 
@@ -74,7 +74,6 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
     from robdistill.experiments.pipeline import check_eps
     from robdistill.eval.tables import check_table_path
     from robdistill.config.settings import default_suite
-    from robdistill.experiments.pipeline import split_overrides
     from robdistill.experiments.specs import SweepSpec
     from robdistill.experiments.sweep import (parse_list, parse_seeds, parse_shard, run_sweep, sweep_estimate,
                                               validate_grid)
@@ -104,14 +103,13 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
     stages = max((recipe_stages(t, source, ("teacher", "student", "suite")) for t in grid), key=len)
     settings = make_settings(kw, threat_model)
     spec = SweepSpec(tuple(grid), tuple(parse_list(perturbs, "perturbs")), tuple(parse_seeds(seeds)), student, suite,
-                     eps, n_eval, tuple(with_precision(overrides, precision, stages)), not skip_teacher_eval, source)
+                     eps, n_eval, recipe_overrides(overrides, precision, stages), not skip_teacher_eval, source)
     if estimate_only:
         check_estimable()
     else:  # an unreachable tracking store is refused before anything is timed or trained
         from robdistill.tracking.store import configure
 
-        validate_grid(spec.teachers, spec.perturbs, student, spec.suite_for(settings.dataset),
-                      split_overrides(spec.overrides), source)
+        validate_grid(spec.teachers, spec.perturbs, student, spec.suite_for(settings.dataset), spec.overrides, source)
         configure(settings.tracking_uri, settings.experiment)
     estimate = None
     if estimate_only or announces_estimate(settings):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from robdistill.cli.options import (common_options, make_settings, overrides_option, precision_option,
-                                    threat_model_option, with_precision)
+                                    threat_model_option, recipe_overrides)
 from robdistill.cli.output import print_outcome
 
 
@@ -18,5 +18,5 @@ def train_teacher(teacher, overrides, precision, threat_model, **kw) -> None:
     """Train a teacher (or find it in the cache) and save its checkpoint."""
     from robdistill.experiments.pipeline import train_teacher_only
 
-    print_outcome(train_teacher_only(make_settings(kw, threat_model), teacher, with_precision(overrides, precision, ("",))),
-                  "teacher")
+    overrides = recipe_overrides(overrides, precision, ("",), ("teacher",), bare="teacher")
+    print_outcome(train_teacher_only(make_settings(kw, threat_model), teacher, overrides), "teacher")
