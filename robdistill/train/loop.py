@@ -12,12 +12,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from robdistill.attacks.base import PassCount, counted_passes
 from robdistill.attacks.gradient import PGD
 from robdistill.core import distributed
 from robdistill.core.precision import Precision, resolve_precision
 from robdistill.core.state import TrainingState
 from robdistill.core.streams import stream_seed
 from robdistill.data.datasets import DatasetInfo, Split, iterate_batches
+from robdistill.models.flops import model_flops
 from robdistill.models.zoo import Classifier, build_model
 from robdistill.train.objectives import LossOutput
 from robdistill.core.progress import StepLog
@@ -249,6 +251,31 @@ def fit(model: nn.Module, train: Split, recipe: TrainingRecipe, step_fn: StepFn,
                             resume=resume)
 
 
+# the per-epoch metrics that measure time (they differ between two runs of the same seed)
+TIMED_METRICS = ("train/epoch_seconds", "train/images_per_second", "train/tflops_per_second")
+
+
+def _epoch_cost(model: nn.Module, train: Split, count: PassCount, seen: int, seconds: float,
+                world_size: int) -> dict[str, float]:
+    """An epoch's cost (issue 33): images per second, the model's forward and backward passes per
+    training image (an attack inside the objective counts its own), and FLOPs per image
+    (robdistill.models.flops): each forward at the forward's FLOPs, each backward at the input
+    gradient's, plus one weight gradient per image (the optimizer step's). This rank's passes over
+    this rank's share of the images."""
+    if not seen:
+        return {}
+    local = seen / world_size
+    out = {"train/images_per_second": seen / seconds if seconds > 0 else 0.0,
+           "train/forward_per_image": count.forward / local, "train/backward_per_image": count.backward / local}
+    flops = model_flops(model, tuple(train.x.shape[1:]), train.x.device)
+    if flops is not None:
+        gflop = (flops.forward * out["train/forward_per_image"] + flops.input_backward * out["train/backward_per_image"]
+                 + flops.train_backward - flops.input_backward) / 1e9
+        out["train/gflop_per_image"] = gflop
+        out["train/tflops_per_second"] = gflop * out["train/images_per_second"] / 1e3
+    return out
+
+
 def train_epochs(model: nn.Module, train: Split, recipe: TrainingRecipe, step_fn: StepFn, *, seed: int,
                  desc: str, on_epoch_start: Callable[[int], None] | None = None,
                  validate: Callable[[nn.Module], dict[str, float]] | None = None,
@@ -295,32 +322,34 @@ def train_epochs(model: nn.Module, train: Split, recipe: TrainingRecipe, step_fn
         started = time.perf_counter()
         sums = EpochSums(train.x.device)
         seen = 0
-        for batch, (idx, x, y) in enumerate(iterate_batches(train, recipe.batch_size, order)):
-            if ddp is None:
-                # no host synchronisation in the step: the loss, its finiteness and the logs stay on
-                # the device, read once at the end of the epoch (METHODS section 2)
-                out, n = step_fn(model, idx, x, y), len(y)
-                loss = out.loss.detach()
-                sums.watch(loss, batch)
-                optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
-            else:
-                idx, x, y, weight, n = _shard(idx, x, y, ctx)
-                scaled, logits, logs = ddp(idx, x, y, weight)
-                scaled_value = scaled.item()  # the ranks agree on a non-finite loss every step
-                _check_finite_loss(scaled_value, desc, epoch, batch, ctx)
-                optimizer.zero_grad(set_to_none=True)
-                scaled.backward()
-                out = LossOutput(scaled, logits, logs)
-                loss = scaled_value / weight if weight else 0.0
-            optimizer.step()
-            scheduler.step()
-            seen += n
-            if n:
-                sums.add_correct(out.logits.argmax(1) == y)
-            sums.add("loss", loss, n)
-            for key, value in out.logs.items():
-                sums.add(key, value, n)
+        # the model's forward and backward passes, counted from the outputs' shapes (no host sync)
+        with counted_passes(model) as count:
+            for batch, (idx, x, y) in enumerate(iterate_batches(train, recipe.batch_size, order)):
+                if ddp is None:
+                    # no host synchronisation in the step: the loss, its finiteness and the logs stay on
+                    # the device, read once at the end of the epoch (METHODS section 2)
+                    out, n = step_fn(model, idx, x, y), len(y)
+                    loss = out.loss.detach()
+                    sums.watch(loss, batch)
+                    optimizer.zero_grad(set_to_none=True)
+                    out.loss.backward()
+                else:
+                    idx, x, y, weight, n = _shard(idx, x, y, ctx)
+                    scaled, logits, logs = ddp(idx, x, y, weight)
+                    scaled_value = scaled.item()  # the ranks agree on a non-finite loss every step
+                    _check_finite_loss(scaled_value, desc, epoch, batch, ctx)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaled.backward()
+                    out = LossOutput(scaled, logits, logs)
+                    loss = scaled_value / weight if weight else 0.0
+                optimizer.step()
+                scheduler.step()
+                seen += n
+                if n:
+                    sums.add_correct(out.logits.argmax(1) == y)
+                sums.add("loss", loss, n)
+                for key, value in out.logs.items():
+                    sums.add(key, value, n)
         if ddp is None:
             _check_finite_epoch(sums, desc, epoch)
         totals, correct = sums.read()  # the epoch's one host synchronisation
@@ -331,6 +360,7 @@ def train_epochs(model: nn.Module, train: Split, recipe: TrainingRecipe, step_fn
         metrics = {f"train/{k}": v / seen for k, v in totals.items()}
         metrics["train/acc"] = correct / seen
         metrics["train/epoch_seconds"] = time.perf_counter() - started
+        metrics.update(_epoch_cost(model, train, count, seen, metrics["train/epoch_seconds"], ctx.world_size))
         metrics["train/lr"] = scheduler.get_last_lr()[0]
         if validate is not None and ctx.is_main:
             metrics.update({f"val/{k}": v for k, v in validate(model).items()})

@@ -86,3 +86,21 @@ def test_an_evaluation_logs_flops_per_image_from_its_passes() -> None:
     assert cost["forward_per_sample"] > 0 and cost["backward_per_sample"] > 0  # only the clean-correct are attacked
     assert cost["gflop_per_sample"] * 1e9 == pytest.approx(1280 * (cost["forward_per_sample"]
                                                                   + cost["backward_per_sample"]))
+
+
+def test_a_training_epoch_logs_its_passes_rate_and_flops() -> None:
+    """Standard training: one forward and one backward per image, so the FLOPs per image are the
+    forward's plus a training backward's (input and weight gradients); an AT epoch adds its attack's."""
+    import robdistill as rd
+    from robdistill.models.flops import model_flops
+
+    data = rd.load_dataset("digits")
+    standard = rd.train_teacher("standard", data, epochs=1, train_subset=128, progress=False)
+    epoch = standard.history[-1]
+    assert (epoch["train/forward_per_image"], epoch["train/backward_per_image"]) == (1.0, 1.0)
+    flops = model_flops(standard, data.info.shape)
+    assert epoch["train/gflop_per_image"] * 1e9 == pytest.approx(flops.forward + flops.train_backward)
+    assert epoch["train/images_per_second"] > 0 and epoch["train/tflops_per_second"] > 0
+    at = rd.train_teacher("at", data, epochs=1, train_subset=128, attack_steps=3, progress=False).history[-1]
+    assert at["train/backward_per_image"] == 4.0  # 3 attack steps (input gradients) and the weights' step
+    assert at["train/forward_per_image"] >= 4.0

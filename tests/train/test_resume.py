@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from robdistill.models.checkpoints import load_checkpoint
+from robdistill.train.loop import TIMED_METRICS
 from robdistill.data.datasets import load_dataset
 from robdistill.core.errors import UserError
 from robdistill.models.zoo import build_model
@@ -58,7 +59,7 @@ def test_resume_in_process_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     resumed, history = tiny_fit(TrainingState(state.path), resume=True)
     for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    drop = lambda h: [{k: v for k, v in m.items() if k != "train/epoch_seconds"} for m in h]  # noqa: E731
+    drop = lambda h: [{k: v for k, v in m.items() if k not in TIMED_METRICS} for m in h]  # noqa: E731
     assert drop(history) == drop(reference_history)
 
 
@@ -103,7 +104,7 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(workdir: Path) -> No
     (a, pa), (b, pb) = (load_checkpoint(next((workdir / d / "teachers").glob("*.pt"))) for d in ("killed", "fresh"))
     for x, y in zip(a.state_dict().values(), b.state_dict().values()):
         torch.testing.assert_close(x, y, rtol=0, atol=0)
-    final = lambda p: {k: v for k, v in p["extra"]["final_metrics"].items() if k != "train/epoch_seconds"}  # noqa: E731
+    final = lambda p: {k: v for k, v in p["extra"]["final_metrics"].items() if k not in TIMED_METRICS}  # noqa: E731
     assert final(pa) == final(pb)
 
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
