@@ -138,17 +138,74 @@ def finite_rows(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Ten
                           for i in range(0, len(x), batch_size)])
 
 
+MAX_ATTACK_BATCH = 8192  # the largest attack batch the CUDA probe tries
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is the device running out of memory (CUDA's error, or a backend's message)."""
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+def backed_off(run: Callable[[int], Any], batch_size: int) -> tuple[Any, int]:
+    """``run(batch)`` at ``batch_size``, run again from the start at half the batch after every
+    out-of-memory error (down to 1): the result is the one a fixed run at the batch that fitted gives.
+    Returns the result and that batch."""
+    while True:
+        try:
+            return run(batch_size), batch_size
+        except Exception as exc:  # noqa: BLE001  (only out-of-memory is retried; the rest is raised)
+            if not out_of_memory(exc) or batch_size <= 1:
+                raise
+            batch_size = max(1, batch_size // 2)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
+def probed_batch(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, start: int,
+                 cap: int = MAX_ATTACK_BATCH, probe: bool | None = None) -> int:
+    """The attack batch, sized to the device apart from the training batch: on CUDA (or with
+    ``probe``) ``start`` doubled while the attack's cheap probe (its eps = 0 version, two iterations:
+    one forward and backward per iteration, as the attack's own) runs on that many images without
+    running out of memory, up to ``cap`` and the number of images; elsewhere ``start``. What still
+    does not fit is caught by :func:`backed_off`."""
+    if not (x.device.type == "cuda" if probe is None else probe):
+        return start
+    best, size = start, start * 2
+    while size <= min(cap, len(y)):
+        try:
+            attack.zero_eps_probe(2).run(model, x[:size], y[:size], batch_size=size, progress=False)
+        except Exception as exc:  # noqa: BLE001
+            if not out_of_memory(exc):
+                raise
+            break
+        best, size = size, size * 2
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return best
+
+
 def _run_attack(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: SuiteRecipe,
                 progress: bool, partial: list[dict[str, Any]], save: Callable[[], None] | None) -> list[dict[str, Any]]:
-    """Run ``attack`` on all samples. A ``chunked`` attack (AutoAttack) under a state file goes in
-    chunks of the suite's ``autoattack_chunk`` samples, each saved as it ends (``partial`` holds those
-    already done), so an interrupted evaluation resumes after its last finished chunk."""
-    chunk, batch_size = suite.autoattack_chunk, suite.batch_size
+    """Run ``attack`` on all samples, at the batch :func:`probed_batch` sizes to the device (the suite's
+    ``batch_size`` on a CPU), backing off on out-of-memory. A ``chunked`` attack (AutoAttack) under a
+    state file goes in chunks of the suite's ``autoattack_chunk`` samples, each saved as it ends
+    (``partial`` holds those already done), so an interrupted evaluation resumes after its last
+    finished chunk."""
+    chunk = suite.autoattack_chunk
+    batch_size = probed_batch(attack, model, x, y, suite.batch_size)
+
+    def piece(xs: torch.Tensor, ys: torch.Tensor) -> dict[str, Any]:
+        nonlocal batch_size
+        done, batch_size = backed_off(lambda b: attack_piece(attack, model, xs, ys, b, progress), batch_size)
+        done["batch_size"] = batch_size
+        return done
+
     if save is None or not attack.chunked or len(y) <= chunk:
-        return [attack_piece(attack, model, x, y, batch_size, progress)]
+        return [piece(x, y)]
     for start in range(len(partial) * chunk, len(y), chunk):
         sl = slice(start, start + chunk)
-        partial.append(attack_piece(attack, model, x[sl], y[sl], batch_size, progress))
+        partial.append(piece(x[sl], y[sl]))
         save()
     return partial
 
@@ -167,8 +224,9 @@ def zero_eps_check(model: nn.Module, attacks: dict[str, Attack], x: torch.Tensor
     reference = clean_flags(model, x[:n], y[:n], batch_size).cpu() if n else clean[:0].cpu()
     mismatched: dict[str, int] = {}
     for key, attack in attacks.items():
-        robust = attack_piece(attack.zero_eps_probe(ZERO_EPS_STEPS), model, x[:n], y[:n], batch_size,
-                               False)["robust"].cpu()
+        probe = attack.zero_eps_probe(ZERO_EPS_STEPS)
+        robust = backed_off(lambda b: attack_piece(probe, model, x[:n], y[:n], b, False),  # noqa: B023
+                            batch_size)[0]["robust"].cpu()
         mismatched[key] = int((robust != reference).sum())
     per_rank = distributed.all_gather_object((n, mismatched))
     total = sum(k for k, _ in per_rank)
@@ -260,6 +318,9 @@ def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, n
         result.seconds[key] = max(sum(p["seconds"] for p in rank_pieces) for rank_pieces in per_rank)
         result.costs[key] = {f"{kind}_per_sample": sum(p.get(f"{kind}_passes", 0) for p in pieces) / max(n_key, 1)
                              for kind in ("forward", "backward")}
+        batches = [p["batch_size"] for p in pieces if "batch_size" in p]
+        if batches:  # the batch the attack ran at (sized to the device, backed off on out-of-memory)
+            result.costs[key]["batch_size"] = float(min(batches))
         if flops is not None:  # the attack's passes at the attacked model's cost (a surrogate's counted alike)
             result.costs[key]["gflop_per_sample"] = (flops.forward * result.costs[key]["forward_per_sample"]
                                                      + flops.input_backward * result.costs[key]["backward_per_sample"]
