@@ -177,6 +177,7 @@ class SuiteRecipe:
         batch_size, seed: the attacks' batch and seed.
         precision: what the attacks craft in (verdicts stay fp32).
         autoattack_chunk: AutoAttack is saved every this many samples.
+        compile: crafting forwards through ``torch.compile`` (``--compile``); verdicts stay eager fp32.
 
     Example:
         >>> import robdistill as rd
@@ -195,6 +196,7 @@ class SuiteRecipe:
     attack: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     autoattack_chunk: int = 1000  # AutoAttack is saved every this many samples (resumable evaluations)
     precision: str = "fp32"  # robdistill.core.precision: what the attacks craft in (verdicts stay fp32)
+    compile: bool = False  # crafting forwards through torch.compile (verdicts stay eager fp32)
     analysis_n_eval: int = 0  # the AALP consistency analysis (a PGD-20) on the first this many images; 0 = all
 
     def named_entries(self) -> Iterator[tuple[str, str]]:
@@ -432,7 +434,7 @@ def to_dict(recipe: Any) -> dict[str, Any]:
 # left out of cache keys at that value, so the keys of everything cached before they existed stay
 # valid. A teacher's ``augment`` is one of them; a student's has been part of its key from the start
 # (teacher recipes are told apart by their ``objective``).
-KEY_REFERENCE: dict[str, Any] = {"precision": "fp32", "analysis_n_eval": 0, "threat_model": "linf"}
+KEY_REFERENCE: dict[str, Any] = {"precision": "fp32", "analysis_n_eval": 0, "threat_model": "linf", "compile": False}
 TEACHER_KEY_REFERENCE: dict[str, Any] = {"augment": "none"}
 
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import functools
 import warnings
+import weakref
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ContextManager, Iterator
 
 import torch
@@ -35,11 +36,19 @@ class Precision:
     name: str
     autocast_dtype: torch.dtype | None = None
     channels_last: bool = False
+    #: crafting forwards go through ``torch.compile`` of the model (``--compile``); verdicts stay eager
+    compile: bool = False
 
     @property
     def reduced(self) -> bool:
-        """Whether passes run below fp32 (so the attacks must confirm their verdicts in fp32)."""
-        return self.autocast_dtype is not None
+        """Whether crafting passes differ from the verdict's eager fp32 forward (below fp32, or
+        compiled: a compiled fp32 forward differs in the last bits), so the attacks must confirm their
+        verdicts with an eager fp32 forward."""
+        return self.autocast_dtype is not None or self.compile
+
+    def compiled(self) -> "Precision":
+        """This precision with crafting forwards through ``torch.compile`` (named ``<name>+compile``)."""
+        return self if self.compile else replace(self, name=f"{self.name}+compile", compile=True)
 
     def autocast(self, device: torch.device | str) -> ContextManager[object]:
         """The region where crafting / training forwards run (a no-op for fp32)."""
@@ -50,9 +59,10 @@ class Precision:
         return torch.autocast(device_type=device_type, dtype=self.autocast_dtype)
 
     def logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """``model(x)`` under this precision, as fp32 logits (for losses and gradients)."""
+        """``model(x)`` under this precision (compiled, with ``compile``), as fp32 logits (for losses
+        and gradients)."""
         with self.autocast(x.device):
-            out = model(x)
+            out = (compiled_model(model) if self.compile else model)(x)
         return out.float() if self.reduced else out
 
     @staticmethod
@@ -74,6 +84,18 @@ class Precision:
         finally:
             if convert:
                 model.to(memory_format=torch.contiguous_format)
+
+
+_COMPILED: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
+
+
+def compiled_model(model: nn.Module) -> nn.Module:
+    """``torch.compile(model, dynamic=True)``, once per model (an attack drops the samples it fools,
+    so its batches change size: one graph for every size). The compiled module shares the model's
+    weights and mode."""
+    if model not in _COMPILED:
+        _COMPILED[model] = torch.compile(model, dynamic=True)
+    return _COMPILED[model]
 
 
 class PrecisionWarning(RuntimeWarning):

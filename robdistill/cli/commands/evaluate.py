@@ -5,9 +5,9 @@ import click
 
 from robdistill.core.errors import UserError
 from robdistill.core.threat import norm_of
-from robdistill.cli.options import (attack_norm, common_options, eval_options, evaluate_source_options, make_settings,
-                                    overrides_option, precision_option, source_options, suite_norm, threat_model_option,
-                                    recipe_overrides)
+from robdistill.cli.options import (attack_norm, common_options, compile_option, eval_options,
+                                    evaluate_source_options, make_settings, overrides_option, precision_option,
+                                    recipe_overrides, source_options, suite_norm, threat_model_option)
 from robdistill.cli.output import merge_hint, print_outcome
 
 
@@ -21,11 +21,12 @@ from robdistill.cli.output import merge_hint, print_outcome
                    "all sharing one tracking server); merge with `robdistill evaluate-report`.")
 @overrides_option("Override a suite field, e.g. n_eval=100 or seed=3 (repeatable).")
 @precision_option
+@compile_option
 @evaluate_source_options
 @threat_model_option
 @common_options
-def evaluate(models, suite, eps, n_eval, eps_sweep, shard, overrides, precision, arch, model_dir, threat_model,
-             sha256, expect_clean, **kw) -> None:
+def evaluate(models, suite, eps, n_eval, eps_sweep, shard, overrides, precision, compile_attacks, arch, model_dir,
+             threat_model, sha256, expect_clean, **kw) -> None:
     """Attack models with an attack suite: robdistill checkpoints (teacher or student .pt files;
     their dataset is theirs), robustbench:<Name> (from --model-dir), TorchScript files, or state
     dicts with --model (on --dataset). Each passes the integrity gate first.
@@ -62,7 +63,8 @@ def evaluate(models, suite, eps, n_eval, eps_sweep, shard, overrides, precision,
                for i in range(len(models))]
     settings = make_settings(kw, threat_model)
     outcome = evaluate_checkpoints(settings, list(models), suite, eps, n_eval,
-                                   recipe_overrides(overrides, precision, ("",), ("suite",), bare="suite"), eps_values,
+                                   recipe_overrides(overrides, precision, ("",), ("suite",), bare="suite",
+                                                    compile_attacks=compile_attacks), eps_values,
                                    shard_spec, sources)
     print_outcome(outcome, "evaluation" if shard_spec is None else f"evaluation, shard {shard} of the test rows")
     if shard_spec is not None:

@@ -6,9 +6,9 @@ from typing import Any, Callable
 import click
 
 from robdistill.cli.options import (ESTIMATING, TEACHER_HELP, announces_estimate, check_estimable, common_options,
-                                    estimate_option, eval_options, make_settings, overrides_option, precision_option,
-                                    recipe_stages, source_options, teacher_source_options, threat_model_option,
-                                    recipe_overrides)
+                                    compile_option, estimate_option, eval_options, make_settings, overrides_option,
+                                    precision_option, recipe_overrides, recipe_stages, source_options,
+                                    teacher_source_options, threat_model_option)
 from robdistill.cli.output import print_outcome
 
 
@@ -22,12 +22,13 @@ from robdistill.cli.output import print_outcome
 @click.option("--skip-teacher-eval", is_flag=True, help="Attack only the student.")
 @overrides_option("Override a recipe field: teacher.epochs=5, student.temperature=2, suite.n_eval=100 (repeatable).")
 @precision_option
+@compile_option
 @estimate_option
 @teacher_source_options
 @threat_model_option
 @common_options
-def run(teacher, perturb, student, suite, eps, n_eval, skip_teacher_eval, overrides, precision, estimate_only, arch,
-        model_dir, threat_model, sha256, expect_clean, **kw) -> None:
+def run(teacher, perturb, student, suite, eps, n_eval, skip_teacher_eval, overrides, precision, compile_attacks,
+        estimate_only, arch, model_dir, threat_model, sha256, expect_clean, **kw) -> None:
     """Train (or reuse, or load) a teacher, distill a student on clean inputs, attack both.
 
     \b
@@ -47,7 +48,8 @@ def run(teacher, perturb, student, suite, eps, n_eval, skip_teacher_eval, overri
     source = source_options(arch, model_dir, threat_model, sha256, expect_clean)
     stages = recipe_stages(teacher, source, ("teacher", "student", "suite"))
     settings = make_settings(kw, threat_model)
-    spec = RunSpec(teacher, perturb, student, suite, eps, n_eval, recipe_overrides(overrides, precision, stages),
+    spec = RunSpec(teacher, perturb, student, suite, eps, n_eval,
+                   recipe_overrides(overrides, precision, stages, compile_attacks=compile_attacks),
                    not skip_teacher_eval, source)
     if estimate_only:
         check_estimable()

@@ -7,9 +7,9 @@ import click
 
 from robdistill.core.errors import UserError
 from robdistill.cli.options import (ESTIMATING, announces_estimate, attack_norm, check_estimable, common_options,
-                                    estimate_option, eval_options, make_settings, overrides_option, precision_option,
-                                    recipe_stages, source_options, suite_norm, teacher_source_options,
-                                    threat_model_option, recipe_overrides)
+                                    compile_option, estimate_option, eval_options, make_settings, overrides_option,
+                                    precision_option, recipe_overrides, recipe_stages, source_options, suite_norm,
+                                    teacher_source_options, threat_model_option)
 from robdistill.cli.output import print_merged, merge_hint, print_sweep_tables, ui_hint
 
 
@@ -48,13 +48,15 @@ from robdistill.cli.output import print_merged, merge_hint, print_sweep_tables, 
 @overrides_option("Override a recipe field for every cell: teacher.epochs=5, student.temperature=2 (repeatable; "
                   "teacher.* fields apply to the recipe teachers of the grid).")
 @precision_option
+@compile_option
 @estimate_option
 @teacher_source_options
 @threat_model_option
 @common_options
 def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_eval, outputs, shard, executor, workers,
           slurm_partition, slurm_time, slurm_cpus, slurm_gpus, slurm_mem, slurm_parallelism, slurm_set, no_wait,
-          overrides, precision, estimate_only, arch, model_dir, threat_model, sha256, expect_clean, **kw) -> None:
+          overrides, precision, compile_attacks, estimate_only, arch, model_dir, threat_model, sha256, expect_clean,
+          **kw) -> None:
     """The teacher x perturbation x seed grid under one MLflow parent run, each teacher trained once
     per seed; prints accuracy per cell (mean and 95% interval over seeds) and each perturbation
     paired against keep (Seguin et al. claim 3).
@@ -103,7 +105,8 @@ def sweep(teachers, perturbs, seeds, student, suite, eps, n_eval, skip_teacher_e
     stages = max((recipe_stages(t, source, ("teacher", "student", "suite")) for t in grid), key=len)
     settings = make_settings(kw, threat_model)
     spec = SweepSpec(tuple(grid), tuple(parse_list(perturbs, "perturbs")), tuple(parse_seeds(seeds)), student, suite,
-                     eps, n_eval, recipe_overrides(overrides, precision, stages), not skip_teacher_eval, source)
+                     eps, n_eval, recipe_overrides(overrides, precision, stages, compile_attacks=compile_attacks),
+                     not skip_teacher_eval, source)
     if estimate_only:
         check_estimable()
     else:  # an unreachable tracking store is refused before anything is timed or trained
