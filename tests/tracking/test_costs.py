@@ -101,6 +101,7 @@ def test_a_training_epoch_logs_its_passes_rate_and_flops() -> None:
     flops = model_flops(standard, data.info.shape)
     assert epoch["train/gflop_per_image"] * 1e9 == pytest.approx(flops.forward + flops.train_backward)
     assert epoch["train/images_per_second"] > 0 and epoch["train/tflops_per_second"] > 0
-    at = rd.train_teacher("at", data, epochs=1, train_subset=128, attack_steps=3, progress=False).history[-1]
+    at = rd.train_teacher("at", data, epochs=1, train_subset=128, attack_steps=3, attack_step_size=0.04,
+                          progress=False).history[-1]
     assert at["train/backward_per_image"] == 4.0  # 3 attack steps (input gradients) and the weights' step
     assert at["train/forward_per_image"] >= 4.0
