@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import warnings
-import weakref
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import ContextManager, Iterator
@@ -86,16 +85,19 @@ class Precision:
                 model.to(memory_format=torch.contiguous_format)
 
 
-_COMPILED: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
+_COMPILED_ATTR = "_robdistill_compiled"
 
 
 def compiled_model(model: nn.Module) -> nn.Module:
     """``torch.compile(model, dynamic=True)``, once per model (an attack drops the samples it fools,
     so its batches change size: one graph for every size). The compiled module shares the model's
-    weights and mode."""
-    if model not in _COMPILED:
-        _COMPILED[model] = torch.compile(model, dynamic=True)
-    return _COMPILED[model]
+    weights and mode. It is kept in the model's ``__dict__``, outside its sub-modules (so not in its
+    ``state_dict``), and goes when the model goes."""
+    compiled = model.__dict__.get(_COMPILED_ATTR)
+    if compiled is None:
+        compiled = torch.compile(model, dynamic=True)
+        object.__setattr__(model, _COMPILED_ATTR, compiled)
+    return compiled
 
 
 class PrecisionWarning(RuntimeWarning):

@@ -23,7 +23,8 @@ def test_compiled_attacks_give_the_eager_flags(quick_cnn, digits) -> None:
         assert compiled.attack_configs[key]["precision"] == "fp32+compile"
         assert eager.attack_configs[key]["precision"] == "fp32"
     assert compiled.passed, [c for c in compiled.checks if not c.passed]
-    from robdistill.core.precision import _COMPILED
+    from robdistill.core.precision import _COMPILED_ATTR
 
-    assert model in _COMPILED  # the crafting forwards did go through torch.compile
+    assert _COMPILED_ATTR in model.__dict__  # the crafting forwards did go through torch.compile
+    assert not any(key.startswith(_COMPILED_ATTR) for key in model.state_dict())  # the weights as they were
     assert 0 < compiled.accuracies()["pgd"].value < 1  # some samples fooled, some not: the flags say something
