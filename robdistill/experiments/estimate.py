@@ -179,9 +179,9 @@ def attacks_estimate(role: str, model: nn.Module, suite: SuiteRecipe, eps: float
     the model's predictions), scaled from the probe's budget to the attack's; the least: one
     gradient and one forward pass per attack and image."""
     from robdistill.analysis.consistency import ANALYSIS_PGD_STEPS
-    from robdistill.eval.runner import suite_attacks
+    from robdistill.eval.runner import resolve_suite
 
-    attacks = suite_attacks(suite, eps, step_ratio=None, surrogates=surrogates)
+    attacks = resolve_suite(suite, info, eps).attacks(surrogates)  # built as the evaluation builds them
     counts = suite.attack_samples(n)  # an attack with its own n_eval runs on fewer images
     size = max(1, min(suite.batch_size, n))  # the batch the attacks will run at (per-image costs depend on it)
     gradient, forward = timed_passes(model, info, size, suite.precision, device)
