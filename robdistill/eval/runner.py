@@ -431,10 +431,6 @@ class SuitePlan:
         suite = self.suite.for_subject(subject)
         return self if suite is self.suite else replace(self, suite=suite)
 
-    def at(self, eps: float) -> "SuitePlan":
-        """The same suite at another radius (an eps sweep): the default step scales with it."""
-        return replace(self, eps=eps)
-
 
 def resolve_suite(suite: SuiteRecipe, info: "DatasetInfo", eps: float | None = None, what: str = "eps") -> SuitePlan:
     """``suite`` for ``info``'s dataset at ``eps`` (checked as a radius of the suite's norm, ``what``
