@@ -30,7 +30,7 @@ def digits_model(teacher: str, cache: Path, seed: int = 0, device: str = "cpu",
     """A digits teacher (recipe ``teacher``) trained once by robdistill and cached under ``cache``
     (its own MLflow store there too)."""
     import robdistill as rd
-    from robdistill.catalog import load_recipe
+    from robdistill.catalog import checked_recipe
     from robdistill.experiments.stages import obtain_teacher
     from robdistill.tracking.store import configure
 
@@ -39,7 +39,7 @@ def digits_model(teacher: str, cache: Path, seed: int = 0, device: str = "cpu",
     settings = rd.Settings(dataset="digits", seed=seed, device=device, cache_dir=cache, progress=False,
                            use_registry=False)
     splits = rd.load_dataset("digits", device=device)
-    handle = obtain_teacher(load_recipe("teacher", teacher, overrides or []), splits, settings)
+    handle = obtain_teacher(checked_recipe("teacher", teacher, overrides or []), splits, settings)
     model = handle.model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

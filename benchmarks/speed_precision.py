@@ -324,7 +324,6 @@ def epoch_call(name: str, bench: Bench, precision: Precision, opts: Options) -> 
     """One training epoch in ``precision``, a fresh model from the same seed each call, timed by
     the training loop."""
     import robdistill as rd
-    from robdistill.catalog import load_recipe
 
     kind, recipe_name = ("teacher", "at") if name == "at-epoch" else ("student", "default")
     overrides = {"epochs": 1, "model": bench.spec.arch, "precision": precision.name}
@@ -333,7 +332,7 @@ def epoch_call(name: str, bench: Bench, precision: Precision, opts: Options) -> 
 
     def call() -> Reported:
         with registered(precision):
-            recipe = rd.load_recipe(kind, load_recipe(kind, recipe_name, dataset=bench.info.name), **overrides)
+            recipe = rd.load_recipe(kind, recipe_name, dataset=bench.info.name, **overrides)
             if kind == "teacher":
                 model = rd.train_teacher(recipe, bench.splits, seed=0, device=opts.device)
             else:

@@ -19,9 +19,9 @@ from pathlib import Path
 def main() -> None:
     import torch
 
-    from robdistill.catalog import load_recipe
+    import robdistill as rd
     from robdistill.data.datasets import DATASETS, dataset_step_ratio, load_dataset
-    from robdistill.eval.runner import evaluate, suite_eps
+    from robdistill.eval.runner import run_suite, suite_eps
     from robdistill.models.checkpoints import load_checkpoint
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -35,11 +35,11 @@ def main() -> None:
     teacher, _ = load_checkpoint(args.teacher)
     model = teacher if args.role == "teacher" else load_checkpoint(args.student)[0]
     splits = load_dataset(args.dataset)
-    suite = load_recipe("suite", args.suite).for_subject(args.role)
+    suite = rd.load_recipe("suite", args.suite).for_subject(args.role)
     eps = suite_eps(suite, DATASETS.get(args.dataset))
     test = splits.test.head(suite.n_eval or None)
     started = time.perf_counter()
-    result = evaluate(model, test, suite, eps, name=args.role, progress=False,
+    result = run_suite(model, test, suite, eps, name=args.role, progress=False,
                       step_ratio=dataset_step_ratio(args.dataset), surrogates={"teacher": teacher})
     print(f"{args.role}: {time.perf_counter() - started:.1f} s in all at {torch.get_num_threads()} thread(s)")
     print("seconds per attack:", json.dumps({k: round(v, 1) for k, v in result.seconds.items()}))

@@ -26,6 +26,7 @@ from robdistill.config.recipes import StudentRecipe, SuiteRecipe, TeacherRecipe,
 from robdistill.config.settings import default_suite
 from robdistill.core.errors import UserError
 from robdistill.core.metrics import RESULTS_ARTIFACT
+from robdistill.core.state import TrainingState
 from robdistill.core.threat import norm_of
 from robdistill.core.tracker import Tracker, tracker_or_null
 from robdistill.tracking.schema import evaluation_cost_metrics
@@ -33,7 +34,7 @@ from robdistill.data import datasets
 from robdistill.data.datasets import Splits
 from robdistill.eval.results import EvaluationResult
 from robdistill.eval.runner import resolve_suite
-from robdistill.eval.runner import evaluate as run_suite
+from robdistill.eval.runner import run_suite
 from robdistill.train.distillation import distill_model, resolved_student
 from robdistill.train.perturbations import PERTURBATIONS
 from robdistill.train.teacher import resolved_teacher, train_teacher_model
@@ -71,7 +72,8 @@ def load_dataset(name: str, *, root: str | Path | None = None, download: bool = 
 
 
 def load_recipe(kind: str, recipe: RecipeLike, dataset: str | None = None, **overrides: Any) -> Any:
-    """A teacher, student or suite recipe, validated, with keyword overrides.
+    """A teacher, student or suite recipe, validated, with keyword overrides: the one recipe loader
+    (every command loads its recipes through it).
 
     Args:
         kind: ``"teacher"``, ``"student"`` or ``"suite"``.
@@ -92,18 +94,16 @@ def load_recipe(kind: str, recipe: RecipeLike, dataset: str | None = None, **ove
         ('alp', 2)
         >>> rd.load_recipe("teacher", "alp", epohcs=2)
         Traceback (most recent call last):
-        robdistill.core.errors.UserError: unknown field 'epohcs' in recipe 'alp' with overrides; valid fields: ...
+        robdistill.core.errors.UserError: unknown field 'epohcs' in teacher recipe .../alp.toml with overrides; valid fields: ...
     """
     if kind not in ("teacher", "student", "suite"):
         raise UserError(f"unknown recipe kind '{kind}'; choose one of: teacher, student, suite")
-    if isinstance(recipe, (str, Path)):
-        loaded = catalog.load_recipe(kind, str(recipe), dataset=dataset)
-    elif _KINDS.get(type(recipe)) == kind:
-        loaded = recipe
-    else:
+    if isinstance(recipe, (str, Path)):  # the file, its dataset table and the overrides, checked once
+        return catalog.checked_recipe(kind, str(recipe), overrides, dataset=dataset)
+    if _KINDS.get(type(recipe)) != kind:
         raise UserError(f"a {kind} recipe must be a name, a .toml path or a {kind.capitalize()}Recipe; "
                         f"got {type(recipe).__name__}")
-    return catalog.override_recipe(loaded, **overrides) if overrides else loaded
+    return catalog.override_recipe(recipe, **overrides) if overrides else recipe
 
 
 def _with_precision(overrides: dict[str, Any], precision: str | None,
@@ -191,6 +191,15 @@ def load_teacher(spec: str | Path, data: Splits | str, *, model_dir: str | Path 
     return loaded.model
 
 
+def _training_state(state: "str | Path | TrainingState | None", resume: bool) -> TrainingState | None:
+    """The state file a training saves itself to after every epoch (and, with ``resume``, starts from)."""
+    if state is None:
+        if resume:
+            raise UserError("resume=True continues from a state file; give state='<file>.state.pt' too")
+        return None
+    return state if isinstance(state, TrainingState) else TrainingState(Path(state))
+
+
 def _log_provenance(tracker: Tracker | None, role: str, model: nn.Module) -> None:
     """Where ``model`` came from (``model.provenance``, set by :func:`load_teacher`), on the tracker:
     ``<role>.source`` / ``.id`` / ``.sha256`` ... parameters and ``<role>_source`` ... tags."""
@@ -205,7 +214,8 @@ def _log_provenance(tracker: Tracker | None, role: str, model: nn.Module) -> Non
 def train_teacher(recipe: RecipeLike, data: Splits | str, *, seed: int = 0,
                   device: str | torch.device | None = None, precision: str | None = None,
                   threat_model: str | None = None, progress: bool = True,
-                  tracker: Tracker | None = None, **overrides: Any) -> nn.Module:
+                  tracker: Tracker | None = None, state: "str | Path | TrainingState | None" = None,
+                  resume: bool = False, **overrides: Any) -> nn.Module:
     """Train a teacher (METHODS section 2) on ``data``'s training split.
 
     The same recipe, data and seed give the same weights as ``robdistill train-teacher``.
@@ -221,6 +231,9 @@ def train_teacher(recipe: RecipeLike, data: Splits | str, *, seed: int = 0,
             recipe's), at the dataset's radius unless ``eps`` is given.
         progress: a line (or bar) per epoch; False is silent.
         tracker: where parameters and per-epoch metrics go (nothing is written without one).
+        state: a file the training saves itself to after every epoch (model, optimiser, schedule,
+            every random stream, the metrics so far); the file is left for you to delete.
+        resume: continue from ``state`` where it stopped (the same weights as an uninterrupted run).
         **overrides: recipe fields (``epochs=2``, ``train_subset=500``, ``eps=0.2``).
 
     Returns:
@@ -239,14 +252,16 @@ def train_teacher(recipe: RecipeLike, data: Splits | str, *, seed: int = 0,
                           **_with_precision(overrides, precision, threat_model))
     splits, target = _data(data, device)
     tracker_or_null(tracker).log_params("teacher", resolved_teacher(teacher, splits.info))
-    return train_teacher_model(teacher, splits, seed, target, progress=progress, tracker=tracker)
+    return train_teacher_model(teacher, splits, seed, target, progress=progress, tracker=tracker,
+                               state=_training_state(state, resume), resume=resume)
 
 
 def distill(teacher: nn.Module, data: Splits | str, *, perturb: str = "keep",
             recipe: RecipeLike = "default", student: nn.Module | None = None, seed: int = 0,
             device: str | torch.device | None = None, precision: str | None = None,
-            threat_model: str | None = None, progress: bool = True,
-            tracker: Tracker | None = None, **overrides: Any) -> nn.Module:
+            threat_model: str | None = None, progress: bool = True, tracker: Tracker | None = None,
+            teacher_name: str = "teacher", state: "str | Path | TrainingState | None" = None,
+            resume: bool = False, **overrides: Any) -> nn.Module:
     """Distill a student from ``teacher`` on clean training inputs only (METHODS section 3).
 
     Args:
@@ -263,6 +278,9 @@ def distill(teacher: nn.Module, data: Splits | str, *, perturb: str = "keep",
         threat_model: the ball of its validation PGD (and of ARD / RSLAD's attack).
         progress: a line (or bar) per epoch; False is silent.
         tracker: where parameters and per-epoch metrics go (nothing is written without one).
+        teacher_name: the teacher's name in messages (e.g. non-finite logits).
+        state, resume: a file saved after every epoch, and whether to continue from it (as in
+            :func:`train_teacher`).
         **overrides: recipe fields (``epochs=5``, ``temperature=4``).
 
     Returns:
@@ -284,7 +302,8 @@ def distill(teacher: nn.Module, data: Splits | str, *, perturb: str = "keep",
     tracker_or_null(tracker).log_params("student", resolved_student(student_recipe, perturb, splits.info))
     _log_provenance(tracker, "teacher", teacher)
     return distill_model(teacher, student_recipe, perturb, splits, seed, target, student=student,
-                         progress=progress, tracker=tracker)
+                         teacher_name=teacher_name, progress=progress, tracker=tracker,
+                         state=_training_state(state, resume), resume=resume)
 
 
 def evaluate(model: nn.Module, data: Splits | str, *, suite: RecipeLike | None = None,

@@ -1,5 +1,5 @@
-"""Everything a recipe or a command can name: every registry of every layer, the recipe loader
-that checks a recipe's names against them, and one line of help per entry (``robdistill list``).
+"""Everything a recipe or a command can name: every registry of every layer, the recipe check
+that holds a recipe's names against them, and one line of help per entry (``robdistill list``).
 
 The config layer (``robdistill.config``) knows a recipe's fields, types and ranges and which fields
 name a registry entry; this module, above every implementation, knows the registries."""
@@ -38,13 +38,14 @@ def check_names(recipe: Any) -> None:
         REGISTRIES[kind].get(name)
 
 
-def load_recipe(kind: str, name_or_path: str, overrides: Mapping[str, Any] | Iterable[str] = (),
-                dataset: str | None = None) -> Any:
+def checked_recipe(kind: str, name_or_path: str, overrides: Mapping[str, Any] | Iterable[str] = (),
+                   dataset: str | None = None) -> Any:
     """A named recipe (or a ``.toml`` path) resolved for ``dataset`` (its ``[dataset.<name>]`` table,
-    if any) with overrides (typed ``{field: value}`` or ``key=value`` texts), its fields, ranges, registry names and table dataset names
-    checked (:func:`robdistill.config.recipes.load_recipe` plus :func:`check_names`)."""
-    return recipes.load_recipe(kind, name_or_path, overrides, check=check_names, dataset=dataset,
-                               check_dataset=DATASETS.get)
+    if any) with overrides (typed ``{field: value}`` or ``key=value`` texts), its fields, ranges,
+    registry names and table dataset names checked (:func:`robdistill.config.recipes.parse_recipe`
+    plus :func:`check_names`): what :func:`robdistill.load_recipe` does with a name or a path."""
+    return recipes.parse_recipe(kind, name_or_path, overrides, check=check_names, dataset=dataset,
+                                check_dataset=DATASETS.get)
 
 
 def override_recipe(recipe: Any, **values: Any) -> Any:

@@ -45,7 +45,7 @@ def digits_teacher(workdir: Path):
     """(splits, settings, teacher): digits, a private store and cache, a standard teacher of 1 epoch."""
     import mlflow
 
-    from robdistill.config.recipes import load_recipe
+    from robdistill.config.recipes import parse_recipe
     from robdistill.config.settings import Settings
     from robdistill.data.datasets import load_dataset
     from robdistill.experiments.stages import obtain_teacher
@@ -54,7 +54,7 @@ def digits_teacher(workdir: Path):
     mlflow.set_experiment("robdistill")
     settings = Settings(cache_dir=workdir / "cache", progress=False)
     splits = load_dataset("digits")
-    return splits, settings, obtain_teacher(load_recipe("teacher", "standard", ["epochs=1"]), splits, settings)
+    return splits, settings, obtain_teacher(parse_recipe("teacher", "standard", ["epochs=1"]), splits, settings)
 
 
 @pytest.fixture(scope="module")

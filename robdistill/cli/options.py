@@ -158,7 +158,7 @@ def threat_model_option(func: Callable) -> Callable:
 
 def suite_norm(suite: str) -> str:
     """The threat model a named suite (or .toml path) declares: a suite has no per-dataset tables."""
-    from robdistill.catalog import load_recipe
+    from robdistill.api import load_recipe
 
     return load_recipe("suite", suite).threat_model
 

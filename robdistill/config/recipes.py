@@ -390,14 +390,15 @@ def dataset_tables(cls: type, data: dict[str, Any], source: str) -> dict[str, di
     return tables
 
 
-def load_recipe(kind: str, name_or_path: str, overrides: Mapping[str, Any] | Iterable[str] = (),
-                check: NameCheck | None = None, dataset: str | None = None,
-                check_dataset: Callable[[str], Any] | None = None) -> Any:
+def parse_recipe(kind: str, name_or_path: str, overrides: Mapping[str, Any] | Iterable[str] = (),
+                 check: NameCheck | None = None, dataset: str | None = None,
+                 check_dataset: Callable[[str], Any] | None = None) -> Any:
     """Resolve a named recipe (or a path) for ``dataset`` (its ``[dataset.<name>]`` table, when the
     file has one, overrides the top-level fields), apply the overrides (typed ``{field: value}``, as
     :class:`robdistill.config.overrides.Overrides` gives a stage's, or ``key=value`` texts), validate its
-    ranges and, with ``check``, the registry names it uses (``robdistill.catalog.load_recipe`` passes
-    one); ``check_dataset`` checks every table's dataset name."""
+    ranges and, with ``check``, the registry names it uses (:func:`robdistill.catalog.checked_recipe`
+    passes one); ``check_dataset`` checks every table's dataset name. The file layer of
+    :func:`robdistill.load_recipe`, the one loader the commands and the API use."""
     cls = RECIPE_KINDS[kind][0]
     path, data = read_recipe(kind, name_or_path)
     source = f"{kind} recipe {path}"
@@ -415,7 +416,7 @@ def load_recipe(kind: str, name_or_path: str, overrides: Mapping[str, Any] | Ite
         source += f" for {dataset}"
     values = dict(overrides) if isinstance(overrides, Mapping) else dict(parse_override(t) for t in overrides)
     data.update(values)  # typed values (robdistill.config.overrides), or key=value texts parsed here
-    source += " with --set overrides" if values else ""
+    source += " with overrides" if values else ""
     return build_recipe(cls, data, source, check)
 
 

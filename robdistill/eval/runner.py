@@ -269,11 +269,12 @@ def _agreed(compute: Callable[[], Any]) -> Any:
     return value
 
 
-def evaluate(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, name: str = "model",
-             progress: bool = True, state: TrainingState | None = None, resume: bool = False,
-             step_ratio: float | None = None, surrogates: dict[str, nn.Module] | None = None,
-             attacks: dict[str, Attack] | None = None) -> EvaluationResult:
-    """Run a suite on ``data`` (already cut to n_eval) and check the evaluation's sanity.
+def run_suite(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, name: str = "model",
+               progress: bool = True, state: TrainingState | None = None, resume: bool = False,
+              step_ratio: float | None = None, surrogates: dict[str, nn.Module] | None = None,
+              attacks: dict[str, Attack] | None = None) -> EvaluationResult:
+    """Run a suite on ``data`` (already cut to n_eval) and check the evaluation's sanity: the engine
+    under :func:`robdistill.evaluate` and the tracked pipeline's evaluations.
 
     Under torchrun each rank attacks its rows (``rank::world_size``) and the per-sample flags are
     gathered in the global order, so every rank returns the whole result: the same as one process
@@ -359,7 +360,7 @@ def eps_sweep(model: nn.Module, data: Split, suite: SuiteRecipe, eps_values: lis
               step_ratio: float | None = None) -> dict[float, EvaluationResult]:
     """Robust accuracy versus eps (METHODS section 4): the whole suite at every radius, each with its
     sanity checks; per-sample flags kept so curves can be recomputed."""
-    return {eps: evaluate(model, data, suite, eps, name=name, progress=progress, step_ratio=step_ratio)
+    return {eps: run_suite(model, data, suite, eps, name=name, progress=progress, step_ratio=step_ratio)
             for eps in eps_values}
 
 

@@ -21,7 +21,8 @@ from robdistill.eval.results import EvaluationResult
 from robdistill.eval.runner import SuitePlan, eps_sweep, plot_eps_curves, resolve_suite
 from robdistill.experiments.specs import RunSpec
 from robdistill.train.perturbations import PERTURBATIONS
-from robdistill.catalog import load_recipe, override_recipe
+from robdistill.api import load_recipe
+from robdistill.catalog import override_recipe
 from robdistill.core.threat import norm_of
 from robdistill.config.overrides import Overrides
 from robdistill.config.recipes import StudentRecipe, SuiteRecipe, TeacherRecipe, to_dict
@@ -126,13 +127,13 @@ def make_plan(settings: Settings, *, teacher: str | None = None, student: str | 
         raise UserError(f"--set {overrides.first_text('teacher')}: {teacher} is an external teacher, loaded and not "
                         f"trained here; teacher.* overrides apply to recipe teachers only, drop them")
     threat = settings.threat_model
-    teacher_recipe = with_threat_model(load_recipe("teacher", teacher, overrides.stage("teacher"),
-                                                   dataset=settings.dataset) if teacher and not external else None, threat)
-    student_recipe = with_threat_model(load_recipe("student", student, overrides.stage("student"),
-                                                   dataset=settings.dataset) if student else None, threat)
+    teacher_recipe = with_threat_model(load_recipe("teacher", teacher, dataset=settings.dataset,
+                                                   **overrides.stage("teacher")) if teacher and not external else None, threat)
+    student_recipe = with_threat_model(load_recipe("student", student, dataset=settings.dataset,
+                                                   **overrides.stage("student")) if student else None, threat)
     suite_recipe = None
     if suite is not None:
-        suite_recipe = with_threat_model(load_recipe("suite", suite, overrides.stage("suite")), threat)
+        suite_recipe = with_threat_model(load_recipe("suite", suite, **overrides.stage("suite")), threat)
     # the suite resolved for the dataset (its radius checked) before the data is read
     suite_plan = resolve_suite(suite_recipe, DATASETS.get(settings.dataset), eps, "--eps") if suite_recipe else None
     if suite_plan is None:

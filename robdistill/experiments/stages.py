@@ -1,7 +1,9 @@
 """The stages of the MLflow-tracked pipeline, each in its own child run: train (or reuse) a teacher,
 distill a student from its logits on clean inputs only, evaluate models with an attack suite.
-The work itself is the library's (``robdistill.train``, ``robdistill.eval``); this layer adds the
-teacher cache, the model registry, resumable state files and the run layout."""
+Training goes through the public API's door (:func:`robdistill.train_teacher`,
+:func:`robdistill.distill`, with an :class:`MlflowTracker`), evaluation through the engine under
+:func:`robdistill.evaluate` (:func:`robdistill.eval.runner.run_suite`); this layer adds the teacher
+cache, the model registry, resumable state files and the run layout."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,6 +12,7 @@ from typing import NamedTuple
 
 from torch import nn
 
+from robdistill import api
 from robdistill.analysis.consistency import Analysis, analyze_model, log_analysis
 from robdistill.analysis.logits import logits_of, mean_statistics
 from robdistill.config.recipes import StudentRecipe, SuiteRecipe, TeacherRecipe, fingerprint, key_fields, to_dict
@@ -19,7 +22,7 @@ from robdistill.core.errors import UserError
 from robdistill.core.streams import STREAMS_VERSION
 from robdistill.data.datasets import DatasetInfo, Split, Splits
 from robdistill.eval.results import EvaluationResult
-from robdistill.eval.runner import SuitePlan, evaluate
+from robdistill.eval.runner import SuitePlan, run_suite
 from robdistill.models.checkpoints import load_checkpoint, save_checkpoint
 from robdistill.models.zoo import Classifier
 from robdistill.models.files import sha256_of
@@ -27,9 +30,9 @@ from robdistill.sources.registry import SOURCE_RECIPE, Provenance
 from robdistill.tracking import logged_models, model_registry, schema
 from robdistill.tracking import store as tracking
 from robdistill.tracking.store import MlflowTracker
-from robdistill.train.distillation import adversarial_inputs, distill_model, resolved_student
+from robdistill.train.distillation import adversarial_inputs, resolved_student
 from robdistill.core.state import TrainingState
-from robdistill.train.teacher import resolved_teacher, train_teacher_model
+from robdistill.train.teacher import resolved_teacher
 
 # Bump when a change to training code makes old cached teachers stale.
 TRAINING_CODE_VERSION = 2  # with STREAMS_VERSION in the key: TRADES's two forwards came with streams 1
@@ -110,7 +113,8 @@ def _obtain_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) -
     with tracking.tracked_run(schema.teacher_run_name(recipe.name, settings.seed), nested=True, tags=tags,
                               resume_run_id=interrupted) as run:
         if interrupted is None:
-            tracking.log_params("teacher", resolved_teacher(recipe, info))
+            if reused:  # a trained teacher's come from the training itself (rd.train_teacher)
+                tracking.log_params("teacher", resolved_teacher(recipe, info))
             log_dataset_input(splits, "training")
         if reused:
             model, payload = load_checkpoint(path, settings.device)
@@ -118,9 +122,9 @@ def _obtain_teacher(recipe: TeacherRecipe, splits: Splits, settings: Settings) -
             tracking.log_metrics(payload["extra"].get("final_metrics", {}))
         else:
             state.extra = {"run_id": run.info.run_id}
-            model = train_teacher_model(recipe, splits, settings.seed, settings.device,
-                                        progress=settings.progress, tracker=MlflowTracker(), state=state,
-                                        resume=settings.resume)
+            model = api.train_teacher(recipe, splits, seed=settings.seed, device=settings.device,
+                                      progress=settings.progress, tracker=MlflowTracker(), state=state,
+                                      resume=settings.resume)
             history = model.history  # type: ignore[attr-defined]
             if distributed.is_main():
                 save_checkpoint(path, model, kind="teacher", model_name=recipe.model, dataset=info.name,
@@ -223,12 +227,11 @@ def distill_student(teacher: TeacherHandle, recipe: StudentRecipe, perturb: str,
     with tracking.tracked_run(schema.student_run_name(teacher_name, perturb, settings.seed, recipe.name), nested=True,
                               tags=tags, resume_run_id=interrupted) as run:
         if interrupted is None:
-            tracking.log_params("student", resolved)
             log_dataset_input(splits, "training")
         state.extra = {"run_id": run.info.run_id}
-        model = distill_model(teacher.model, recipe, perturb, splits, settings.seed, settings.device,
-                              teacher_name=teacher_name, progress=settings.progress, tracker=MlflowTracker(),
-                              state=state, resume=settings.resume)
+        model = api.distill(teacher.model, splits, perturb=perturb, recipe=recipe, seed=settings.seed,
+                            device=settings.device, teacher_name=teacher_name, progress=settings.progress,
+                            tracker=MlflowTracker(), state=state, resume=settings.resume)
         history = model.history  # type: ignore[attr-defined]
         name = schema.student_checkpoint_name(info.name, teacher_name, perturb, recipe.name, settings.seed,
                                               run.info.run_id)
@@ -293,7 +296,7 @@ def evaluate_model(model: nn.Module, name: str, test: Split, plan: SuitePlan,
             if provenance is not None:
                 tracking.log_params("model", provenance.params())
         state.extra = {"run_id": run.info.run_id}
-        result = evaluate(model, test, suite, eps, name=name, progress=settings.progress, state=state,
+        result = run_suite(model, test, suite, eps, name=name, progress=settings.progress, state=state,
                           resume=settings.resume, step_ratio=ratio, attacks=plan.attacks(surrogates))
         result.rows = rows  # one shard of a split evaluation: which test rows these are
         analysis = analyze_model(model, test.head(suite.analysis_n_eval or None), eps, suite.seed,

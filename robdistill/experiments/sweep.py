@@ -19,7 +19,7 @@ from robdistill.train.perturbations import PERTURBATIONS
 from robdistill.config.overrides import Overrides
 from robdistill.experiments.pipeline import Outcome, make_plan, run_experiment
 from robdistill.experiments.stages import log_dataset_input
-from robdistill.catalog import load_recipe
+from robdistill.api import load_recipe
 from robdistill.analysis.seguin import ClaimTables, TeacherLogits, confidence_difference_grids, teacher_claims
 from robdistill.config.settings import Settings
 from robdistill.experiments.specs import SweepSpec
@@ -76,9 +76,9 @@ def validate_grid(teachers: Sequence[str], perturbs: Sequence[str], student: str
         raise UserError(f"--set {overrides.first_text('teacher')}: every teacher of the grid is external (loaded, not "
                         f"trained); teacher.* overrides apply to recipe teachers only, drop them")
     for name in recipes:
-        load_recipe("teacher", name, overrides.stage("teacher"))
-    load_recipe("student", student, overrides.stage("student"))
-    load_recipe("suite", suite, overrides.stage("suite"))
+        load_recipe("teacher", name, **overrides.stage("teacher"))
+    load_recipe("student", student, **overrides.stage("student"))
+    load_recipe("suite", suite, **overrides.stage("suite"))
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:

@@ -19,7 +19,7 @@ from robdistill.attacks.base import project_linf
 from robdistill.data.datasets import Split
 from robdistill.core.errors import UserError
 from robdistill.eval.checks import perturbation_checks, perturbation_stats
-from robdistill.eval.runner import clean_flags, evaluate
+from robdistill.eval.runner import clean_flags, run_suite
 from robdistill.core.modes import eval_mode, preserved_global_rng, private_generator
 from robdistill.config.recipes import SuiteRecipe
 from robdistill.core.stats import Proportion, wilson
@@ -496,7 +496,7 @@ def evaluation(model, batch):
     model.train()
     try:
         state = torch.get_rng_state()
-        result = evaluate(model, Split(x, y), SUITE, EPS, name="tiny", progress=False)
+        result = run_suite(model, Split(x, y), SUITE, EPS, name="tiny", progress=False)
         assert torch.equal(torch.get_rng_state(), state)
         assert all(modes(model))
     finally:
@@ -583,7 +583,7 @@ def test_evaluate_with_keys_and_batches(model, batch) -> None:
     suite = SuiteRecipe(name="k", batch_size=10, seed=2,
                         attack=({"name": "pgd", "steps": 2, "key": "pgd2"},
                                 {"name": "pgd", "steps": 4, "key": "pgd4"}))
-    r = evaluate(model, Split(x, y), suite, EPS, progress=False)
+    r = run_suite(model, Split(x, y), suite, EPS, progress=False)
     assert set(r.robust) == {"pgd2", "pgd4"}
     assert r.attack_configs["pgd4"]["seed"] == 2 and r.attack_configs["pgd4"]["steps"] == 4
     assert torch.equal(r.clean, clean_flags(model, x, y, 256))

@@ -7,7 +7,7 @@ import torch
 
 from robdistill.config.recipes import SuiteRecipe
 from robdistill.data.datasets import Split
-from robdistill.eval.runner import evaluate
+from robdistill.eval.runner import run_suite
 
 pytestmark = [pytest.mark.usefixtures("single_thread"), pytest.mark.slow]  # compiling takes tens of seconds
 
@@ -16,8 +16,8 @@ def test_compiled_attacks_give_the_eager_flags(quick_cnn, digits) -> None:
     model = quick_cnn(0)
     data = Split(digits.test.x[:64], digits.test.y[:64])
     attacks = ({"name": "fgsm"}, {"name": "pgd", "steps": 3}, {"name": "cw", "steps": 3})
-    eager = evaluate(model, data, SuiteRecipe(name="t", attack=attacks), 0.1, progress=False)
-    compiled = evaluate(model, data, SuiteRecipe(name="t", attack=attacks, compile=True), 0.1, progress=False)
+    eager = run_suite(model, data, SuiteRecipe(name="t", attack=attacks), 0.1, progress=False)
+    compiled = run_suite(model, data, SuiteRecipe(name="t", attack=attacks, compile=True), 0.1, progress=False)
     for key in ("fgsm", "pgd", "cw"):
         assert torch.equal(compiled.robust[key], eager.robust[key]), key
         assert compiled.attack_configs[key]["precision"] == "fp32+compile"

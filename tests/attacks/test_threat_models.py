@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from robdistill.attacks import ATTACKS, build_attack, pgd_perturb
-from robdistill.config.recipes import SuiteRecipe, load_recipe
+from robdistill.config.recipes import SuiteRecipe, parse_recipe
 from robdistill.core.errors import UserError
 from robdistill.core.threat import NORMS, ThreatModel, norm_of
 from robdistill.data.datasets import DATASETS
 from robdistill.eval.checks import perturbation_checks, perturbation_stats
-from robdistill.eval.runner import evaluate
+from robdistill.eval.runner import run_suite
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -228,7 +228,7 @@ def test_l2_suite_runs_every_attack_in_l2_and_checks_the_l2_ball(model, surrogat
     suite = SuiteRecipe(name="l2", threat_model="l2", attack=(
         {"name": "fgsm"}, {"name": "pgd", "steps": 10}, {"name": "cw", "steps": 10},
         {"name": "autoattack", "version": "custom", "attacks": ["apgd-ce", "square"], "square_queries": 100}))
-    result = evaluate(model, Split(x, y), suite, 0.3, progress=False)
+    result = run_suite(model, Split(x, y), suite, 0.3, progress=False)
     assert result.norm == "l2" and result.threat_label == "L2 eps 0.3"
     assert {config["norm"] for config in result.attack_configs.values()} == {"l2"}
     names = [c.name for c in result.checks]
@@ -254,12 +254,12 @@ def test_a_suite_attack_cannot_set_its_own_norm() -> None:
 
 
 def test_recipes_take_a_threat_model_with_radius_checked_by_its_norm() -> None:
-    teacher = load_recipe("teacher", "at", ["threat_model=l2", "eps=1.5"])
+    teacher = parse_recipe("teacher", "at", ["threat_model=l2", "eps=1.5"])
     assert teacher.threat_model == "l2" and teacher.eps == 1.5
     with pytest.raises(UserError, match=r"\[0, 1\] under L-inf"):
-        load_recipe("teacher", "at", ["eps=1.5"])
+        parse_recipe("teacher", "at", ["eps=1.5"])
     with pytest.raises(UserError, match="unknown threat model"):
-        from robdistill.catalog import load_recipe as checked
+        from robdistill.catalog import checked_recipe as checked
 
         checked("suite", "fast", ["threat_model=l3"])
 
@@ -280,7 +280,7 @@ def test_pgd_perturb_l2_stays_in_the_ball_for_training(model, batch) -> None:
 def test_teacher_objectives_train_under_l2(objective, digits) -> None:
     from robdistill.train.teacher import resolved_teacher, train_teacher_model
 
-    recipe = load_recipe("teacher", objective, ["threat_model=l2", "epochs=1", "train_subset=128", "attack_steps=4"])
+    recipe = parse_recipe("teacher", objective, ["threat_model=l2", "epochs=1", "train_subset=128", "attack_steps=4"])
     resolved = resolved_teacher(recipe, digits.info)
     assert resolved["eps"] == 0.5 and resolved["attack_step_size"] == pytest.approx(0.125)
     model = train_teacher_model(recipe, digits, seed=0, device="cpu", progress=False)
@@ -292,7 +292,7 @@ def test_teacher_objectives_train_under_l2(objective, digits) -> None:
 def test_robust_distillation_baselines_train_under_l2(method, digits, quick_cnn) -> None:
     from robdistill.train.distillation import distill_model, resolved_student
 
-    recipe = load_recipe("student", "default", [f"method={method}", "threat_model=l2", "epochs=1",
+    recipe = parse_recipe("student", "default", [f"method={method}", "threat_model=l2", "epochs=1",
                                                 "train_subset=128", "attack_steps=4"])
     resolved = resolved_student(recipe, "keep", digits.info)
     assert resolved["eps"] == 0.5 and resolved["val_attack"].startswith("L2 PGD-10, eps 0.5")

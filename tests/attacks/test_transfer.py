@@ -14,7 +14,7 @@ from robdistill.attacks import ATTACKS, build_attack
 from robdistill.models.checkpoints import save_checkpoint
 from robdistill.data.datasets import Split
 from robdistill.core.errors import UserError
-from robdistill.eval.runner import evaluate, load_surrogate, suite_attacks
+from robdistill.eval.runner import run_suite, load_surrogate, suite_attacks
 from robdistill.config.recipes import SuiteRecipe
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -74,7 +74,7 @@ def test_transfer_config_in_evaluation(target, surrogate_path, batch) -> None:
     x, y = batch
     suite = SuiteRecipe(name="t", attack=({"name": "pgd", "steps": 3},
                                          {"name": "transfer", "surrogate": str(surrogate_path), "steps": 3}))
-    result = evaluate(target, Split(x, y), suite, EPS, progress=False)
+    result = run_suite(target, Split(x, y), suite, EPS, progress=False)
     config = result.attack_configs["transfer"]
     assert config["attack"] == "transfer" and config["surrogate"] == str(surrogate_path)
     assert config["surrogate_attack"] == {"attack": "pgd", "steps": 3, "step_size": pytest.approx(2.5 * EPS / 3),

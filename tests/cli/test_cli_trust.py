@@ -7,9 +7,9 @@ import pytest
 import torch.nn.functional as F
 from torch import nn
 
-from robdistill.config.recipes import SuiteRecipe, load_recipe
+from robdistill.config.recipes import SuiteRecipe, parse_recipe
 from robdistill.data.datasets import Split
-from robdistill.eval.runner import evaluate
+from robdistill.eval.runner import run_suite
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -43,7 +43,7 @@ def test_epochs_and_attacks_print_a_line_each_when_no_bar_is_drawn(digits, quick
     from robdistill.train.objectives import LossOutput
 
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
-    recipe = load_recipe("teacher", "standard", ["epochs=3", "batch_size=512"])
+    recipe = parse_recipe("teacher", "standard", ["epochs=3", "batch_size=512"])
 
     def step(m, idx, x, y):
         logits = m(x)
@@ -54,7 +54,7 @@ def test_epochs_and_attacks_print_a_line_each_when_no_bar_is_drawn(digits, quick
     epochs = [line for line in err.splitlines() if line.startswith("teacher tiny: epoch")]
     assert len(epochs) == 3 and "about" in epochs[0] and "left" in epochs[0] and "left" not in epochs[-1]
     x, y = batch
-    evaluate(quick_cnn(0), Split(x[:16], y[:16]), SuiteRecipe(name="t", attack=({"name": "fgsm"}, {"name": "pgd",
+    run_suite(quick_cnn(0), Split(x[:16], y[:16]), SuiteRecipe(name="t", attack=({"name": "fgsm"}, {"name": "pgd",
                                                                                                   "steps": 2})),
              EPS, name="m", progress=True)
     err = capsys.readouterr().err

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from robdistill import catalog
-from robdistill.config.recipes import (StudentRecipe, TeacherRecipe, available, key_fields, load_recipe,
+from robdistill.config.recipes import (StudentRecipe, TeacherRecipe, available, key_fields, parse_recipe,
                                        to_dict)
 from robdistill.core.errors import UserError
 from robdistill.data.datasets import DATASETS, load_dataset
@@ -67,7 +67,7 @@ def test_small_datasets_keep_todays_recipes(kind: str, dataset: str | None) -> N
     for name, fields in TODAY[kind].items():
         if dataset == "fashion-mnist" and name in FASHION_MNIST_RECIPES[kind]:
             continue
-        recipe = catalog.load_recipe(kind, name, dataset=dataset)
+        recipe = catalog.checked_recipe(kind, name, dataset=dataset)
         expected = cls(**fields, **NEW_FIELDS[kind], description=recipe.description)
         assert recipe == expected, name
         assert {k: v for k, v in to_dict(recipe).items() if k in fields} == fields
@@ -79,11 +79,11 @@ def test_small_dataset_cache_keys_hash_no_new_field(dataset: str) -> None:
     existed are still found); a student's ``augment`` always was in its key and stays there."""
     info = DATASETS.get(dataset)
     for name in TODAY["teacher"]:
-        hashed = key_fields(resolved_teacher(catalog.load_recipe("teacher", name, dataset=dataset), info))
+        hashed = key_fields(resolved_teacher(catalog.checked_recipe("teacher", name, dataset=dataset), info))
         assert "augment" not in hashed and set(TODAY["teacher"][name]) - {"precision"} <= set(hashed)
-    hashed = key_fields(resolved_student(catalog.load_recipe("student", "default", dataset=dataset), "keep", info))
+    hashed = key_fields(resolved_student(catalog.checked_recipe("student", "default", dataset=dataset), "keep", info))
     assert hashed["augment"] == "none"
-    crop = catalog.load_recipe("teacher", "at", ["augment=crop"], dataset=dataset)
+    crop = catalog.checked_recipe("teacher", "at", ["augment=crop"], dataset=dataset)
     assert key_fields(resolved_teacher(crop, info))["augment"] == "crop"
 
 
@@ -94,8 +94,8 @@ def test_small_dataset_cache_keys_hash_no_new_field(dataset: str) -> None:
 @pytest.mark.parametrize("kind", ["teacher", "student"])
 def test_fashion_mnist_study_recipes_use_the_compact_cnn_on_the_whole_split(kind: str) -> None:
     for name in FASHION_MNIST_RECIPES[kind]:
-        recipe = catalog.load_recipe(kind, name, dataset="fashion-mnist")
-        top = catalog.load_recipe(kind, name)
+        recipe = catalog.checked_recipe(kind, name, dataset="fashion-mnist")
+        top = catalog.checked_recipe(kind, name)
         assert (recipe.model, recipe.batch_size, recipe.optimizer, recipe.lr, recipe.train_subset) == \
             ("compact-cnn", 128, "adam", 1e-3, 0), name
         assert recipe.epochs != top.epochs  # chosen from the validation curves, not the digits recipe's 20
@@ -108,63 +108,63 @@ def test_fashion_mnist_study_recipes_use_the_compact_cnn_on_the_whole_split(kind
 def test_every_bundled_recipe_resolves_for_every_dataset(kind: str) -> None:
     for name in available(kind):
         for dataset in DATASETS.names():
-            assert catalog.load_recipe(kind, name, dataset=dataset).name == name
+            assert catalog.checked_recipe(kind, name, dataset=dataset).name == name
         datasets = PAPER_DATASETS + (("fashion-mnist",) if name in FASHION_MNIST_RECIPES[kind] else ())
         assert f"(per-dataset: {', '.join(datasets)})" in catalog.catalog()[f"{kind}s"][name]
 
 
 def test_cifar10_teachers_are_paper_scale() -> None:
     for name in TODAY["teacher"]:
-        recipe = load_recipe("teacher", name, dataset="cifar10")
+        recipe = parse_recipe("teacher", name, dataset="cifar10")
         assert (recipe.model, recipe.epochs, recipe.batch_size, recipe.optimizer, recipe.lr, recipe.weight_decay,
                 recipe.lr_schedule, recipe.augment) == ("resnet18", 100, 128, "sgd-momentum", 0.1, 5e-4,
                                                         "step-75-90", "crop-flip"), name
         assert recipe.eps is None and recipe.attack_steps == 10  # PGD-10 at the dataset's 8/255, step 2/255
         # the objective's own fields are the top-level ones
-        top = load_recipe("teacher", name)
+        top = parse_recipe("teacher", name)
         assert (recipe.objective, recipe.pairing_weight, recipe.alpha, recipe.beta) == \
             (top.objective, top.pairing_weight, top.alpha, top.beta)
 
 
 def test_svhn_and_mnist_teachers() -> None:
-    svhn = load_recipe("teacher", "at", dataset="svhn")
+    svhn = parse_recipe("teacher", "at", dataset="svhn")
     assert (svhn.model, svhn.optimizer, svhn.lr, svhn.augment, svhn.eps) == ("resnet18", "sgd-momentum", 0.01,
                                                                              "none", None)
-    mnist = load_recipe("teacher", "at", dataset="mnist")
+    mnist = parse_recipe("teacher", "at", dataset="mnist")
     assert (mnist.model, mnist.optimizer, mnist.lr, mnist.batch_size, mnist.epochs, mnist.attack_steps) == \
         ("lenet", "adam", 1e-4, 50, 93, 40)
-    assert load_recipe("teacher", "standard", dataset="mnist").attack_steps == 10  # no training attack
+    assert parse_recipe("teacher", "standard", dataset="mnist").attack_steps == 10  # no training attack
 
 
 def test_cifar10_students() -> None:
-    default = load_recipe("student", "default", dataset="cifar10")
+    default = parse_recipe("student", "default", dataset="cifar10")
     assert (default.model, default.optimizer, default.lr, default.epochs, default.lr_schedule, default.augment,
             default.temperature) == ("resnet18", "sgd-momentum", 0.1, 200, "step-50-75", "crop-flip", 4.0)
-    ard = load_recipe("student", "ard", dataset="cifar10")
+    ard = parse_recipe("student", "ard", dataset="cifar10")
     assert (ard.temperature, ard.adv_weight, ard.weight_decay) == (30.0, 1.0, 2e-4)
-    rslad = load_recipe("student", "rslad", dataset="cifar10")
+    rslad = parse_recipe("student", "rslad", dataset="cifar10")
     assert (rslad.epochs, rslad.lr_schedule, rslad.temperature) == (300, "step-rslad", 1.0)
 
 
 def test_set_overrides_win_over_the_dataset_table() -> None:
-    recipe = load_recipe("teacher", "at", ["epochs=2", "lr=0.05"], dataset="cifar10")
+    recipe = parse_recipe("teacher", "at", ["epochs=2", "lr=0.05"], dataset="cifar10")
     assert (recipe.epochs, recipe.lr, recipe.model, recipe.optimizer) == (2, 0.05, "resnet18", "sgd-momentum")
 
 
 def test_a_recipe_without_tables_ignores_the_dataset(tmp_path: Path) -> None:
     path = tmp_path / "plain.toml"
     path.write_text('objective = "at"\nepochs = 3\n')
-    assert load_recipe("teacher", str(path), dataset="cifar10") == load_recipe("teacher", str(path))
+    assert parse_recipe("teacher", str(path), dataset="cifar10") == parse_recipe("teacher", str(path))
 
 
 def test_tables_of_a_recipe_file(tmp_path: Path) -> None:
     path = tmp_path / "mine.toml"
     path.write_text('objective = "at"\nepochs = 3\n[dataset.cifar10]\nepochs = 7\nmodel = "resnet18"\n'
                     '[dataset.svhn]\nlr = 0.01\n')
-    assert load_recipe("teacher", str(path), dataset="cifar10").epochs == 7
-    assert load_recipe("teacher", str(path), dataset="svhn").lr == 0.01
-    assert load_recipe("teacher", str(path), dataset="svhn").epochs == 3
-    assert load_recipe("teacher", str(path), dataset="digits") == load_recipe("teacher", str(path))
+    assert parse_recipe("teacher", str(path), dataset="cifar10").epochs == 7
+    assert parse_recipe("teacher", str(path), dataset="svhn").lr == 0.01
+    assert parse_recipe("teacher", str(path), dataset="svhn").epochs == 3
+    assert parse_recipe("teacher", str(path), dataset="digits") == parse_recipe("teacher", str(path))
 
 
 @pytest.mark.parametrize("table, message", [
@@ -183,7 +183,7 @@ def test_bad_dataset_tables_are_one_line_errors(tmp_path: Path, table: str, mess
     path = tmp_path / "mine.toml"
     path.write_text('objective = "at"\n' + table)
     with pytest.raises(UserError, match=message) as info:
-        catalog.load_recipe("teacher", str(path), dataset="cifar10")
+        catalog.checked_recipe("teacher", str(path), dataset="cifar10")
     assert "\n" not in str(info.value)
 
 
@@ -191,7 +191,7 @@ def test_tables_are_checked_for_every_dataset(tmp_path: Path) -> None:
     path = tmp_path / "mine.toml"
     path.write_text('objective = "at"\n[dataset.svhn]\ncolour = 1\n')
     with pytest.raises(UserError, match=r"unknown field 'colour' in \[dataset.svhn\]"):
-        catalog.load_recipe("teacher", str(path), dataset="digits")
+        catalog.checked_recipe("teacher", str(path), dataset="digits")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -199,7 +199,7 @@ def test_tables_are_checked_for_every_dataset(tmp_path: Path) -> None:
 
 
 def test_sgd_momentum_is_plain_momentum() -> None:
-    recipe = load_recipe("teacher", "at", dataset="cifar10")
+    recipe = parse_recipe("teacher", "at", dataset="cifar10")
     optimizer = OPTIMIZERS.get("sgd-momentum")([torch.nn.Parameter(torch.zeros(2))], recipe)
     group = optimizer.param_groups[0]
     assert isinstance(optimizer, torch.optim.SGD)
@@ -265,7 +265,7 @@ def test_teacher_augmentation_resumes_exactly(tmp_path: Path) -> None:
                 raise Stop
 
     splits = load_dataset("digits")
-    recipe = load_recipe("teacher", "at", ["epochs=2", "train_subset=96", "batch_size=32", "attack_steps=4",
+    recipe = parse_recipe("teacher", "at", ["epochs=2", "train_subset=96", "batch_size=32", "attack_steps=4",
                                             "augment=shift1"])
     reference = train_teacher_model(recipe, splits, 0, "cpu", progress=False)
     state = TrainingState(tmp_path / "t.state.pt")

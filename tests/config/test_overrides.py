@@ -36,6 +36,6 @@ def test_a_text_without_its_stage_is_one_line(text: str) -> None:
 
 def test_typed_values_give_the_recipe_the_texts_gave() -> None:
     texts = ["epochs=2", "lr=1e-3", "model=lenet", "augment=none"]
-    from_texts = catalog.load_recipe("teacher", "alp", texts, dataset="digits")
+    from_texts = catalog.checked_recipe("teacher", "alp", texts, dataset="digits")
     typed = Overrides.parse([f"teacher.{t}" for t in texts]).stage("teacher")
-    assert catalog.load_recipe("teacher", "alp", typed, dataset="digits") == from_texts
+    assert catalog.checked_recipe("teacher", "alp", typed, dataset="digits") == from_texts

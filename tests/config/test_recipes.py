@@ -9,7 +9,7 @@ import torch
 from robdistill import catalog
 from robdistill.core.errors import UserError
 from robdistill.config.recipes import (StudentRecipe, SuiteRecipe, TeacherRecipe, available, fingerprint,
-                                       load_recipe, parse_override)
+                                       parse_recipe, parse_override)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -19,7 +19,7 @@ def test_every_shipped_recipe_loads(kind: str) -> None:
     names = available(kind)
     assert names, f"no {kind} recipes found"
     for name in names:
-        recipe = load_recipe(kind, name)
+        recipe = parse_recipe(kind, name)
         assert recipe.name == name
 
 
@@ -31,16 +31,16 @@ def test_every_objective_has_a_recipe() -> None:
                                        "aalp", "trades"}
     for name in OBJECTIVES.names():
         assert name in teachers
-        assert load_recipe("teacher", name).objective == name
+        assert parse_recipe("teacher", name).objective == name
 
 
 def test_overrides_are_typed() -> None:
-    recipe = load_recipe("teacher", "alp", ["epochs=2", "lr=1e-4", "model=lenet", "eps=0.2"])
+    recipe = parse_recipe("teacher", "alp", ["epochs=2", "lr=1e-4", "model=lenet", "eps=0.2"])
     assert isinstance(recipe, TeacherRecipe)
     assert (recipe.epochs, recipe.lr, recipe.model, recipe.eps) == (2, 1e-4, "lenet", 0.2)
     assert isinstance(recipe.lr, float)
     # an int where a float is expected is accepted and converted
-    assert load_recipe("student", "default", ["temperature=2"]).temperature == 2.0
+    assert parse_recipe("student", "default", ["temperature=2"]).temperature == 2.0
 
 
 def test_parse_override() -> None:
@@ -66,32 +66,32 @@ def test_parse_override() -> None:
 def test_bad_teacher_overrides(override: str, message: str) -> None:
     """Fields, types and ranges are the config layer's to check, registry names the catalog's."""
     with pytest.raises(UserError, match=message) as info:
-        catalog.load_recipe("teacher", "alp", [override])
+        catalog.checked_recipe("teacher", "alp", [override])
     assert "\n" not in str(info.value)
 
 
 def test_unknown_recipe_lists_choices() -> None:
     with pytest.raises(UserError, match="unknown teacher 'nope'; choose one of: .*alp"):
-        load_recipe("teacher", "nope")
+        parse_recipe("teacher", "nope")
 
 
 def test_malformed_and_unreadable_recipes(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("epochs = = 3\n")
     with pytest.raises(UserError, match="not valid TOML"):
-        load_recipe("teacher", str(bad))
+        parse_recipe("teacher", str(bad))
     with pytest.raises(UserError, match="does not exist"):
-        load_recipe("teacher", str(tmp_path / "missing.toml"))
+        parse_recipe("teacher", str(tmp_path / "missing.toml"))
     binary = tmp_path / "binary.toml"
     binary.write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(UserError):
-        load_recipe("teacher", str(binary))
+        parse_recipe("teacher", str(binary))
 
 
 def test_recipe_file_by_path(tmp_path: Path) -> None:
     path = tmp_path / "mine.toml"
     path.write_text('objective = "at"\nepochs = 3\n')
-    recipe = load_recipe("teacher", str(path))
+    recipe = parse_recipe("teacher", str(path))
     assert (recipe.name, recipe.objective, recipe.epochs) == ("mine", "at", 3)
 
 
@@ -99,19 +99,19 @@ def test_suite_validation(tmp_path: Path) -> None:
     path = tmp_path / "suite.toml"
     path.write_text('[[attack]]\nname = "pgd"\n[[attack]]\nname = "pgd"\n')
     with pytest.raises(UserError, match="appears twice"):
-        load_recipe("suite", str(path))
+        parse_recipe("suite", str(path))
     path.write_text('[[attack]]\nname = "laser"\n')
     with pytest.raises(UserError, match="unknown attack 'laser'"):
-        catalog.load_recipe("suite", str(path))
-    suite = load_recipe("suite", "fast")
+        catalog.checked_recipe("suite", str(path))
+    suite = parse_recipe("suite", "fast")
     assert isinstance(suite, SuiteRecipe)
     assert [a["name"] for a in suite.attack] == ["fgsm", "pgd", "cw", "autoattack"]
 
 
 def test_student_recipe_validation() -> None:
-    assert isinstance(load_recipe("student", "default"), StudentRecipe)
+    assert isinstance(parse_recipe("student", "default"), StudentRecipe)
     with pytest.raises(UserError, match="temperature must be > 0"):
-        load_recipe("student", "default", ["temperature=0"])
+        parse_recipe("student", "default", ["temperature=0"])
 
 
 def test_fingerprint_is_stable_and_sensitive() -> None:
@@ -124,7 +124,7 @@ def test_train_subset_takes_the_first_examples_of_the_shuffled_split() -> None:
     from robdistill.data.datasets import Split
 
     train = Split(torch.arange(10.0)[:, None], torch.arange(10))
-    assert load_recipe("teacher", "at").training_split(train) is train  # 0 = all
-    head = load_recipe("teacher", "at", ["train_subset=4"]).training_split(train)
+    assert parse_recipe("teacher", "at").training_split(train) is train  # 0 = all
+    head = parse_recipe("teacher", "at", ["train_subset=4"]).training_split(train)
     assert head.y.tolist() == [0, 1, 2, 3]
-    assert load_recipe("teacher", "at", ["train_subset=40"]).training_split(train) is train
+    assert parse_recipe("teacher", "at", ["train_subset=40"]).training_split(train) is train

@@ -20,7 +20,7 @@ from robdistill.eval import runner as evaluation
 from robdistill.models.checkpoints import load_checkpoint
 from robdistill.data.datasets import load_dataset
 from robdistill.models.zoo import build_model
-from robdistill.config.recipes import load_recipe
+from robdistill.config.recipes import parse_recipe
 
 DETERMINISTIC_SUITE = """description = "deterministic suite: exact equality between sharded and whole evaluation"
 n_eval = 120
@@ -142,7 +142,7 @@ def test_autoattack_evaluation_resumes_after_its_last_chunk(tmp_path: Path, monk
                                       '\n[[attack]]\n'
                                       'name = "fgsm"\n\n[[attack]]\nname = "autoattack"\nversion = "custom"\n'
                                       'attacks = ["apgd-ce"]\n')
-    suite = load_recipe("suite", str(tmp_path / "aa.toml"))
+    suite = parse_recipe("suite", str(tmp_path / "aa.toml"))
     reference = evaluation.evaluate(model, data, suite, 0.1, progress=False,
                                     state=TrainingState(tmp_path / "reference.pt"))
 
@@ -227,7 +227,7 @@ def test_a_state_written_by_another_job_size_is_refused(tmp_path: Path) -> None:
     from robdistill.train.objectives import LossOutput
 
     train = load_dataset("digits").train.head(64)
-    recipe = load_recipe("teacher", "standard", ["epochs=1", "batch_size=32"])
+    recipe = parse_recipe("teacher", "standard", ["epochs=1", "batch_size=32"])
 
     def step(m, idx, x, y):
         logits = m(x)

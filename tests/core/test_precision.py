@@ -13,7 +13,7 @@ from robdistill.attacks import build_attack
 from robdistill.config.recipes import SuiteRecipe
 from robdistill.core.errors import UserError
 from robdistill.core.precision import PRECISIONS, Precision, PrecisionWarning, resolve_precision
-from robdistill.eval.runner import evaluate
+from robdistill.eval.runner import run_suite
 
 pytestmark = pytest.mark.filterwarnings("ignore::robdistill.core.precision.PrecisionWarning")
 
@@ -111,7 +111,7 @@ def test_bf16_training_runs_leaves_the_layout_and_differs_from_fp32() -> None:
 def test_fp32_recipes_keep_their_cache_keys() -> None:
     """The precision field at fp32 is left out of cache keys: keys computed before the field existed
     (these two, by the code of commit 633effe) still find their teachers."""
-    from robdistill.catalog import load_recipe
+    from robdistill.catalog import checked_recipe as load_recipe
     from robdistill.data.datasets import DATASETS
     from robdistill.experiments.stages import teacher_key
 
@@ -130,7 +130,7 @@ def test_evaluation_logs_precision_and_cost() -> None:
 
     for precision, forwards in (("fp32", 5 + 2), ("bf16", 5 + 2 + 5)):
         suite = SuiteRecipe(name="t", attack=({"name": "pgd", "steps": 5},), precision=precision)
-        result = evaluate(model, Split(x, y), suite, 0.1, progress=False)
+        result = run_suite(model, Split(x, y), suite, 0.1, progress=False)
         cost = result.costs["pgd"]
         assert (cost["forward_per_sample"], cost["backward_per_sample"]) == (forwards, 5)
         assert cost["gflop_per_sample"] > 0  # the passes at the model's FLOPs (robdistill.models.flops)

@@ -9,7 +9,7 @@ from torch import nn
 
 from robdistill.config.recipes import SuiteRecipe
 from robdistill.data.datasets import Split
-from robdistill.eval.runner import backed_off, evaluate, probed_batch, suite_attacks
+from robdistill.eval.runner import backed_off, run_suite, probed_batch, suite_attacks
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -38,8 +38,8 @@ def test_an_attack_that_runs_out_of_memory_is_run_again_at_half_the_batch(quick_
     model = quick_cnn(0)
     data = Split(digits.test.x[:96], digits.test.y[:96])
     picky = Picky(model, limit=16)
-    backed = evaluate(picky, data, suite(64), 0.1, progress=False)  # 64 -> 32 -> 16
-    fixed = evaluate(model, data, suite(16), 0.1, progress=False)
+    backed = run_suite(picky, data, suite(64), 0.1, progress=False)  # 64 -> 32 -> 16
+    fixed = run_suite(model, data, suite(16), 0.1, progress=False)
     assert picky.refused >= 2
     for key in ("fgsm", "pgd", "cw"):
         assert torch.equal(backed.robust[key], fixed.robust[key]), key

@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robdistill.config.recipes import SuiteRecipe, load_recipe
+from robdistill.config.recipes import SuiteRecipe, parse_recipe
 from robdistill.core.errors import UserError
 from robdistill.data.datasets import Split
 from robdistill.eval.results import merge_shards, result_from_json
-from robdistill.eval.runner import evaluate, suite_attacks
+from robdistill.eval.runner import run_suite, suite_attacks
 from robdistill.eval.tables import results_table
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -27,13 +27,13 @@ def split(digits):
 def test_an_attack_with_its_own_n_eval_runs_on_that_prefix_only(quick_cnn, split) -> None:
     model = quick_cnn(0)
     suite = SuiteRecipe(name="t", batch_size=512, attack=({"name": "fgsm"}, {"name": "pgd", "steps": 5, "n_eval": 40}))
-    result = evaluate(model, split, suite, EPS, progress=False)
+    result = run_suite(model, split, suite, EPS, progress=False)
     assert len(result.robust["fgsm"]) == 90 and len(result.robust["pgd"]) == 40
     assert result.common_n == 40 and len(result.worst) == 40
     acc = result.accuracies()
     assert acc["pgd"].n == 40 and acc["fgsm"].n == 90 and acc["clean"].n == 90
     # the same flags as the attack run alone on those images (the batch holds them all, same seed)
-    alone = evaluate(model, Split(split.x[:40], split.y[:40]),
+    alone = run_suite(model, Split(split.x[:40], split.y[:40]),
                      SuiteRecipe(name="t", batch_size=512, attack=({"name": "pgd", "steps": 5},)), EPS, progress=False)
     assert torch.equal(alone.robust["pgd"], result.robust["pgd"])
     assert result.passed, [c for c in result.checks if not c.passed]
@@ -62,14 +62,14 @@ def test_a_transfer_attack_from_the_teacher_crafts_on_the_module_it_is_given(qui
     attack = suite_attacks(suite, EPS, surrogates={"teacher": teacher})["transfer"]
     assert attack.surrogate is teacher
     # the teacher's own examples sent to the teacher itself are a final-iterate PGD: not above white-box PGD-5
-    on_teacher = evaluate(teacher, split, suite, EPS, progress=False, surrogates={"teacher": teacher})
-    on_student = evaluate(student, split, suite, EPS, progress=False, surrogates={"teacher": teacher})
+    on_teacher = run_suite(teacher, split, suite, EPS, progress=False, surrogates={"teacher": teacher})
+    on_student = run_suite(student, split, suite, EPS, progress=False, surrogates={"teacher": teacher})
     assert on_teacher.passed and on_student.passed
     assert not torch.equal(on_teacher.robust["transfer"], on_student.robust["transfer"])
 
 
 def test_the_fashion_mnist_study_suite_loads_and_sizes_its_attacks() -> None:
-    suite = load_recipe("suite", "fmnist-study")
+    suite = parse_recipe("suite", "fmnist-study")
     assert suite.attack_samples(10000) == {"pgd": 10000, "cw": 10000, "autoattack": 2000, "transfer": 2000,
                                            "aa_standard": 500}
     assert suite.analysis_n_eval == 2000
@@ -84,8 +84,8 @@ def test_an_attack_for_some_models_only_stays_out_of_the_worst_case(quick_cnn, s
     suite = SuiteRecipe(name="t", attack=({"name": "fgsm"}, {"name": "pgd", "steps": 5, "only": ["keep"]}))
     with pytest.raises(UserError, match="only of attack 'cw' must be a non-empty list"):
         SuiteRecipe(name="t", attack=({"name": "cw", "only": "keep"},)).validate()
-    keep = evaluate(model, split, suite.for_subject("keep"), EPS, progress=False)
-    other = evaluate(model, split, suite.for_subject("onehot"), EPS, progress=False)
+    keep = run_suite(model, split, suite.for_subject("keep"), EPS, progress=False)
+    other = run_suite(model, split, suite.for_subject("onehot"), EPS, progress=False)
     assert set(keep.robust) == {"fgsm", "pgd"} and set(other.robust) == {"fgsm"}
     assert keep.not_in_worst == ("pgd",) and torch.equal(keep.worst, other.worst)  # worst over fgsm alone
     assert result_from_json(keep.to_json()).not_in_worst == ("pgd",)
@@ -98,6 +98,6 @@ def test_the_square_check_runs_on_the_images_every_attack_ran_on(quick_cnn, spli
                                           {"name": "autoattack", "key": "aa", "version": "custom",
                                            "attacks": ["apgd-ce", "square"], "square_queries": 50, "n_eval": 30,
                                            "only": ["keep"]}))
-    result = evaluate(model, split, suite.for_subject("keep"), EPS, progress=False)
+    result = run_suite(model, split, suite.for_subject("keep"), EPS, progress=False)
     square = next(c for c in result.checks if c.name == "aa: no Square-versus-white-box gap")
     assert square.passed and len(result.robust["aa"]) == 30 and len(result.worst) == 60

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from robdistill.attacks import ATTACKS, Attack, AttackOutput
-from robdistill.config.recipes import SuiteRecipe, load_recipe
+from robdistill.config.recipes import SuiteRecipe, parse_recipe
 from robdistill.core.errors import UserError
 from robdistill.data.datasets import Split, dataset_step_ratio
-from robdistill.eval.runner import evaluate, suite_attacks
+from robdistill.eval.runner import run_suite, suite_attacks
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -45,7 +45,7 @@ def test_eps_zero_check_runs_every_attack_of_the_suite(quick_cnn, batch) -> None
     x, y = batch
     suite = SuiteRecipe(name="t", attack=({"name": "pgd", "steps": 3}, {"name": "ignores-eps"}))
     with ATTACKS.override("ignores-eps", _IgnoresEps):
-        result = evaluate(model, Split(x, y), suite, EPS, progress=False)
+        result = run_suite(model, Split(x, y), suite, EPS, progress=False)
     check = _zero_check(result)
     assert not check.passed, check.detail
     assert "ignores-eps" in check.detail and "pgd" not in check.detail.split(":", 1)[1]
@@ -58,7 +58,7 @@ def test_eps_zero_check_passes_for_every_real_attack(quick_cnn, batch) -> None:
         {"name": "fgsm"}, {"name": "pgd", "steps": 20, "restarts": 3}, {"name": "cw", "steps": 20},
         {"name": "transfer", "surrogate": quick_cnn(1), "steps": 20},
         {"name": "autoattack", "version": "custom", "attacks": ["apgd-ce", "apgd-t"]}))
-    result = evaluate(model, Split(x[:16], y[:16]), suite, EPS, progress=False)
+    result = run_suite(model, Split(x[:16], y[:16]), suite, EPS, progress=False)
     check = _zero_check(result)
     assert check.passed and "5 attacks at eps = 0 on 16 samples" in check.detail, check.detail
 
@@ -68,7 +68,7 @@ def test_an_attack_that_cannot_cross_its_ball_fails_a_check(quick_cnn, batch) ->
     x, y = batch
     suite = SuiteRecipe(name="t", attack=({"name": "pgd", "steps": 10, "step_size": 0.01},
                                          {"name": "cw", "steps": 40, "step_size": 0.01}))
-    result = evaluate(quick_cnn(0), Split(x[:8], y[:8]), suite, 0.3, progress=False)
+    result = run_suite(quick_cnn(0), Split(x[:8], y[:8]), suite, 0.3, progress=False)
     checks = {c.name: c for c in result.checks}
     assert not checks["pgd: steps x step_size >= eps"].passed
     assert checks["cw: steps x step_size >= eps"].passed
@@ -81,7 +81,7 @@ def test_an_attack_that_cannot_cross_its_ball_fails_a_check(quick_cnn, batch) ->
 # ------------------------------------------------------------------ 4. dataset step sizes
 
 def test_suites_use_the_dataset_step_size_unless_they_set_one() -> None:
-    suite = load_recipe("suite", "paper")
+    suite = parse_recipe("suite", "paper")
     ratio = dataset_step_ratio("mnist")
     attacks = suite_attacks(suite, 0.3, ratio)
     assert attacks["pgd"].params["step_size"] == pytest.approx(0.01)
@@ -97,7 +97,7 @@ def test_non_finite_logits_stop_the_evaluation_naming_the_model(batch, nan_model
     x, y = batch
     suite = SuiteRecipe(name="t", attack=({"name": "fgsm"},))
     with pytest.raises(UserError) as info:
-        evaluate(nan_model, Split(x, y), suite, EPS, name="broken-teacher", progress=False)
+        run_suite(nan_model, Split(x, y), suite, EPS, name="broken-teacher", progress=False)
     message = str(info.value)
     assert "\n" not in message and "broken-teacher" in message and "non-finite" in message and "batch 0" in message
 
@@ -125,7 +125,7 @@ def test_a_model_nan_on_perturbed_images_is_never_scored_robust(quick_cnn, batch
     model = _NaNOffTheGrid(quick_cnn(0)).eval()
     with torch.no_grad():
         assert torch.isfinite(model(x)).all()  # clean images: finite
-    result = evaluate(model, Split(x, y), SuiteRecipe(name="t", attack=(attack,)), EPS, progress=False)
+    result = run_suite(model, Split(x, y), SuiteRecipe(name="t", attack=(attack,)), EPS, progress=False)
     key = attack["name"]
     assert int(result.robust[key].sum()) == 0
     check = next(c for c in result.checks if c.name == f"{key}: finite logits on the adversarial images")

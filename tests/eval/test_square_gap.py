@@ -17,7 +17,7 @@ from robdistill.data.datasets import Split
 from robdistill.core.errors import UserError
 from robdistill.eval.checks import square_gap_checks
 from robdistill.eval.results import EvaluationResult, result_from_json
-from robdistill.eval.runner import evaluate
+from robdistill.eval.runner import run_suite
 from robdistill.config.recipes import SuiteRecipe
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -65,7 +65,7 @@ def test_masked_model_is_flagged(model, data) -> None:
     masked = Rounded(model)
     with torch.no_grad():
         assert torch.equal(masked(data.x).argmax(1), model(data.x).argmax(1)), "rounding is exact on digits"
-    result = evaluate(masked, data, suite(["apgd-ce", "square"]), EPS, progress=False)
+    result = run_suite(masked, data, suite(["apgd-ce", "square"]), EPS, progress=False)
     check = gap_check(result)
     assert not check.passed, check.detail
     parts = result.fooled_by["autoattack"]
@@ -80,7 +80,7 @@ def test_masked_model_is_flagged(model, data) -> None:
 
 @pytest.mark.slow
 def test_normal_model_is_not_flagged(model, data) -> None:
-    result = evaluate(model, data, suite(["apgd-ce", "square"]), EPS, progress=False)
+    result = run_suite(model, data, suite(["apgd-ce", "square"]), EPS, progress=False)
     check = gap_check(result)
     assert check.passed, check.detail
     assert check.detail.startswith("Square fooled 0 of")
@@ -102,7 +102,7 @@ def test_components_after_square_run_on_what_square_fooled(model, data) -> None:
     with torch.no_grad():
         clean = model(data.x).argmax(1) == data.y
     assert torch.equal(out.robust, clean & ~square & ~apgd)
-    result = evaluate(model, data, suite(["square", "apgd-ce"]), EPS, progress=False)
+    result = run_suite(model, data, suite(["square", "apgd-ce"]), EPS, progress=False)
     assert gap_check(result).passed
 
 

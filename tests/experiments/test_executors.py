@@ -72,11 +72,11 @@ def test_a_teacher_in_training_elsewhere_is_waited_for(digits_teacher, workdir: 
     import sys
     import time
 
-    from robdistill.config.recipes import load_recipe
+    from robdistill.config.recipes import parse_recipe
     from robdistill.experiments.stages import obtain_teacher, teacher_cache_path
 
     splits, settings, _ = digits_teacher
-    recipe = load_recipe("teacher", "standard", ["epochs=1"])
+    recipe = parse_recipe("teacher", "standard", ["epochs=1"])
     lock = f"{teacher_cache_path(recipe, splits.info, settings)}.lock"
     holder = subprocess.Popen([sys.executable, "-c", f"import time; from filelock import FileLock\n"
                                f"with FileLock({lock!r}):\n    print('held', flush=True); time.sleep(3)"],

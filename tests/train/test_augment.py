@@ -7,7 +7,7 @@ import torch
 from robdistill import catalog
 from robdistill.train.augment import AUGMENTATIONS, random_translate
 from robdistill.core.errors import UserError
-from robdistill.config.recipes import load_recipe
+from robdistill.config.recipes import parse_recipe
 from robdistill.train.distillation import distill_model
 from robdistill.train.loop import initial_model
 
@@ -55,13 +55,13 @@ def _shift(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 
 def test_unknown_augmentation_is_a_recipe_error() -> None:
     with pytest.raises(UserError, match="unknown augmentation 'nope'"):
-        catalog.load_recipe("student", "default", ["augment=nope"])
+        catalog.checked_recipe("student", "default", ["augment=nope"])
 
 
 @pytest.mark.slow
 def test_augmented_distillation_runs_the_teacher_on_each_view(digits_teacher) -> None:
     splits, settings, teacher = digits_teacher
-    recipe = load_recipe("student", "default", ["epochs=1", "augment=shift1", "batch_size=128"])
+    recipe = parse_recipe("student", "default", ["epochs=1", "augment=shift1", "batch_size=128"])
     teacher_inputs: list[torch.Tensor] = []
     student_inputs: list[torch.Tensor] = []
     teacher.model.register_forward_pre_hook(lambda m, inputs: teacher_inputs.append(inputs[0].clone()))

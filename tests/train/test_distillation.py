@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from robdistill.config.recipes import load_recipe
+from robdistill.config.recipes import parse_recipe
 from robdistill.train.distillation import distill_model, distillation_loss
 from robdistill.train.loop import OPTIMIZERS, SCHEDULES, initial_model
 
@@ -25,7 +25,7 @@ def test_distillation_loss_matches_formula() -> None:
 
 
 def test_optimizers_and_schedules() -> None:
-    recipe = load_recipe("student", "default")
+    recipe = parse_recipe("student", "default")
     for name in OPTIMIZERS.names():
         param = torch.nn.Parameter(torch.ones(3))
         optimizer = OPTIMIZERS.get(name)([param], recipe)
@@ -42,7 +42,7 @@ def test_student_sees_clean_training_inputs_only(digits_teacher) -> None:
     """The student built as ``distill_student`` builds it (the recipe's model from the student's
     init stream), with a hook recording every training-mode input it is given."""
     splits, settings, teacher = digits_teacher
-    recipe = load_recipe("student", "default", ["epochs=1"])
+    recipe = parse_recipe("student", "default", ["epochs=1"])
 
     seen: list[torch.Tensor] = []
     teacher_modes: list[bool] = []

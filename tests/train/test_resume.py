@@ -18,7 +18,7 @@ from robdistill.train.loop import TIMED_METRICS
 from robdistill.data.datasets import load_dataset
 from robdistill.core.errors import UserError
 from robdistill.models.zoo import build_model
-from robdistill.config.recipes import load_recipe
+from robdistill.config.recipes import parse_recipe
 from robdistill.core.state import TrainingState
 from robdistill.train.loop import fit
 from robdistill.train.objectives import OBJECTIVES, TrainContext
@@ -35,7 +35,7 @@ def tiny_fit(state: TrainingState | None, resume: bool, stop_after: int | None =
     info = splits.info
     torch.manual_seed(0)
     model = build_model("small-cnn", info.shape, info.num_classes, info.mean, info.std)
-    recipe = load_recipe("teacher", "at", ["epochs=3", "batch_size=50", "attack_steps=2"])
+    recipe = parse_recipe("teacher", "at", ["epochs=3", "batch_size=50", "attack_steps=2"])
     ctx = TrainContext(eps=0.1, step_size=0.05, steps=2, generator=private_generator(1, "cpu"))
     if state is not None:
         state.generators["attack"] = ctx.generator

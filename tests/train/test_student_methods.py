@@ -10,7 +10,7 @@ from torch import nn
 
 from robdistill import catalog
 from robdistill.core.errors import UserError
-from robdistill.config.recipes import load_recipe
+from robdistill.config.recipes import parse_recipe
 from robdistill.experiments.stages import distill_student
 from robdistill.train.distillation import STUDENT_METHODS, AttackContext
 
@@ -32,11 +32,11 @@ def _setup(eps: float):
 def test_at_eps_zero_the_losses_are_the_papers_formulas_on_clean_inputs() -> None:
     student, x, y, zt, ctx = _setup(0.0)
     z = student(x)
-    ard = load_recipe("student", "ard", ["adv_weight=0.7", "temperature=3"])
+    ard = parse_recipe("student", "ard", ["adv_weight=0.7", "temperature=3"])
     out = STUDENT_METHODS.get("ard")(student, x, y, zt, ard, ctx)
     expected = 0.7 * 9 * kl(zt, z, 3.0) + 0.3 * F.cross_entropy(z, y)
     torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-6)
-    rslad = load_recipe("student", "rslad", ["adv_weight=0.6"])
+    rslad = parse_recipe("student", "rslad", ["adv_weight=0.6"])
     out = STUDENT_METHODS.get("rslad")(student, x, y, zt, rslad, ctx)
     torch.testing.assert_close(out.loss, kl(zt, z), rtol=1e-5, atol=1e-6)  # 0.4 KL + 0.6 KL, same inputs
 
@@ -56,7 +56,7 @@ def test_the_student_attack_stays_in_the_ball_and_raises_its_loss(name: str, mon
         return out
 
     monkeypatch.setattr(student_methods, "pgd_perturb", spy)
-    recipe = load_recipe("student", name, ["adv_weight=1.0"])
+    recipe = parse_recipe("student", name, ["adv_weight=1.0"])
     state = torch.get_rng_state()
     student.train()
     adversarial = STUDENT_METHODS.get(name)(student, x, y, zt, recipe, ctx).loss
@@ -72,14 +72,14 @@ def test_the_student_attack_stays_in_the_ball_and_raises_its_loss(name: str, mon
 
 def test_bad_student_method_values() -> None:
     with pytest.raises(UserError, match="unknown student method 'nope'"):
-        catalog.load_recipe("student", "default", ["method=nope"])
+        catalog.checked_recipe("student", "default", ["method=nope"])
     with pytest.raises(UserError, match="adv_weight must lie in"):
-        load_recipe("student", "ard", ["adv_weight=2"])
+        parse_recipe("student", "ard", ["adv_weight=2"])
 
 
 def test_a_baseline_run_is_labelled_as_not_clean_only(digits_teacher) -> None:
     splits, settings, teacher = digits_teacher
-    recipe = load_recipe("student", "rslad", ["epochs=1", "train_subset=128", "attack_steps=2"])
+    recipe = parse_recipe("student", "rslad", ["epochs=1", "train_subset=128", "attack_steps=2"])
     with mlflow.start_run():
         _, path, _ = distill_student(teacher, recipe, "keep", splits, settings, "standard")
     run = next(r for r in mlflow.search_runs(experiment_names=["robdistill"], output_format="list")

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robdistill.config.recipes import load_recipe
+from robdistill.config.recipes import parse_recipe
 from robdistill.core.errors import UserError
 from robdistill.data.datasets import DATASETS, load_dataset
 
@@ -22,7 +22,7 @@ def test_non_finite_teacher_logits_name_the_teacher(digits, nan_model) -> None:
     from robdistill.train.perturbations import PERTURBATIONS
 
     with pytest.raises(UserError, match="teacher 'broken' gives non-finite logits"):
-        TeacherTargets(nan_model, digits.train, load_recipe("student", "default"), PERTURBATIONS.get("keep"), 0,
+        TeacherTargets(nan_model, digits.train, parse_recipe("student", "default"), PERTURBATIONS.get("keep"), 0,
                        "broken")
 
 
@@ -55,9 +55,9 @@ def test_student_starts_independently_of_its_teacher(workdir) -> None:
     splits = load_dataset("digits")
     handle = register_module_forward_pre_hook(hook)
     try:
-        teacher = train_teacher_model(load_recipe("teacher", "standard", ["epochs=1"]), splits, 0, "cpu",
+        teacher = train_teacher_model(parse_recipe("teacher", "standard", ["epochs=1"]), splits, 0, "cpu",
                                       progress=False)
-        distill_model(teacher, load_recipe("student", "default", ["epochs=1"]), "keep", splits, 0, "cpu",
+        distill_model(teacher, parse_recipe("student", "default", ["epochs=1"]), "keep", splits, 0, "cpu",
                       teacher_name="standard", progress=False)
     finally:
         handle.remove()
@@ -76,16 +76,16 @@ def test_student_starts_independently_of_its_teacher(workdir) -> None:
 def test_teacher_training_uses_the_dataset_step_size() -> None:
     from robdistill.train.teacher import resolved_teacher, teacher_step_size
 
-    at = load_recipe("teacher", "at")
+    at = parse_recipe("teacher", "at")
     assert teacher_step_size(at, DATASETS.get("fashion-mnist")) == pytest.approx(0.01)
     assert teacher_step_size(at, DATASETS.get("mnist")) == pytest.approx(0.01)
     assert teacher_step_size(at, DATASETS.get("cifar10")) == pytest.approx(2 / 255)
     assert teacher_step_size(at, DATASETS.get("svhn")) == pytest.approx(3 / 255)
     assert resolved_teacher(at, DATASETS.get("mnist"))["attack_step_size"] == pytest.approx(0.01)  # logged
     # a recipe's own step wins; a recipe's own eps scales the dataset's step
-    assert teacher_step_size(load_recipe("teacher", "at", ["attack_step_size=0.03"]),
+    assert teacher_step_size(parse_recipe("teacher", "at", ["attack_step_size=0.03"]),
                              DATASETS.get("mnist")) == pytest.approx(0.03)
-    assert teacher_step_size(load_recipe("teacher", "at", ["eps=0.15"]), DATASETS.get("mnist")) == pytest.approx(0.005)
+    assert teacher_step_size(parse_recipe("teacher", "at", ["eps=0.15"]), DATASETS.get("mnist")) == pytest.approx(0.005)
 
 
 # ------------------------------------------------------------------ 5. non-finite logits and losses
@@ -95,7 +95,7 @@ def test_non_finite_training_loss_stops_training_naming_epoch_and_batch(digits) 
     from robdistill.train.objectives import LossOutput
 
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
-    recipe = load_recipe("teacher", "standard", ["epochs=2", "batch_size=256"])
+    recipe = parse_recipe("teacher", "standard", ["epochs=2", "batch_size=256"])
     calls = []
 
     def step(m, idx, x, y):
@@ -142,7 +142,7 @@ def test_no_host_synchronisation_inside_the_training_steps(objective, digits, mo
     from robdistill.train.teacher import train_teacher_model
 
     def syncs(steps: int) -> dict[str, int]:
-        recipe = load_recipe("teacher", objective, ["epochs=1", "batch_size=32", f"train_subset={32 * steps}",
+        recipe = parse_recipe("teacher", objective, ["epochs=1", "batch_size=32", f"train_subset={32 * steps}",
                                                      "attack_steps=4"])
         with monkeypatch.context() as patch:
             calls = count_robdistill_syncs(patch)
@@ -164,7 +164,7 @@ def test_no_host_synchronisation_inside_the_distillation_steps(method, digits, q
     teacher = quick_cnn(0)
 
     def syncs(steps: int) -> dict[str, int]:
-        recipe = load_recipe("student", "default", [f"method={method}", "epochs=1", "batch_size=32",
+        recipe = parse_recipe("student", "default", [f"method={method}", "epochs=1", "batch_size=32",
                                                     f"train_subset={32 * steps}", "attack_steps=4"])
         with monkeypatch.context() as patch:
             calls = count_robdistill_syncs(patch)
