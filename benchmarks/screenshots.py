@@ -2,7 +2,8 @@
 to a real `mlflow server` on loopback, its MLflow runs view (table and chart view: the address
 `robdistill sweep` prints) and its `robdistill report` page, each rendered by headless Chromium;
 and, at 1600 x 1000 as a newcomer's window shows them, the runs view uncropped, one `run`'s page
-with its logged models, and the experiment's landing page.
+with its logged models, and the experiment's landing page (from robdistill's address, and from
+MLflow's own experiment list).
 
     python benchmarks/screenshots.py --out docs/images [--cache-dir .robdistill] [--workdir DIR]
 
@@ -25,6 +26,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from robdistill.tracking.views import experiment_url, run_url, share_runs_view, view_url
 
 SWEEP = ["--teachers", "standard,at,alp", "--perturbs", "keep,nonmax-shuffle,nonmax-flatten", "--seeds", "0,1,2",
          "--suite", "smoke", "--n-eval", "359", "--quiet"]
@@ -67,11 +70,15 @@ def screenshot(url: str, path: Path, size: tuple[int, int], profile: Path, crop_
 
 
 def first_run(address: str) -> tuple[str, str]:
-    """The experiment id and the first `run` row (a sweep cell) of the store behind ``address``."""
+    """The experiment id and the first `run` row (a sweep cell) of the store behind ``address``,
+    after sharing the runs view on it as the current code shares it (``robdistill ui`` does the
+    same for a store written by an earlier version)."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=address)
     experiment = client.get_experiment_by_name("robdistill")
+    mlflow.set_tracking_uri(address)
+    share_runs_view(experiment)
     (run,) = client.search_runs([experiment.experiment_id], "tags.stage = 'run'", max_results=1)
     return experiment.experiment_id, run.info.run_id
 
@@ -102,22 +109,25 @@ def main() -> None:
                 printed_file.write_text(subprocess.run(sweep, check=True, capture_output=True, text=True).stdout)
             printed = printed_file.read_text()
             name = re.search(r"sweep name (\S+),", printed).group(1)
-            view = re.sub(r"^http://127\.0\.0\.1:\d+", address, re.search(r"open the runs view:\s+(\S+)", printed).group(1))
+            experiment, run_id = first_run(address)  # and the view shared as the current code shares it
+            view = view_url(address, experiment)
             report = args.out / "report.html"
             subprocess.run([*robdistill, "report", name, "--tracking-uri", address, "--out", str(report)],
                            check=True, capture_output=True)
-            screenshot(view, args.out / "mlflow_runs_view.png", (2500, 800), root / "p1", ASSISTANT_PANEL)
+            screenshot(view, args.out / "mlflow_runs_view.png", (3200, 800), root / "p1", ASSISTANT_PANEL)
             screenshot(view + "&compareRunsMode=CHART", args.out / "mlflow_chart_view.png", (2100, 1150), root / "p2",
                        ASSISTANT_PANEL)
             screenshot(report.resolve().as_uri(), args.out / "report.png", (1300, 1600), root / "p3")
             # what a newcomer's 1600 x 1000 window shows: the same view uncropped (the assistant panel
             # included), one `run`'s page with its logged models, and the experiment's landing page
-            experiment, run_id = first_run(address)
             screenshot(view, args.out / "mlflow_runs_view_1600.png", (1600, 1000), root / "p4")
-            screenshot(f"{address}/#/experiments/{experiment}/runs/{run_id}", args.out / "mlflow_run_page_1600.png",
-                       (1600, 1000), root / "p5")
-            screenshot(f"{address}/#/experiments/{experiment}", args.out / "mlflow_landing_1600.png", (1600, 1000),
+            screenshot(run_url(address, experiment, run_id), args.out / "mlflow_run_page_1600.png", (1600, 1000),
+                       root / "p5")
+            screenshot(experiment_url(address, experiment), args.out / "mlflow_landing_1600.png", (1600, 1000),
                        root / "p6")
+            # the same experiment opened from MLflow's own experiment list (no workflowType in the address)
+            screenshot(f"{address}/#/experiments/{experiment}", args.out / "mlflow_landing_plain_1600.png",
+                       (1600, 1000), root / "p7")
             report.unlink()  # the page itself is not kept: `robdistill report` makes it
         finally:
             os.killpg(server.pid, signal.SIGTERM)  # the server and its workers

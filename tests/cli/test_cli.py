@@ -225,7 +225,7 @@ def test_eps_sweep_bad_values(workdir: Path) -> None:
 def test_hints_name_the_store_and_experiment_to_read() -> None:
     from robdistill.cli.output import merge_hint, ui_hint
 
-    view = "/#/experiments/7/runs?viewStateShareKey=robdistill"
+    view = "/#/experiments/7/runs?workflowType=machine_learning&viewStateShareKey=robdistill"
     # a server is its own UI; a local store is opened by `robdistill ui` (naming a store other than the default)
     assert ui_hint("http://127.0.0.1:5055", "7") == f"open the runs view:  http://127.0.0.1:5055{view}"
     assert ui_hint("sqlite:///x.db", "7") == (f"open the runs view:  robdistill ui --tracking-uri sqlite:///x.db"
@@ -233,8 +233,8 @@ def test_hints_name_the_store_and_experiment_to_read() -> None:
     assert ui_hint("sqlite:///mlflow.db", "7").startswith("open the runs view:  robdistill ui   -> ")
     # a run the view filters out (distill, evaluate, train-teacher) is linked to its own page
     assert ui_hint("sqlite:///x.db", "7", "abc") == ("open the run:  robdistill ui --tracking-uri sqlite:///x.db"
-                                                    "   -> http://127.0.0.1:5000/#/experiments/7/runs/abc")
-    assert ui_hint("http://h:5000", "7", "abc") == "open the run:  http://h:5000/#/experiments/7/runs/abc"
+                                                    "   -> http://127.0.0.1:5000/#/experiments/7/runs/abc?workflowType=machine_learning")
+    assert ui_hint("http://h:5000", "7", "abc") == "open the run:  http://h:5000/#/experiments/7/runs/abc?workflowType=machine_learning"
     assert merge_hint("sweep-report", "sweep-1", "http://h:5000", "study").split() == [
         "robdistill", "sweep-report", "sweep-1", "--tracking-uri", "http://h:5000", "--experiment", "study"]
     assert "--experiment" not in merge_hint("evaluate-report", "eval-1", "sqlite:///x.db", "robdistill")

@@ -96,6 +96,8 @@ def test_the_runs_view_run_prints_shows_the_run_with_its_accuracies_and_models(w
         assert [v.source for v in versions] == [f"models:/{teacher[0].model_id}"]  # registered through a server too
         grid = GridCells()
         grid.feed(rendered_dom(url, workdir / "profile"))
+        narrow = GridCells()  # a 1600 px window, MLflow's assistant panel open: the columns the grid renders
+        narrow.feed(rendered_dom(url, workdir / "profile-1600", size="1600,1000"))
     print(f"rendered runs view: {json.dumps(grid.cells, indent=1)}")
     # only the `run` row: its children (teacher, student, evaluations) are filtered out by the view
     assert list(grid.cells) == [parent.info.run_id], grid.cells
@@ -108,6 +110,10 @@ def test_the_runs_view_run_prints_shows_the_run_with_its_accuracies_and_models(w
     models = row["attributes.`Models`"]
     assert models.startswith("robdistill-teacher-digits-at") and models.endswith("+1"), models
     assert "digits" in row["attributes.`Dataset`"]
+    # the answer first: the student's worst-case, PGD and clean accuracies are in view at 1600 px
+    in_view = narrow.cells[parent.info.run_id]
+    for metric in ("student/acc/worst", "student/acc/pgd", "student/acc/clean"):
+        assert f"metrics.`{metric}`" in in_view, sorted(in_view)
 
 
 def page_text(dom: str) -> str:
@@ -137,7 +143,9 @@ def page_text(dom: str) -> str:
 @pytest.mark.slow
 def test_the_run_page_lists_its_logged_models(workdir: Path) -> None:
     """A `run`'s own page (what `distill` and `evaluate` print for theirs) shows the teacher and the
-    student it logged as its models, by name, in a 1600x1000 browser."""
+    student it logged as its models, by name, in a 1600x1000 browser; it and the experiment's
+    address open MLflow's model-training pages, which the experiment list's plain address does not
+    (MLflow 3.17 ignores the experiment's kind: the README says so)."""
     with running_server(workdir / "server", workers=1) as address:
         result = CliRunner().invoke(main, ["run", "--teacher", "at", "--perturb", "keep", "--tracking-uri", address,
                                            *TINY])
@@ -148,8 +156,15 @@ def test_the_run_page_lists_its_logged_models(workdir: Path) -> None:
         logged = mlflow.search_logged_models(experiment_ids=[parent.info.experiment_id], output_format="list")
         names = sorted(m.name for m in logged if m.source_run_id == parent.info.run_id)
         assert len(names) == 2, names  # the teacher and the student, both outputs of the `run`
-        page = f"{address}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
-        text = page_text(rendered_dom(page, workdir / "profile", size="1600,1000"))
+        experiment = parent.info.experiment_id
+        text = page_text(rendered_dom(views.run_url(address, experiment, parent.info.run_id), workdir / "p1",
+                                      size="1600,1000"))
+        landing = page_text(rendered_dom(views.experiment_url(address, experiment), workdir / "p2", size="1600,1000"))
+        plain = page_text(rendered_dom(f"{address}/#/experiments/{experiment}", workdir / "p3", size="1600,1000"))
     for name in names:
         assert name in text, f"logged model {name} not on the run page: {text[:3000]}"
     assert "Logged models (2)" in text and "Logged models -" not in text
+    # the model-training sidebar (Runs, Models, Model registry), not the GenAI one (Overview, Observability, ...)
+    for shown in (text, landing):
+        assert "Model registry" in shown and "Observability" not in shown, shown[:2000]
+    assert "Observability" in plain, plain[:2000]
