@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, M
 from robdistill.core.errors import UserError
 
 if TYPE_CHECKING:
+    from robdistill.core.precision import Precision
+    from robdistill.core.threat import Norm
     from robdistill.data.datasets import Split
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout, when installed from one
@@ -27,8 +29,31 @@ BUNDLED = Path(__file__).resolve().parent / "bundled"  # recipes and suites ship
 NameCheck = Callable[[Any], None]  # raises UserError when a recipe names an unregistered entry
 
 
+class TypedSettings:
+    """The objects a validated recipe's ``precision`` and ``threat_model`` names stand for: a recipe
+    stores names (it is written to TOML, logged and hashed as text) and hands out objects, so the
+    code that trains or attacks never looks a name up itself."""
+
+    precision: str
+    threat_model: str
+
+    @property
+    def precision_mode(self) -> "Precision":
+        """What the passes run in (:class:`robdistill.core.precision.Precision`)."""
+        from robdistill.core.precision import resolve_precision
+
+        return resolve_precision(self.precision)
+
+    @property
+    def norm(self) -> "Norm":
+        """The ball's norm (:class:`robdistill.core.threat.Norm`): distance, projection, radius check."""
+        from robdistill.core.threat import norm_of
+
+        return norm_of(self.threat_model)
+
+
 @dataclass(frozen=True)
-class TrainingRecipe:
+class TrainingRecipe(TypedSettings):
     """Fields shared by teacher and student training."""
 
     name: str = ""
@@ -163,7 +188,7 @@ class StudentRecipe(TrainingRecipe):
 
 
 @dataclass(frozen=True)
-class SuiteRecipe:
+class SuiteRecipe(TypedSettings):
     """An attack suite: a list of ``[[attack]]`` tables (``name`` plus the attack's parameters,
     optionally ``key`` for the metric name, ``n_eval`` to run that attack on the first ``n_eval``
     evaluated images only, and ``only`` to run it only on some models of a grid: see

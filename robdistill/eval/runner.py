@@ -16,7 +16,6 @@ from robdistill.config.recipes import SuiteRecipe
 from robdistill.core import distributed
 from robdistill.core.errors import UserError, check_finite
 from robdistill.core.modes import eval_mode, preserved_global_rng, private_generator
-from robdistill.core.precision import resolve_precision
 from robdistill.core.progress import StepLog
 from robdistill.data.datasets import DatasetInfo, Split
 from robdistill.eval.checks import (SanityCheck, perturbation_checks, perturbation_stats, reach_checks,
@@ -54,7 +53,7 @@ def suite_attacks(suite: SuiteRecipe, eps: float, step_ratio: float | None = Non
             params.update(surrogate=load_surrogate(named), surrogate_name=named, follow_inputs=True)
         if step_ratio is not None and ATTACKS.get(entry["name"]).takes_step_size and params.get("step_size") is None:
             params["step_size"] = step_ratio * eps
-        precision = resolve_precision(suite.precision).compiled() if suite.compile else suite.precision
+        precision = suite.precision_mode.compiled() if suite.compile else suite.precision_mode
         attacks[entry.get("key", entry["name"])] = build_attack(entry["name"], eps, suite.seed, precision=precision,
                                                                 norm=suite.threat_model, **params)
     return attacks
@@ -439,7 +438,7 @@ def resolve_suite(suite: SuiteRecipe, info: "DatasetInfo", eps: float | None = N
     from robdistill.data.datasets import dataset_step_ratio
 
     if eps is not None:
-        norm_of(suite.threat_model).check_radius(eps, what)
+        suite.norm.check_radius(eps, what)
     return SuitePlan(suite, suite_eps(suite, info, eps), dataset_step_ratio(info.name, suite.threat_model))
 
 

@@ -438,7 +438,7 @@ def evaluate_checkpoints(settings: Settings, checkpoints: list[str] | list[Path]
                      overrides=overrides)
     assert plan.suite and plan.eps is not None
     for value in eps_values or []:
-        norm_of(plan.suite.threat_model).check_radius(value, "every --eps-sweep radius")
+        plan.suite.norm.check_radius(value, "every --eps-sweep radius")
     loaded = [load_external(spec, plan, settings, option) for spec, option in zip(specs, options)]
     uri = tracking.configure(settings.tracking_uri, settings.experiment)
     names = [_model_name(item.provenance) for item in loaded]

@@ -21,7 +21,6 @@ from robdistill.attacks.base import pgd_perturb
 from robdistill.config.recipes import StudentRecipe, to_dict
 from robdistill.core import distributed
 from robdistill.core.modes import eval_mode, private_generator
-from robdistill.core.precision import resolve_precision
 from robdistill.core.registry import Registry
 from robdistill.core.streams import rank_stream, stream_seed
 from robdistill.core.tracker import Tracker, tracker_or_null
@@ -207,7 +206,7 @@ def distill_model(teacher: nn.Module, recipe: StudentRecipe, perturb: str, split
                            private_generator(rank_stream(seed, "student", "attack"), device), recipe.threat_model)
     val_eps, val_step = student_validation_attack(recipe, info)
 
-    precision = resolve_precision(recipe.precision)
+    precision = recipe.precision_mode
 
     def step(model, idx, x, y) -> LossOutput:
         x, target = targets.batch(idx, x)  # the teacher's logits: fp32, outside the autocast region

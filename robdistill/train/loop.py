@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from robdistill.attacks.base import PassCount, counted_passes
 from robdistill.attacks.gradient import PGD
 from robdistill.core import distributed
-from robdistill.core.precision import Precision, resolve_precision
+from robdistill.core.precision import Precision
 from robdistill.core.state import TrainingState
 from robdistill.core.streams import stream_seed
 from robdistill.data.datasets import DatasetInfo, Split, iterate_batches
@@ -245,7 +245,7 @@ def fit(model: nn.Module, train: Split, recipe: TrainingRecipe, step_fn: StepFn,
         state: TrainingState | None = None, resume: bool = False) -> list[dict[str, float]]:
     """:func:`train_epochs` with the model in the memory layout of the recipe's precision (the
     step functions enter its autocast region themselves: robdistill.core.precision)."""
-    with resolve_precision(recipe.precision).applied(model):
+    with recipe.precision_mode.applied(model):
         return train_epochs(model, train, recipe, step_fn, seed=seed, desc=desc, on_epoch_start=on_epoch_start,
                             validate=validate, on_epoch_end=on_epoch_end, progress=progress, state=state,
                             resume=resume)

@@ -9,7 +9,6 @@ import torch
 
 from robdistill.config.recipes import TeacherRecipe, to_dict
 from robdistill.core.modes import private_generator
-from robdistill.core.precision import resolve_precision
 from robdistill.core.streams import rank_stream, stream_seed
 from robdistill.core.tracker import Tracker, tracker_or_null
 from robdistill.data.datasets import DatasetInfo, Splits
@@ -57,7 +56,7 @@ def train_teacher_model(recipe: TeacherRecipe, splits: Splits, seed: int, device
                        pairing_weight=recipe.pairing_weight, alpha=recipe.alpha, beta=recipe.beta,
                        norm=recipe.threat_model)
     objective = OBJECTIVES.get(recipe.objective)
-    precision = resolve_precision(recipe.precision)
+    precision = recipe.precision_mode
     augment = AUGMENTATIONS.get(recipe.augment)  # None for "none": no generator, nothing drawn
     augment_generator = (None if augment is None else
                          private_generator(rank_stream(seed, "teacher", "augment"), splits.train.x.device))

@@ -128,3 +128,18 @@ def test_train_subset_takes_the_first_examples_of_the_shuffled_split() -> None:
     head = parse_recipe("teacher", "at", ["train_subset=4"]).training_split(train)
     assert head.y.tolist() == [0, 1, 2, 3]
     assert parse_recipe("teacher", "at", ["train_subset=40"]).training_split(train) is train
+
+
+def test_a_validated_recipe_hands_out_objects_for_its_names() -> None:
+    """Recipes store names (TOML, parameters, cache keys) and hand out the objects they stand for."""
+    import robdistill as rd
+    from robdistill.config.recipes import to_dict
+    from robdistill.core.precision import PRECISIONS
+    from robdistill.core.threat import NORMS
+
+    teacher = rd.load_recipe("teacher", "at", precision="bf16", threat_model="l2")
+    assert teacher.precision_mode is PRECISIONS.get("bf16") and teacher.precision_mode.reduced
+    assert teacher.norm is NORMS.get("l2")
+    suite = rd.load_recipe("suite", "fast")
+    assert suite.precision_mode is PRECISIONS.get("fp32") and suite.norm is NORMS.get("linf")
+    assert "precision_mode" not in to_dict(suite) and "norm" not in to_dict(teacher)  # not fields: nothing logged or hashed
