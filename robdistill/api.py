@@ -248,12 +248,13 @@ def train_teacher(recipe: RecipeLike, data: Splits | str, *, seed: int = 0,
         >>> len(teacher.history), "train/acc" in teacher.history[-1]
         (1, True)
     """
+    saved = _training_state(state, resume)
     teacher = load_recipe("teacher", recipe, dataset=_dataset_name(data),
                           **_with_precision(overrides, precision, threat_model))
     splits, target = _data(data, device)
     tracker_or_null(tracker).log_params("teacher", resolved_teacher(teacher, splits.info))
     return train_teacher_model(teacher, splits, seed, target, progress=progress, tracker=tracker,
-                               state=_training_state(state, resume), resume=resume)
+                               state=saved, resume=resume)
 
 
 def distill(teacher: nn.Module, data: Splits | str, *, perturb: str = "keep",
@@ -295,6 +296,7 @@ def distill(teacher: nn.Module, data: Splits | str, *, perturb: str = "keep",
         >>> student(data.test.x[:4]).argmax(1).shape
         torch.Size([4])
     """
+    saved = _training_state(state, resume)
     student_recipe = load_recipe("student", recipe, dataset=_dataset_name(data),
                                  **_with_precision(overrides, precision, threat_model))
     PERTURBATIONS.get(perturb)  # a bad name fails before any data is loaded
@@ -303,7 +305,7 @@ def distill(teacher: nn.Module, data: Splits | str, *, perturb: str = "keep",
     _log_provenance(tracker, "teacher", teacher)
     return distill_model(teacher, student_recipe, perturb, splits, seed, target, student=student,
                          teacher_name=teacher_name, progress=progress, tracker=tracker,
-                         state=_training_state(state, resume), resume=resume)
+                         state=saved, resume=resume)
 
 
 def evaluate(model: nn.Module, data: Splits | str, *, suite: RecipeLike | None = None,

@@ -227,3 +227,42 @@ def test_data_is_required() -> None:
         params = inspect.signature(fn).parameters
         first = "name" if fn is rd.load_dataset else "data"
         assert params[first].default is inspect.Parameter.empty, fn.__name__
+
+
+class _StopAtEpoch:
+    """A tracker that records the epochs it was given and raises when it is given ``stop``."""
+
+    def __init__(self, stop: int | None = None) -> None:
+        self.stop, self.epochs = stop, []
+
+    def log_params(self, prefix, values) -> None:
+        pass
+
+    def log_metrics(self, values, step=None) -> None:
+        if step == self.stop:
+            raise KeyboardInterrupt
+        self.epochs.append(step)
+
+    def set_tag(self, key, value) -> None:
+        pass
+
+    def log_json(self, payload, artifact_file) -> None:
+        pass
+
+
+def test_training_resumes_from_its_state_file(data, tmp_path: Path) -> None:
+    """rd.train_teacher(state=..., resume=True) continues an interrupted training where its state
+    file left it (the epochs after it only) and ends with the weights of an uninterrupted run."""
+    recipe = dict(epochs=2, train_subset=200, attack_steps=2, attack_step_size=0.05, progress=False)
+    whole = rd.train_teacher("at", data, seed=1, **recipe)
+    state = tmp_path / "teacher.state.pt"
+    with pytest.raises(KeyboardInterrupt):
+        rd.train_teacher("at", data, seed=1, state=state, tracker=_StopAtEpoch(stop=2), **recipe)
+    assert state.is_file()  # saved after epoch 1
+    tracker = _StopAtEpoch()
+    resumed = rd.train_teacher("at", data, seed=1, state=state, resume=True, tracker=tracker, **recipe)
+    assert tracker.epochs == [2] and len(resumed.history) == 2
+    for name, value in whole.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+    with pytest.raises(UserError, match="resume=True continues from a state file"):
+        rd.distill(whole, data, resume=True)
