@@ -143,7 +143,7 @@ def test_autoattack_evaluation_resumes_after_its_last_chunk(tmp_path: Path, monk
                                       'name = "fgsm"\n\n[[attack]]\nname = "autoattack"\nversion = "custom"\n'
                                       'attacks = ["apgd-ce"]\n')
     suite = parse_recipe("suite", str(tmp_path / "aa.toml"))
-    reference = evaluation.evaluate(model, data, suite, 0.1, progress=False,
+    reference = evaluation.run_suite(model, data, suite, 0.1, progress=False,
                                     state=TrainingState(tmp_path / "reference.pt"))
 
     calls = []
@@ -161,12 +161,12 @@ def test_autoattack_evaluation_resumes_after_its_last_chunk(tmp_path: Path, monk
     monkeypatch.setattr(evaluation, "attack_piece", piece)
     state = TrainingState(tmp_path / "eval.pt")
     with pytest.raises(Stop):
-        evaluation.evaluate(model, data, suite, 0.1, progress=False, state=state)
+        evaluation.run_suite(model, data, suite, 0.1, progress=False, state=state)
     saved = torch.load(state.path, weights_only=True)
     assert set(saved["done"]) == {"fgsm"} and len(saved["partial"]["autoattack"]) == 1
 
     calls.clear()
-    resumed = evaluation.evaluate(model, data, suite, 0.1, progress=False, state=state, resume=True)
+    resumed = evaluation.run_suite(model, data, suite, 0.1, progress=False, state=state, resume=True)
     # only the two chunks left, then the eps = 0 check (every attack at radius 0, never saved)
     assert calls == [("autoattack", 16), ("autoattack", 16), ("fgsm", 48), ("autoattack", 48)]
     for key in ("fgsm", "autoattack"):
