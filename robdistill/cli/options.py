@@ -10,6 +10,7 @@ from typing import Any, Callable
 import click
 
 from robdistill.core.errors import UserError
+from robdistill.core.precision import PRECISIONS
 from robdistill.core.threat import NORM_NAMES, NORMS, norm_of
 
 
@@ -57,11 +58,8 @@ def overrides_option(help_text: str) -> Callable:
     return click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=help_text)
 
 
-PRECISION_NAMES = ("bf16", "fp32", "fp32-cl")  # robdistill.core.precision.PRECISIONS (a test keeps them equal)
-
-
 def precision_option(func: Callable) -> Callable:
-    return click.option("--precision", type=click.Choice(PRECISION_NAMES), default=None,
+    return click.option("--precision", type=click.Choice(PRECISIONS.names()), default=None,
                         help="What training and attack passes run in: bf16 = bf16 autocast + channels-last "
                              "(faster only where bf16 is native: AMX CPUs, GPUs); fp32-cl = fp32 with "
                              "channels-last weights; verdicts and accuracies are always fp32 "
