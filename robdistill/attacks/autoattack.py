@@ -185,14 +185,16 @@ class AutoAttack(Attack):
                     tqdm.write(f"  autoattack ({self.params['version']}: {', '.join(order)}) on {len(y)} samples ...")
                 # per-component flags feed the Square-versus-white-box check: recorded only when
                 # Square runs (the recording costs about 3% of an AutoAttack run on the CPU)
-                with _recording_components("square" in order, announce) as snapshots:
+                timings: list[tuple[str, float]] = []
+                with _recording_components("square" in order, announce, timings) as snapshots:
                     x_adv, y_adv = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
         finally:
             logger.removeHandler(collector)
         fooled = _fooled_by(snapshots, order, len(y), y.device)
         if fooled:
             self._white_box_after_square(model, x, y, order, fooled, batch_size)
-        return AttackOutput(x_adv.detach(), (y_adv == y), collector.messages, fooled)
+        seconds = {name: end - start for (_, start), (name, end) in zip(timings, timings[1:])}
+        return AttackOutput(x_adv.detach(), (y_adv == y), collector.messages, fooled, seconds)
 
     def _rejudged(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, out: AttackOutput, batch_size: int,
                   progress: bool) -> AttackOutput:
@@ -221,7 +223,11 @@ class AutoAttack(Attack):
                 flags[disputed] = redo.fooled_by.get(component, torch.zeros_like(redo.robust))
         for flags in out.fooled_by.values():
             flags &= ~robust
-        return AttackOutput(out.x_adv, robust, warnings, out.fooled_by)
+        seconds = dict(out.seconds_by)
+        if disputed.numel():  # the fp32 re-attack's time goes to its components too
+            for component, took in redo.seconds_by.items():
+                seconds[component] = seconds.get(component, 0.0) + took
+        return AttackOutput(out.x_adv, robust, warnings, out.fooled_by, seconds)
 
     def _white_box_after_square(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, order: list[str],
                                 fooled: dict[str, torch.Tensor], batch_size: int) -> None:
@@ -282,14 +288,18 @@ def _announcer(version: str, n: int) -> Announce:
 
 
 @contextmanager
-def _recording_components(record: bool, announce: Announce | None = None) -> Iterator[list[tuple[str, torch.Tensor]]]:
+def _recording_components(record: bool, announce: Announce | None = None,
+                          timings: list[tuple[str, float]] | None = None) -> Iterator[list[tuple[str, torch.Tensor]]]:
     """With ``record``, a copy of pyautoattack's robust flags before its first component and after
-    each one; with ``announce``, a call after each component. Both by substituting a subclass of
-    the library's ``EvaluationState`` for the duration of one run."""
+    each one; with ``announce``, a call after each component; with ``timings``, ``("start", t)``
+    and then ``(component, t)`` as each one finishes (``time.perf_counter``). All by substituting
+    a subclass of the library's ``EvaluationState`` for the duration of one run."""
     import pyautoattack.autoattack as library
 
     snapshots: list[tuple[str, torch.Tensor]] = []
-    if not record and announce is None:
+    if timings is not None:
+        timings.append(("start", time.perf_counter()))
+    if not record and announce is None and timings is None:
         yield snapshots
         return
     base = library.EvaluationState
@@ -306,6 +316,8 @@ def _recording_components(record: bool, announce: Announce | None = None) -> Ite
             base.robust_flags.fset(self, flags)
 
         def add_run_attack(self, attack):
+            if timings is not None:
+                timings.append((attack, time.perf_counter()))
             if record:
                 snapshots.append((attack, self.robust_flags.detach().clone()))
             if announce is not None:

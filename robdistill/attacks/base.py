@@ -89,6 +89,8 @@ class AttackOutput:
     warnings: list[str] = field(default_factory=list)
     # for composite attacks (AutoAttack): per component, the samples that component fooled
     fooled_by: dict[str, torch.Tensor] = field(default_factory=dict)
+    # and per component, its wall seconds (AutoAttack's first also holds the library's clean check)
+    seconds_by: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -99,14 +99,15 @@ def attack_piece(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Ten
     ``weights_only`` state file)."""
     if len(y) == 0:  # a rank or shard without rows: nothing to attack
         return {"robust": torch.zeros(0, dtype=torch.bool), "seconds": 0.0, "warnings": [], "fooled_by": {},
-                "linf": 0.0, "l2": 0.0, "box": True, "forward_passes": 0, "backward_passes": 0, "nonfinite": 0}
+                "component_seconds": {}, "linf": 0.0, "l2": 0.0, "box": True, "forward_passes": 0,
+                "backward_passes": 0, "nonfinite": 0}
     started = time.perf_counter()
     with counted_passes(model, *attack.models_used()) as passes:
         out = attack.run(model, x, y, batch_size=batch_size, progress=progress)
     robust, nonfinite = finite_verdicts(model, attack, x, out, batch_size)
     return {"robust": robust.cpu(), "seconds": time.perf_counter() - started, "warnings": out.warnings,
             "fooled_by": {part: flags.cpu() for part, flags in out.fooled_by.items()},
-            "forward_passes": passes.forward, "backward_passes": passes.backward,
+            "component_seconds": dict(out.seconds_by), "forward_passes": passes.forward, "backward_passes": passes.backward,
             "nonfinite": nonfinite, **perturbation_stats(x, out.x_adv)}
 
 
@@ -318,6 +319,9 @@ def run_suite(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, 
         local = torch.cat([p["robust"] for p in saved["done"][key]])
         result.robust[key] = distributed.gather_rows(local, n_key).to(clean.device)
         result.seconds[key] = max(sum(p["seconds"] for p in rank_pieces) for rank_pieces in per_rank)
+        for part in dict.fromkeys(c for p in pieces for c in p.get("component_seconds", {})):  # AutoAttack's
+            result.seconds[f"{key}/{part}"] = max(sum(p.get("component_seconds", {}).get(part, 0.0) for p in rank_pieces)
+                                                  for rank_pieces in per_rank)
         result.costs[key] = {f"{kind}_per_sample": sum(p.get(f"{kind}_passes", 0) for p in pieces) / max(n_key, 1)
                              for kind in ("forward", "backward")}
         batches = [p["batch_size"] for p in pieces if "batch_size" in p]
