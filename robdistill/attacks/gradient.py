@@ -60,7 +60,8 @@ class PGD(Attack):
 
     A sample is robust only if it is classified correctly at every iterate of every restart (the
     worst case, as AutoAttack counts it); samples are dropped as soon as one iterate fools the model,
-    so their gradient is no longer computed.
+    so their gradient is no longer computed. On a GPU (``masked_devices``) an fp32 PGD masks them
+    instead, so that no step reads a flag back to the host; the verdicts are the same.
 
     Under a reduced precision (bf16) the iterates are crafted from bf16 forwards, and every verdict
     is an fp32 one: the clean flags, each sample a bf16 forward calls fooled (confirmed by an fp32
@@ -117,9 +118,16 @@ class PGD(Attack):
         return type(self)(0.0, seed=self.seed, steps=min(p["steps"], steps), step_size=p["step_size"],
                           restarts=min(p["restarts"], 2), random_start=p["random_start"], norm=self.norm)
 
+    #: devices on which an fp32 PGD keeps every image in the batch and masks the fooled ones instead
+    #: of dropping them: no host read inside the step loop (a GPU's launches stay queued), at the
+    #: price of steps on images already fooled. Elsewhere fooled images are dropped (fewer passes).
+    masked_devices: tuple[str, ...] = ("cuda",)
+
     def attack_batch(self, model, x, y, generator):
         p, craft = self.params, self.precision
         x = x.detach()
+        if x.device.type in self.masked_devices and not craft.reduced:
+            return self._masked_batch(model, x, y, generator)
         x_adv = x.clone()
         with torch.no_grad():
             robust = classified(model(x), y) if not craft.reduced else self.correct(model, x, y)
@@ -161,6 +169,41 @@ class PGD(Attack):
                 active, ya, bounds = active[keep], ya[keep], tuple(b[keep] for b in bounds)
                 current = self._step(leaf.detach()[keep], grad[keep], bounds)
             x_adv[active] = current.detach()
+        return AttackOutput(x_adv, robust)
+
+    def _masked_batch(self, model, x, y, generator):
+        """The same attack with no host read inside the step loop: every image of the batch takes
+        every step, and a mask keeps what dropping would have kept. An image is robust only if
+        every iterate classifies it correctly; a fooled one keeps the iterate that fooled it. Each
+        restart draws its random start for the images still robust, as the dropping loop does
+        (one host read per restart)."""
+        p = self.params
+        expand = (-1,) + (1,) * (x.dim() - 1)
+        x_adv = x.clone()
+        with torch.no_grad():
+            robust = classified(model(x), y)
+        bounds = self._bounds(x)
+        for _ in range(p["restarts"]):
+            active = robust.nonzero().squeeze(1)
+            if active.numel() == 0:
+                break
+            current = x.clone()
+            if p["random_start"]:
+                current[active] = self.threat.random_start(x[active], generator)
+            alive = robust.clone()  # attacked in this restart and not yet fooled
+            for step in range(p["steps"] + 1):
+                last = step == p["steps"]
+                leaf = current.detach().requires_grad_(not last)
+                with torch.set_grad_enabled(not last):
+                    logits = model(leaf)
+                fooled = alive & ~classified(logits, y)
+                x_adv = torch.where(fooled.view(expand), leaf.detach(), x_adv)
+                robust, alive = robust & ~fooled, alive & ~fooled
+                if last:
+                    break
+                grad, = torch.autograd.grad(self.loss_fn(logits, y), leaf)  # summed: per-image gradients
+                current = self._step(leaf.detach(), grad, bounds)
+            x_adv = torch.where(alive.view(expand), current.detach(), x_adv)
         return AttackOutput(x_adv, robust)
 
     def _bounds(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
