@@ -53,7 +53,11 @@ FLOPs of one run counted by ``torch.utils.flop_counter.FlopCounterMode`` and, wi
     python benchmarks/speed_precision.py --device cuda --n 512 --aa-n 256 --train-n 8192 \\
         --budget-minutes 0 --peak-tflops PEAK --out benchmarks/results/speed_precision_cuda.md
 
-(PEAK: the GPU's dense bf16 TFLOP/s from its datasheet.)
+(PEAK: the GPU's dense bf16 TFLOP/s from its datasheet.) AutoAttack ``standard`` and PGD on a
+WideResNet-34-10 (not in the default rows; on a CPU one image's AutoAttack takes minutes):
+
+    python benchmarks/speed_precision.py --device cuda --models wrn-34-10-32 --workloads aa-standard,pgd \
+        --n 256 --aa-n 128 --budget-minutes 0 --peak-tflops PEAK --out benchmarks/results/speed_wrn_cuda.md
 """
 from __future__ import annotations
 
@@ -128,7 +132,12 @@ MODEL_SPECS = {s.key: s for s in (
     ModelSpec("small-cnn-28", "small-cnn", "fashion-mnist", "random 1x28x28 (Fashion-MNIST-shaped)"),
     ModelSpec("lenet-28", "lenet", "fashion-mnist", "random 1x28x28 (Fashion-MNIST-shaped)"),
     ModelSpec("resnet18-32", "resnet18", "cifar10", "random 3x32x32 (CIFAR-10-shaped)"),
+    ModelSpec("wrn-34-10-32", "wrn-34-10", "cifar10", "random 3x32x32 (CIFAR-10-shaped)"),
 )}
+#: the rows run unless --models names others: the WideResNet (the network of RobustBench's AutoAttack
+#: figures; WRN-28-10's deeper sibling) is for a GPU, where `--models wrn-34-10-32 --workloads
+#: aa-standard,pgd` times AutoAttack `standard` and PGD on it
+DEFAULT_MODELS = ("small-cnn-8", "small-cnn-28", "lenet-28", "resnet18-32")
 
 
 def per_model(text: str, option: str) -> dict[str, int]:
@@ -566,7 +575,7 @@ def command() -> str:
 
 
 @click.command()
-@click.option("--models", default=",".join(MODEL_SPECS), show_default=True,
+@click.option("--models", default=",".join(DEFAULT_MODELS), show_default=True,
               help=f"Rows, from: {', '.join(MODEL_SPECS)}.")
 @click.option("--workloads", default=",".join(WORKLOADS), show_default=True,
               help="pgd, cw: PGD-k / CW-k on --n images; aa-custom (the cpu-image suite's AutoAttack), aa-standard "
@@ -581,11 +590,13 @@ def command() -> str:
 @click.option("--steps", default=10, show_default=True, help="k of PGD-k / CW-k and of the AT epoch's PGD.")
 @click.option("--eps", default=0.0, show_default=True,
               help="Radius of the timed attacks (0: no image is ever fooled, every attack does its full work).")
-@click.option("--n", "n_text", default="128,small-cnn-28=32,lenet-28=32,resnet18-32=4", show_default=True,
+@click.option("--n", "n_text", default="128,small-cnn-28=32,lenet-28=32,resnet18-32=4,wrn-34-10-32=2", show_default=True,
               help="Images per PGD / CW batch: a default and per-model values.")
-@click.option("--aa-n", "aa_text", default="8,small-cnn-28=4,lenet-28=4,resnet18-32=2", show_default=True,
+@click.option("--aa-n", "aa_text", default="8,small-cnn-28=4,lenet-28=4,resnet18-32=2,wrn-34-10-32=1",
+              show_default=True,
               help="Images per AutoAttack run.")
-@click.option("--train-n", "train_text", default="512,small-cnn-28=64,lenet-28=64,resnet18-32=8", show_default=True,
+@click.option("--train-n", "train_text", default="512,small-cnn-28=64,lenet-28=64,resnet18-32=8,wrn-34-10-32=4",
+              show_default=True,
               help="Training examples per epoch.")
 @click.option("--budget-minutes", default=25.0, show_default=True,
               help="Skip cells whose estimated time exceeds what is left of this (0 = no limit).")
