@@ -46,6 +46,22 @@ def digits_model(teacher: str, cache: Path, seed: int = 0, device: str = "cpu",
     return model
 
 
+def random_model_and_batch(name: str, shape: tuple[int, ...], mean: tuple[float, ...], std: tuple[float, ...], n: int,
+                           device: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A model of the zoo initialised from seed 0 (eval mode, frozen), ``n`` uniform random images of
+    ``shape`` and, as their labels, the model's own predictions: every image enters an attack."""
+    import robdistill as rd
+
+    torch.manual_seed(0)
+    model = rd.build_model(name, shape, 10, mean, std).to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x = torch.rand(n, *shape, device=device)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    return model, x, y
+
+
 def peer_available(peer: Path) -> bool:
     if not peer.is_file():
         return False

@@ -22,7 +22,7 @@ import click
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, machine, markdown_table  # noqa: E402
+from _common import emit, machine, markdown_table, random_model_and_batch  # noqa: E402
 from speed import timed_pair  # noqa: E402
 
 MODELS = (("small-cnn", "digits", (1, 8, 8)), ("compact-cnn", "fashion-mnist", (1, 28, 28)),
@@ -45,15 +45,9 @@ def main(n: int, steps: int, repeats: int, threads: int, device: str, out: Path 
     rows = []
     started = time.perf_counter()
     for name, dataset, shape in MODELS:
-        torch.manual_seed(0)
         info = rd.load_dataset(dataset).info if dataset == "digits" else None
         mean, std = (info.mean, info.std) if info else ((0.2860,), (0.3530,))
-        model = rd.build_model(name, shape, 10, mean, std).to(device).eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        x = torch.rand(n, *shape, device=device)
-        with torch.no_grad():
-            y = model(x).argmax(1)
+        model, x, y = random_model_and_batch(name, shape, mean, std, n, device)
         eager = rd.attacks.PGD(0.0, steps=steps, step_size=0.01)
         compiled = rd.attacks.PGD(0.0, steps=steps, step_size=0.01, precision=compiled_precision)
         t0 = time.perf_counter()

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, machine, markdown_table  # noqa: E402
+from _common import emit, machine, markdown_table, random_model_and_batch  # noqa: E402
 
 MODELS = (("small-cnn", (1, 8, 8), (0.5,), (0.5,)), ("compact-cnn", (1, 28, 28), (0.2860,), (0.3530,)))
 
@@ -63,13 +63,7 @@ def main(n: int, steps: int, repeats: int, threads: int, device: str, out: Path 
     started = time.perf_counter()
     rows = []
     for name, shape, mean, std in MODELS:
-        torch.manual_seed(0)
-        model = rd.build_model(name, shape, 10, mean, std).to(device).eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        x = torch.rand(n, *shape, device=device)
-        with torch.no_grad():
-            y = model(x).argmax(1)
+        model, x, y = random_model_and_batch(name, shape, mean, std, n, device)
         step = pgd_step(model, 0.05, 0.01)  # a real ball, so the two iterates can differ
         compiled_step = torch.compile(step)
 

@@ -2,15 +2,12 @@
 (``PGD.masked_devices``): run here on the CPU by naming it, and held to the dropping loop's flags."""
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
+from sync_helpers import SYNCING, count_host_reads
 
 import robdistill as rd
 from robdistill.attacks.gradient import PGD
-
-SYNCING = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy", "nonzero")
 
 
 @pytest.fixture(scope="module")
@@ -21,19 +18,10 @@ def trained():
 
 
 def syncs_of(monkeypatch, call) -> dict[str, int]:
-    """Calls made from robdistill.attacks of tensor methods that read values back to the host."""
-    calls: dict[str, int] = {}
+    """Calls made from robdistill.attacks of tensor methods that read values back to the host,
+    ``nonzero`` included (its result's size is read back)."""
     with monkeypatch.context() as patch:
-        for name in SYNCING:
-            original = getattr(torch.Tensor, name)
-
-            def wrapped(self, *args, __original=original, __name=name, **kwargs):
-                caller = sys._getframe(1).f_globals.get("__name__", "")
-                if caller.startswith("robdistill.attacks"):
-                    calls[f"{caller}.{__name}"] = calls.get(f"{caller}.{__name}", 0) + 1
-                return __original(self, *args, **kwargs)
-
-            patch.setattr(torch.Tensor, name, wrapped)
+        calls = count_host_reads(patch, "robdistill.attacks", (*SYNCING, "nonzero"))
         call()
     return calls
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from sync_helpers import count_host_reads
 from torch import nn
 
 from robdistill.config.recipes import parse_recipe
@@ -112,27 +113,10 @@ def test_non_finite_training_loss_stops_training_naming_epoch_and_batch(digits) 
 
 # ------------------------------------------------------------------ host synchronisation (issue 33)
 
-SYNCING = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy")
-
-
 def count_robdistill_syncs(monkeypatch) -> dict[str, int]:
     """Every call, made from robdistill's own code, of a tensor method that reads a value back to the
-    host (a device synchronisation on a GPU): counted by wrapping them on torch.Tensor. Calls from
-    torch itself (an optimizer reading its CPU step count) are not ours and not counted."""
-    import sys
-
-    calls: dict[str, int] = {}
-    for name in SYNCING:
-        original = getattr(torch.Tensor, name)
-
-        def wrapped(self, *args, __original=original, __name=name, **kwargs):
-            caller = sys._getframe(1).f_globals.get("__name__", "")
-            if caller.startswith("robdistill"):
-                calls[f"{caller}.{__name}"] = calls.get(f"{caller}.{__name}", 0) + 1
-            return __original(self, *args, **kwargs)
-
-        monkeypatch.setattr(torch.Tensor, name, wrapped)
-    return calls
+    host (:func:`sync_helpers.count_host_reads`)."""
+    return count_host_reads(monkeypatch)
 
 
 @pytest.mark.parametrize("objective", ["standard", "at", "alp", "aalp", "trades"])
