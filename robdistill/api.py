@@ -192,7 +192,8 @@ def load_teacher(spec: str | Path, data: Splits | str, *, model_dir: str | Path 
 
 
 def _training_state(state: "str | Path | TrainingState | None", resume: bool) -> TrainingState | None:
-    """The state file a training saves itself to after every epoch (and, with ``resume``, starts from)."""
+    """The state file a training (or an evaluation) saves itself to after every epoch (attack), and
+    with ``resume`` starts from."""
     if state is None:
         if resume:
             raise UserError("resume=True continues from a state file; give state='<file>.state.pt' too")
@@ -313,7 +314,9 @@ def evaluate(model: nn.Module, data: Splits | str, *, suite: RecipeLike | None =
              eps: float | None = None, n_eval: int | None = None, name: str = "model",
              device: str | torch.device | None = None, precision: str | None = None,
              threat_model: str | None = None, progress: bool = True,
-             tracker: Tracker | None = None, **overrides: Any) -> EvaluationResult:
+             tracker: Tracker | None = None, surrogates: Mapping[str, nn.Module] | None = None,
+             state: "str | Path | TrainingState | None" = None, resume: bool = False,
+             **overrides: Any) -> EvaluationResult:
     """Attack ``model`` on ``data``'s test images and check the evaluation (METHODS section 4).
 
     Either a suite (named attacks at one radius) or attack objects you built. Every robust flag
@@ -335,6 +338,10 @@ def evaluate(model: nn.Module, data: Splits | str, *, suite: RecipeLike | None =
         threat_model: the ball (``"linf"``, ``"l2"``; default the suite's).
         progress: a line (or bar) per attack; False is silent.
         tracker: where parameters, accuracies and ``results.json`` go.
+        surrogates: the modules a suite's transfer attack may name (``surrogate = "teacher"``).
+        state: a file the evaluation saves itself to after every attack (and every
+            ``autoattack_chunk`` images of AutoAttack); the file is left for you to delete.
+        resume: continue from ``state`` where it stopped (finished attacks are not run again).
         **overrides: suite fields (``batch_size=128``, ``seed=1``).
 
     Returns:
@@ -354,6 +361,7 @@ def evaluate(model: nn.Module, data: Splits | str, *, suite: RecipeLike | None =
         >>> result.accuracies()["pgd"].value <= result.accuracies()["fgsm"].value
         True
     """
+    saved = _training_state(state, resume)
     splits, _ = _data(data, device)
     if n_eval is not None and n_eval < 0:
         raise UserError(f"n_eval must be >= 0 (0 = the whole test set); got {n_eval}")
@@ -371,10 +379,10 @@ def evaluate(model: nn.Module, data: Splits | str, *, suite: RecipeLike | None =
                                    **_with_precision(overrides, precision, threat_model))
         plan = resolve_suite(suite_recipe, splits.info, eps)
         radius, ratio = plan.eps, plan.step_ratio
-        built = plan.attacks()  # built once, before any work: bad parameters fail early
+        built = plan.attacks(dict(surrogates) if surrogates else None)  # built once, before any work
     test = splits.test.head((suite_recipe.n_eval if n_eval is None else n_eval) or None)
     result = run_suite(model, test, suite_recipe, radius, name=name, progress=progress, step_ratio=ratio,
-                       attacks=built)
+                       attacks=built, state=saved, resume=resume)
     if tracker is not None:
         step = {} if ratio is None else {"default_step_size": ratio * radius}  # attack objects carry their own
         tracker.log_params("suite", {**to_dict(suite_recipe), "eps": radius, "n": len(test), **step})

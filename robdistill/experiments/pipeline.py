@@ -2,7 +2,7 @@
 starts, so bad input leaves nothing half-written."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TypeVar
 
@@ -281,7 +281,8 @@ def run_experiment(settings: Settings, spec: RunSpec, *, nested: bool = False,
         models = ({schema.ROLE_TEACHER: handle.model, schema.ROLE_STUDENT: student_model} if evaluate_teacher
                   else {schema.ROLE_STUDENT: student_model})
         model_ids = {schema.ROLE_TEACHER: handle.model_id, schema.ROLE_STUDENT: student_model_id}
-        evaluated = {role: evaluate_model(model, role, plan.test(), plan.suite_plan, settings,
+        evaluated_images = replace(plan.splits, test=plan.test())
+        evaluated = {role: evaluate_model(model, role, evaluated_images, plan.suite_plan, settings,
                                           schema.role_tags(tags, role), model_id=model_ids[role],
                                           run_name=schema.role_evaluation_run_name(
                                               role, teacher_name, perturb, settings.seed, plan.student.name),
@@ -458,7 +459,8 @@ def evaluate_checkpoints(settings: Settings, checkpoints: list[str] | list[Path]
             prov = item.provenance
             tags = {**schema.checkpoint_evaluation_tags(dataset, name, shard_tags),
                     **schema.model_provenance_tags(prov.source, prov.id, prov.sha256)}
-            evaluated[name] = evaluate_model(item.model, name, test, plan.suite_plan, settings, tags, rows, prov)
+            evaluated[name] = evaluate_model(item.model, name, replace(plan.splits, test=test), plan.suite_plan,
+                                             settings, tags, rows, prov)
         results = {name: result for name, (result, _) in evaluated.items()}
         analyses = {name: analysis for name, (_, analysis) in evaluated.items()}
         _log_comparison(results, analyses, {n: item.model for n, item in models.items()}, plan)

@@ -1,9 +1,9 @@
 """The stages of the MLflow-tracked pipeline, each in its own child run: train (or reuse) a teacher,
 distill a student from its logits on clean inputs only, evaluate models with an attack suite.
-Training goes through the public API's door (:func:`robdistill.train_teacher`,
-:func:`robdistill.distill`, with an :class:`MlflowTracker`), evaluation through the engine under
-:func:`robdistill.evaluate` (:func:`robdistill.eval.runner.run_suite`); this layer adds the teacher
-cache, the model registry, resumable state files and the run layout."""
+The work goes through the public API's door (:func:`robdistill.train_teacher`,
+:func:`robdistill.distill` with an :class:`MlflowTracker`; :func:`robdistill.evaluate`, whose result
+this layer logs); this layer adds the teacher cache, the model registry, resumable state files
+and the run layout."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,7 +22,7 @@ from robdistill.core.errors import UserError
 from robdistill.core.streams import STREAMS_VERSION
 from robdistill.data.datasets import DatasetInfo, Split, Splits
 from robdistill.eval.results import EvaluationResult
-from robdistill.eval.runner import SuitePlan, run_suite
+from robdistill.eval.runner import SuitePlan
 from robdistill.models.checkpoints import load_checkpoint, save_checkpoint
 from robdistill.models.zoo import Classifier
 from robdistill.models.files import sha256_of
@@ -265,15 +265,16 @@ def evaluation_key(model: nn.Module, test: Split, suite: SuiteRecipe, eps: float
                         "rank": ctx.rank, "world_size": ctx.world_size})
 
 
-def evaluate_model(model: nn.Module, name: str, test: Split, plan: SuitePlan,
+def evaluate_model(model: nn.Module, name: str, data: Splits, plan: SuitePlan,
                    settings: Settings, tags: dict[str, str],
                    rows: list[int] | None = None,
                    provenance: Provenance | None = None,
                    run_name: str | None = None, model_id: str | None = None,
                    surrogates: dict[str, nn.Module] | None = None,
                    subject: str | None = None) -> tuple[EvaluationResult, Analysis]:
-    """Attack one model with a resolved suite (:func:`robdistill.eval.runner.resolve_suite`: its
-    radius and default step) in a child run; log accuracies, intervals, checks, logits and
+    """Attack one model on ``data.test`` (the evaluated images: cut to ``n_eval``, or one shard's
+    rows) with a resolved suite (:func:`robdistill.eval.runner.resolve_suite`: its radius and
+    default step), through :func:`robdistill.evaluate`, in a child run; log accuracies, intervals, checks, logits and
     the AALP measurements (and, with ``provenance``, where the model came from as ``model.*``
     parameters). The evaluation is saved after every attack (and AutoAttack chunk) in
     ``cache_dir/state``; ``--resume`` continues it in the same MLflow run. ``run_name``: the child
@@ -283,7 +284,7 @@ def evaluate_model(model: nn.Module, name: str, test: Split, plan: SuitePlan,
     ``subject``: "teacher" or the student's perturbation, for the suite's attacks that run on some
     models only (:meth:`SuiteRecipe.for_subject`)."""
     plan = plan.for_subject(subject)
-    suite, eps, ratio = plan.suite, plan.eps, plan.step_ratio
+    suite, eps, ratio, test = plan.suite, plan.eps, plan.step_ratio, data.test
     key = evaluation_key(model, test, suite, eps, ratio)
     state = TrainingState(settings.cache_dir / "state" / f"eval-{key}.state.pt")
     interrupted = _interrupted_run(state, settings)
@@ -296,8 +297,8 @@ def evaluate_model(model: nn.Module, name: str, test: Split, plan: SuitePlan,
             if provenance is not None:
                 tracking.log_params("model", provenance.params())
         state.extra = {"run_id": run.info.run_id}
-        result = run_suite(model, test, suite, eps, name=name, progress=settings.progress, state=state,
-                          resume=settings.resume, step_ratio=ratio, attacks=plan.attacks(surrogates))
+        result = api.evaluate(model, data, suite=suite, eps=eps, n_eval=0, name=name, progress=settings.progress,
+                              surrogates=surrogates, state=state, resume=settings.resume)  # logged below
         result.rows = rows  # one shard of a split evaluation: which test rows these are
         analysis = analyze_model(model, test.head(suite.analysis_n_eval or None), eps, suite.seed,
                                  step_size=plan.default_step_size, norm=suite.threat_model)
