@@ -266,3 +266,25 @@ def test_training_resumes_from_its_state_file(data, tmp_path: Path) -> None:
         assert torch.equal(value, resumed.state_dict()[name]), name
     with pytest.raises(UserError, match="resume=True continues from a state file"):
         rd.distill(whole, data, resume=True)
+
+
+def test_evaluation_resumes_from_its_state_file(data, tmp_path: Path, monkeypatch) -> None:
+    """rd.evaluate(state=...) saves each finished attack; resume=True reads them back instead of
+    attacking again (the sanity checks run again: they are not saved)."""
+    from robdistill.attacks.gradient import PGD
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    attacks = [rd.attacks.FGSM(eps=0.1), rd.attacks.PGD(eps=0.1, steps=5)]
+    state = tmp_path / "eval.state.pt"
+    first = rd.evaluate(model, data, attacks=attacks, n_eval=64, progress=False, state=state)
+    assert state.is_file()
+    attacked = []
+    original = PGD.attack_batch
+    monkeypatch.setattr(PGD, "attack_batch", lambda self, *a: attacked.append(self.eps) or original(self, *a))
+    again = rd.evaluate(model, data, attacks=attacks, n_eval=64, progress=False, state=state, resume=True)
+    assert 0.1 not in attacked, attacked  # the saved PGD was not run again (eps 0 probes of the checks were)
+    for key in first.robust:
+        assert torch.equal(first.robust[key], again.robust[key]), key
+    with pytest.raises(UserError, match="resume=True continues from a state file"):
+        rd.evaluate(model, data, attacks=attacks, resume=True)
