@@ -191,7 +191,7 @@ def load_teacher(spec: str | Path, data: Splits | str, *, model_dir: str | Path 
     return loaded.model
 
 
-def _training_state(state: "str | Path | TrainingState | None", resume: bool) -> TrainingState | None:
+def _state_file(state: "str | Path | TrainingState | None", resume: bool) -> TrainingState | None:
     """The state file a training (or an evaluation) saves itself to after every epoch (attack), and
     with ``resume`` starts from."""
     if state is None:
@@ -249,7 +249,7 @@ def train_teacher(recipe: RecipeLike, data: Splits | str, *, seed: int = 0,
         >>> len(teacher.history), "train/acc" in teacher.history[-1]
         (1, True)
     """
-    saved = _training_state(state, resume)
+    saved = _state_file(state, resume)
     teacher = load_recipe("teacher", recipe, dataset=_dataset_name(data),
                           **_with_precision(overrides, precision, threat_model))
     splits, target = _data(data, device)
@@ -297,7 +297,7 @@ def distill(teacher: nn.Module, data: Splits | str, *, perturb: str = "keep",
         >>> student(data.test.x[:4]).argmax(1).shape
         torch.Size([4])
     """
-    saved = _training_state(state, resume)
+    saved = _state_file(state, resume)
     student_recipe = load_recipe("student", recipe, dataset=_dataset_name(data),
                                  **_with_precision(overrides, precision, threat_model))
     PERTURBATIONS.get(perturb)  # a bad name fails before any data is loaded
@@ -361,7 +361,7 @@ def evaluate(model: nn.Module, data: Splits | str, *, suite: RecipeLike | None =
         >>> result.accuracies()["pgd"].value <= result.accuracies()["fgsm"].value
         True
     """
-    saved = _training_state(state, resume)
+    saved = _state_file(state, resume)
     splits, _ = _data(data, device)
     if n_eval is not None and n_eval < 0:
         raise UserError(f"n_eval must be >= 0 (0 = the whole test set); got {n_eval}")

@@ -299,9 +299,6 @@ def _recording_components(record: bool, announce: Announce | None = None,
     snapshots: list[tuple[str, torch.Tensor]] = []
     if timings is not None:
         timings.append(("start", time.perf_counter()))
-    if not record and announce is None and timings is None:
-        yield snapshots
-        return
     base = library.EvaluationState
 
     class Recording(base):  # type: ignore[misc, valid-type]

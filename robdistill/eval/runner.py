@@ -107,7 +107,8 @@ def attack_piece(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Ten
     robust, nonfinite = finite_verdicts(model, attack, x, out, batch_size)
     return {"robust": robust.cpu(), "seconds": time.perf_counter() - started, "warnings": out.warnings,
             "fooled_by": {part: flags.cpu() for part, flags in out.fooled_by.items()},
-            "component_seconds": dict(out.seconds_by), "forward_passes": passes.forward, "backward_passes": passes.backward,
+            "component_seconds": dict(out.seconds_by), "forward_passes": passes.forward,
+            "backward_passes": passes.backward,
             "nonfinite": nonfinite, **perturbation_stats(x, out.x_adv)}
 
 
@@ -270,7 +271,7 @@ def _agreed(compute: Callable[[], Any]) -> Any:
 
 
 def run_suite(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, name: str = "model",
-               progress: bool = True, state: TrainingState | None = None, resume: bool = False,
+              progress: bool = True, state: TrainingState | None = None, resume: bool = False,
               step_ratio: float | None = None, surrogates: dict[str, nn.Module] | None = None,
               attacks: dict[str, Attack] | None = None) -> EvaluationResult:
     """Run a suite on ``data`` (already cut to n_eval) and check the evaluation's sanity: the engine
@@ -319,7 +320,8 @@ def run_suite(model: nn.Module, data: Split, suite: SuiteRecipe, eps: float, *, 
         local = torch.cat([p["robust"] for p in saved["done"][key]])
         result.robust[key] = distributed.gather_rows(local, n_key).to(clean.device)
         result.seconds[key] = max(sum(p["seconds"] for p in rank_pieces) for rank_pieces in per_rank)
-        for part in dict.fromkeys(c for p in pieces for c in p.get("component_seconds", {})):  # AutoAttack's
+        parts = [p.get("component_seconds", {}) for p in pieces]  # AutoAttack's (absent in older state files)
+        for part in dict.fromkeys(c for seconds in parts for c in seconds):
             result.seconds[f"{key}/{part}"] = max(sum(p.get("component_seconds", {}).get(part, 0.0) for p in rank_pieces)
                                                   for rank_pieces in per_rank)
         result.costs[key] = {f"{kind}_per_sample": sum(p.get(f"{kind}_passes", 0) for p in pieces) / max(n_key, 1)

@@ -274,7 +274,8 @@ def evaluate_model(model: nn.Module, name: str, data: Splits, plan: SuitePlan,
                    subject: str | None = None) -> tuple[EvaluationResult, Analysis]:
     """Attack one model on ``data.test`` (the evaluated images: cut to ``n_eval``, or one shard's
     rows) with a resolved suite (:func:`robdistill.eval.runner.resolve_suite`: its radius and
-    default step), through :func:`robdistill.evaluate`, in a child run; log accuracies, intervals, checks, logits and
+    default step), through :func:`robdistill.evaluate`, in a child run; log accuracies, intervals,
+    checks, logits and
     the AALP measurements (and, with ``provenance``, where the model came from as ``model.*``
     parameters). The evaluation is saved after every attack (and AutoAttack chunk) in
     ``cache_dir/state``; ``--resume`` continues it in the same MLflow run. ``run_name``: the child
@@ -297,8 +298,9 @@ def evaluate_model(model: nn.Module, name: str, data: Splits, plan: SuitePlan,
             if provenance is not None:
                 tracking.log_params("model", provenance.params())
         state.extra = {"run_id": run.info.run_id}
-        result = api.evaluate(model, data, suite=suite, eps=eps, n_eval=0, name=name, progress=settings.progress,
-                              surrogates=surrogates, state=state, resume=settings.resume)  # logged below
+        result = api.evaluate(model, data, suite=suite, eps=eps, n_eval=0, name=name,  # logged below
+                              progress=settings.progress, surrogates=surrogates, state=state,
+                              resume=settings.resume)
         result.rows = rows  # one shard of a split evaluation: which test rows these are
         analysis = analyze_model(model, test.head(suite.analysis_n_eval or None), eps, suite.seed,
                                  step_size=plan.default_step_size, norm=suite.threat_model)
